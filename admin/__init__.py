@@ -1,0 +1,1 @@
+"""The admin API: FastAPI app served by hypercorn on Trio inside the gateway."""

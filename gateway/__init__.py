@@ -1,0 +1,1 @@
+"""triogate's Trio side: supervisor, actors, protocol adapters, upstream pools, CLI."""

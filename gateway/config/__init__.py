@@ -1,0 +1,46 @@
+"""The config: model (frozen attrs), structuring with error paths, whole-config checks."""
+
+from .load import config_from_data, config_from_text, load_config
+from .model import (
+    AccessLogConfig,
+    Address,
+    AdminConfig,
+    Cluster,
+    Config,
+    Endpoint,
+    HashPolicy,
+    Listener,
+    PoolConfig,
+    RetryPolicy,
+    Route,
+    RouteMatch,
+    VirtualHost,
+    WeightedCluster,
+)
+from .structure import json_schema, structure, unstructure
+from .validate import check, ensure_valid
+
+__all__ = [
+    "AccessLogConfig",
+    "Address",
+    "AdminConfig",
+    "Cluster",
+    "Config",
+    "Endpoint",
+    "HashPolicy",
+    "Listener",
+    "PoolConfig",
+    "RetryPolicy",
+    "Route",
+    "RouteMatch",
+    "VirtualHost",
+    "WeightedCluster",
+    "check",
+    "config_from_data",
+    "config_from_text",
+    "ensure_valid",
+    "json_schema",
+    "load_config",
+    "structure",
+    "unstructure",
+]

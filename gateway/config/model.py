@@ -1,0 +1,220 @@
+"""The config, as frozen attrs values.
+
+One model serves the YAML file, the admin API (its JSON Schema is generated from these
+classes by ``schema.py``) and the data plane (which compiles it into snapshots). Field
+validation that needs only the field's own value lives in ``structure.py`` (types) and
+``validate.py`` (semantics across the whole config: references, uniqueness, ranges).
+Every field has a default where a user of Envoy would expect one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Literal
+
+import attrs
+
+LbPolicy = Literal["round_robin", "least_request", "random", "ring_hash", "maglev"]
+EndpointState = Literal["active", "draining", "disabled"]
+ListenerProtocol = Literal["http", "tcp"]
+RetryOn = Literal["connect-failure", "reset", "5xx", "gateway-error", "retriable-status-codes"]
+
+
+@attrs.frozen(order=True)
+class Address:
+    """A ``host:port`` pair; IPv6 hosts are written ``[::1]:8080``."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        """Parse ``host:port``; raise ``ValueError`` with a readable reason."""
+        if not isinstance(text, str):
+            raise ValueError("must be a 'host:port' string")
+        if text.startswith("["):
+            host, sep, rest = text[1:].partition("]")
+            if not sep or not rest.startswith(":"):
+                raise ValueError("IPv6 address must be written [host]:port")
+            port_text = rest[1:]
+            try:
+                ipaddress.IPv6Address(host)
+            except ValueError:
+                raise ValueError(f"{host!r} is not an IPv6 address") from None
+        else:
+            host, sep, port_text = text.rpartition(":")
+            if not sep or not host:
+                raise ValueError("must be 'host:port'")
+            if ":" in host:
+                raise ValueError("IPv6 address must be written [host]:port")
+        if not port_text.isdigit():
+            raise ValueError(f"port {port_text!r} is not a number")
+        port = int(port_text)
+        if not 0 <= port <= 65535:
+            raise ValueError("port must be 1-65535")
+        return cls(host, port)
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+@attrs.frozen
+class AdminConfig:
+    """Where the admin API listens and how it authenticates."""
+
+    address: Address = Address("127.0.0.1", 9901)
+    #: name of an environment variable holding the API key
+    api_key_env: str | None = None
+    #: path of a file holding the API key
+    api_key_file: str | None = None
+    #: where runtime changes are persisted; default: ``<config file>.state.json``
+    state_file: str | None = None
+
+
+@attrs.frozen
+class RouteMatch:
+    """Which requests a route takes: exactly one of ``prefix`` or ``path``."""
+
+    prefix: str | None = None
+    path: str | None = None
+
+
+@attrs.frozen
+class WeightedCluster:
+    cluster: str
+    weight: int
+
+
+@attrs.frozen
+class RetryPolicy:
+    """Envoy-style retries: ``attempts`` extra tries on the listed conditions."""
+
+    attempts: int = 0
+    retry_on: tuple[RetryOn, ...] = ("connect-failure",)
+    retriable_status_codes: tuple[int, ...] = ()
+    #: per-try timeout in seconds; 0 means the route timeout covers all tries
+    per_try_timeout: float = 0.0
+
+
+@attrs.frozen
+class HashPolicy:
+    """Where a consistent-hash key comes from: a header, a cookie, or the client address."""
+
+    header: str | None = None
+    cookie: str | None = None
+    source_ip: bool = False
+
+
+@attrs.frozen
+class Route:
+    """A match and where matching requests go: one ``cluster`` or a weighted ``split``."""
+
+    match: RouteMatch
+    name: str | None = None
+    cluster: str | None = None
+    split: tuple[WeightedCluster, ...] = ()
+    #: seconds for the whole upstream exchange; 0 disables
+    timeout: float = 15.0
+    retry: RetryPolicy = RetryPolicy()
+    hash_policy: tuple[HashPolicy, ...] = ()
+
+
+@attrs.frozen
+class VirtualHost:
+    """Routes for requests whose Host matches one of ``domains`` (``*`` and ``*.x`` allowed)."""
+
+    name: str
+    domains: tuple[str, ...]
+    routes: tuple[Route, ...]
+
+
+@attrs.frozen
+class AccessLogConfig:
+    """One JSON line per request; ``path`` ``-`` means stdout."""
+
+    enabled: bool = False
+    path: str = "-"
+
+
+@attrs.frozen
+class Listener:
+    """A bound address and how its traffic is handled.
+
+    ``routes`` is shorthand for one virtual host matching every domain.
+    """
+
+    name: str
+    address: Address
+    protocol: ListenerProtocol = "http"
+    routes: tuple[Route, ...] = ()
+    virtual_hosts: tuple[VirtualHost, ...] = ()
+    #: for ``protocol: tcp``: the cluster every connection goes to
+    cluster: str | None = None
+    #: seconds a client may take to send a request's headers
+    header_timeout: float = 10.0
+    #: seconds an idle keep-alive client connection is kept
+    idle_timeout: float = 60.0
+    max_request_headers_kb: int = 60
+    max_request_headers_count: int = 100
+    access_log: AccessLogConfig = AccessLogConfig()
+
+
+@attrs.frozen
+class Endpoint:
+    address: Address
+    weight: int = 1
+    priority: int = 0
+    locality: str = ""
+    state: EndpointState = "active"
+
+
+@attrs.frozen
+class PoolConfig:
+    """The upstream connection pool kept per endpoint."""
+
+    #: most connections (busy + idle) to one endpoint
+    max_connections: int = 1024
+    #: most idle connections kept for reuse
+    max_idle: int = 128
+    #: seconds an idle pooled connection is kept
+    idle_timeout: float = 60.0
+    connect_timeout: float = 5.0
+
+
+@attrs.frozen
+class Cluster:
+    name: str
+    endpoints: tuple[Endpoint, ...] = ()
+    lb_policy: LbPolicy = "round_robin"
+    pool: PoolConfig = PoolConfig()
+
+
+@attrs.frozen
+class Config:
+    """The whole gateway config. ``version`` grows by one with every accepted change."""
+
+    listeners: tuple[Listener, ...] = ()
+    clusters: tuple[Cluster, ...] = ()
+    admin: AdminConfig = AdminConfig()
+    version: int = 1
+
+    def cluster(self, name: str) -> Cluster | None:
+        for c in self.clusters:
+            if c.name == name:
+                return c
+        return None
+
+    def listener(self, name: str) -> Listener | None:
+        for lst in self.listeners:
+            if lst.name == name:
+                return lst
+        return None

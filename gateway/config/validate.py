@@ -1,0 +1,148 @@
+"""Whole-config checks: ranges, uniqueness and references between listeners and clusters.
+
+``check(config)`` returns every issue found (an empty list means the config may run).
+Everything that can be wrong with a config is caught here or in ``structure.py``, before
+anything starts or any change reaches the data plane.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+from ..errors import ConfigError, ConfigIssue
+from .model import Cluster, Config, Listener, Route
+
+
+def _dupes(names: Iterable[str]) -> set[str]:
+    return {n for n, k in Counter(names).items() if k > 1}
+
+
+def _positive(issues: list[ConfigIssue], path: str, value: float, *, allow_zero: bool) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        issues.append(ConfigIssue(path, "must be positive" if not allow_zero else "must be >= 0"))
+
+
+def _check_route(route: Route, path: str, clusters: set[str], issues: list[ConfigIssue]) -> None:
+    m = route.match
+    if (m.prefix is None) == (m.path is None):
+        issues.append(ConfigIssue(f"{path}.match", "needs exactly one of 'prefix' or 'path'"))
+    for key, value in (("prefix", m.prefix), ("path", m.path)):
+        if value is not None and not value.startswith("/"):
+            issues.append(ConfigIssue(f"{path}.match.{key}", "must start with '/'"))
+    if (route.cluster is None) == (not route.split):
+        issues.append(ConfigIssue(path, "needs exactly one of 'cluster' or 'split'"))
+    if route.cluster is not None and route.cluster not in clusters:
+        issues.append(ConfigIssue(f"{path}.cluster", f"unknown cluster {route.cluster!r}"))
+    if route.split:
+        total = 0
+        for j, wc in enumerate(route.split):
+            if wc.cluster not in clusters:
+                issues.append(ConfigIssue(f"{path}.split[{j}].cluster", f"unknown cluster {wc.cluster!r}"))
+            if wc.weight < 0:
+                issues.append(ConfigIssue(f"{path}.split[{j}].weight", "must be >= 0"))
+            total += max(wc.weight, 0)
+        if total <= 0:
+            issues.append(ConfigIssue(f"{path}.split", "weights must have a positive sum"))
+        for name in _dupes(wc.cluster for wc in route.split):
+            issues.append(ConfigIssue(f"{path}.split", f"cluster {name!r} listed twice"))
+    _positive(issues, f"{path}.timeout", route.timeout, allow_zero=True)
+    r = route.retry
+    if not 0 <= r.attempts <= 10:
+        issues.append(ConfigIssue(f"{path}.retry.attempts", "must be 0-10"))
+    _positive(issues, f"{path}.retry.per_try_timeout", r.per_try_timeout, allow_zero=True)
+    for j, code in enumerate(r.retriable_status_codes):
+        if not 100 <= code <= 599:
+            issues.append(ConfigIssue(f"{path}.retry.retriable_status_codes[{j}]", "must be 100-599"))
+    for j, hp in enumerate(route.hash_policy):
+        if sum((hp.header is not None, hp.cookie is not None, hp.source_ip)) != 1:
+            issues.append(
+                ConfigIssue(f"{path}.hash_policy[{j}]", "needs exactly one of header, cookie, source_ip")
+            )
+
+
+def _check_listener(lst: Listener, path: str, clusters: set[str], issues: list[ConfigIssue]) -> None:
+    if not lst.name:
+        issues.append(ConfigIssue(f"{path}.name", "must not be empty"))
+    if lst.protocol == "tcp":
+        if lst.cluster is None:
+            issues.append(ConfigIssue(f"{path}.cluster", "is required for protocol 'tcp'"))
+        elif lst.cluster not in clusters:
+            issues.append(ConfigIssue(f"{path}.cluster", f"unknown cluster {lst.cluster!r}"))
+        if lst.routes or lst.virtual_hosts:
+            issues.append(ConfigIssue(path, "a 'tcp' listener has no routes"))
+    else:
+        if lst.cluster is not None:
+            issues.append(ConfigIssue(f"{path}.cluster", "only 'tcp' listeners name a cluster"))
+        if lst.routes and lst.virtual_hosts:
+            issues.append(ConfigIssue(path, "give 'routes' or 'virtual_hosts', not both"))
+    for i, route in enumerate(lst.routes):
+        _check_route(route, f"{path}.routes[{i}]", clusters, issues)
+    domains: list[str] = []
+    for i, vh in enumerate(lst.virtual_hosts):
+        vpath = f"{path}.virtual_hosts[{i}]"
+        if not vh.domains:
+            issues.append(ConfigIssue(f"{vpath}.domains", "must not be empty"))
+        domains.extend(d.lower() for d in vh.domains)
+        for j, route in enumerate(vh.routes):
+            _check_route(route, f"{vpath}.routes[{j}]", clusters, issues)
+    for d in _dupes(domains):
+        issues.append(ConfigIssue(f"{path}.virtual_hosts", f"domain {d!r} is in two virtual hosts"))
+    for name in _dupes(vh.name for vh in lst.virtual_hosts):
+        issues.append(ConfigIssue(f"{path}.virtual_hosts", f"virtual host {name!r} defined twice"))
+    _positive(issues, f"{path}.header_timeout", lst.header_timeout, allow_zero=False)
+    _positive(issues, f"{path}.idle_timeout", lst.idle_timeout, allow_zero=False)
+    if not 1 <= lst.max_request_headers_kb <= 1024:
+        issues.append(ConfigIssue(f"{path}.max_request_headers_kb", "must be 1-1024"))
+    if not 1 <= lst.max_request_headers_count <= 10000:
+        issues.append(ConfigIssue(f"{path}.max_request_headers_count", "must be 1-10000"))
+
+
+def _check_cluster(cluster: Cluster, path: str, issues: list[ConfigIssue]) -> None:
+    if not cluster.name:
+        issues.append(ConfigIssue(f"{path}.name", "must not be empty"))
+    for i, ep in enumerate(cluster.endpoints):
+        epath = f"{path}.endpoints[{i}]"
+        if ep.address.port == 0:
+            issues.append(ConfigIssue(f"{epath}.address", "port must be 1-65535"))
+        if not 0 <= ep.weight <= 10000:
+            issues.append(ConfigIssue(f"{epath}.weight", "must be 0-10000"))
+        if not 0 <= ep.priority <= 127:
+            issues.append(ConfigIssue(f"{epath}.priority", "must be 0-127"))
+    for addr in _dupes(str(ep.address) for ep in cluster.endpoints):
+        issues.append(ConfigIssue(f"{path}.endpoints", f"endpoint {addr} listed twice"))
+    pool = cluster.pool
+    if pool.max_connections < 1:
+        issues.append(ConfigIssue(f"{path}.pool.max_connections", "must be >= 1"))
+    if pool.max_idle < 0:
+        issues.append(ConfigIssue(f"{path}.pool.max_idle", "must be >= 0"))
+    _positive(issues, f"{path}.pool.idle_timeout", pool.idle_timeout, allow_zero=False)
+    _positive(issues, f"{path}.pool.connect_timeout", pool.connect_timeout, allow_zero=False)
+
+
+def check(config: Config) -> list[ConfigIssue]:
+    """Every problem in ``config``, by path."""
+    issues: list[ConfigIssue] = []
+    names = {c.name for c in config.clusters}
+    for name in _dupes(c.name for c in config.clusters):
+        issues.append(ConfigIssue("clusters", f"cluster {name!r} defined twice"))
+    for name in _dupes(lst.name for lst in config.listeners):
+        issues.append(ConfigIssue("listeners", f"listener {name!r} defined twice"))
+    bound = [str(lst.address) for lst in config.listeners if lst.address.port != 0]
+    for addr in _dupes([*bound, str(config.admin.address)]):
+        issues.append(ConfigIssue("listeners", f"address {addr} is used twice"))
+    for i, lst in enumerate(config.listeners):
+        _check_listener(lst, f"listeners[{i}]", names, issues)
+    for i, cluster in enumerate(config.clusters):
+        _check_cluster(cluster, f"clusters[{i}]", issues)
+    if config.version < 1:
+        issues.append(ConfigIssue("version", "must be >= 1"))
+    return issues
+
+
+def ensure_valid(config: Config) -> Config:
+    """Return ``config`` unchanged, or raise ``ConfigError`` with every issue."""
+    issues = check(config)
+    if issues:
+        raise ConfigError(issues)
+    return config

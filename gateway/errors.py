@@ -1,0 +1,89 @@
+"""Errors raised by the gateway.
+
+    GatewayError
+    ├── ConfigError(ValueError)        a config failed validation; carries every issue
+    ├── UpstreamError                  talking to an upstream failed (maps to a local reply)
+    │   ├── UpstreamConnectError       connect refused, unreachable or timed out  -> 502 / UF
+    │   ├── UpstreamResetError         connection reset or closed mid-exchange    -> 502 / UC
+    │   ├── UpstreamProtocolError      upstream sent bytes that do not parse      -> 502 / UPE
+    │   └── UpstreamTimeoutError       no full response within the route timeout -> 504 / UT
+    ├── NoHealthyUpstream              the cluster has no endpoint to pick       -> 503 / UH
+    ├── DownstreamProtocolError        the client sent a malformed request        -> 400 / 431
+    └── SupervisorEscalation           a child crashed past its restart intensity
+
+``status_hint`` is the HTTP status a local reply uses for the error.
+``trio.BrokenResourceError`` is translated into these at the socket edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+
+
+class GatewayError(Exception):
+    """Root of the gateway's errors."""
+
+    status_hint: int = 500
+    flag: str = ""
+
+
+@attrs.frozen
+class ConfigIssue:
+    """One problem in a config: where (``clusters[0].endpoints[1].address``) and what."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(GatewayError, ValueError):
+    """A config failed validation; ``issues`` lists every problem found, not only the first."""
+
+    status_hint = 422
+
+    def __init__(self, issues: Sequence[ConfigIssue]) -> None:
+        self.issues = tuple(issues)
+        super().__init__("\n".join(str(i) for i in self.issues))
+
+
+class UpstreamError(GatewayError):
+    status_hint = 502
+
+
+class UpstreamConnectError(UpstreamError):
+    flag = "UF"
+
+
+class UpstreamResetError(UpstreamError):
+    flag = "UC"
+
+
+class UpstreamProtocolError(UpstreamError):
+    flag = "UPE"
+
+
+class UpstreamTimeoutError(UpstreamError):
+    status_hint = 504
+    flag = "UT"
+
+
+class NoHealthyUpstream(GatewayError):
+    status_hint = 503
+    flag = "UH"
+
+
+class DownstreamProtocolError(GatewayError):
+    """The client sent something we will not forward."""
+
+    def __init__(self, reason: str, status_hint: int = 400) -> None:
+        super().__init__(reason)
+        self.status_hint = status_hint
+        self.reason = reason
+
+
+class SupervisorEscalation(GatewayError):
+    """A child crashed more often than its restart intensity allows."""
