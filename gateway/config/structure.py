@@ -95,7 +95,7 @@ def _structure(tp: Any, data: Any, path: str, issues: list[ConfigIssue]) -> Any:
     raise TypeError(f"structure: unsupported type {tp!r}")  # a bug in model.py, not in input
 
 
-def _structure_attrs(cls: type[T], data: Any, path: str, issues: list[ConfigIssue]) -> T | None:
+def _structure_attrs(cls: Any, data: Any, path: str, issues: list[ConfigIssue]) -> Any:
     if not isinstance(data, dict):
         issues.append(ConfigIssue(path, f"must be a mapping, not {type(data).__name__}"))
         return None
@@ -187,5 +187,3 @@ def json_schema(tp: Any, defs: dict[str, Any], *, ref_prefix: str = "#/component
     if tp in simple:
         return {"type": simple[tp]}
     return {}
-
-

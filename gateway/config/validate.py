@@ -38,7 +38,9 @@ def _check_route(route: Route, path: str, clusters: set[str], issues: list[Confi
         total = 0
         for j, wc in enumerate(route.split):
             if wc.cluster not in clusters:
-                issues.append(ConfigIssue(f"{path}.split[{j}].cluster", f"unknown cluster {wc.cluster!r}"))
+                issues.append(
+                    ConfigIssue(f"{path}.split[{j}].cluster", f"unknown cluster {wc.cluster!r}")
+                )
             if wc.weight < 0:
                 issues.append(ConfigIssue(f"{path}.split[{j}].weight", "must be >= 0"))
             total += max(wc.weight, 0)
@@ -53,15 +55,21 @@ def _check_route(route: Route, path: str, clusters: set[str], issues: list[Confi
     _positive(issues, f"{path}.retry.per_try_timeout", r.per_try_timeout, allow_zero=True)
     for j, code in enumerate(r.retriable_status_codes):
         if not 100 <= code <= 599:
-            issues.append(ConfigIssue(f"{path}.retry.retriable_status_codes[{j}]", "must be 100-599"))
+            issues.append(
+                ConfigIssue(f"{path}.retry.retriable_status_codes[{j}]", "must be 100-599")
+            )
     for j, hp in enumerate(route.hash_policy):
         if sum((hp.header is not None, hp.cookie is not None, hp.source_ip)) != 1:
             issues.append(
-                ConfigIssue(f"{path}.hash_policy[{j}]", "needs exactly one of header, cookie, source_ip")
+                ConfigIssue(
+                    f"{path}.hash_policy[{j}]", "needs exactly one of header, cookie, source_ip"
+                )
             )
 
 
-def _check_listener(lst: Listener, path: str, clusters: set[str], issues: list[ConfigIssue]) -> None:
+def _check_listener(
+    lst: Listener, path: str, clusters: set[str], issues: list[ConfigIssue]
+) -> None:
     if not lst.name:
         issues.append(ConfigIssue(f"{path}.name", "must not be empty"))
     if lst.protocol == "tcp":

@@ -1,0 +1,79 @@
+"""The composition root: builds the supervision tree for one gateway process.
+
+    root supervisor (one-for-one)
+    ├── control plane actor ── workers supervisor
+    │                          ├── cluster actors   (one per cluster)
+    │                          └── listener actors  (one per listener, connections inside)
+    └── admin API (hypercorn on trio, same process)
+
+Handles that must survive a restart (the control plane's, each actor's inbox and
+snapshot) are made here, outside the child that is restarted.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from .config import Address, Config
+from .control import ControlPlane, run_control_plane
+from .dataplane import DataPlane, DataPlaneRef
+from .supervisor import ChildSpec, SupervisorHandle, run_supervisor
+
+log = logging.getLogger("triogate")
+
+
+@attrs.define
+class Gateway:
+    """The running gateway, as seen by the CLI, the admin API and tests."""
+
+    control: ControlPlane
+    supervisor: SupervisorHandle | None = None
+    admin_address: Address | None = None
+
+    def listener_address(self, name: str) -> Address:
+        handle = self.control.listeners[name]
+        assert handle.bound is not None, f"listener {name!r} is not bound"
+        return handle.bound
+
+
+def _control_child(control: ControlPlane) -> ChildSpec:
+    async def start(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        await run_control_plane(control, task_status=task_status)
+
+    return ChildSpec(name="control", start=start)
+
+
+def _admin_child(gateway: Gateway, api_key: str | None) -> ChildSpec:
+    async def start(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        from admin.server import serve_admin  # the admin app depends on the gateway, not back
+
+        await serve_admin(gateway, api_key=api_key, task_status=task_status)
+
+    return ChildSpec(name="admin", start=start)
+
+
+async def run_gateway(
+    config: Config,
+    *,
+    state_path: Path | None = None,
+    admin: bool = True,
+    api_key: str | None = None,
+    task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a gateway for ``config`` until cancelled; reports a ``Gateway`` once serving."""
+    dataplane = DataPlaneRef(DataPlane(config=Config(), routes={}, clusters={}))
+    control = ControlPlane(config, dataplane, state_path)
+    gateway = Gateway(control)
+    children = [_control_child(control)]
+    if admin:
+        children.append(_admin_child(gateway, api_key))
+    async with trio.open_nursery() as nursery:
+        gateway.supervisor = await nursery.start(
+            lambda task_status: run_supervisor(children, name="root", task_status=task_status)
+        )
+        task_status.started(gateway)

@@ -1,0 +1,167 @@
+"""The ``triogate`` command: run, validate, demo (and ``ctl`` for the admin API)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import click
+import trio
+
+from .app import Gateway, run_gateway
+from .config import Config, config_from_text, load_config
+from .demo import DEMO_CONFIG, serve_demo_upstream
+from .errors import ConfigError
+from .state import default_state_path, load_state
+
+log = logging.getLogger("triogate")
+
+
+def _fail_config(err: ConfigError, source: str) -> None:
+    click.echo(f"{source}: {len(err.issues)} error(s):", err=True)
+    for issue in err.issues:
+        click.echo(f"  {issue}", err=True)
+    sys.exit(2)
+
+
+def _api_key(config: Config) -> str | None:
+    admin = config.admin
+    if admin.api_key_env:
+        key = os.environ.get(admin.api_key_env)
+        if not key:
+            raise click.ClickException(f"admin.api_key_env: ${admin.api_key_env} is not set")
+        return key
+    if admin.api_key_file:
+        try:
+            key = Path(admin.api_key_file).read_text().strip()
+        except OSError as e:
+            raise click.ClickException(f"admin.api_key_file: {e.strerror}") from None
+        if not key:
+            raise click.ClickException(f"admin.api_key_file: {admin.api_key_file} is empty")
+        return key
+    return None
+
+
+async def _serve(config: Config, state_path: Path | None, *, on_ready: str = "") -> None:
+    api_key = _api_key(config)
+    if not config.admin.address.is_loopback and api_key is None:
+        raise click.ClickException(
+            "admin.address is not loopback: set admin.api_key_env or admin.api_key_file"
+        )
+    async with trio.open_nursery() as nursery:
+        gateway: Gateway = await nursery.start(
+            lambda task_status: run_gateway(
+                config, state_path=state_path, api_key=api_key, task_status=task_status
+            )
+        )
+        for name, handle in gateway.control.listeners.items():
+            click.echo(f"listener {name}: {handle.config.protocol}://{handle.bound}")
+        if gateway.admin_address is not None:
+            click.echo(f"admin API: http://{gateway.admin_address}/")
+        if on_ready:
+            click.echo(on_ready.format(port=gateway.listener_address("web").port))
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for _ in signals:
+                click.echo("draining (a second signal stops at once)")
+                await gateway.control.drain(grace=10.0)
+                with trio.move_on_after(10.0):
+                    async for _ in signals:
+                        break
+                    # no second signal: wait for the drain deadline
+                nursery.cancel_scope.cancel()
+                break
+
+
+@click.group()
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """triogate: a resilient HTTP/TCP gateway on Trio."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.argument("config_file", type=click.Path(dir_okay=False, path_type=Path))
+def validate(config_file: Path) -> None:
+    """Check CONFIG_FILE without starting anything."""
+    try:
+        config = load_config(config_file)
+    except ConfigError as e:
+        _fail_config(e, str(config_file))
+    counts = f"{len(config.listeners)} listener(s), {len(config.clusters)} cluster(s)"
+    click.echo(f"{config_file}: ok ({counts})")
+
+
+@main.command()
+@click.argument("config_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--state-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where runtime changes persist (default: CONFIG_FILE.state.json).",
+)
+@click.option("--no-state", is_flag=True, help="Ignore and do not write the state file.")
+def run(config_file: Path, state_file: Path | None, no_state: bool) -> None:
+    """Serve the listeners of CONFIG_FILE until SIGTERM/SIGINT (then drain)."""
+    try:
+        config = load_config(config_file)
+    except ConfigError as e:
+        _fail_config(e, str(config_file))
+    state_path: Path | None = None
+    if not no_state:
+        state_path = state_file or (
+            Path(config.admin.state_file)
+            if config.admin.state_file
+            else default_state_path(config_file)
+        )
+        try:
+            saved = load_state(state_path)
+        except ConfigError as e:
+            _fail_config(e, str(state_path))
+        if saved is not None:
+            click.echo(f"loaded runtime state version {saved.version} from {state_path}")
+            config = saved
+        else:
+            click.echo(f"loaded {config_file} (no runtime state at {state_path})")
+    trio.run(_serve, config, state_path)
+
+
+@main.command()
+@click.option("--port", default=8080, show_default=True, help="Port of the demo listener.")
+@click.option("--admin-port", default=9901, show_default=True, help="Port of the admin API.")
+def demo(port: int, admin_port: int) -> None:
+    """Start three built-in upstreams and a gateway in front of them."""
+
+    async def run_demo() -> None:
+        async with trio.open_nursery() as nursery:
+            ups = [
+                await nursery.start(serve_demo_upstream, name)
+                for name in ("api-1", "api-2", "web-1")
+            ]
+            text = DEMO_CONFIG.format(
+                port=port, admin_port=admin_port, api1=ups[0], api2=ups[1], web1=ups[2]
+            )
+            config = config_from_text(text, source="demo")
+            click.echo(text)
+            await _serve(
+                config,
+                None,
+                on_ready=(
+                    "try:\n"
+                    "  curl -s http://127.0.0.1:{port}/api/hello    # alternates api-1 / api-2\n"
+                    "  curl -s http://127.0.0.1:{port}/            # web-1\n"
+                    "  curl -s http://127.0.0.1:{port}/api/status/503\n"
+                    f"  curl -s http://127.0.0.1:{admin_port}/config   # the admin API\n"
+                    "Ctrl-C to stop."
+                ),
+            )
+            nursery.cancel_scope.cancel()
+
+    trio.run(run_demo)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""Cluster actors: each owns one cluster's endpoints and publishes immutable snapshots.
+
+Theory of operation: the actor is the only writer of its cluster's state. It holds an
+``EndpointRuntime`` per endpoint address (the connection pool and in-flight count,
+which outlive config changes), and after every change publishes a new
+``ClusterSnapshot`` on its handle. The data path reads ``handle.snapshot`` directly and
+picks with the snapshot's balancer: no message per request (STYLE.md, hot path rule).
+
+An endpoint that leaves the cluster, or is set ``draining``/``disabled``, leaves the
+snapshot at once (no new requests), while requests already sent to it finish: its pool
+is put in draining mode, so each connection closes as its request ends.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import attrs
+import trio
+
+from .config import Cluster, Endpoint
+from .upstream.pool import EndpointPool
+
+log = logging.getLogger("triogate.cluster")
+
+
+class EndpointRuntime:
+    """The mutable, per-process side of an endpoint: its pool and live counters."""
+
+    __slots__ = ("active", "config", "key", "pool")
+
+    def __init__(self, config: Endpoint, cluster: Cluster) -> None:
+        self.config = config
+        self.key = str(config.address)
+        self.pool = EndpointPool(config.address, cluster.pool)
+        #: requests in flight to this endpoint
+        self.active = 0
+
+
+class _RoundRobin:
+    """Plain round robin over the snapshot's endpoints (weights arrive with issue 5)."""
+
+    __slots__ = ("_endpoints", "_next")
+
+    def __init__(self, endpoints: tuple[EndpointRuntime, ...]) -> None:
+        self._endpoints = endpoints
+        self._next = 0
+
+    def pick(self) -> EndpointRuntime | None:
+        eps = self._endpoints
+        if not eps:
+            return None
+        i = self._next
+        self._next = i + 1 if i + 1 < len(eps) else 0
+        return eps[i % len(eps)]
+
+
+@attrs.frozen
+class ClusterSnapshot:
+    """What the data path sees of a cluster at one instant."""
+
+    config: Cluster
+    #: endpoints that take new requests
+    endpoints: tuple[EndpointRuntime, ...]
+    #: every endpoint still known, including draining ones (for stats and the admin API)
+    all_endpoints: tuple[EndpointRuntime, ...]
+    balancer: _RoundRobin
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def pick(self) -> EndpointRuntime | None:
+        return self.balancer.pick()
+
+
+@attrs.frozen
+class Reconfigure:
+    """Command: replace the cluster's config; answered on ``reply`` once published."""
+
+    cluster: Cluster
+    reply: trio.MemorySendChannel[ClusterSnapshot]
+
+
+ClusterMsg = Reconfigure
+
+
+class ClusterHandle:
+    """How others reach a cluster actor: its inbox and its latest snapshot.
+
+    Made by whoever builds the actor's ChildSpec, so it stays valid across restarts.
+    """
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.name = cluster.name
+        self.inbox, self._inbox_rx = trio.open_memory_channel[ClusterMsg](16)
+        self.snapshot = _build_snapshot(cluster, {})
+
+    async def reconfigure(self, cluster: Cluster) -> ClusterSnapshot:
+        reply_tx, reply_rx = trio.open_memory_channel[ClusterSnapshot](1)
+        await self.inbox.send(Reconfigure(cluster, reply_tx))
+        async with reply_rx:
+            return await reply_rx.receive()
+
+
+def _build_snapshot(cluster: Cluster, runtimes: dict[str, EndpointRuntime]) -> ClusterSnapshot:
+    """A snapshot for ``cluster``, reusing (and updating) existing endpoint runtimes.
+
+    Endpoints removed from the config stay in ``all_endpoints``, draining, while they
+    still have requests in flight; the actor's sweep forgets them once idle.
+    """
+    kept: dict[str, EndpointRuntime] = {}
+    for ep in cluster.endpoints:
+        key = str(ep.address)
+        rt = runtimes.get(key)
+        if rt is None or rt.pool.config != cluster.pool:
+            if rt is not None:
+                rt.pool.drain()
+            rt = EndpointRuntime(ep, cluster)
+        rt.config = ep
+        if ep.state == "active":
+            rt.pool.draining = False
+        else:
+            rt.pool.drain()
+        kept[key] = rt
+    leaving = []
+    for key, rt in runtimes.items():
+        if kept.get(key) is not rt:
+            rt.pool.drain()
+            if rt.active:
+                leaving.append(rt)
+    serving = tuple(
+        rt for rt in kept.values() if rt.config.state == "active" and rt.config.weight > 0
+    )
+    return ClusterSnapshot(cluster, serving, (*kept.values(), *leaving), _RoundRobin(serving))
+
+
+async def run_cluster(
+    handle: ClusterHandle,
+    *,
+    sweep_interval: Callable[[Cluster], float] = lambda c: max(0.5, c.pool.idle_timeout / 4),
+    task_status: trio.TaskStatus[ClusterHandle] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The cluster actor: applies commands and expires idle connections, until cancelled."""
+    snapshot = handle.snapshot
+    task_status.started(handle)
+    while True:
+        with trio.move_on_after(sweep_interval(snapshot.config)):
+            msg = await handle._inbox_rx.receive()
+            match msg:
+                case Reconfigure(cluster=cluster, reply=reply):
+                    with reply:
+                        runtimes = {rt.key: rt for rt in snapshot.all_endpoints}
+                        snapshot = _build_snapshot(cluster, runtimes)
+                        handle.snapshot = snapshot
+                        reply.send_nowait(snapshot)
+            continue
+        now = trio.current_time()
+        for rt in snapshot.all_endpoints:
+            rt.pool.expire_idle(now)
+        serving = {str(ep.address) for ep in snapshot.config.endpoints}
+        live = tuple(rt for rt in snapshot.all_endpoints if rt.key in serving or rt.active)
+        if len(live) != len(snapshot.all_endpoints):
+            snapshot = attrs.evolve(snapshot, all_endpoints=live)
+            handle.snapshot = snapshot

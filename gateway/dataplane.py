@@ -1,0 +1,35 @@
+"""The data plane's view of the world: one immutable snapshot, swapped whole.
+
+The control plane is the only writer of ``DataPlaneRef.current``. A connection reads it
+once at the start of each request and uses that snapshot to the end, so a config change
+never splits a request across two versions (requests in flight finish on the config
+they started with; new requests see the new one).
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from .cluster import ClusterHandle
+from .config import Config
+from .routing import RouteTable
+
+
+@attrs.frozen
+class DataPlane:
+    config: Config
+    routes: dict[str, RouteTable]
+    clusters: dict[str, ClusterHandle]
+
+    @property
+    def version(self) -> int:
+        return self.config.version
+
+
+class DataPlaneRef:
+    """The mutable cell holding the current ``DataPlane``."""
+
+    __slots__ = ("current",)
+
+    def __init__(self, current: DataPlane) -> None:
+        self.current = current

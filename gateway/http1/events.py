@@ -1,0 +1,63 @@
+"""What the HTTP/1 parsers report, named in the past tense like h2's events.
+
+Headers are kept as a list of ``(name, value)`` byte pairs in wire order, names as the
+peer sent them (comparisons use ``name.lower()``).
+"""
+
+from __future__ import annotations
+
+import attrs
+
+Headers = list[tuple[bytes, bytes]]
+
+#: how a message's body is framed on the wire
+NO_BODY = 0
+LENGTH = 1
+CHUNKED = 2
+UNTIL_CLOSE = 3
+
+
+@attrs.define(slots=True)
+class RequestReceived:
+    """A request's head arrived and passed every check."""
+
+    method: bytes
+    target: bytes
+    version: bytes
+    headers: Headers
+    keep_alive: bool
+    framing: int
+    content_length: int
+    host: bytes
+    #: bytes of request line and headers, as received
+    head_size: int
+
+
+@attrs.define(slots=True)
+class ResponseReceived:
+    """A response's head arrived (1xx heads arrive as their own event)."""
+
+    status: int
+    reason: bytes
+    version: bytes
+    headers: Headers
+    keep_alive: bool
+    framing: int
+    content_length: int
+
+
+@attrs.define(slots=True)
+class DataReceived:
+    """A piece of a message body (chunked framing already removed)."""
+
+    data: bytes
+
+
+@attrs.define(slots=True)
+class MessageEnded:
+    """The current message's body is complete."""
+
+
+MESSAGE_ENDED = MessageEnded()
+
+Event = RequestReceived | ResponseReceived | DataReceived | MessageEnded

@@ -1,0 +1,264 @@
+"""HTTP/1.1 parsing over httptools (llhttp), turned from callbacks into events.
+
+``feed(data)`` parses what it can and appends events to ``events``; the caller pops them
+in order. llhttp already refuses the request-smuggling shapes (Content-Length with
+Transfer-Encoding, duplicate or malformed Content-Length, bad chunk sizes, whitespace
+before a colon, obsolete line folding, bare LF); this layer adds what llhttp leaves to
+its user: header size and count limits, Host rules, Transfer-Encoding other than
+``chunked``, upgrades. Every refusal is a ``DownstreamProtocolError`` (or, for a
+response, ``UpstreamProtocolError``) carrying the status to answer with; the caller then
+closes the connection, so nothing after a bad message is ever interpreted.
+
+Why httptools: measured on this machine, the same Trio proxy parsing with h11 served
+~2,200 requests/s and with httptools ~7,800 (see README). The parser is reused across
+keep-alive messages; pipelined requests in one read come out as consecutive events.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import httptools
+
+from ..errors import DownstreamProtocolError, UpstreamProtocolError, UpstreamResetError
+from .events import (
+    CHUNKED,
+    LENGTH,
+    MESSAGE_ENDED,
+    NO_BODY,
+    UNTIL_CLOSE,
+    DataReceived,
+    Event,
+    Headers,
+    RequestReceived,
+    ResponseReceived,
+)
+
+
+def _framing(headers: Headers, *, request: bool) -> tuple[int, int]:
+    """(framing, content_length) from headers llhttp has already checked for consistency."""
+    content_length = -1
+    chunked = False
+    for name, value in headers:
+        n = name.lower()
+        if n == b"content-length":
+            content_length = int(value)
+        elif n == b"transfer-encoding":
+            chunked = True  # llhttp insists "chunked" is last; the rest is checked by the caller
+    if chunked:
+        return CHUNKED, -1
+    if content_length >= 0:
+        return (LENGTH if content_length else NO_BODY), content_length
+    return (NO_BODY if request else UNTIL_CLOSE), -1
+
+
+class RequestParser:
+    """Parses requests from one client connection, in order, across keep-alive."""
+
+    def __init__(self, *, max_head_bytes: int = 60 * 1024, max_headers: int = 100) -> None:
+        self.events: deque[Event] = deque()
+        self._max_head_bytes = max_head_bytes
+        self._max_headers = max_headers
+        self._parser = httptools.HttpRequestParser(self)
+        self._reset_head()
+        #: True between a request's first byte and its head being complete
+        self.in_head = False
+
+    def _reset_head(self) -> None:
+        self._url = b""
+        self._headers: Headers = []
+        self._head_bytes = 0
+
+    def feed(self, data: bytes) -> None:
+        """Parse ``data``; raise ``DownstreamProtocolError`` on anything malformed."""
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            raise DownstreamProtocolError(
+                "upgrade and CONNECT are not supported on this listener", 501
+            ) from None
+        except httptools.HttpParserCallbackError as e:
+            # our own checks raise inside llhttp's callbacks; it hands them back as context
+            if isinstance(e.__context__, DownstreamProtocolError):
+                raise e.__context__ from None
+            raise
+        except httptools.HttpParserError as e:
+            raise DownstreamProtocolError(f"malformed request: {e}") from None
+
+    def feed_eof(self) -> None:
+        if self.in_head:
+            raise DownstreamProtocolError("connection closed in the middle of a request head")
+
+    # -- httptools callbacks (called from C inside feed_data) --------------------------
+
+    def on_message_begin(self) -> None:
+        self.in_head = True
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_bytes += len(url)
+        if self._head_bytes > self._max_head_bytes:
+            raise DownstreamProtocolError("request line and headers too large", 431)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.in_head:
+            return  # a trailer: hop-by-hop in practice, dropped
+        self._head_bytes += len(name) + len(value) + 4
+        self._headers.append((name, value))
+        if self._head_bytes > self._max_head_bytes:
+            raise DownstreamProtocolError("request headers too large", 431)
+        if len(self._headers) > self._max_headers:
+            raise DownstreamProtocolError("too many request headers", 431)
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        parser = self._parser
+        version = parser.get_http_version().encode()
+        headers = self._headers
+        host = b""
+        hosts = 0
+        te_values: list[bytes] = []
+        for name, value in headers:
+            n = name.lower()
+            if n == b"host":
+                hosts += 1
+                host = value
+            elif n == b"transfer-encoding":
+                te_values.append(value.lower())
+        if hosts > 1:
+            raise DownstreamProtocolError("more than one Host header")
+        if version == b"1.1" and hosts == 0:
+            raise DownstreamProtocolError("HTTP/1.1 request without a Host header")
+        if te_values and te_values != [b"chunked"]:
+            raise DownstreamProtocolError("only 'Transfer-Encoding: chunked' is supported", 501)
+        if version == b"1.0" and te_values:
+            raise DownstreamProtocolError("Transfer-Encoding in an HTTP/1.0 request")
+        framing, length = _framing(headers, request=True)
+        self.events.append(
+            RequestReceived(
+                parser.get_method(),
+                self._url,
+                version,
+                headers,
+                parser.should_keep_alive(),
+                framing,
+                length,
+                host,
+                self._head_bytes,
+            )
+        )
+        self._reset_head()
+
+    def on_body(self, body: bytes) -> None:
+        self.events.append(DataReceived(body))
+
+    def on_message_complete(self) -> None:
+        self.events.append(MESSAGE_ENDED)
+
+
+class ResponseParser:
+    """Parses the responses on one upstream connection.
+
+    ``expect_no_body()`` before feeding the response to a HEAD request: llhttp cannot
+    know the request's method, so the head alone ends that response.
+    """
+
+    def __init__(self, *, max_head_bytes: int = 96 * 1024) -> None:
+        self.events: deque[Event] = deque()
+        self._max_head_bytes = max_head_bytes
+        self._parser = httptools.HttpResponseParser(self)
+        self._headers: Headers = []
+        self._reason = b""
+        self._head_bytes = 0
+        self._in_head = False
+        self._no_body = False
+        self._in_message = False
+        self._framing = NO_BODY
+        #: set once the parser is in a state it cannot be reused from
+        self.broken = False
+
+    def expect_no_body(self) -> None:
+        self._no_body = True
+
+    def feed(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.broken = True
+            raise UpstreamProtocolError("upstream switched protocols unasked") from None
+        except httptools.HttpParserCallbackError as e:
+            self.broken = True
+            if not isinstance(e.__context__, _HeadOnlyEnded):
+                raise UpstreamProtocolError(f"malformed response: {e.__context__}") from None
+            # the response to HEAD ended with its head; llhttp would wait for a body it
+            # will never see, so this parser is done and the caller makes a new one
+        except httptools.HttpParserError as e:
+            self.broken = True
+            raise UpstreamProtocolError(f"malformed response: {e}") from None
+
+    def feed_eof(self) -> None:
+        """The upstream closed: this ends a close-delimited body, or truncates a message."""
+        self.broken = True
+        if self._framing == UNTIL_CLOSE:
+            self._framing = NO_BODY
+            self.events.append(MESSAGE_ENDED)
+        elif self._in_message:
+            raise UpstreamResetError("upstream closed the connection mid-response")
+
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        self._in_message = True
+        self._headers = []
+        self._head_bytes = 0
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason = reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            return
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > self._max_head_bytes:
+            raise UpstreamProtocolError("response headers too large")
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        parser = self._parser
+        status = parser.get_status_code()
+        framing, length = _framing(self._headers, request=False)
+        if self._no_body or status in (204, 304) or 100 <= status < 200:
+            framing, length = NO_BODY, -1
+        self._framing = framing
+        self.events.append(
+            ResponseReceived(
+                status,
+                self._reason,
+                parser.get_http_version().encode(),
+                self._headers,
+                parser.should_keep_alive(),
+                framing,
+                length,
+            )
+        )
+        if self._no_body and status >= 200:
+            self._in_message = False
+            self.events.append(MESSAGE_ENDED)
+            raise _HeadOnlyEnded
+
+    def on_body(self, body: bytes) -> None:
+        if body:
+            self.events.append(DataReceived(body))
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        if self._no_body:
+            return
+        self.events.append(MESSAGE_ENDED)
+
+
+class _HeadOnlyEnded(Exception):
+    """Internal: stops llhttp after the head of a response to HEAD."""
+
+
+__all__ = ["CHUNKED", "LENGTH", "NO_BODY", "UNTIL_CLOSE", "RequestParser", "ResponseParser"]

@@ -1,0 +1,1 @@
+"""The data path: downstream connections served against the current data plane snapshot."""

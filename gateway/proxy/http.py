@@ -1,0 +1,448 @@
+"""The HTTP/1.1 reverse proxy: one task per client connection, requests in order.
+
+Per request, the path is: read the head (header timeout from its first byte), take the
+current ``DataPlane`` snapshot, match a route, pick a cluster (weighted split) and an
+endpoint (the cluster snapshot's balancer), borrow a pooled upstream connection, write
+the rewritten head, then stream bodies both ways. Nothing here waits on an actor.
+
+Bodies stream with backpressure and are never buffered whole: a request body is pumped
+by a second task only when there is one (the common body-less request takes no
+nursery), each piece is written before the next read, and a response piece is written
+downstream before the next upstream read. The whole exchange runs under the route's
+timeout; a failure before any response byte went downstream becomes a local reply
+(502/503/504), after that the client connection is closed, as Envoy does.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import deque
+
+import attrs
+import trio
+
+from ..cluster import EndpointRuntime
+from ..config import Listener
+from ..dataplane import DataPlaneRef
+from ..errors import (
+    DownstreamProtocolError,
+    GatewayError,
+    NoHealthyUpstream,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamResetError,
+    UpstreamTimeoutError,
+)
+from ..http1.events import (
+    CHUNKED,
+    LENGTH,
+    NO_BODY,
+    DataReceived,
+    Event,
+    MessageEnded,
+    RequestReceived,
+    ResponseReceived,
+)
+from ..http1.parse import RequestParser
+from ..http1.serialize import (
+    CHUNKED_LINE,
+    LAST_CHUNK,
+    chunk,
+    end_to_end,
+    local_reply,
+    request_head,
+    response_head,
+)
+from ..routing import RouteEntry
+from ..upstream.pool import UpstreamConnection
+
+log = logging.getLogger("triogate.proxy")
+
+READ_SIZE = 65536
+VIA = b"1.1 triogate"
+
+
+class DownstreamClosed(Exception):
+    """The client went away; nothing more can be written to it."""
+
+
+@attrs.define
+class ListenerContext:
+    """What every connection of one listener shares."""
+
+    config: Listener
+    dataplane: DataPlaneRef
+    scheme: bytes = b"http"
+    rng: random.Random = attrs.field(factory=random.Random)
+    #: set when the listener drains: connections finish their request, then close
+    draining: bool = False
+    #: cancel scopes of connections idle between requests (cancelled on drain)
+    idle_scopes: set[trio.CancelScope] = attrs.field(factory=set)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+def _request_id(rng: random.Random) -> bytes:
+    """A UUID4 string, as Envoy generates for ``x-request-id``."""
+    n = (rng.getrandbits(128) & ~(0xF000 << 64) | (0x4000 << 64)) & ~(0xC << 60) | (0x8 << 60)
+    h = b"%032x" % n
+    return b"%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
+
+
+class HttpConnection:
+    """One client connection: reads requests, proxies them, writes responses."""
+
+    __slots__ = ("client_ip", "ctx", "parser", "stream")
+
+    def __init__(self, stream: trio.abc.Stream, ctx: ListenerContext, client_ip: bytes) -> None:
+        self.stream = stream
+        self.ctx = ctx
+        self.client_ip = client_ip
+        cfg = ctx.config
+        self.parser = RequestParser(
+            max_head_bytes=cfg.max_request_headers_kb * 1024,
+            max_headers=cfg.max_request_headers_count,
+        )
+
+    async def serve(self) -> None:
+        """Serve requests until the client closes, errs, times out or the listener drains."""
+        try:
+            while not self.ctx.draining:
+                head = await self._read_head()
+                if head is None or not await self._handle(head):
+                    break
+        except DownstreamProtocolError as e:
+            await self._send_quietly(local_reply(e.status_hint, e.reason, close=True))
+        except DownstreamClosed:
+            pass
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await self.stream.aclose()
+
+    async def _send(self, data: bytes) -> None:
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise DownstreamClosed from None
+
+    async def _send_quietly(self, data: bytes) -> None:
+        try:
+            with trio.move_on_after(1):
+                await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    async def _receive(self) -> bytes:
+        try:
+            # sockets (and SSLStream) return bytes; the Stream ABC also allows bytearray
+            return await self.stream.receive_some(READ_SIZE)  # type: ignore[return-value]
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise DownstreamClosed from None
+
+    async def _read_head(self) -> RequestReceived | None:
+        """The next request's head; None when the client closed or idled out cleanly."""
+        parser = self.parser
+        events = parser.events
+        if events:
+            ev = events.popleft()
+            assert isinstance(ev, RequestReceived)
+            return ev
+        cfg = self.ctx.config
+        scope = trio.CancelScope(deadline=trio.current_time() + cfg.idle_timeout)
+        self.ctx.idle_scopes.add(scope)
+        started = False
+        try:
+            with scope:
+                while not events:
+                    data = await self._receive()
+                    if not data:
+                        parser.feed_eof()
+                        return None
+                    if not started:
+                        # from the first byte on, the whole head must come within header_timeout
+                        started = True
+                        self.ctx.idle_scopes.discard(scope)
+                        scope.deadline = trio.current_time() + cfg.header_timeout
+                    parser.feed(data)
+        finally:
+            self.ctx.idle_scopes.discard(scope)
+        if scope.cancelled_caught:
+            if started:
+                await self._send_quietly(local_reply(408, "request headers timed out", close=True))
+            return None
+        ev = events.popleft()
+        assert isinstance(ev, RequestReceived)
+        return ev
+
+    # -- one request --------------------------------------------------------------------
+
+    async def _handle(self, head: RequestReceived) -> bool:
+        """Proxy one request; True if the connection may serve another."""
+        dp = self.ctx.dataplane.current
+        entry = dp.routes[self.ctx.name].match(head.host, head.target)
+        keep_alive = head.keep_alive and not self.ctx.draining
+        if entry is None:
+            return await self._local(
+                head, 404, f"no route for {head.target.decode('latin-1')}", keep_alive
+            )
+        handle = dp.clusters.get(entry.pick_cluster(self.ctx.rng))
+        if handle is None:  # pragma: no cover - validation forbids routes to unknown clusters
+            return await self._local(head, 503, "cluster not found", keep_alive)
+        up_head = self._upstream_head(head)
+        route = entry.route
+        attempts = 1 + route.retry.attempts if head.framing == NO_BODY else 1
+        responded = _Progress()
+        error: GatewayError | None = None
+        with trio.move_on_after(route.timeout if route.timeout > 0 else float("inf")) as scope:
+            for attempt in range(attempts):
+                endpoint = handle.snapshot.pick()
+                if endpoint is None:
+                    error = NoHealthyUpstream(f"no healthy endpoint in cluster {handle.name!r}")
+                    break
+                try:
+                    return await self._exchange(head, up_head, endpoint, responded, keep_alive)
+                except UpstreamError as e:
+                    error = e
+                    if responded.head_sent or not _retriable(entry, e, attempt, attempts):
+                        break
+        if scope.cancelled_caught:
+            error = UpstreamTimeoutError("upstream request timed out")
+        assert error is not None
+        if responded.head_sent:
+            log.info("closing client connection after upstream failure mid-response: %s", error)
+            return False
+        return await self._local(head, error.status_hint, str(error), keep_alive)
+
+    async def _local(self, head: RequestReceived, status: int, text: str, keep_alive: bool) -> bool:
+        # a request body we did not read would be taken for the next request: close instead
+        keep = keep_alive and head.framing == NO_BODY
+        await self._send(local_reply(status, text, close=not keep))
+        return keep
+
+    def _upstream_head(self, head: RequestReceived) -> bytes:
+        headers, _ = end_to_end(head.headers)
+        xff = self.client_ip
+        has_request_id = False
+        for i, (name, value) in enumerate(headers):
+            n = name.lower()
+            if n == b"x-forwarded-for":
+                xff = value + b", " + self.client_ip
+                headers[i] = (b"x-forwarded-for", xff)
+                xff = b""
+            elif n == b"x-forwarded-proto":
+                headers[i] = (b"x-forwarded-proto", self.ctx.scheme)
+            elif n == b"x-request-id":
+                has_request_id = True
+        if xff:
+            headers.append((b"x-forwarded-for", xff))
+        if not any(n.lower() == b"x-forwarded-proto" for n, _ in headers):
+            headers.append((b"x-forwarded-proto", self.ctx.scheme))
+        if not has_request_id:
+            headers.append((b"x-request-id", _request_id(self.ctx.rng)))
+        headers.append((b"via", VIA))
+        return request_head(
+            head.method, head.target, headers, CHUNKED_LINE if head.framing == CHUNKED else b""
+        )
+
+    async def _exchange(
+        self,
+        head: RequestReceived,
+        up_head: bytes,
+        endpoint: EndpointRuntime,
+        responded: _Progress,
+        keep_alive: bool,
+    ) -> bool:
+        """One try against one endpoint; returns whether the client connection stays open."""
+        pool = endpoint.pool
+        conn, reused = await pool.acquire()
+        endpoint.active += 1
+        reusable = False
+        try:
+            if head.framing == NO_BODY:
+                try:
+                    await conn.send(up_head)
+                except UpstreamResetError:
+                    if not reused:
+                        raise
+                    # a pooled connection the upstream closed as we took it: one fresh try
+                    pool.release(conn, False)
+                    conn, reused = await pool.acquire()
+                    await conn.send(up_head)
+                reusable, keep_alive = await self._relay_response(conn, head, responded, keep_alive)
+                return keep_alive
+            # the body goes up while the response comes down (an upstream may answer early)
+            body = _BodyPump(self, conn, head.framing)
+            relay_error: Exception | None = None
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(body.run, up_head, nursery.cancel_scope)
+                try:
+                    reusable, keep_alive = await self._relay_response(
+                        conn, head, responded, keep_alive
+                    )
+                except Exception as e:  # kept out of the nursery: callers see it unwrapped
+                    relay_error = e
+                    nursery.cancel_scope.cancel()
+                else:
+                    if not body.done:
+                        # the upstream answered before taking the whole body (413, 401...):
+                        # neither connection is in a known state for another request
+                        nursery.cancel_scope.cancel()
+                        reusable = keep_alive = False
+            if body.failed is not None:
+                reusable = False
+                if responded.head_sent:
+                    raise DownstreamClosed from body.failed
+                raise body.failed
+            if relay_error is not None:
+                raise relay_error
+            return keep_alive
+        finally:
+            endpoint.active -= 1
+            pool.release(conn, reusable)
+
+    async def _relay_response(
+        self,
+        conn: UpstreamConnection,
+        head: RequestReceived,
+        responded: _Progress,
+        keep_alive: bool,
+    ) -> tuple[bool, bool]:
+        """Stream the upstream's response down; returns (upstream reusable, client keep-alive)."""
+        parser = conn.parser
+        events = parser.events
+        if head.method == b"HEAD":
+            parser.expect_no_body()
+        http10_client = head.version == b"1.0"
+        # the head, after any 1xx interim responses
+        while True:
+            resp = await _next_event(conn)
+            if not isinstance(resp, ResponseReceived):
+                raise UpstreamResetError("upstream sent a body without a head")
+            if resp.status >= 200:
+                break
+            await _next_event(conn)  # the 1xx's MessageEnded
+            if resp.status != 101 and not http10_client:
+                headers, _ = end_to_end(resp.headers)
+                await self._send(response_head(resp.status, resp.reason, headers, b""))
+        headers, upstream_close = end_to_end(resp.headers)
+        headers.append((b"via", VIA))
+        rechunk = False
+        if resp.framing == LENGTH or resp.framing == NO_BODY:
+            extra = b""
+        elif http10_client:
+            extra = b""
+            keep_alive = False  # close-delimited for an HTTP/1.0 client
+        else:
+            extra = CHUNKED_LINE
+            rechunk = True
+        if http10_client and keep_alive:
+            extra += b"connection: keep-alive\r\n"
+        elif not keep_alive:
+            extra += b"connection: close\r\n"
+        out = [response_head(resp.status, resp.reason, headers, extra)]
+        # send the head together with whatever of the body has already arrived
+        done = False
+        while True:
+            while events:
+                ev = events.popleft()
+                if isinstance(ev, DataReceived):
+                    out.append(chunk(ev.data) if rechunk else ev.data)
+                else:
+                    done = True
+                    if rechunk:
+                        out.append(LAST_CHUNK)
+                    break
+            if out:
+                await self._send(b"".join(out) if len(out) > 1 else out[0])
+                responded.head_sent = True
+                out = []
+            if done:
+                break
+            data = await conn.receive()
+            if data:
+                parser.feed(data)
+            else:
+                parser.feed_eof()
+        reusable = resp.keep_alive and not upstream_close and not parser.broken
+        return reusable, keep_alive
+
+
+async def _next_event(conn: UpstreamConnection) -> Event:
+    events = conn.parser.events
+    while not events:
+        data = await conn.receive()
+        if data:
+            conn.parser.feed(data)
+        else:
+            conn.parser.feed_eof()
+            if not events:
+                raise UpstreamResetError(f"upstream {conn.pool.address} closed without responding")
+    return events.popleft()
+
+
+def _retriable(entry: RouteEntry, error: GatewayError, attempt: int, attempts: int) -> bool:
+    if attempt + 1 >= attempts:
+        return False
+    on = entry.route.retry.retry_on
+    if isinstance(error, UpstreamConnectError):
+        return "connect-failure" in on or "gateway-error" in on
+    if isinstance(error, UpstreamResetError):
+        return "reset" in on or "gateway-error" in on
+    return False
+
+
+class _Progress:
+    """Whether any response byte has gone to the client (then no local reply is possible)."""
+
+    __slots__ = ("head_sent",)
+
+    def __init__(self) -> None:
+        self.head_sent = False
+
+
+class _BodyPump:
+    """Copies a request body from the client to the upstream, piece by piece."""
+
+    __slots__ = ("conn", "done", "failed", "framing", "http")
+
+    def __init__(self, http: HttpConnection, conn: UpstreamConnection, framing: int) -> None:
+        self.http = http
+        self.conn = conn
+        self.framing = framing
+        self.done = False
+        self.failed: BaseException | None = None
+
+    async def run(self, up_head: bytes, scope: trio.CancelScope) -> None:
+        chunked = self.framing == CHUNKED
+        events: deque[Event] = self.http.parser.events
+        out = [up_head]
+        try:
+            while True:
+                while events:
+                    ev = events.popleft()
+                    if isinstance(ev, DataReceived):
+                        out.append(chunk(ev.data) if chunked else ev.data)
+                        continue
+                    assert isinstance(ev, MessageEnded)
+                    if chunked:
+                        out.append(LAST_CHUNK)
+                    await self.conn.send(b"".join(out))
+                    self.done = True
+                    return
+                if out:
+                    await self.conn.send(b"".join(out))
+                    out = []
+                data = await self.http._receive()
+                if not data:
+                    raise DownstreamClosed
+                self.http.parser.feed(data)
+        except UpstreamResetError:
+            # the upstream stopped reading; its response (or the reset) tells the rest
+            return
+        except (DownstreamClosed, DownstreamProtocolError) as e:
+            # the client broke off or sent a malformed body: the exchange is over
+            self.failed = e
+            scope.cancel()

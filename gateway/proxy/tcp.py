@@ -1,0 +1,55 @@
+"""The TCP proxy: bytes both ways between a client and one endpoint of a cluster.
+
+Each direction is a copy loop with backpressure (a piece is written before the next
+read); a half-close is passed on (``send_eof``), and the connection ends when both
+directions have ended or either side resets.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..errors import UpstreamConnectError
+
+if TYPE_CHECKING:
+    from .http import ListenerContext
+
+log = logging.getLogger("triogate.tcp")
+
+
+async def _copy(src: trio.SocketStream, dst: trio.SocketStream, scope: trio.CancelScope) -> None:
+    try:
+        while data := await src.receive_some(65536):
+            await dst.send_all(data)
+        await dst.send_eof()
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        scope.cancel()  # a reset on either side ends both directions
+
+
+async def serve_tcp_connection(
+    client: trio.SocketStream, ctx: ListenerContext, cluster: str
+) -> None:
+    """Proxy one client connection to an endpoint picked from ``cluster``."""
+    async with client:
+        handle = ctx.dataplane.current.clusters[cluster]
+        endpoint = handle.snapshot.pick()
+        if endpoint is None:
+            log.info("tcp %s: no endpoint in cluster %r", ctx.name, cluster)
+            return
+        address = endpoint.config.address
+        try:
+            with trio.fail_after(endpoint.pool.config.connect_timeout):
+                upstream = await trio.open_tcp_stream(address.host, address.port)
+        except (OSError, trio.TooSlowError) as e:
+            log.info("tcp %s: %s", ctx.name, UpstreamConnectError(f"connect to {address}: {e}"))
+            return
+        endpoint.active += 1
+        try:
+            async with upstream, trio.open_nursery() as nursery:
+                nursery.start_soon(_copy, client, upstream, nursery.cancel_scope)
+                nursery.start_soon(_copy, upstream, client, nursery.cancel_scope)
+        finally:
+            endpoint.active -= 1

@@ -1,0 +1,1 @@
+"""Connections to upstream endpoints: per-endpoint pools."""
