@@ -239,7 +239,11 @@ async def _apply(
     if if_match is not None and if_match != current.version:
         return VersionMismatch(if_match, current.version)
     try:
-        new = ensure_valid(attrs.evolve(change(current), version=current.version + 1))
+        changed = change(current)
+    except Exception as e:  # the change is the caller's code: its error is the caller's answer
+        return e
+    try:
+        new = ensure_valid(attrs.evolve(changed, version=current.version + 1))
         await control._reconcile(new, workers, initial=False)
     except (ConfigError, VersionMismatch) as e:
         return e
