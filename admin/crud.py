@@ -1,0 +1,99 @@
+"""List/get/create/replace/patch/delete routes for any ``Collection`` of the config.
+
+``add_collection_routes`` gives a collection the six usual routes, so a resource is a
+``Collection`` plus two small dependencies that turn path parameters into a ``Chain``
+(one for the parent, one for an item). FastAPI documents the parameters of those
+dependencies, so ``/openapi.json`` shows every path parameter; bodies are declared from
+the model with ``json_schema`` and structured with the same ``structure`` the config
+file goes through.
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI reads the parameter annotations
+# at runtime, and these name ``parent`` and ``item``, which exist only in the closure.
+from collections.abc import Callable
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from gateway.config import json_schema, unstructure
+
+from .edits import (
+    Chain,
+    Collection,
+    create_change,
+    delete_change,
+    get_item,
+    list_items,
+    patch_change,
+    replace_change,
+)
+from .errors import GUARDED, WRITE, responses
+from .http import answer, apply, body_schema, config_of, json_content, merge_patch_schema, read_json
+
+
+def add_collection_routes(
+    router: APIRouter,
+    path: str,
+    key_param: str,
+    collection: Collection,
+    *,
+    parent: Callable[..., Chain],
+    item: Callable[..., Chain],
+) -> None:
+    """Register the six routes of ``collection`` at ``path`` and ``path/{key_param}``."""
+    noun, field = collection.noun, collection.field
+    item_path = f"{path}/{{{key_param}}}"
+    schema = json_schema(collection.item_type, {})
+    one = json_content(schema, f"The {noun}")
+    many = json_content({"type": "array", "items": schema}, f"Every {noun}")
+
+    @router.get(path, name=f"list_{field}", responses={200: many, **responses(*GUARDED, 404)})
+    async def list_all(request: Request, chain: Annotated[Chain, Depends(parent)]) -> Response:
+        config = config_of(request)
+        return answer(unstructure(list_items(config, chain, collection)), config)
+
+    @router.get(item_path, name=f"get_{field}", responses={200: one, **responses(*GUARDED, 404)})
+    async def get_one(request: Request, chain: Annotated[Chain, Depends(item)]) -> Response:
+        config = config_of(request)
+        return answer(unstructure(get_item(config, chain)), config)
+
+    @router.post(
+        path,
+        name=f"create_{field}",
+        status_code=201,
+        openapi_extra=body_schema(collection.item_type),
+        responses={201: one, **responses(*WRITE, 409)},
+    )
+    async def create(request: Request, chain: Annotated[Chain, Depends(parent)]) -> Response:
+        config = await apply(request, create_change(chain, collection, await read_json(request)))
+        items: tuple[Any, ...] = list_items(config, chain, collection)
+        key = collection.url_key(items[-1], len(items) - 1)
+        response = answer(unstructure(items[-1]), config, 201)
+        response.headers["Location"] = f"{request.url.path.rstrip('/')}/{quote(key, safe=':[]')}"
+        return response
+
+    @router.put(
+        item_path,
+        name=f"replace_{field}",
+        openapi_extra=body_schema(collection.item_type),
+        responses={200: one, **responses(*WRITE)},
+    )
+    async def replace(request: Request, chain: Annotated[Chain, Depends(item)]) -> Response:
+        config = await apply(request, replace_change(chain, await read_json(request)))
+        return answer(unstructure(get_item(config, chain)), config)
+
+    @router.patch(
+        item_path,
+        name=f"patch_{field}",
+        openapi_extra=merge_patch_schema(collection.item_type),
+        responses={200: one, **responses(*WRITE)},
+    )
+    async def patch(request: Request, chain: Annotated[Chain, Depends(item)]) -> Response:
+        config = await apply(request, patch_change(chain, await read_json(request)))
+        return answer(unstructure(get_item(config, chain)), config)
+
+    @router.delete(item_path, name=f"delete_{field}", status_code=204, responses=responses(*WRITE))
+    async def delete(request: Request, chain: Annotated[Chain, Depends(item)]) -> Response:
+        config = await apply(request, delete_change(chain))
+        return answer(None, config, 204)

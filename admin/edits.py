@@ -1,0 +1,235 @@
+"""Edits of the config as pure functions: find an item by its URL key, build the next config.
+
+Theory of operation: every resource of the admin API is an item of a keyed list
+somewhere in the ``Config`` (listeners, a listener's routes, a cluster's endpoints...).
+A ``Collection`` says where such a list is (its field on the parent value), what its
+items are (the model class ``structure`` builds) and how an item is named in a URL. A
+``Chain`` of ``(collection, key)`` pairs leads from the config to one item; ``locate``
+turns it into a ``Loc``, the fields and indices to walk, and from a ``Loc`` come both
+the item and its path in the config (``clusters[0].endpoints[1]``), which is where body
+errors are reported, so the user sees them where the file would have them.
+
+The ``*_change`` functions return a ``Change`` for ``ControlPlane.apply``: it runs inside
+the control plane actor against the config current at that instant, so a key resolved
+there cannot go stale before the write lands. A change raises ``ItemNotFound``,
+``ItemExists`` or ``ConfigError``; the actor hands the error back to the caller.
+
+Nothing here knows HTTP: a new resource is a new ``Collection``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+
+from gateway.config import Address, Config, structure, unstructure
+from gateway.errors import ConfigError, ConfigIssue, GatewayError
+
+Change = Callable[[Config], Config]
+#: fields and indices walked from the config to a value; index None for a plain field
+Loc = tuple[tuple[str, int | None], ...]
+
+
+class EditError(GatewayError):
+    """An edit names something it cannot: a missing item, or a key already taken."""
+
+
+class ItemNotFound(EditError):
+    status_hint = 404
+
+
+class ItemExists(EditError):
+    status_hint = 409
+
+
+def _by_name(item: Any) -> str | None:
+    name = getattr(item, "name", None)
+    return name if isinstance(name, str) else None
+
+
+@attrs.frozen
+class Collection:
+    """A keyed list inside the config: ``field`` of the parent value, items of ``item_type``."""
+
+    noun: str
+    field: str
+    item_type: type[Any]
+    #: an item's key in URLs; None if it has none (then only its index names it)
+    key_of: Callable[[Any], str | None] = _by_name
+    #: the canonical form of a key from a URL (e.g. an address written another way)
+    normalize: Callable[[str], str] = str
+    #: whether a decimal key may name an item by its position
+    by_index: bool = False
+
+    def find(self, items: Sequence[Any], key: str) -> int | None:
+        """The index of the item named ``key``: by key first, then by position."""
+        try:
+            wanted = self.normalize(key)
+        except ValueError:
+            return None
+        for i, item in enumerate(items):
+            if self.key_of(item) == wanted:
+                return i
+        if self.by_index and key.isdecimal() and int(key) < len(items):
+            return int(key)
+        return None
+
+    def url_key(self, item: Any, index: int) -> str:
+        key = self.key_of(item)
+        return key if key is not None else str(index)
+
+
+def endpoint_key(text: str) -> str:
+    """An endpoint's address in its canonical spelling (``ValueError`` if it does not parse)."""
+    return str(Address.parse(text))
+
+
+Chain = Sequence[tuple[Collection, str]]
+
+
+def path_of(loc: Loc) -> str:
+    """The config path of ``loc``, as ``ConfigIssue`` paths are written."""
+    parts: list[str] = []
+    for field, index in loc:
+        parts.append(f".{field}" if parts else field)
+        if index is not None:
+            parts.append(f"[{index}]")
+    return "".join(parts)
+
+
+def get_at(root: Any, loc: Loc) -> Any:
+    value = root
+    for field, index in loc:
+        value = getattr(value, field)
+        if index is not None:
+            value = value[index]
+    return value
+
+
+_DELETE = object()
+
+
+def put_at(root: Any, loc: Loc, value: Any) -> Any:
+    """``root`` with the value at ``loc`` replaced, appended (index = length) or deleted."""
+    (field, index), rest = loc[0], loc[1:]
+    current = getattr(root, field)
+    if index is None:
+        child = value if not rest else put_at(current, rest, value)
+        return attrs.evolve(root, **{field: child})
+    items = list(current)
+    if not rest and value is _DELETE:
+        del items[index]
+    elif index == len(items):
+        items.append(value)
+    else:
+        items[index] = value if not rest else put_at(items[index], rest, value)
+    return attrs.evolve(root, **{field: tuple(items)})
+
+
+def locate(config: Config, chain: Chain) -> Loc:
+    """The ``Loc`` of the item ``chain`` names; ``ItemNotFound`` names the first missing link."""
+    loc: Loc = ()
+    value: Any = config
+    for collection, key in chain:
+        items = getattr(value, collection.field)
+        index = collection.find(items, key)
+        if index is None:
+            where = f" in {path_of(loc)}" if loc else ""
+            raise ItemNotFound(f"no {collection.noun} {key!r}{where}")
+        loc = (*loc, (collection.field, index))
+        value = items[index]
+    return loc
+
+
+def get_item(config: Config, chain: Chain) -> Any:
+    return get_at(config, locate(config, chain))
+
+
+def list_items(config: Config, parent: Chain, collection: Collection) -> tuple[Any, ...]:
+    items: tuple[Any, ...] = getattr(get_item(config, parent), collection.field)
+    return items
+
+
+def _structure_item(collection: Collection, body: Any, loc: Loc) -> Any:
+    return structure(collection.item_type, body, path_of(loc))
+
+
+def create_change(parent: Chain, collection: Collection, body: Any) -> Change:
+    """Append a new item built from ``body``; ``ItemExists`` if its key is taken."""
+
+    def change(config: Config) -> Config:
+        parent_loc = locate(config, parent)
+        items = getattr(get_at(config, parent_loc), collection.field)
+        loc = (*parent_loc, (collection.field, len(items)))
+        item = _structure_item(collection, body, loc)
+        key = collection.key_of(item)
+        if key is not None and collection.find(items, key) is not None:
+            raise ItemExists(f"{collection.noun} {key!r} already exists")
+        return put_at(config, loc, item)  # type: ignore[no-any-return]
+
+    return change
+
+
+def replace_change(chain: Chain, body: Any) -> Change:
+    """Replace the item ``chain`` names with one built from ``body``; its key must stay."""
+    collection, key = chain[-1]
+
+    def change(config: Config) -> Config:
+        loc = locate(config, chain)
+        item = _structure_item(collection, body, loc)
+        index = loc[-1][1]
+        items = list(getattr(get_at(config, loc[:-1]), collection.field))
+        items[index] = item  # type: ignore[index]
+        if collection.find(items, key) != index:
+            raise ConfigError(
+                [
+                    ConfigIssue(
+                        path_of(loc), f"must keep its key {key!r} (delete and create to rename)"
+                    )
+                ]
+            )
+        return put_at(config, loc, item)  # type: ignore[no-any-return]
+
+    return change
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 JSON merge patch: objects merge, ``null`` removes (back to the default)."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
+
+
+def patch_change(chain: Chain, patch: Any) -> Change:
+    """Merge ``patch`` into the item ``chain`` names, then replace it with the result."""
+
+    def change(config: Config) -> Config:
+        current = unstructure(get_item(config, chain))
+        return replace_change(chain, merge_patch(current, patch))(config)
+
+    return change
+
+
+def delete_change(chain: Chain) -> Change:
+    def change(config: Config) -> Config:
+        return put_at(config, locate(config, chain), _DELETE)  # type: ignore[no-any-return]
+
+    return change
+
+
+def update_change(chain: Chain, edit: Callable[[Any, str], Any]) -> Change:
+    """Replace the item ``chain`` names with ``edit(item, path)``, for small typed calls."""
+
+    def change(config: Config) -> Config:
+        loc = locate(config, chain)
+        return put_at(config, loc, edit(get_at(config, loc), path_of(loc)))  # type: ignore[no-any-return]
+
+    return change

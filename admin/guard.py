@@ -1,0 +1,142 @@
+"""The admin API's door: Host check, API key, JSON-only mutations. Runs before any route.
+
+In order, a request is refused
+
+1. 403 if its ``Host`` is not the admin address or a loopback name. A web page on a
+   domain the attacker rebinds to 127.0.0.1 sends its own domain as ``Host``, so this
+   stops DNS rebinding. On a wildcard bind (``0.0.0.0``, ``::``, where a key is always
+   required) any IP literal is accepted: rebinding needs a name, not a literal.
+2. 401 if an API key is configured and the request carries neither
+   ``Authorization: Bearer <key>`` nor ``X-API-Key: <key>``; compared in constant time,
+   never logged, never echoed.
+3. 415 if it is a POST, PUT or PATCH without a JSON media type, or a DELETE with a body
+   that is not JSON. A browser cannot send ``application/json`` across origins without a
+   CORS preflight (which this API never grants), so a form on another site cannot
+   change the config either.
+
+This is a plain ASGI middleware, so it also covers ``/openapi.json`` and ``/docs``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Callable
+
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.config import Address
+
+MUTATIONS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
+_WILDCARDS = frozenset({"", "*", "0.0.0.0", "::"})
+
+
+def _host_name(header: str) -> str | None:
+    """The host part of a ``Host`` header, lower-cased; None if it does not parse."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        name, sep, rest = header[1:].partition("]")
+        if not sep or (rest and not (rest.startswith(":") and rest[1:].isdecimal())):
+            return None
+        return name
+    name, sep, port = header.partition(":")
+    if sep and not port.isdecimal():
+        return None
+    return name or None
+
+
+def _ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(name)
+    except ValueError:
+        return None
+
+
+def host_allowed(header: str | None, admin: Address | None) -> bool:
+    """Whether a request with this ``Host`` may reach the admin API bound at ``admin``."""
+    if header is None:
+        return False
+    name = _host_name(header)
+    if name is None:
+        return False
+    ip = _ip(name)
+    if name in _LOOPBACK_NAMES or (ip is not None and ip.is_loopback):
+        return True
+    if admin is None:
+        return False
+    if admin.host.lower() in _WILDCARDS:
+        return ip is not None
+    admin_ip = _ip(admin.host)
+    return name == admin.host.lower() or (ip is not None and ip == admin_ip)
+
+
+def _presented_key(headers: Headers) -> str | None:
+    auth = headers.get("authorization")
+    if auth is not None:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return headers.get("x-api-key")
+
+
+def key_matches(presented: str | None, api_key: str) -> bool:
+    if presented is None:
+        return False
+    return hmac.compare_digest(presented.encode(), api_key.encode())
+
+
+def is_json(content_type: str | None) -> bool:
+    if content_type is None:
+        return False
+    media = content_type.partition(";")[0].strip().lower()
+    kind, _, subtype = media.partition("/")
+    return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def _has_body(headers: Headers) -> bool:
+    return "transfer-encoding" in headers or headers.get("content-length", "0") != "0"
+
+
+class Guard:
+    """ASGI middleware applying the three checks above."""
+
+    def __init__(
+        self, app: ASGIApp, *, admin_address: Callable[[], Address | None], api_key: str | None
+    ) -> None:
+        self.app = app
+        self.admin_address = admin_address
+        self.api_key = api_key
+
+    def refusal(self, method: str, headers: Headers) -> JSONResponse | None:
+        if not host_allowed(headers.get("host"), self.admin_address()):
+            return JSONResponse(
+                {"detail": "Host must be the admin address or localhost"}, status_code=403
+            )
+        if self.api_key is not None and not key_matches(_presented_key(headers), self.api_key):
+            return JSONResponse(
+                {"detail": "an API key is required (Authorization: Bearer, or X-API-Key)"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="triogate admin"'},
+            )
+        if method in MUTATIONS and (method != "DELETE" or _has_body(headers)):
+            content_type = headers.get("content-type")
+            if not is_json(content_type):
+                return JSONResponse(
+                    {
+                        "detail": f"{method} needs a JSON body (Content-Type: application/json), "
+                        f"not {content_type or 'none'}"
+                    },
+                    status_code=415,
+                )
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refused = self.refusal(scope["method"], Headers(scope=scope))
+            if refused is not None:
+                await refused(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -1,0 +1,17 @@
+"""The admin API's resources, one ``APIRouter`` per module; ``create_app`` includes ``ROUTERS``.
+
+A new resource is a new module here and one line below.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from . import clusters, config, health, listeners
+
+ROUTERS: tuple[APIRouter, ...] = (
+    config.router,
+    health.router,
+    listeners.router,
+    clusters.router,
+)

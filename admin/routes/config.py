@@ -1,0 +1,44 @@
+"""The whole running config: read it with its version, or replace it in one write."""
+
+from __future__ import annotations
+
+import attrs
+from fastapi import APIRouter, Request, Response
+
+from gateway.config import Config, json_schema, structure, unstructure
+from gateway.control import VersionMismatch
+
+from ..errors import GUARDED, WRITE, responses
+from ..http import answer, apply, body_schema, config_of, json_content, read_json
+
+router = APIRouter(tags=["config"])
+
+_CONFIG = json_content(json_schema(Config, {}), "The running config; ETag is its version")
+
+
+@router.get("/config", responses={200: _CONFIG, **responses(*GUARDED)})
+async def get_config(request: Request) -> Response:
+    config = config_of(request)
+    return answer(unstructure(config), config)
+
+
+@router.put(
+    "/config",
+    openapi_extra=body_schema(
+        Config,
+        description="A whole config. Its version, if given, must be the current one "
+        "(like If-Match); the new config gets the next version.",
+    ),
+    responses={200: _CONFIG, **responses(*WRITE)},
+)
+async def replace_config(request: Request) -> Response:
+    body = await read_json(request)
+
+    def change(current: Config) -> Config:
+        new = structure(Config, body)
+        if isinstance(body, dict) and "version" in body and new.version != current.version:
+            raise VersionMismatch(new.version, current.version)
+        return attrs.evolve(new, version=current.version)
+
+    config = await apply(request, change)
+    return answer(unstructure(config), config)

@@ -1,0 +1,50 @@
+"""Serving the admin app with hypercorn on Trio, as a child of the gateway's supervisor."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from gateway.app import Gateway
+from gateway.config import Address
+
+from .app import create_app
+
+log = logging.getLogger("triogate.admin")
+
+
+def _hypercorn_config(address: Address) -> HypercornConfig:
+    config = HypercornConfig()
+    config.bind = [str(address)]
+    config.accesslog = None  # request lines would be fine, but headers must never be logged
+    config.errorlog = logging.getLogger("triogate.admin.server")
+    config.graceful_timeout = 1.0
+    config.include_server_header = False
+    return config
+
+
+def _bound(bind: str) -> Address:
+    """hypercorn's ``http://host:port`` back to an ``Address``."""
+    return Address.parse(bind.partition("://")[2])
+
+
+async def serve_admin(
+    gateway: Gateway,
+    *,
+    api_key: str | None,
+    task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the admin API on ``admin.address`` until cancelled; reports the bound address."""
+    address = gateway.control.config.admin.address
+    app = create_app(gateway, api_key)
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(
+            partial(serve, app, _hypercorn_config(address))  # type: ignore[arg-type]
+        )
+        gateway.admin_address = _bound(binds[0])
+        log.info("admin API on http://%s/", gateway.admin_address)
+        task_status.started(gateway.admin_address)
