@@ -57,18 +57,20 @@ CONNECTIONS = (50, 1)
 STARTUP_DEADLINE = 20.0  # seconds for a server to accept connections
 STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
 WRK_SLACK = 15.0  # seconds wrk may run past its --duration before it is killed
+BUSY_LOAD = 0.5  # 1-minute load average above which the machine is not idle
 
 # wrk calls done() once at the end; latency percentiles are in microseconds.
 WRK_DONE_LUA = """\
 done = function(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format("TRIOGATE_BENCH %d %d %d %d %d\\n",
-    summary.requests, summary.duration,
-    e.connect + e.read + e.write + e.status + e.timeout,
-    latency:percentile(50), latency:percentile(99)))
+  io.write(string.format("TRIOGATE_BENCH %d %d %d %d %d %d %d %d %d\\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.connect, e.read, e.write, e.status, e.timeout))
 end
 """
-_WRK_RESULT = re.compile(r"^TRIOGATE_BENCH (\d+) (\d+) (\d+) (\d+) (\d+)$", re.MULTILINE)
+_WRK_RESULT = re.compile(r"^TRIOGATE_BENCH ((?:\d+ ){8}\d+)$", re.MULTILINE)
+# In the order done() writes them; "status" counts responses that are not 2xx or 3xx.
+WRK_ERROR_KINDS = ("connect", "read", "write", "status", "timeout")
 
 
 class TargetUnavailable(Exception):
@@ -84,7 +86,11 @@ class Measurement:
     requests_per_s: float
     p50_ms: float
     p99_ms: float
-    errors: int
+    errors: dict[str, int]  # by kind, for the kinds wrk counted at least once
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
 
 
 @attrs.frozen
@@ -322,12 +328,13 @@ def start_triogate(
 def run_wrk(
     wrk: str,
     script: Path,
+    target: str,
     port: int,
     connections: int,
     duration_s: int,
     cpus: frozenset[int] | None,
-) -> tuple[float, float, float, int]:
-    """One wrk run; returns requests/s, p50 ms, p99 ms and the error count."""
+) -> Measurement:
+    """One wrk run against target on port."""
     argv = [
         wrk,
         "-t1",
@@ -352,8 +359,15 @@ def run_wrk(
     found = _WRK_RESULT.search(done.stdout)
     if done.returncode != 0 or found is None:
         raise TargetUnavailable(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
-    requests, duration_us, errors, p50_us, p99_us = (int(g) for g in found.groups())
-    return requests / (duration_us / 1e6), p50_us / 1000, p99_us / 1000, errors
+    requests, duration_us, p50_us, p99_us, *errors = (int(n) for n in found.group(1).split())
+    return Measurement(
+        target=target,
+        connections=connections,
+        requests_per_s=requests / (duration_us / 1e6),
+        p50_ms=p50_us / 1000,
+        p99_ms=p99_us / 1000,
+        errors={kind: n for kind, n in zip(WRK_ERROR_KINDS, errors, strict=True) if n},
+    )
 
 
 def measure(
@@ -368,12 +382,16 @@ def measure(
 ) -> list[Measurement]:
     """Warm the target up, then measure it at each connection count."""
     check_answers_hello(name, port)
-    run_wrk(wrk, script, port, max(CONNECTIONS), warmup_s, cpus)
+    run_wrk(wrk, script, name, port, max(CONNECTIONS), warmup_s, cpus)
     results = []
     for connections in CONNECTIONS:
-        rps, p50, p99, errors = run_wrk(wrk, script, port, connections, duration_s, cpus)
-        results.append(Measurement(name, connections, rps, p50, p99, errors))
-        print(f"  {name:<9} c={connections:<3} {rps:>10,.0f} req/s  p50 {p50:.3f} ms", flush=True)
+        m = run_wrk(wrk, script, name, port, connections, duration_s, cpus)
+        results.append(m)
+        print(
+            f"  {name:<9} c={connections:<3} {m.requests_per_s:>10,.0f} req/s  "
+            f"p50 {m.p50_ms:.3f} ms  errors {m.error_count}",
+            flush=True,
+        )
     return results
 
 
@@ -398,7 +416,7 @@ def format_report(report: Report) -> str:
             if m.target == target:
                 lines.append(
                     f"{m.target:<10} {m.connections:>5} {m.requests_per_s:>12,.0f} "
-                    f"{m.p50_ms:>9.3f} {m.p99_ms:>9.3f} {m.errors:>7}"
+                    f"{m.p50_ms:>9.3f} {m.p99_ms:>9.3f} {m.error_count:>7}"
                 )
     lines.append("")
     ratio = report.throughput_ratio("triogate")
@@ -412,8 +430,13 @@ def format_report(report: Report) -> str:
             f"{proxy} added latency at 1 connection (p50 - direct p50): "
             + ("n/a" if added is None else f"{added:+.3f} ms")
         )
-    if any(m.errors for m in report.measurements):
-        lines.append("WARNING: some runs had errors (connect/read/write/timeout/non-2xx)")
+    for m in report.measurements:
+        if m.errors:
+            kinds = ", ".join(f"{kind} {n:,}" for kind, n in m.errors.items())
+            lines.append(
+                f"WARNING: {m.target} at {m.connections} connections had errors ({kinds}); "
+                "its figures are not comparable"
+            )
     return "\n".join(lines)
 
 
@@ -477,6 +500,9 @@ def run(args: argparse.Namespace) -> Report | None:
     warmup_s = 1 if args.duration <= 3 else 2
     budget = len(wanted) * (warmup_s + len(CONNECTIONS) * args.duration)
     print(f"pinning: {cores.describe()}")
+    load_1min = os.getloadavg()[0]
+    if load_1min > BUSY_LOAD:
+        print(f"note: load average {load_1min:.2f}: other work is running, figures will be noisy")
     print(f"measuring {', '.join(wanted)}: about {budget}s of load", flush=True)
 
     measurements: list[Measurement] = []
