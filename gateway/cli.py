@@ -13,6 +13,7 @@ import trio
 
 from .app import Gateway, run_gateway
 from .config import Config, config_from_text, load_config
+from .ctl import ctl
 from .demo import DEMO_CONFIG, serve_demo_upstream
 from .errors import ConfigError
 from .state import default_state_path, load_state
@@ -162,6 +163,8 @@ def demo(port: int, admin_port: int) -> None:
 
     trio.run(run_demo)
 
+
+main.add_command(ctl)
 
 if __name__ == "__main__":
     main()
