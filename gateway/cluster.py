@@ -145,6 +145,16 @@ async def run_cluster(
     """The cluster actor: applies commands and expires idle connections, until cancelled."""
     snapshot = handle.snapshot
     task_status.started(handle)
+    try:
+        await _serve_inbox(handle, sweep_interval)
+    finally:
+        # idle pooled connections belong to the actor; busy ones close with their request
+        for rt in handle.snapshot.all_endpoints:
+            rt.pool.close_all_idle()
+
+
+async def _serve_inbox(handle: ClusterHandle, sweep_interval: Callable[[Cluster], float]) -> None:
+    snapshot = handle.snapshot
     while True:
         with trio.move_on_after(sweep_interval(snapshot.config)):
             msg = await handle._inbox_rx.receive()

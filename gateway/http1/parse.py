@@ -130,6 +130,10 @@ class RequestParser:
         if version == b"1.1" and hosts == 0:
             raise DownstreamProtocolError("HTTP/1.1 request without a Host header")
         if te_values and te_values != [b"chunked"]:
+            codings = b",".join(te_values).split(b",")
+            if codings[-1].strip() != b"chunked":
+                # RFC 9112 §6.3: the body's length cannot be known; 400 and close
+                raise DownstreamProtocolError("Transfer-Encoding does not end with chunked")
             raise DownstreamProtocolError("only 'Transfer-Encoding: chunked' is supported", 501)
         if version == b"1.0" and te_values:
             raise DownstreamProtocolError("Transfer-Encoding in an HTTP/1.0 request")

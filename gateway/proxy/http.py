@@ -147,9 +147,7 @@ class HttpConnection:
         parser = self.parser
         events = parser.events
         if events:
-            ev = events.popleft()
-            assert isinstance(ev, RequestReceived)
-            return ev
+            return _take_head(events)
         cfg = self.ctx.config
         scope = trio.CancelScope(deadline=trio.current_time() + cfg.idle_timeout)
         self.ctx.idle_scopes.add(scope)
@@ -173,9 +171,7 @@ class HttpConnection:
             if started:
                 await self._send_quietly(local_reply(408, "request headers timed out", close=True))
             return None
-        ev = events.popleft()
-        assert isinstance(ev, RequestReceived)
-        return ev
+        return _take_head(events)
 
     # -- one request --------------------------------------------------------------------
 
@@ -368,6 +364,16 @@ class HttpConnection:
                 parser.feed_eof()
         reusable = resp.keep_alive and not upstream_close and not parser.broken
         return reusable, keep_alive
+
+
+def _take_head(events: deque[Event]) -> RequestReceived:
+    """Pop a request head; a body-less request's end (same parse step) goes with it."""
+    head = events.popleft()
+    assert isinstance(head, RequestReceived)
+    if head.framing == NO_BODY:
+        end = events.popleft()
+        assert isinstance(end, MessageEnded)
+    return head
 
 
 async def _next_event(conn: UpstreamConnection) -> Event:

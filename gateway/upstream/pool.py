@@ -37,9 +37,10 @@ class UpstreamConnection:
 
     __slots__ = ("idle_since", "parser", "pool", "sock", "stream")
 
-    def __init__(self, stream: trio.SocketStream, pool: EndpointPool) -> None:
+    def __init__(self, sock: socket.socket, stream: trio.SocketStream, pool: EndpointPool) -> None:
         self.stream = stream
-        self.sock = stream.socket
+        #: the stdlib socket under the stream, for a synchronous peek while idle
+        self.sock = sock
         self.pool = pool
         self.parser = ResponseParser()
         self.idle_since = 0.0
@@ -69,6 +70,27 @@ class UpstreamConnection:
     def close(self) -> None:
         # a plain socket close never blocks; SocketStream.aclose would only add a checkpoint
         self.sock.close()
+
+
+async def _connect(address: Address) -> tuple[socket.socket, trio.SocketStream]:
+    """Connect to the first address ``address`` resolves to that accepts."""
+    infos = await trio.socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
+    error: OSError = OSError(f"{address} resolves to nothing")
+    for family, type_, proto, _, sockaddr in infos:
+        sock = socket.socket(family, type_, proto)
+        sock.setblocking(False)
+        tsock = trio.socket.from_stdlib_socket(sock)
+        try:
+            await tsock.connect(sockaddr)
+        except OSError as e:
+            tsock.close()
+            error = e
+            continue
+        except BaseException:
+            tsock.close()
+            raise
+        return sock, trio.SocketStream(tsock)  # SocketStream sets TCP_NODELAY
+    raise error
 
 
 class EndpointPool:
@@ -104,7 +126,7 @@ class EndpointPool:
         self.open += 1
         try:
             with trio.fail_after(self.config.connect_timeout):
-                stream = await trio.open_tcp_stream(self.address.host, self.address.port)
+                sock, stream = await _connect(self.address)
         except trio.TooSlowError:
             self.open -= 1
             raise UpstreamConnectError(f"connect to {self.address} timed out") from None
@@ -116,7 +138,7 @@ class EndpointPool:
         except BaseException:
             self.open -= 1
             raise
-        return UpstreamConnection(stream, self), False
+        return UpstreamConnection(sock, stream, self), False
 
     def release(self, conn: UpstreamConnection, reusable: bool) -> None:
         """Give a connection back; kept only if ``reusable`` and there is room."""

@@ -140,7 +140,8 @@ async def test_local_replies(start_upstream: StartUpstream, start_gateway: Start
     data = simple_config(
         {"live": [up], "dead": [closed], "empty": []},
         routes=[
-            {"match": {"prefix": "/live"}, "cluster": "live", "timeout": 0.3},
+            {"match": {"prefix": "/delay"}, "cluster": "live", "timeout": 0.3},
+            {"match": {"prefix": "/status"}, "cluster": "live"},
             {"match": {"prefix": "/dead"}, "cluster": "dead"},
             {"match": {"prefix": "/empty"}, "cluster": "empty"},
         ],
@@ -150,8 +151,8 @@ async def test_local_replies(start_upstream: StartUpstream, start_gateway: Start
         nr = await client.get(url(gw, "/nowhere"))
         uf = await client.get(url(gw, "/dead"))
         uh = await client.get(url(gw, "/empty"))
-        ut = await client.get(url(gw, "/live/delay/3000"))
-        ok = await client.get(url(gw, "/live/status/201"))
+        ut = await client.get(url(gw, "/delay/3000"))
+        ok = await client.get(url(gw, "/status/201"))
     assert (nr.status_code, nr.text) == (404, "no route for /nowhere\n")
     assert uf.status_code == 502 and "connect to" in uf.text
     assert uh.status_code == 503 and "no healthy endpoint" in uh.text
