@@ -3,12 +3,12 @@
 ``triogate demo`` runs two of them behind a gateway; the tests use them as real
 upstreams. Paths:
 
-- ``/...``              200, JSON: upstream name, method, path, request headers
-- ``/status/NNN``       that status
-- ``/delay/MS``         200 after MS milliseconds
-- ``/bytes/N``          N bytes of body, streamed in 64 KiB pieces (chunked)
-- ``/count`` (POST)     reads the whole body without keeping it; answers its length
-- ``/echo`` (POST)      streams the body back (chunked)
+- ``/...``              200, JSON: upstream name, method, path, request headers and
+                        the request body's length (the body is read, never kept)
+- ``.../status/NNN``    that status
+- ``.../delay/MS``      200 after MS milliseconds
+- ``.../bytes/N``       N bytes of body, streamed in 64 KiB pieces (chunked)
+- ``.../echo`` (POST)   the body back (chunked)
 
 Any path with ``close=1`` in its query gets ``Connection: close``. Each response names
 the upstream (``x-upstream``) and the connection that served it
@@ -57,7 +57,7 @@ async def _respond(conn: _Conn, name: str, request: h11.Request) -> None:
         headers.append((b"connection", b"close"))
     body_size = 0
     body_chunks: list[bytes] = []
-    echo = path.startswith("/echo")
+    echo = path.split("?")[0].endswith("/echo")
     while True:
         event = await conn.next_event()
         if isinstance(event, h11.EndOfMessage):
@@ -66,9 +66,11 @@ async def _respond(conn: _Conn, name: str, request: h11.Request) -> None:
             body_size += len(event.data)
             if echo:
                 body_chunks.append(event.data)
-    parts = path.split("?")[0].strip("/").split("/")
-    if parts[0] == "status" and len(parts) > 1 and parts[1].isdigit():
-        status = int(parts[1])
+    # the last two path segments pick a behaviour, so any route prefix can come before
+    segments = path.split("?")[0].strip("/").split("/")
+    verb, arg = (segments[-2], segments[-1]) if len(segments) >= 2 else ("", "")
+    if verb == "status" and arg.isdigit():
+        status = int(arg)
         body = f"{status} from {name}\n".encode()
         await conn.send(
             h11.Response(
@@ -76,17 +78,17 @@ async def _respond(conn: _Conn, name: str, request: h11.Request) -> None:
             )
         )
         await conn.send(h11.Data(data=body))
-    elif parts[0] == "delay" and len(parts) > 1 and parts[1].isdigit():
-        await trio.sleep(int(parts[1]) / 1000)
-        body = f"slept {parts[1]} ms in {name}\n".encode()
+    elif verb == "delay" and arg.isdigit():
+        await trio.sleep(int(arg) / 1000)
+        body = f"slept {arg} ms in {name}\n".encode()
         await conn.send(
             h11.Response(
                 status_code=200, headers=[*headers, (b"content-length", b"%d" % len(body))]
             )
         )
         await conn.send(h11.Data(data=body))
-    elif parts[0] == "bytes" and len(parts) > 1 and parts[1].isdigit():
-        remaining = int(parts[1])
+    elif verb == "bytes" and arg.isdigit():
+        remaining = int(arg)
         await conn.send(
             h11.Response(status_code=200, headers=[*headers, (b"transfer-encoding", b"chunked")])
         )
