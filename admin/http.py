@@ -9,6 +9,7 @@ the config version in ``ETag`` so a client can send it back as ``If-Match``.
 from __future__ import annotations
 
 import json
+from contextlib import aclosing
 from typing import Any
 
 from fastapi import Request
@@ -37,14 +38,15 @@ def config_of(request: Request) -> Config:
 async def read_json(request: Request) -> Any:
     """The request body as JSON; ``RequestRefused`` (400/413) names what is wrong with it."""
     body = bytearray()
-    async for piece in request.stream():
-        body += piece
-        if len(body) > MAX_BODY:
-            raise RequestRefused(413, f"body is larger than {MAX_BODY} bytes")
+    async with aclosing(request.stream()) as pieces:
+        async for piece in pieces:
+            body += piece
+            if len(body) > MAX_BODY:
+                raise RequestRefused(413, f"body is larger than {MAX_BODY} bytes")
     if not body:
         raise RequestRefused(400, "a JSON body is required")
     try:
-        return json.loads(body)
+        return json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
         raise RequestRefused(400, "body is not UTF-8") from None
     except json.JSONDecodeError as e:

@@ -1,0 +1,195 @@
+"""Every admin resource's happy path, against a real gateway with real upstreams."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from .admin_support import AdminSetup
+
+
+async def upstream_of(setup: AdminSetup, path: str = "/") -> str:
+    r = await setup.web.get(path)
+    assert r.status_code == 200, r.text
+    return r.headers["x-upstream"]
+
+
+async def test_config_is_read_with_its_version(setup: AdminSetup) -> None:
+    config, etag = await setup.config()
+    assert config["version"] == 1 and etag == '"1"'
+    assert [c["name"] for c in config["clusters"]] == ["a", "b", "c"]
+    assert config["listeners"][0]["routes"][0]["cluster"] == "a"
+
+
+async def test_split_is_the_canary_knob(setup: AdminSetup) -> None:
+    assert await upstream_of(setup) == "a"
+    r = await setup.admin.put("/listeners/web/routes/main/split", json={"a": 0, "b": 100})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"a": 0, "b": 100} and r.headers["etag"] == '"2"'
+    assert {await upstream_of(setup) for _ in range(10)} == {"b"}
+    # list form, and the route named by its position
+    r = await setup.admin.put(
+        "/listeners/web/routes/0/split",
+        json=[{"cluster": "a", "weight": 1}, {"cluster": "c", "weight": 1}],
+    )
+    assert r.status_code == 200, r.text
+    seen = {await upstream_of(setup) for _ in range(40)}
+    assert seen == {"a", "c"}
+    r = await setup.admin.get("/listeners/web/routes/main/split")
+    assert r.json() == {"a": 1, "c": 1} and r.headers["etag"] == '"3"'
+
+
+async def test_listeners_crud(setup: AdminSetup) -> None:
+    listener = {
+        "name": "second",
+        "address": "127.0.0.1:0",
+        "routes": [{"match": {"prefix": "/"}, "cluster": "c"}],
+    }
+    r = await setup.admin.post("/listeners", json=listener)
+    assert r.status_code == 201, r.text
+    assert r.headers["location"] == "/listeners/second"
+    bound = setup.gateway.listener_address("second")
+    async with setup.web.__class__(base_url=f"http://{bound}") as second:
+        assert (await second.get("/")).headers["x-upstream"] == "c"
+    r = await setup.admin.get("/listeners")
+    assert [lst["name"] for lst in r.json()] == ["web", "second"]
+    r = await setup.admin.patch("/listeners/second", json={"idle_timeout": 5})
+    assert r.status_code == 200 and r.json()["idle_timeout"] == 5.0
+    r = await setup.admin.put("/listeners/second", json={**listener, "header_timeout": 3})
+    assert r.status_code == 200 and r.json()["header_timeout"] == 3.0
+    r = await setup.admin.get("/listeners/second")
+    assert r.json()["header_timeout"] == 3.0 and r.json()["idle_timeout"] == 60.0
+    r = await setup.admin.delete("/listeners/second")
+    assert r.status_code == 204 and r.headers["etag"] == '"5"'
+    assert "second" not in setup.gateway.control.listeners
+    assert (await setup.admin.get("/listeners/second")).status_code == 404
+
+
+async def test_routes_crud(setup: AdminSetup) -> None:
+    route = {"name": "bee", "match": {"prefix": "/bee"}, "cluster": "b", "timeout": 2}
+    r = await setup.admin.post("/listeners/web/routes", json=route)
+    assert r.status_code == 201, r.text
+    assert r.headers["location"] == "/listeners/web/routes/bee"
+    assert await upstream_of(setup, "/bee/1") == "b"
+    assert await upstream_of(setup, "/other") == "a"
+    r = await setup.admin.patch(
+        "/listeners/web/routes/bee",
+        json={"cluster": None, "split": [{"cluster": "c", "weight": 1}], "retry": {"attempts": 2}},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["cluster"] is None and r.json()["retry"]["attempts"] == 2
+    assert await upstream_of(setup, "/bee/2") == "c"
+    r = await setup.admin.put("/listeners/web/routes/bee", json={**route, "cluster": "a"})
+    assert r.status_code == 200 and r.json()["split"] == []
+    assert [x["name"] for x in (await setup.admin.get("/listeners/web/routes")).json()] == [
+        "main",
+        "bee",
+    ]
+    assert (await setup.admin.delete("/listeners/web/routes/bee")).status_code == 204
+    assert await upstream_of(setup, "/bee/3") == "a"
+
+
+async def test_virtual_hosts_and_their_routes(setup: AdminSetup) -> None:
+    config, _ = await setup.config()
+    listener = config["listeners"][0]
+    listener["routes"] = []
+    listener["virtual_hosts"] = [
+        {"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "cluster": "b"}]}
+    ]
+    assert (await setup.admin.put("/listeners/web", json=listener)).status_code == 200
+    assert await upstream_of(setup) == "b"
+    r = await setup.admin.put(
+        "/listeners/web/routes/0/split", params={"virtual_host": "v"}, json={"c": 1}
+    )
+    assert r.status_code == 200, r.text
+    assert await upstream_of(setup) == "c"
+    r = await setup.admin.get("/listeners/web/virtual_hosts/v")
+    assert r.json()["routes"][0]["split"] == [{"cluster": "c", "weight": 1}]
+    r = await setup.admin.get("/listeners/web/routes/0")
+    assert r.status_code == 404 and "no route '0' in listeners[0]" in r.json()["detail"]
+
+
+async def test_clusters_crud(setup: AdminSetup) -> None:
+    d = {"name": "d", "endpoints": [{"address": str(setup.upstreams["c"])}]}
+    r = await setup.admin.post("/clusters", json=d)
+    assert r.status_code == 201 and r.headers["location"] == "/clusters/d"
+    assert r.json()["lb_policy"] == "round_robin"
+    assert (await setup.admin.put("/listeners/web/routes/main/split", json={"d": 1})).is_success
+    assert await upstream_of(setup) == "c"
+    r = await setup.admin.patch("/clusters/d", json={"pool": {"max_idle": 3}})
+    assert r.json()["pool"]["max_idle"] == 3 and r.json()["pool"]["max_connections"] == 1024
+    r = await setup.admin.put("/clusters/d", json={**d, "lb_policy": "random"})
+    assert r.json()["lb_policy"] == "random"
+    assert [c["name"] for c in (await setup.admin.get("/clusters")).json()] == ["a", "b", "c", "d"]
+    assert (await setup.admin.put("/listeners/web/routes/main/split", json={"a": 1})).is_success
+    assert (await setup.admin.delete("/clusters/d")).status_code == 204
+    assert "d" not in setup.gateway.control.clusters
+
+
+async def test_endpoints_add_weight_state_remove(setup: AdminSetup) -> None:
+    b = str(setup.upstreams["b"])
+    r = await setup.admin.post("/clusters/a/endpoints", json={"address": b})
+    assert r.status_code == 201, r.text
+    assert r.headers["location"] == f"/clusters/a/endpoints/{b}"
+    assert {await upstream_of(setup) for _ in range(10)} == {"a", "b"}
+    r = await setup.admin.patch(f"/clusters/a/endpoints/{b}", json={"weight": 7})
+    assert r.status_code == 200 and r.json()["weight"] == 7
+    r = await setup.admin.patch(f"/clusters/a/endpoints/{b}", json={"state": "disabled"})
+    assert r.json()["state"] == "disabled"
+    assert {await upstream_of(setup) for _ in range(10)} == {"a"}
+    status = (await setup.admin.get("/status")).json()
+    by_address = {e["address"]: e for e in status["clusters"]["a"]["endpoints"]}
+    assert by_address[b]["serving"] is False and by_address[b]["state"] == "disabled"
+    assert by_address[str(setup.upstreams["a"])]["serving"] is True
+    assert (
+        await setup.admin.patch(f"/clusters/a/endpoints/{b}", json={"state": "active"})
+    ).is_success
+    assert (await setup.admin.delete(f"/clusters/a/endpoints/{b}")).status_code == 204
+    assert [e["address"] for e in (await setup.admin.get("/clusters/a/endpoints")).json()] == [
+        str(setup.upstreams["a"])
+    ]
+
+
+async def test_removed_endpoint_finishes_its_requests(setup: AdminSetup) -> None:
+    """Remove (draining): the request in flight finishes, no new request goes there."""
+    b = str(setup.upstreams["b"])
+    config, _ = await setup.config()
+    config["clusters"][0]["endpoints"] = [{"address": b}]
+    assert (await setup.admin.put("/config", json=config)).is_success
+    results: list[Any] = []
+
+    async def slow() -> None:
+        r = await setup.web.get("/delay/300")
+        results.append((r.status_code, r.headers["x-upstream"]))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(slow)
+        await trio.sleep(0.1)
+        r = await setup.admin.put(
+            "/clusters/a", json={"name": "a", "endpoints": [{"address": str(setup.upstreams["c"])}]}
+        )
+        assert r.status_code == 200
+        assert await upstream_of(setup) == "c"
+    assert results == [(200, "b")]
+
+
+async def test_put_config_replaces_it_whole(setup: AdminSetup) -> None:
+    config, _ = await setup.config()
+    config["listeners"][0]["routes"][0]["cluster"] = "b"
+    r = await setup.admin.put("/config", json=config)
+    assert r.status_code == 200 and r.json()["version"] == 2 and r.headers["etag"] == '"2"'
+    assert await upstream_of(setup) == "b"
+    # the version in the body is an If-Match: version 1 is stale now
+    r = await setup.admin.put("/config", json=config)
+    assert r.status_code == 412
+
+
+async def test_ready_and_drain(setup: AdminSetup) -> None:
+    r = await setup.admin.get("/ready")
+    assert r.status_code == 200 and r.json() == {"ready": True, "version": 1}
+    r = await setup.admin.post("/drain", json={"grace": 0.5})
+    assert r.status_code == 202 and r.json() == {"draining": True, "grace": 0.5}
+    r = await setup.admin.get("/ready")
+    assert r.status_code == 503 and r.json()["reason"] == "draining"
+    assert (await setup.admin.get("/status")).json()["draining"] is True
