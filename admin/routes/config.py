@@ -27,7 +27,8 @@ async def get_config(request: Request) -> Response:
     openapi_extra=body_schema(
         Config,
         description="A whole config. Its version, if given, must be the current one "
-        "(like If-Match); the new config gets the next version.",
+        "(like If-Match); the new config gets the next version. The admin section cannot "
+        "change while running: leave it out, or send it unchanged.",
     ),
     responses={200: _CONFIG, **responses(*WRITE)},
 )
@@ -36,9 +37,11 @@ async def replace_config(request: Request) -> Response:
 
     def change(current: Config) -> Config:
         new = structure(Config, body)
-        if isinstance(body, dict) and "version" in body and new.version != current.version:
+        if "version" in body and new.version != current.version:
             raise VersionMismatch(new.version, current.version)
-        return attrs.evolve(new, version=current.version)
+        # the admin section is fixed while running: leaving it out keeps it
+        admin = new.admin if "admin" in body else current.admin
+        return attrs.evolve(new, version=current.version, admin=admin)
 
     config = await apply(request, change)
     return answer(unstructure(config), config)

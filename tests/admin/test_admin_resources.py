@@ -183,6 +183,13 @@ async def test_put_config_replaces_it_whole(setup: AdminSetup) -> None:
     # the version in the body is an If-Match: version 1 is stale now
     r = await setup.admin.put("/config", json=config)
     assert r.status_code == 412
+    # without a version it is a blind write; without admin, the running admin is kept
+    del config["version"], config["admin"]
+    config["listeners"][0]["routes"][0]["cluster"] = "c"
+    r = await setup.admin.put("/config", json=config)
+    assert r.status_code == 200, r.text
+    assert r.json()["version"] == 3 and r.json()["admin"]["address"] == "127.0.0.1:0"
+    assert await upstream_of(setup) == "c"
 
 
 async def test_ready_and_drain(setup: AdminSetup) -> None:
