@@ -11,9 +11,11 @@ position, a least-request schedule) and never allocates per pick beyond a tuple 
   item's weight to its "current" value, picks the largest (first in order on ties) and
   subtracts the total weight from it. Over any ``sum(weights)`` consecutive picks from
   the start of a cycle each item is picked exactly ``weight`` times, interleaved rather
-  than in bursts. Items of equal weight are picked in turn, so the largest current value
-  of a weight class is always its next item in rotation: tracking the classes instead
-  of the items makes a pick O(distinct weights), O(1) for equal weights.
+  than in bursts. The sequence repeats with that period, so a short cycle is computed
+  once and replayed: O(1) per pick. A long one is computed as it goes: items of equal
+  weight are picked in turn, so the largest current value of a weight class is always
+  its next item in rotation, and tracking classes instead of items makes a pick
+  O(distinct weights).
 - ``weighted_random``: independent draws, P(item) = weight / total. O(log n).
 - ``least_request``: Envoy's. With equal weights, power of ``choice_count`` choices:
   sample that many items uniformly (with replacement) and take the one with the fewest
@@ -33,6 +35,7 @@ from itertools import accumulate
 from typing import Generic, Protocol, TypeVar
 
 __all__ = [
+    "CYCLE_LIMIT",
     "Fixed",
     "Picker",
     "least_request",
@@ -63,7 +66,7 @@ class Fixed(Generic[T]):
 
 
 class _Rotation(Generic[T]):
-    """Plain round robin: smooth weighted round robin when every weight is the same."""
+    """Replays ``items`` in turn: equal weights, or a precomputed smooth cycle."""
 
     __slots__ = ("_items", "_next")
 
@@ -123,16 +126,32 @@ class _SmoothWeighted(Generic[T]):
         return self._items[best_index]
 
 
-def smooth_round_robin(items: Sequence[T], weights: Sequence[int]) -> Picker[T]:
-    """nginx's smooth weighted round robin over ``items`` (positive integer weights)."""
+#: the longest smooth round-robin cycle stored whole, so that a pick is O(1)
+CYCLE_LIMIT = 4096
+
+
+def smooth_round_robin(
+    items: Sequence[T], weights: Sequence[int], *, cycle_limit: int = CYCLE_LIMIT
+) -> Picker[T]:
+    """nginx's smooth weighted round robin over ``items`` (positive integer weights).
+
+    A cycle of at most ``cycle_limit`` picks (after dividing out the weights' common
+    factor) is computed once and replayed, O(1) per pick; a longer one is computed as
+    it goes, O(distinct weights) per pick.
+    """
     if len(items) == 1:
         return Fixed(items[0])
     if len(set(weights)) == 1:
         return _Rotation(items)
     # Scaling every weight by the same factor leaves the sequence unchanged; dividing
-    # out the common factor only shortens the cycle (and keeps the integers small).
+    # out the common factor only shortens the cycle.
     common = math.gcd(*weights)
-    return _SmoothWeighted(items, [w // common for w in weights])
+    reduced = [w // common for w in weights]
+    live = _SmoothWeighted(items, reduced)
+    cycle = sum(reduced)
+    if cycle > cycle_limit:
+        return live
+    return _Rotation([live.pick(0) for _ in range(cycle)])
 
 
 class _UniformRandom(Generic[T]):
