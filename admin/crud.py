@@ -70,7 +70,9 @@ def add_collection_routes(
         items: tuple[Any, ...] = list_items(config, chain, collection)
         key = collection.url_key(items[-1], len(items) - 1)
         response = answer(unstructure(items[-1]), config, 201)
-        response.headers["Location"] = f"{request.url.path.rstrip('/')}/{quote(key, safe=':[]')}"
+        location = f"{request.url.path.rstrip('/')}/{quote(key, safe=':[]')}"
+        query = request.url.query  # e.g. ?virtual_host=, which the item's URL needs too
+        response.headers["Location"] = f"{location}?{query}" if query else location
         return response
 
     @router.put(

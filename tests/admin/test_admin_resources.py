@@ -104,6 +104,15 @@ async def test_virtual_hosts_and_their_routes(setup: AdminSetup) -> None:
     )
     assert r.status_code == 200, r.text
     assert await upstream_of(setup) == "c"
+    r = await setup.admin.post(
+        "/listeners/web/routes",
+        params={"virtual_host": "v"},
+        json={"name": "x", "match": {"path": "/x"}, "cluster": "a"},
+    )
+    assert r.status_code == 201, r.text
+    assert r.headers["location"] == "/listeners/web/routes/x?virtual_host=v"
+    assert await upstream_of(setup, "/x") == "a"
+    assert (await setup.admin.delete(r.headers["location"])).status_code == 204
     r = await setup.admin.get("/listeners/web/virtual_hosts/v")
     assert r.json()["routes"][0]["split"] == [{"cluster": "c", "weight": 1}]
     r = await setup.admin.get("/listeners/web/routes/0")
