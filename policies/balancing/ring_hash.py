@@ -1,20 +1,30 @@
-"""Ketama-style consistent hash ring, built the way Envoy builds it.
+"""Ketama-style consistent hash ring, as Envoy builds it but for one rounding rule.
 
 Theory of operation: every host puts points on a 64-bit ring, at the hashes of
 ``"<key>_0"``, ``"<key>_1"``, ...; a request goes to the first point at or after its
-hash, wrapping around. A host's share of the ring is its share of the points, and the
-point count is proportional to its weight: the ring is scaled so that the lightest
-host gets a whole number of points and the ring holds at least ``min_ring_size`` of
-them (at most ``max_ring_size``). Fractional point counts are carried from host to host
-in key order, as Envoy does, so the ring size is exact.
+hash, wrapping around. A host's share of the ring is its share of the points. The ring
+is scaled to about ``min_ring_size`` points (more if the lightest host would otherwise
+get less than one point, never more than ``max_ring_size``, where a host lighter than
+1/max_ring_size of the total weight may get none), and each host's point count is its
+weight share of that: ``scale * weight / total``.
 
-Why keys move little: a host's points depend only on its own key, so adding or
-removing a host adds or removes its points; the requests in the arcs they cover move,
-the rest stay. Because the ring is rescaled to ``min_ring_size`` as the host count
-changes, each other host also gains or loses its highest-numbered points, which moves
-up to about as many keys again: with N equal hosts, adding one moves about 1/(N+1) of
-the keys to it plus about as many between old hosts (Envoy's ring has the same
-property; see tests/property/test_balancers.py for the bound checked).
+That count is rarely whole. Envoy rounds by scaling the ring so the lightest host's
+count is whole and carrying fractions from host to host; as the host count changes,
+that rounding moves every host's count in steps (with N equal hosts each has
+ceil(1024 / N) points: 52 at N = 20 and 49 at 21; 2 at N = 1023 and 1 at 1024, half of
+every host's points gone at once). Here a host keeps its last, fractional point when a
+coin hashed from its key falls below the fraction: counts are exact in expectation and
+follow the weights smoothly. The ring size is then ``min_ring_size`` give or take the
+coins (at most one point per host).
+
+Why keys move little: a host's points depend only on its own key and count, and a
+count change adds or removes its highest-numbered points. When a host joins, its points
+take the keys of the arcs they split; the others' counts shrink by its share of the
+weight, and the keys of the points they drop move to the next point along. With N
+equal hosts, adding one moves about 1/(N+1) of the keys to it and about as many again
+between the others: about 2/(N+1) in all, the price of keeping the ring's size fixed
+(tests/property/test_balancers.py states the bound checked). Maglev moves about half as
+many.
 
 Determinism: the ring depends only on the (key, weight) pairs, never on input order,
 the process or a random seed, so rebuilding it from the same hosts maps every key the
