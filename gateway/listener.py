@@ -11,13 +11,14 @@ closes idle keep-alive connections, and cancels what is left after the grace per
 from __future__ import annotations
 
 import logging
-from functools import partial
+import socket
 
 import trio
 
 from .config import Address, Listener
 from .dataplane import DataPlaneRef
-from .proxy.http import HttpConnection, ListenerContext
+from .netio import SocketIO, accept_forever, open_listening_sockets
+from .proxy.http import TIMER_TICK, HttpConnection, ListenerContext
 from .proxy.tcp import serve_tcp_connection
 
 log = logging.getLogger("triogate.listener")
@@ -39,23 +40,10 @@ class ListenerHandle:
         """Stop accepting; connections finish their current request within ``grace`` s."""
         self.ctx.draining = True
         self._drained.set()
-        for scope in list(self.ctx.idle_scopes):
-            scope.cancel()
+        for conn in list(self.ctx.idle):
+            conn.cancel_if_idle()
         if self._conn_scope is not None:
             self._conn_scope.deadline = min(self._conn_scope.deadline, trio.current_time() + grace)
-
-
-async def _open_listeners(address: Address) -> list[trio.SocketListener]:
-    host = None if address.host in ("", "*") else address.host
-    return await trio.open_tcp_listeners(address.port, host=host, backlog=1024)
-
-
-def _peer_ip(stream: trio.SocketStream) -> bytes:
-    try:
-        peer = stream.socket.getpeername()
-    except OSError:
-        return b"unknown"
-    return str(peer[0]).encode()
 
 
 async def run_listener(
@@ -65,40 +53,48 @@ async def run_listener(
 ) -> None:
     """Bind, report ready, serve until cancelled or drained."""
     config = handle.config
-    listeners = await _open_listeners(config.address)
-    sockname = listeners[0].socket.getsockname()
+    host = None if config.address.host in ("", "*") else config.address.host
+    sockets = open_listening_sockets(host, config.address.port)
+    sockname = sockets[0].getsockname()
     handle.bound = Address(str(sockname[0]), int(sockname[1]))
     ctx = handle.ctx
     tcp_cluster = config.cluster
 
-    async def handler(stream: trio.SocketStream) -> None:
+    async def handler(io: SocketIO) -> None:
         handle.connections += 1
         try:
-            if config.protocol == "tcp":
-                assert tcp_cluster is not None
-                await serve_tcp_connection(stream, ctx, tcp_cluster)
+            if tcp_cluster is not None:
+                await serve_tcp_connection(io, ctx, tcp_cluster)
             else:
-                await HttpConnection(stream, ctx, _peer_ip(stream)).serve()
+                await HttpConnection(io, ctx, io.peer_ip()).serve()
         except Exception:
             log.exception("connection on listener %r failed", handle.name)
         finally:
             handle.connections -= 1
 
     log.info("listener %r serving %s on %s", handle.name, config.protocol, handle.bound)
-    async with trio.open_nursery() as conn_nursery:
-        handle._conn_scope = conn_nursery.cancel_scope
-        async with trio.open_nursery() as accept_nursery:
-            for lst in listeners:
-                accept_nursery.start_soon(
-                    partial(trio.serve_listeners, handler, [lst], handler_nursery=conn_nursery)
-                )
-            task_status.started(handle)
-            await handle._drained.wait()
-            accept_nursery.cancel_scope.cancel()
-        for lst in listeners:
-            await lst.aclose()
-        log.info("listener %r draining %d connections", handle.name, handle.connections)
-    handle.bound = None
+    try:
+        ctx.now = trio.current_time() + TIMER_TICK
+        async with trio.open_nursery() as timer_nursery:
+            timer_nursery.start_soon(ctx.run_timers)
+            async with trio.open_nursery() as conn_nursery:
+                handle._conn_scope = conn_nursery.cancel_scope
+                async with trio.open_nursery() as accept_nursery:
+                    for sock in sockets:
+                        accept_nursery.start_soon(accept_forever, sock, conn_nursery, handler)
+                    task_status.started(handle)
+                    await handle._drained.wait()
+                    accept_nursery.cancel_scope.cancel()
+                _close_all(sockets)
+                log.info("listener %r draining %d connections", handle.name, handle.connections)
+            timer_nursery.cancel_scope.cancel()
+    finally:
+        _close_all(sockets)
+        handle.bound = None
 
 
-__all__ = ["ListenerHandle", "run_listener"]
+def _close_all(sockets: list[socket.socket]) -> None:
+    for sock in sockets:
+        if sock.fileno() != -1:
+            trio.lowlevel.notify_closing(sock)
+            sock.close()

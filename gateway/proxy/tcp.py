@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..errors import UpstreamConnectError
+from ..netio import open_connection
 
 if TYPE_CHECKING:
     from .http import ListenerContext
@@ -20,7 +21,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("triogate.tcp")
 
 
-async def _copy(src: trio.SocketStream, dst: trio.SocketStream, scope: trio.CancelScope) -> None:
+async def _copy(
+    src: trio.abc.HalfCloseableStream, dst: trio.abc.HalfCloseableStream, scope: trio.CancelScope
+) -> None:
     try:
         while data := await src.receive_some(65536):
             await dst.send_all(data)
@@ -30,7 +33,7 @@ async def _copy(src: trio.SocketStream, dst: trio.SocketStream, scope: trio.Canc
 
 
 async def serve_tcp_connection(
-    client: trio.SocketStream, ctx: ListenerContext, cluster: str
+    client: trio.abc.HalfCloseableStream, ctx: ListenerContext, cluster: str
 ) -> None:
     """Proxy one client connection to an endpoint picked from ``cluster``."""
     async with client:
@@ -42,7 +45,7 @@ async def serve_tcp_connection(
         address = endpoint.config.address
         try:
             with trio.fail_after(endpoint.pool.config.connect_timeout):
-                upstream = await trio.open_tcp_stream(address.host, address.port)
+                upstream = await open_connection(address.host, address.port)
         except (OSError, trio.TooSlowError) as e:
             log.info("tcp %s: %s", ctx.name, UpstreamConnectError(f"connect to {address}: {e}"))
             return

@@ -14,7 +14,6 @@ rule (no actor round trip per request) holds.
 
 from __future__ import annotations
 
-import errno
 import socket
 from collections import deque
 
@@ -23,6 +22,10 @@ import trio
 from ..config import Address, PoolConfig
 from ..errors import UpstreamConnectError, UpstreamResetError
 from ..http1.parse import ResponseParser
+from ..netio import SocketIO, open_connection
+
+#: seconds idle after which a pooled connection is checked before reuse
+PEEK_AFTER_IDLE = 1.0
 
 
 class PoolExhausted(UpstreamConnectError):
@@ -35,62 +38,38 @@ class PoolExhausted(UpstreamConnectError):
 class UpstreamConnection:
     """One connection to an endpoint, with the parser of its responses."""
 
-    __slots__ = ("idle_since", "parser", "pool", "sock", "stream")
+    __slots__ = ("idle_since", "io", "parser", "pool")
 
-    def __init__(self, sock: socket.socket, stream: trio.SocketStream, pool: EndpointPool) -> None:
-        self.stream = stream
-        #: the stdlib socket under the stream, for a synchronous peek while idle
-        self.sock = sock
+    def __init__(self, io: SocketIO, pool: EndpointPool) -> None:
+        self.io = io
         self.pool = pool
         self.parser = ResponseParser()
         self.idle_since = 0.0
 
     async def send(self, data: bytes) -> None:
         try:
-            await self.stream.send_all(data)
+            await self.io.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
             raise UpstreamResetError(f"upstream {self.pool.address} reset: {e}") from None
 
     async def receive(self) -> bytes:
         try:
-            return await self.stream.receive_some(65536)
+            return await self.io.receive_some(65536)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
             raise UpstreamResetError(f"upstream {self.pool.address} reset: {e}") from None
 
     def is_open(self) -> bool:
         """False if the peer has closed (or sent unsolicited bytes) while idle."""
         try:
-            self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            self.io.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except BlockingIOError:
             return True
-        except OSError as e:
-            return e.errno in (errno.EAGAIN, errno.EWOULDBLOCK)
+        except OSError:
+            return False
         return False  # closed (b"") or unsolicited bytes: either way not reusable
 
     def close(self) -> None:
-        # a plain socket close never blocks; SocketStream.aclose would only add a checkpoint
-        self.sock.close()
-
-
-async def _connect(address: Address) -> tuple[socket.socket, trio.SocketStream]:
-    """Connect to the first address ``address`` resolves to that accepts."""
-    infos = await trio.socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
-    error: OSError = OSError(f"{address} resolves to nothing")
-    for family, type_, proto, _, sockaddr in infos:
-        sock = socket.socket(family, type_, proto)
-        sock.setblocking(False)
-        tsock = trio.socket.from_stdlib_socket(sock)
-        try:
-            await tsock.connect(sockaddr)
-        except OSError as e:
-            tsock.close()
-            error = e
-            continue
-        except BaseException:
-            tsock.close()
-            raise
-        return sock, trio.SocketStream(tsock)  # SocketStream sets TCP_NODELAY
-    raise error
+        self.io.close()
 
 
 class EndpointPool:
@@ -114,10 +93,15 @@ class EndpointPool:
         """A connection and whether it was reused; raises ``UpstreamConnectError``."""
         idle = self._idle
         if idle:
-            oldest_ok = trio.current_time() - self.config.idle_timeout
+            now = trio.current_time()
+            oldest_ok = now - self.config.idle_timeout
             while idle:
                 conn = idle.pop()
-                if conn.idle_since >= oldest_ok and conn.is_open():
+                # a connection idle for a moment is taken as is (the peek is a syscall on
+                # every request); a close that races with reuse is retried by the caller
+                if conn.idle_since >= oldest_ok and (
+                    now - conn.idle_since < PEEK_AFTER_IDLE or conn.is_open()
+                ):
                     return conn, True
                 self.open -= 1
                 conn.close()
@@ -126,7 +110,7 @@ class EndpointPool:
         self.open += 1
         try:
             with trio.fail_after(self.config.connect_timeout):
-                sock, stream = await _connect(self.address)
+                io = await open_connection(self.address.host, self.address.port)
         except trio.TooSlowError:
             self.open -= 1
             raise UpstreamConnectError(f"connect to {self.address} timed out") from None
@@ -138,7 +122,7 @@ class EndpointPool:
         except BaseException:
             self.open -= 1
             raise
-        return UpstreamConnection(sock, stream, self), False
+        return UpstreamConnection(io, self), False
 
     def release(self, conn: UpstreamConnection, reusable: bool) -> None:
         """Give a connection back; kept only if ``reusable`` and there is room."""

@@ -1,0 +1,183 @@
+"""Sockets for the data path: trio's readiness waits over plain non-blocking sockets.
+
+Why not ``trio.SocketStream``: every trio socket operation is two scheduler round trips
+(a cancellation check and a schedule point) even when the kernel completes it at once,
+and a receive always tries the syscall before waiting. On the proxy's path, where every
+request is two receives and two sends, that was most of the Python time (profiled with
+py-spy; see README). Here:
+
+- ``receive_some`` waits for readiness first (a proxy reads right after it wrote a
+  request or a response, so the data is almost never there yet), then reads. It is
+  always a checkpoint, so a connection copying a long body still yields on every piece.
+- ``send_all`` writes at once and parks only when the kernel buffer is full. It is not
+  a checkpoint when the data fits; fairness comes from the receive that always follows.
+
+``SocketIO`` implements ``trio.abc.HalfCloseableStream``, so ``trio.SSLStream`` can wrap
+it. Errors are translated at this edge: a reset or a write after close is
+``trio.BrokenResourceError``, use after ``aclose`` is ``trio.ClosedResourceError``.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Awaitable, Callable
+
+import trio
+from trio.lowlevel import notify_closing, wait_readable, wait_writable
+
+_BROKEN = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
+
+
+class SocketIO(trio.abc.HalfCloseableStream):
+    """A connected TCP socket as a trio stream, tuned for request/response traffic."""
+
+    __slots__ = ("_closed", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self._closed = False
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        sock = self.sock
+        while True:
+            try:
+                await wait_readable(sock)
+            except trio.ClosedResourceError:
+                raise trio.ClosedResourceError("socket closed while reading") from None
+            try:
+                return sock.recv(max_bytes or 65536)
+            except BlockingIOError:
+                continue  # woken without data (another reader, or a spurious wakeup)
+            except _BROKEN as e:
+                raise trio.BrokenResourceError(str(e)) from e
+            except OSError as e:
+                if self._closed or e.errno == errno.EBADF:
+                    raise trio.ClosedResourceError("socket was closed") from None
+                raise trio.BrokenResourceError(str(e)) from e
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        sock = self.sock
+        try:
+            sent = sock.send(data)
+            if sent == len(data):
+                return
+            view = memoryview(data)[sent:]
+            while view:
+                await wait_writable(sock)
+                try:
+                    sent = sock.send(view)
+                except BlockingIOError:
+                    continue
+                view = view[sent:]
+        except BlockingIOError:
+            await wait_writable(sock)
+            await self.send_all(data)
+        except _BROKEN as e:
+            raise trio.BrokenResourceError(str(e)) from e
+        except OSError as e:
+            if self._closed or e.errno == errno.EBADF:
+                raise trio.ClosedResourceError("socket was closed") from None
+            raise trio.BrokenResourceError(str(e)) from e
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await wait_writable(self.sock)
+
+    async def send_eof(self) -> None:
+        await trio.lowlevel.checkpoint()
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError as e:
+            raise trio.BrokenResourceError(str(e)) from e
+
+    def close(self) -> None:
+        """Close now; never blocks (pending waiters get ``ClosedResourceError``)."""
+        if not self._closed:
+            self._closed = True
+            notify_closing(self.sock)
+            self.sock.close()
+
+    async def aclose(self) -> None:
+        self.close()
+        await trio.lowlevel.checkpoint()
+
+    def peer_ip(self) -> bytes:
+        try:
+            return str(self.sock.getpeername()[0]).encode()
+        except OSError:
+            return b"unknown"
+
+
+async def open_connection(host: str, port: int) -> SocketIO:
+    """Connect to the first address ``host`` resolves to that accepts; raises ``OSError``."""
+    infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    error: OSError = OSError(errno.EHOSTUNREACH, f"{host} resolves to nothing")
+    for family, type_, proto, _, sockaddr in infos:
+        sock = socket.socket(family, type_, proto)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            code = sock.connect_ex(sockaddr)
+            if code == errno.EINPROGRESS:
+                await wait_writable(sock)
+                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                raise OSError(code, f"connect to {host}:{port}: {errno.errorcode.get(code, code)}")
+        except OSError as e:
+            sock.close()
+            error = e
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return SocketIO(sock)
+    raise error
+
+
+def open_listening_sockets(host: str | None, port: int, backlog: int = 1024) -> list[socket.socket]:
+    """Bound, listening, non-blocking sockets for ``host:port`` (all addresses if None)."""
+    infos = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE | socket.AI_ADDRCONFIG
+    )
+    sockets: list[socket.socket] = []
+    try:
+        for family, type_, proto, _, sockaddr in infos:
+            sock = socket.socket(family, type_, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(sockaddr)
+            sock.listen(backlog)
+            sock.setblocking(False)
+            if port == 0:
+                break  # one socket: each family would get its own random port
+    except BaseException:
+        for s in sockets:
+            s.close()
+        raise
+    return sockets
+
+
+async def accept_forever(
+    lsock: socket.socket, nursery: trio.Nursery, handler: Callable[[SocketIO], Awaitable[None]]
+) -> None:
+    """Accept connections on ``lsock`` and start ``handler(SocketIO)`` for each in ``nursery``."""
+    while True:
+        await wait_readable(lsock)
+        # take every pending connection in one wakeup
+        while True:
+            try:
+                conn, _ = lsock.accept()
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    await trio.sleep(0.1)  # out of descriptors: back off, as trio does
+                    break
+                if e.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue
+                raise
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            nursery.start_soon(handler, SocketIO(conn))
