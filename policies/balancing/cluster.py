@@ -17,18 +17,24 @@ step:
    in smooth weighted round robin (Envoy uses an EDF schedule to the same effect);
    then the policy picks among the locality's healthy hosts. The hash policies cannot
    pick a locality first without breaking affinity, so, as in Envoy, they fold the
-   locality weight into each host's weight and build one table per level.
+   locality weight into each host's weight and build one table per level. (Envoy
+   weighs localities only when ``locality_weighted_lb_config`` is set; here it is
+   always on, and while every locality is healthy it equals plain host weighting.)
 
 Slow start (``round_robin``, ``least_request``, ``random``; the hash policies ignore it,
 as Envoy's do, because moving weight moves keys): while some healthy host is inside its
 window, its weight is scaled by ``slow_start_percent`` of ``now``. The pickers are
 rebuilt at the instants a percent changes (``_refresh_at``), so a pick costs a float
-comparison more, and a rebuild restarts round-robin cycles and least-request schedules.
+comparison more, and a rebuild (O(hosts), on the pick that crosses the instant)
+restarts round-robin cycles and least-request schedules.
 
-``now`` is the caller's clock in seconds, the same clock as the hosts' ``ready_at``; it
-is only read for slow start. The balancer keeps mutable pick state (round-robin
-positions, least-request deadlines) and is meant to be shared by the tasks of one
-thread, as the data path does; it is not thread-safe.
+``now`` is the caller's monotonic clock in seconds (``trio.current_time()``), the same
+clock as the hosts' ``ready_at``; it is only read for slow start and must not go
+backwards (if it does, weights simply stay where they were).
+
+The balancer keeps mutable pick state (round-robin positions, least-request deadlines)
+and is meant to be shared by the tasks of one thread, as the data path does; it is not
+thread-safe.
 """
 
 from __future__ import annotations
