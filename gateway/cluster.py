@@ -143,7 +143,6 @@ async def run_cluster(
     task_status: trio.TaskStatus[ClusterHandle] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The cluster actor: applies commands and expires idle connections, until cancelled."""
-    snapshot = handle.snapshot
     task_status.started(handle)
     try:
         await _serve_inbox(handle, sweep_interval)

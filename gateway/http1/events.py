@@ -31,6 +31,8 @@ class RequestReceived:
     host: bytes
     #: bytes of request line and headers, as received
     head_size: int
+    #: header names listed in ``Connection`` (hop-by-hop for this message), lower case
+    connection: frozenset[bytes] = frozenset()
 
 
 @attrs.define(slots=True)
@@ -44,6 +46,8 @@ class ResponseReceived:
     keep_alive: bool
     framing: int
     content_length: int
+    #: header names listed in ``Connection`` (hop-by-hop for this message), lower case
+    connection: frozenset[bytes] = frozenset()
 
 
 @attrs.define(slots=True)

@@ -34,6 +34,13 @@ from .events import (
     ResponseReceived,
 )
 
+NO_TOKENS: frozenset[bytes] = frozenset()
+
+
+def connection_tokens(value: bytes) -> frozenset[bytes]:
+    """The lower-case tokens of a ``Connection`` header value."""
+    return frozenset(t.strip() for t in value.lower().split(b",") if t.strip())
+
 
 def _framing(headers: Headers, *, request: bool) -> tuple[int, int]:
     """(framing, content_length) from headers llhttp has already checked for consistency."""
@@ -118,6 +125,7 @@ class RequestParser:
         host = b""
         hosts = 0
         te_values: list[bytes] = []
+        connection = NO_TOKENS
         for name, value in headers:
             n = name.lower()
             if n == b"host":
@@ -125,6 +133,8 @@ class RequestParser:
                 host = value
             elif n == b"transfer-encoding":
                 te_values.append(value.lower())
+            elif n == b"connection":
+                connection = connection | connection_tokens(value)
         if hosts > 1:
             raise DownstreamProtocolError("more than one Host header")
         if version == b"1.1" and hosts == 0:
@@ -149,6 +159,7 @@ class RequestParser:
                 length,
                 host,
                 self._head_bytes,
+                connection,
             )
         )
         self._reset_head()
@@ -231,6 +242,10 @@ class ResponseParser:
         parser = self._parser
         status = parser.get_status_code()
         framing, length = _framing(self._headers, request=False)
+        connection = NO_TOKENS
+        for name, value in self._headers:
+            if name.lower() == b"connection":
+                connection = connection | connection_tokens(value)
         if self._no_body or status in (204, 304) or 100 <= status < 200:
             framing, length = NO_BODY, -1
         self._framing = framing
@@ -243,6 +258,7 @@ class ResponseParser:
                 parser.should_keep_alive(),
                 framing,
                 length,
+                connection,
             )
         )
         if self._no_body and status >= 200:

@@ -42,43 +42,24 @@ REASONS: dict[int, bytes] = {
 }
 
 
-def end_to_end(headers: Headers) -> tuple[Headers, bool]:
-    """The headers that cross the proxy, and whether the peer asked to close.
-
-    Returns the headers minus hop-by-hop ones (and those ``Connection`` names), and
-    True when ``Connection: close`` was present.
-    """
-    named: set[bytes] = set()
-    close = False
+def write_headers(parts: list[bytes], headers: Headers, connection: frozenset[bytes]) -> None:
+    """Append the end-to-end headers (not hop-by-hop, not named in ``Connection``)."""
     for name, value in headers:
-        if name.lower() == b"connection":
-            for token in value.lower().split(b","):
-                token = token.strip()
-                if token == b"close":
-                    close = True
-                named.add(token)
-    if named:
-        return [
-            (n, v) for n, v in headers if (ln := n.lower()) not in HOP_BY_HOP and ln not in named
-        ], close
-    return [(n, v) for n, v in headers if n.lower() not in HOP_BY_HOP], close
+        n = name.lower()
+        if n in HOP_BY_HOP or n in connection:
+            continue
+        parts += (name, b": ", value, b"\r\n")
 
 
 CHUNKED_LINE = b"transfer-encoding: chunked\r\n"
 
 
-def request_head(method: bytes, target: bytes, headers: Headers, framing_line: bytes) -> bytes:
-    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
-    for name, value in headers:
-        parts += (name, b": ", value, b"\r\n")
-    parts += (framing_line, b"\r\n")
-    return b"".join(parts)
-
-
-def response_head(status: int, reason: bytes, headers: Headers, extra: bytes) -> bytes:
+def response_head(
+    status: int, reason: bytes, headers: Headers, connection: frozenset[bytes], extra: bytes
+) -> bytes:
+    """A response head for the client: end-to-end headers of ``headers`` plus ``extra``."""
     parts = [b"HTTP/1.1 %d " % status, reason or REASONS.get(status, b"Unknown"), b"\r\n"]
-    for name, value in headers:
-        parts += (name, b": ", value, b"\r\n")
+    write_headers(parts, headers, connection)
     parts += (extra, b"\r\n")
     return b"".join(parts)
 

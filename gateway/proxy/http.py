@@ -47,11 +47,10 @@ from ..http1.events import (
 from ..http1.parse import RequestParser
 from ..http1.serialize import (
     CHUNKED_LINE,
+    HOP_BY_HOP,
     LAST_CHUNK,
     chunk,
-    end_to_end,
     local_reply,
-    request_head,
     response_head,
 )
 from ..routing import RouteEntry
@@ -62,7 +61,7 @@ log = logging.getLogger("triogate.proxy")
 READ_SIZE = 65536
 #: granularity of the idle, header and route timeouts (seconds)
 TIMER_TICK = 0.05
-VIA = b"1.1 triogate"
+VIA_LINE = b"via: 1.1 triogate\r\n"
 
 
 #: methods a proxy may send again after the upstream closed without answering
@@ -140,6 +139,7 @@ class HttpConnection:
         "head_sent",
         "parser",
         "phase",
+        "request_id",
         "scope",
         "stream",
     )
@@ -159,6 +159,7 @@ class HttpConnection:
         #: whether any byte of the current response has gone to the client
         self.head_sent = False
         self._keep_after_local = False
+        self.request_id = b""
 
     async def serve(self) -> None:
         """Serve requests until the client closes, errs, times out or the listener drains."""
@@ -293,29 +294,39 @@ class HttpConnection:
         return keep
 
     def _upstream_head(self, head: RequestReceived) -> bytes:
-        headers, _ = end_to_end(head.headers)
-        xff = self.client_ip
-        has_request_id = False
-        for i, (name, value) in enumerate(headers):
+        """The request head for the upstream: end-to-end headers plus the proxy's own."""
+        parts = [head.method, b" ", head.target, b" HTTP/1.1\r\n"]
+        forwarded_for = b""
+        request_id = b""
+        connection = head.connection
+        for name, value in head.headers:
             n = name.lower()
+            if n in HOP_BY_HOP or n in connection:
+                continue
             if n == b"x-forwarded-for":
-                xff = value + b", " + self.client_ip
-                headers[i] = (b"x-forwarded-for", xff)
-                xff = b""
+                forwarded_for = forwarded_for + b", " + value if forwarded_for else value
             elif n == b"x-forwarded-proto":
-                headers[i] = (b"x-forwarded-proto", self.ctx.scheme)
-            elif n == b"x-request-id":
-                has_request_id = True
-        if xff:
-            headers.append((b"x-forwarded-for", xff))
-        if not any(n.lower() == b"x-forwarded-proto" for n, _ in headers):
-            headers.append((b"x-forwarded-proto", self.ctx.scheme))
-        if not has_request_id:
-            headers.append((b"x-request-id", _request_id(self.ctx.rng)))
-        headers.append((b"via", VIA))
-        return request_head(
-            head.method, head.target, headers, CHUNKED_LINE if head.framing == CHUNKED else b""
+                continue  # replaced: this hop's scheme
+            else:
+                if n == b"x-request-id":
+                    request_id = value
+                parts += (name, b": ", value, b"\r\n")
+        ip = self.client_ip
+        parts += (
+            b"x-forwarded-for: ",
+            forwarded_for + b", " + ip if forwarded_for else ip,
+            b"\r\n",
         )
+        parts += (b"x-forwarded-proto: ", self.ctx.scheme, b"\r\n")
+        if not request_id:
+            request_id = _request_id(self.ctx.rng)
+            parts += (b"x-request-id: ", request_id, b"\r\n")
+        self.request_id = request_id
+        parts.append(b"via: 1.1 triogate\r\n")
+        if head.framing == CHUNKED:
+            parts.append(CHUNKED_LINE)
+        parts.append(b"\r\n")
+        return b"".join(parts)
 
     async def _exchange(
         self,
@@ -394,10 +405,9 @@ class HttpConnection:
                 break
             await _next_event(conn)  # the 1xx's MessageEnded
             if resp.status != 101 and not http10_client:
-                headers, _ = end_to_end(resp.headers)
-                await self._send(response_head(resp.status, resp.reason, headers, b""))
-        headers, upstream_close = end_to_end(resp.headers)
-        headers.append((b"via", VIA))
+                await self._send(
+                    response_head(resp.status, resp.reason, resp.headers, resp.connection, b"")
+                )
         rechunk = False
         if resp.framing == LENGTH or resp.framing == NO_BODY:
             extra = b""
@@ -411,7 +421,9 @@ class HttpConnection:
             extra += b"connection: keep-alive\r\n"
         elif not keep_alive:
             extra += b"connection: close\r\n"
-        out = [response_head(resp.status, resp.reason, headers, extra)]
+        out = [
+            response_head(resp.status, resp.reason, resp.headers, resp.connection, VIA_LINE + extra)
+        ]
         # send the head together with whatever of the body has already arrived
         done = False
         while True:
@@ -435,7 +447,8 @@ class HttpConnection:
                 parser.feed(data)
             else:
                 parser.feed_eof()
-        reusable = resp.keep_alive and not upstream_close and not parser.broken
+        # llhttp's keep_alive already accounts for "Connection: close" and HTTP/1.0
+        reusable = resp.keep_alive and not parser.broken
         return reusable, keep_alive
 
 
