@@ -111,12 +111,11 @@ def get_at(root: Any, loc: Loc) -> Any:
 _DELETE = object()
 
 
-def put_at(root: Any, loc: Loc, value: Any) -> Any:
-    """``root`` with the value at ``loc`` replaced, appended (index = length) or deleted."""
+def _put(root: Any, loc: Loc, value: Any) -> Any:
     (field, index), rest = loc[0], loc[1:]
     current = getattr(root, field)
     if index is None:
-        child = value if not rest else put_at(current, rest, value)
+        child = value if not rest else _put(current, rest, value)
         return attrs.evolve(root, **{field: child})
     items = list(current)
     if not rest and value is _DELETE:
@@ -124,8 +123,14 @@ def put_at(root: Any, loc: Loc, value: Any) -> Any:
     elif index == len(items):
         items.append(value)
     else:
-        items[index] = value if not rest else put_at(items[index], rest, value)
+        items[index] = value if not rest else _put(items[index], rest, value)
     return attrs.evolve(root, **{field: tuple(items)})
+
+
+def put_at(config: Config, loc: Loc, value: Any) -> Config:
+    """``config`` with the value at ``loc`` replaced, appended (index = length) or deleted."""
+    changed: Config = _put(config, loc, value)
+    return changed
 
 
 def locate(config: Config, chain: Chain) -> Loc:
@@ -141,6 +146,13 @@ def locate(config: Config, chain: Chain) -> Loc:
         loc = (*loc, (collection.field, index))
         value = items[index]
     return loc
+
+
+def _find(config: Config, chain: Chain) -> Loc | None:
+    try:
+        return locate(config, chain)
+    except ItemNotFound:
+        return None
 
 
 def get_item(config: Config, chain: Chain) -> Any:
@@ -167,7 +179,7 @@ def create_change(parent: Chain, collection: Collection, body: Any) -> Change:
         key = collection.key_of(item)
         if key is not None and collection.find(items, key) is not None:
             raise ItemExists(f"{collection.noun} {key!r} already exists")
-        return put_at(config, loc, item)  # type: ignore[no-any-return]
+        return put_at(config, loc, item)
 
     return change
 
@@ -178,19 +190,11 @@ def replace_change(chain: Chain, body: Any) -> Change:
 
     def change(config: Config) -> Config:
         loc = locate(config, chain)
-        item = _structure_item(collection, body, loc)
-        index = loc[-1][1]
-        items = list(getattr(get_at(config, loc[:-1]), collection.field))
-        items[index] = item  # type: ignore[index]
-        if collection.find(items, key) != index:
-            raise ConfigError(
-                [
-                    ConfigIssue(
-                        path_of(loc), f"must keep its key {key!r} (delete and create to rename)"
-                    )
-                ]
-            )
-        return put_at(config, loc, item)  # type: ignore[no-any-return]
+        new = put_at(config, loc, _structure_item(collection, body, loc))
+        if _find(new, chain) != loc:
+            issue = f"must keep its key {key!r} (delete and create to rename)"
+            raise ConfigError([ConfigIssue(path_of(loc), issue)])
+        return new
 
     return change
 
@@ -220,7 +224,7 @@ def patch_change(chain: Chain, patch: Any) -> Change:
 
 def delete_change(chain: Chain) -> Change:
     def change(config: Config) -> Config:
-        return put_at(config, locate(config, chain), _DELETE)  # type: ignore[no-any-return]
+        return put_at(config, locate(config, chain), _DELETE)
 
     return change
 
@@ -230,6 +234,6 @@ def update_change(chain: Chain, edit: Callable[[Any, str], Any]) -> Change:
 
     def change(config: Config) -> Config:
         loc = locate(config, chain)
-        return put_at(config, loc, edit(get_at(config, loc), path_of(loc)))  # type: ignore[no-any-return]
+        return put_at(config, loc, edit(get_at(config, loc), path_of(loc)))
 
     return change
