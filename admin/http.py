@@ -24,6 +24,8 @@ from .errors import RequestRefused
 
 #: bigger bodies are refused (413); a whole config is far smaller
 MAX_BODY = 1 << 20
+#: deeper bodies are refused (400); the config model nests less than 10 levels
+MAX_DEPTH = 32
 
 
 def gateway_of(request: Request) -> Gateway:
@@ -46,11 +48,33 @@ async def read_json(request: Request) -> Any:
     if not body:
         raise RequestRefused(400, "a JSON body is required")
     try:
-        return json.loads(body.decode("utf-8"))
+        value = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
         raise RequestRefused(400, "body is not UTF-8") from None
     except json.JSONDecodeError as e:
         raise RequestRefused(400, f"body is not valid JSON: {e}") from None
+    except RecursionError:
+        value = _TOO_DEEP
+    if value is _TOO_DEEP or _too_deep(value):
+        raise RequestRefused(400, f"body is nested deeper than {MAX_DEPTH} levels")
+    return value
+
+
+_TOO_DEEP = object()
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether ``value`` nests deeper than any config can (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return False
 
 
 def if_match(request: Request) -> int | None:

@@ -100,6 +100,8 @@ REFUSED_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
     ("POST", "/clusters", {"content": b"{not json"}, 400, "not valid JSON"),
     ("POST", "/clusters", {"content": b""}, 400, "body is required"),
     ("POST", "/clusters", {"content": b"\xff\xfe"}, 400, "UTF-8"),
+    ("POST", "/clusters", {"content": b"[" * 200_000 + b"]" * 200_000}, 400, "nested deeper"),
+    ("PATCH", "/clusters/a", {"content": b'{"a":' * 40 + b"1" + b"}" * 40}, 400, "nested deeper"),
     (
         "POST",
         "/clusters",
