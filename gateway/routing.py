@@ -18,7 +18,10 @@ import random
 
 import attrs
 
-from .config import Listener, Route, VirtualHost
+from policies.balancing import hash_key
+
+from .config import HashPolicy, Listener, Route, VirtualHost
+from .http1.events import Headers
 
 
 @attrs.frozen
@@ -41,12 +44,50 @@ class RouteEntry:
             tuple(itertools.accumulate(wc.weight for wc in live)),
         )
 
+    def hash_key(self, headers: Headers, client_ip: bytes) -> int | None:
+        """The consistent-hash key of a request under the route's hash policies.
+
+        As in Envoy, every policy that finds its value contributes (rotate and xor, in
+        order); None when none does, and the balancer then picks at random.
+        """
+        key: int | None = None
+        for policy in self.route.hash_policy:
+            value = _hash_input(policy, headers, client_ip)
+            if value is None:
+                continue
+            h = hash_key(value)
+            key = h if key is None else (((key << 1) | (key >> 63)) & _MASK64) ^ h
+        return key
+
     def pick_cluster(self, rng: random.Random) -> str:
         """The cluster for one request: weighted by the split, or the only one."""
         if len(self.clusters) == 1:
             return self.clusters[0]
         point = rng.random() * self.cumulative[-1]
         return self.clusters[bisect.bisect_right(self.cumulative, point)]
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def _hash_input(policy: HashPolicy, headers: Headers, client_ip: bytes) -> bytes | None:
+    if policy.source_ip:
+        return client_ip
+    if policy.header is not None:
+        wanted = policy.header.lower().encode()
+        for name, value in headers:
+            if name.lower() == wanted:
+                return value
+        return None
+    if policy.cookie is not None:
+        prefix = policy.cookie.encode() + b"="
+        for name, value in headers:
+            if name.lower() == b"cookie":
+                for part in value.split(b";"):
+                    part = part.strip()
+                    if part.startswith(prefix):
+                        return part[len(prefix) :]
+    return None
 
 
 class _HostRoutes:

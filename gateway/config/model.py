@@ -14,6 +14,8 @@ from typing import Literal
 
 import attrs
 
+from policies.balancing import DEFAULT_OPTIONS, BalancerOptions
+
 LbPolicy = Literal["round_robin", "least_request", "random", "ring_hash", "maglev"]
 EndpointState = Literal["active", "draining", "disabled"]
 ListenerProtocol = Literal["http", "tcp"]
@@ -195,6 +197,8 @@ class Cluster:
     name: str
     endpoints: tuple[Endpoint, ...] = ()
     lb_policy: LbPolicy = "round_robin"
+    #: the balancer's knobs (least_request choices, ring sizes, slow start, panic...)
+    lb_options: BalancerOptions = DEFAULT_OPTIONS
     pool: PoolConfig = PoolConfig()
 
 

@@ -115,7 +115,11 @@ def _structure_attrs(cls: Any, data: Any, path: str, issues: list[ConfigIssue]) 
             issues.append(ConfigIssue(_join(path, name), "is required"))
     if len(issues) > before:
         return None
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as e:  # a model's own validation (e.g. BalancerOptions ranges)
+        issues.append(ConfigIssue(path, str(e)))
+        return None
 
 
 def structure(cls: type[T], data: Any, path: str = "") -> T:

@@ -271,8 +271,14 @@ class HttpConnection:
         self.phase = _EXCHANGE
         self.deadline = self.ctx.now + route.timeout if route.timeout > 0 else inf
         error: GatewayError | None = None
+        snapshot = handle.snapshot
+        affinity = (
+            entry.hash_key(head.headers, self.client_ip)
+            if snapshot.uses_hash and route.hash_policy
+            else None
+        )
         for attempt in range(attempts):
-            endpoint = handle.snapshot.pick()
+            endpoint = handle.snapshot.pick(self.ctx.now, affinity)
             if endpoint is None:
                 error = NoHealthyUpstream(f"no healthy endpoint in cluster {handle.name!r}")
                 break

@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from policies.balancing import hash_key
+
 from ..errors import UpstreamConnectError
-from ..netio import open_connection
+from ..netio import SocketIO, open_connection
 
 if TYPE_CHECKING:
     from .http import ListenerContext
@@ -38,7 +40,9 @@ async def serve_tcp_connection(
     """Proxy one client connection to an endpoint picked from ``cluster``."""
     async with client:
         handle = ctx.dataplane.current.clusters[cluster]
-        endpoint = handle.snapshot.pick()
+        snapshot = handle.snapshot
+        client_ip = client.peer_ip() if isinstance(client, SocketIO) else b""
+        endpoint = snapshot.pick(ctx.now, hash_key(client_ip) if snapshot.uses_hash else None)
         if endpoint is None:
             log.info("tcp %s: no endpoint in cluster %r", ctx.name, cluster)
             return
