@@ -9,6 +9,7 @@ the config version in ``ETag`` so a client can send it back as ``If-Match``.
 from __future__ import annotations
 
 import json
+import math
 from contextlib import aclosing
 from typing import Any
 
@@ -48,10 +49,10 @@ async def read_json(request: Request) -> Any:
     if not body:
         raise RequestRefused(400, "a JSON body is required")
     try:
-        value = json.loads(body.decode("utf-8"))
+        value = json.loads(body.decode("utf-8"), parse_float=_finite, parse_constant=_no_constant)
     except UnicodeDecodeError:
         raise RequestRefused(400, "body is not UTF-8") from None
-    except json.JSONDecodeError as e:
+    except ValueError as e:  # JSONDecodeError, a non-finite number, an integer too long
         raise RequestRefused(400, f"body is not valid JSON: {e}") from None
     except RecursionError:
         value = _TOO_DEEP
@@ -61,6 +62,17 @@ async def read_json(request: Request) -> Any:
 
 
 _TOO_DEEP = object()
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def _no_constant(text: str) -> Any:
+    raise ValueError(f"{text} is not a JSON number")
 
 
 def _too_deep(value: Any) -> bool:

@@ -101,6 +101,21 @@ REFUSED_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
     ("POST", "/clusters", {"content": b""}, 400, "body is required"),
     ("POST", "/clusters", {"content": b"\xff\xfe"}, 400, "UTF-8"),
     ("POST", "/clusters", {"content": b"[" * 200_000 + b"]" * 200_000}, 400, "nested deeper"),
+    (
+        "PATCH",
+        "/clusters/a",
+        {"content": b'{"pool": {"idle_timeout": 1e999}}'},
+        400,
+        "out of range",
+    ),
+    ("PATCH", "/clusters/a", {"content": b'{"pool": {"idle_timeout": NaN}}'}, 400, "NaN"),
+    (
+        "PATCH",
+        "/clusters/a",
+        {"content": b'{"pool": {"max_idle": 1%s}}' % (b"0" * 5000)},
+        400,
+        "JSON",
+    ),
     ("PATCH", "/clusters/a", {"content": b'{"a":' * 40 + b"1" + b"}" * 40}, 400, "nested deeper"),
     (
         "POST",
