@@ -209,3 +209,35 @@ async def test_bodies_stream_both_ways(
     assert head.status_code == 200 and head.content == b""
     assert int(head.headers["content-length"]) > 0
     assert after_head.status_code == 200
+
+
+async def test_tcp_listener_copies_bytes_both_ways_with_half_close(
+    nursery: trio.Nursery, start_gateway: StartGateway
+) -> None:
+    async def echo(stream: trio.SocketStream) -> None:
+        async with stream:
+            received = b""
+            while data := await stream.receive_some(65536):
+                received += data
+            await stream.send_all(b"echo:" + received)
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    nursery.start_soon(trio.serve_listeners, echo, listeners)
+    port = listeners[0].socket.getsockname()[1]
+    data = {
+        "admin": {"address": "127.0.0.1:0"},
+        "listeners": [{"name": "web", "address": "127.0.0.1:0", "protocol": "tcp", "cluster": "e"}],
+        "clusters": [{"name": "e", "endpoints": [{"address": f"127.0.0.1:{port}"}]}],
+    }
+    gw = await start_gateway(data)
+    address = gw.listener_address("web")
+    stream = await trio.open_tcp_stream(address.host, address.port)
+    async with stream:
+        payload = b"x" * 300_000
+        await stream.send_all(payload)
+        await stream.send_eof()  # the echo server answers only after our half-close
+        reply = b""
+        with trio.fail_after(5):
+            while data_in := await stream.receive_some(65536):
+                reply += data_in
+    assert reply == b"echo:" + payload

@@ -1,0 +1,107 @@
+"""A 1 GiB upload and a 1 GiB download pass through a real gateway process in bounded memory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from gateway.config import Address
+
+from ..conftest import StartUpstream
+
+GIB = 1 << 30
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The process's peak resident set (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM in /proc status")
+
+
+async def wait_listening(address: Address, deadline: float = 15.0) -> None:
+    with trio.fail_after(deadline):
+        while True:
+            try:
+                stream = await trio.open_tcp_stream(address.host, address.port)
+            except OSError:
+                await trio.sleep(0.05)
+                continue
+            await stream.aclose()
+            return
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+async def test_one_gib_each_way_in_bounded_memory(
+    start_upstream: StartUpstream, tmp_path: Path
+) -> None:
+    upstream = await start_upstream("sink")
+    port = free_port()
+    config = tmp_path / "gw.yaml"
+    config.write_text(
+        f"""
+admin: {{address: "127.0.0.1:{free_port()}"}}
+listeners:
+  - name: web
+    address: 127.0.0.1:{port}
+    routes: [{{match: {{prefix: /}}, cluster: sink, timeout: 0}}]
+clusters:
+  - name: sink
+    endpoints: [{{address: "{upstream}"}}]
+"""
+    )
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "run", "--no-state", str(config)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        await wait_listening(Address("127.0.0.1", port))
+        baseline = peak_rss_mib(gateway.pid)
+        url = f"http://127.0.0.1:{port}"
+        # curl streams stdin as a chunked upload; the demo upstream counts the bytes
+        upload = await trio.run_process(
+            f"head -c {GIB} /dev/zero | curl -sS --fail -T - -H 'Expect:' {url}/count",
+            shell=True,
+            capture_stdout=True,
+        )
+        seen = json.loads(upload.stdout)
+        assert seen["body_bytes"] == GIB
+        assert seen["headers"]["transfer-encoding"] == "chunked"
+        download = await trio.run_process(
+            [
+                "curl",
+                "-sS",
+                "--fail",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{size_download}",
+                f"{url}/bytes/{GIB}",
+            ],
+            capture_stdout=True,
+        )
+        assert int(download.stdout) == GIB
+        peak = peak_rss_mib(gateway.pid)
+        # bounded: a few read buffers per connection, never the body
+        assert peak - baseline < 64, f"peak RSS grew {peak - baseline:.0f} MiB moving 2 GiB"
+    finally:
+        gateway.terminate()
+        try:
+            gateway.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            gateway.kill()
+            gateway.wait()
