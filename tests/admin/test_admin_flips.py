@@ -88,7 +88,7 @@ async def test_flipping_split_drops_nothing(setup: AdminSetup) -> None:
 
     versions = [f.version for f in flips]
     assert versions == list(range(1, len(flips) + 1)), "every write made exactly one version"
-    assert len(flips) > 100, f"only {len(flips)} flips in {duration} s"
+    assert len(flips) > 50, f"only {len(flips)} flips in {duration} s"
     failed = [s for s in served if s.status != 200]
     strayed = [s for s in served if s.upstream not in valid_clusters(flips, s.started, s.ended)]
     print(

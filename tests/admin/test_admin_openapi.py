@@ -7,6 +7,7 @@ checks that none gets a 5xx, an undeclared status, or an answer unlike its schem
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Iterator
@@ -38,7 +39,8 @@ CHECKS = [
     content_type_conformance,
     response_schema_conformance,
 ]
-EXAMPLES_PER_OPERATION = 4
+#: per operation and generation mode; raise it for a deeper run (the suite keeps it small)
+EXAMPLES_PER_OPERATION = int(os.environ.get("ADMIN_SCHEMATHESIS_EXAMPLES", "4"))
 
 
 @pytest.fixture
