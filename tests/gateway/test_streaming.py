@@ -64,7 +64,7 @@ clusters:
     endpoints: [{{address: "{upstream}"}}]
 """
     )
-    gateway = subprocess.Popen(
+    gateway = await trio.lowlevel.open_process(
         [sys.executable, "-m", "gateway.cli", "run", "--no-state", str(config)],
         stdout=subprocess.DEVNULL,
     )
@@ -100,8 +100,8 @@ clusters:
         assert peak - baseline < 64, f"peak RSS grew {peak - baseline:.0f} MiB moving 2 GiB"
     finally:
         gateway.terminate()
-        try:
-            gateway.wait(timeout=15)
-        except subprocess.TimeoutExpired:
+        with trio.move_on_after(15):
+            await gateway.wait()
+        if gateway.returncode is None:
             gateway.kill()
-            gateway.wait()
+            await gateway.wait()
