@@ -14,7 +14,8 @@ In order, a request is refused
    CORS preflight (which this API never grants), so a form on another site cannot
    change the config either.
 
-This is a plain ASGI middleware, so it also covers ``/openapi.json`` and ``/docs``.
+This is a plain ASGI middleware, so it also covers ``/openapi.json``, ``/docs`` and any
+WebSocket a later route opens.
 """
 
 from __future__ import annotations
@@ -142,4 +143,8 @@ class Guard:
             if refused is not None:
                 await refused(scope, receive, send)
                 return
+        elif scope["type"] == "websocket" and self.refusal("GET", Headers(scope=scope)):
+            # a live view (a dashboard) is guarded like a GET; closing before accept is a 403
+            await send({"type": "websocket.close", "code": 1008})
+            return
         await self.app(scope, receive, send)

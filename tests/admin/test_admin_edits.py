@@ -21,7 +21,7 @@ from admin.edits import (
     path_of,
     replace_change,
 )
-from admin.guard import host_allowed, is_json, key_matches
+from admin.guard import Guard, host_allowed, is_json, key_matches
 from admin.routes.clusters import CLUSTERS, ENDPOINTS
 from admin.routes.listeners import LISTENERS, ROUTES, VIRTUAL_HOSTS
 from gateway.config import Address, config_from_data
@@ -178,3 +178,30 @@ def test_key_and_media_type_checks() -> None:
     assert not key_matches("s3cre", "s3cret") and not key_matches(None, "s3cret")
     assert is_json("application/json; charset=utf-8") and is_json("application/merge-patch+json")
     assert not is_json("text/json") and not is_json(None) and not is_json("application/jsonp")
+
+
+async def test_guard_covers_websockets() -> None:
+    reached: list[str] = []
+    sent: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(scope["path"])
+
+    async def receive() -> dict[str, Any]:
+        raise AssertionError("the guard reads nothing")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    guard = Guard(app, admin_address=lambda: Address("127.0.0.1", 9901), api_key="k")
+    for host, key, allowed in [
+        (b"evil.example", b"k", False),
+        (b"localhost", b"wrong", False),
+        (b"localhost", b"k", True),
+    ]:
+        headers = [(b"host", host), (b"x-api-key", key)]
+        scope = {"type": "websocket", "path": "/live", "headers": headers}
+        await guard(scope, receive, send)
+        assert (sent[-1:] == [{"type": "websocket.close", "code": 1008}]) is not allowed
+        sent.clear()
+    assert reached == ["/live"]
