@@ -32,6 +32,11 @@ from .errors import GUARDED, WRITE, responses
 from .http import answer, apply, body_schema, config_of, json_content, merge_patch_schema, read_json
 
 
+def at_root() -> Chain:
+    """The parent of a top-level collection (listeners, clusters): the config itself."""
+    return ()
+
+
 def add_collection_routes(
     router: APIRouter,
     path: str,

@@ -12,7 +12,7 @@ from fastapi import APIRouter
 
 from gateway.config import Cluster, Endpoint
 
-from ..crud import add_collection_routes
+from ..crud import add_collection_routes, at_root
 from ..edits import Chain, Collection, endpoint_key
 
 router = APIRouter(tags=["clusters"])
@@ -27,10 +27,6 @@ ENDPOINTS = Collection(
 )
 
 
-def no_parent() -> Chain:
-    return ()
-
-
 def cluster_chain(cluster: str) -> Chain:
     return ((CLUSTERS, cluster),)
 
@@ -39,9 +35,7 @@ def endpoint_chain(cluster: str, endpoint: str) -> Chain:
     return ((CLUSTERS, cluster), (ENDPOINTS, endpoint))
 
 
-add_collection_routes(
-    router, "/clusters", "cluster", CLUSTERS, parent=no_parent, item=cluster_chain
-)
+add_collection_routes(router, "/clusters", "cluster", CLUSTERS, parent=at_root, item=cluster_chain)
 add_collection_routes(
     router,
     "/clusters/{cluster}/endpoints",

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from gateway.config import Listener, Route, VirtualHost, WeightedCluster, json_schema, structure
 from gateway.errors import ConfigError, ConfigIssue
 
-from ..crud import add_collection_routes
+from ..crud import add_collection_routes, at_root
 from ..edits import Chain, Collection, get_item, update_change
 from ..errors import GUARDED, WRITE, responses
 from ..http import answer, apply, config_of, json_content, read_json
@@ -30,10 +30,6 @@ router = APIRouter(tags=["listeners"])
 LISTENERS = Collection("listener", "listeners", Listener)
 VIRTUAL_HOSTS = Collection("virtual host", "virtual_hosts", VirtualHost)
 ROUTES = Collection("route", "routes", Route, by_index=True)
-
-
-def no_parent() -> Chain:
-    return ()
 
 
 def listener_chain(listener: str) -> Chain:
@@ -62,7 +58,7 @@ def route_chain(route: str, parent: Annotated[Chain, Depends(routes_parent)]) ->
 RouteChain = Annotated[Chain, Depends(route_chain)]
 
 add_collection_routes(
-    router, "/listeners", "listener", LISTENERS, parent=no_parent, item=listener_chain
+    router, "/listeners", "listener", LISTENERS, parent=at_root, item=listener_chain
 )
 add_collection_routes(
     router,
