@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import click
@@ -15,7 +16,7 @@ from .app import Gateway, run_gateway
 from .config import Config, config_from_text, load_config
 from .ctl import ctl
 from .demo import DEMO_CONFIG, serve_demo_upstream
-from .errors import ConfigError
+from .errors import ConfigError, root_cause
 from .state import default_state_path, load_state
 
 log = logging.getLogger("triogate")
@@ -127,7 +128,20 @@ def run(config_file: Path, state_file: Path | None, no_state: bool) -> None:
             config = saved
         else:
             click.echo(f"loaded {config_file} (no runtime state at {state_path})")
-    trio.run(_serve, config, state_path)
+    _run_trio(_serve, config, state_path)
+
+
+def _run_trio(fn: Callable[..., Awaitable[None]], *args: object) -> None:
+    """``trio.run``, with a failure to start reported in one line, exit status 1."""
+    try:
+        trio.run(fn, *args)
+    except (Exception, BaseExceptionGroup) as e:
+        cause = root_cause(e)
+        if isinstance(cause, click.ClickException | KeyboardInterrupt):
+            raise cause from None
+        log.debug("gateway stopped", exc_info=e)
+        click.echo(f"triogate: {cause}", err=True)
+        sys.exit(1)
 
 
 @main.command()
@@ -161,7 +175,7 @@ def demo(port: int, admin_port: int) -> None:
             )
             nursery.cancel_scope.cancel()
 
-    trio.run(run_demo)
+    _run_trio(run_demo)
 
 
 main.add_command(ctl)

@@ -9,6 +9,7 @@
     │   └── UpstreamTimeoutError       no full response within the route timeout -> 504 / UT
     ├── NoHealthyUpstream              the cluster has no endpoint to pick       -> 503 / UH
     ├── DownstreamProtocolError        the client sent a malformed request        -> 400 / 431
+    ├── ListenerBindError(OSError)     a listener's address cannot be bound
     └── SupervisorEscalation           a child crashed past its restart intensity
 
 ``status_hint`` is the HTTP status a local reply uses for the error.
@@ -87,3 +88,18 @@ class DownstreamProtocolError(GatewayError):
 
 class SupervisorEscalation(GatewayError):
     """A child crashed more often than its restart intensity allows."""
+
+
+class ListenerBindError(GatewayError, OSError):
+    """A listener's address cannot be bound (in use, not local, no permission)."""
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The error a user should read: through exception groups and ``raise ... from``."""
+    while True:
+        if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+            exc = exc.exceptions[0]
+        elif exc.__cause__ is not None:
+            exc = exc.__cause__
+        else:
+            return exc

@@ -17,6 +17,7 @@ import trio
 
 from .config import Address, Listener
 from .dataplane import DataPlaneRef
+from .errors import ListenerBindError
 from .netio import SocketIO, accept_forever, open_listening_sockets
 from .proxy.http import TIMER_TICK, HttpConnection, ListenerContext
 from .proxy.tcp import serve_tcp_connection
@@ -54,7 +55,12 @@ async def run_listener(
     """Bind, report ready, serve until cancelled or drained."""
     config = handle.config
     host = None if config.address.host in ("", "*") else config.address.host
-    sockets = open_listening_sockets(host, config.address.port)
+    try:
+        sockets = open_listening_sockets(host, config.address.port)
+    except OSError as e:
+        raise ListenerBindError(
+            f"listener {handle.name!r}: cannot bind {config.address}: {e.strerror or e}"
+        ) from None
     sockname = sockets[0].getsockname()
     handle.bound = Address(str(sockname[0]), int(sockname[1]))
     ctx = handle.ctx

@@ -167,8 +167,14 @@ class _Supervisor:
                     try:
                         await self._start_new(spec)
                     except Exception as exc:
-                        # A half-started gateway must not run.
-                        self._log_crash(spec.name, "failed to start", exc)
+                        # A half-started gateway must not run. The escalation carries
+                        # the error to whoever started us, so the traceback is debug.
+                        logger.debug(
+                            "supervisor %r: child %r failed to start",
+                            self.name,
+                            spec.name,
+                            exc_info=exc,
+                        )
                         return _Escalation(f"child {spec.name!r} failed to start", exc)
                 task_status.started(SupervisorHandle(self))
                 async for message in self._inbox_rx:
