@@ -12,9 +12,9 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import GUARDED, RequestRefused, responses
+from ..errors import GUARDED, responses
 from ..http import gateway_of, read_json
 
 router = APIRouter(tags=["health"])
@@ -28,6 +28,8 @@ class Readiness(BaseModel):
 
 
 class DrainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     grace: float = Field(30.0, ge=0, le=3600, description="seconds in-flight requests may take")
 
 
@@ -67,8 +69,6 @@ async def ready(request: Request) -> Response:
 async def drain(request: Request) -> Response:
     """Stop accepting on every listener; requests in flight finish within ``grace``."""
     body = await read_json(request)
-    if not isinstance(body, dict):
-        raise RequestRefused(400, 'body must be an object, e.g. {"grace": 30}')
     try:
         order = DrainRequest.model_validate(body)
     except ValidationError as e:

@@ -204,6 +204,10 @@ async def test_put_config_replaces_it_whole(setup: AdminSetup) -> None:
 async def test_ready_and_drain(setup: AdminSetup) -> None:
     r = await setup.admin.get("/ready")
     assert r.status_code == 200 and r.json() == {"ready": True, "version": 1}
+    for body, loc in (([], ""), ({"grace": -1}, "grace"), ({"grace": 1, "now": True}, "now")):
+        r = await setup.admin.post("/drain", json=body)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == loc, r.text
+    assert setup.gateway.control.draining is False
     r = await setup.admin.post("/drain", json={"grace": 0.5})
     assert r.status_code == 202 and r.json() == {"draining": True, "grace": 0.5}
     r = await setup.admin.get("/ready")
