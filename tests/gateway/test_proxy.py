@@ -111,10 +111,11 @@ async def test_round_robin_and_keep_alive_both_sides(
     gw = await start_gateway(simple_config({"c": [a, b]}))
     async with httpx.AsyncClient() as client:
         seen = [await get_json(client, url(gw)) for _ in range(6)]
-    assert [s["upstream"] for s in seen] == ["a", "b"] * 3
+    order = [s["upstream"] for s in seen]
+    assert order[:2] in (["a", "b"], ["b", "a"]) and order == order[:2] * 3  # strict alternation
     # one client connection, and one reused upstream connection per endpoint
-    assert {s["connection"] for s in seen if s["upstream"] == "a"} == {seen[0]["connection"]}
-    assert {s["connection"] for s in seen if s["upstream"] == "b"} == {seen[1]["connection"]}
+    for name in ("a", "b"):
+        assert len({s["connection"] for s in seen if s["upstream"] == name}) == 1
     handle = gw.control.listeners["web"]
     assert handle.connections == 0 or handle.connections == 1
 
