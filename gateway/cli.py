@@ -21,6 +21,9 @@ from .state import default_state_path, load_state
 
 log = logging.getLogger("triogate")
 
+#: seconds a drain (SIGTERM, SIGINT) gives requests in flight before stopping
+DRAIN_GRACE = 10.0
+
 
 def _fail_config(err: ConfigError, source: str) -> None:
     click.echo(f"{source}: {len(err.issues)} error(s):", err=True)
@@ -67,12 +70,21 @@ async def _serve(config: Config, state_path: Path | None, *, on_ready: str = "")
             click.echo(on_ready.format(port=gateway.listener_address("web").port))
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for _ in signals:
-                click.echo("draining (a second signal stops at once)")
-                await gateway.control.drain(grace=10.0)
-                with trio.move_on_after(10.0):
-                    async for _ in signals:
-                        break
-                    # no second signal: wait for the drain deadline
+                click.echo(
+                    f"draining for up to {DRAIN_GRACE:.0f} s (a second signal stops at once)"
+                )
+                await gateway.control.drain(grace=DRAIN_GRACE)
+                async with trio.open_nursery() as waiting:
+
+                    async def second_signal() -> None:
+                        async for _ in signals:
+                            waiting.cancel_scope.cancel()
+
+                    waiting.start_soon(second_signal)
+                    with trio.move_on_after(DRAIN_GRACE):
+                        while gateway.control.open_connections():
+                            await trio.sleep(0.05)
+                    waiting.cancel_scope.cancel()
                 nursery.cancel_scope.cancel()
                 break
 

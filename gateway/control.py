@@ -199,6 +199,10 @@ class ControlPlane:
         handle.drain(grace)
         await workers.stop_child(f"listener:{name}")
 
+    def open_connections(self) -> int:
+        """Client connections still open on every listener (a drain waits for 0)."""
+        return sum(handle.connections for handle in self.listeners.values())
+
     def _publish(self) -> None:
         self.published.set()
         self.published = trio.Event()
