@@ -7,6 +7,7 @@ from .model import (
     AdminConfig,
     Cluster,
     Config,
+    Discovery,
     Endpoint,
     HashPolicy,
     Listener,
@@ -18,7 +19,7 @@ from .model import (
     WeightedCluster,
 )
 from .structure import json_schema, structure, unstructure
-from .validate import check, ensure_valid
+from .validate import check, check_endpoint, check_endpoints, ensure_valid
 
 __all__ = [
     "AccessLogConfig",
@@ -26,6 +27,7 @@ __all__ = [
     "AdminConfig",
     "Cluster",
     "Config",
+    "Discovery",
     "Endpoint",
     "HashPolicy",
     "Listener",
@@ -36,6 +38,8 @@ __all__ = [
     "VirtualHost",
     "WeightedCluster",
     "check",
+    "check_endpoint",
+    "check_endpoints",
     "config_from_data",
     "config_from_text",
     "ensure_valid",

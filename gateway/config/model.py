@@ -19,6 +19,8 @@ from policies.balancing import DEFAULT_OPTIONS, BalancerOptions
 LbPolicy = Literal["round_robin", "least_request", "random", "ring_hash", "maglev"]
 EndpointState = Literal["active", "draining", "disabled"]
 ListenerProtocol = Literal["http", "tcp"]
+DiscoveryType = Literal["static", "dns", "file", "registry"]
+IpFamily = Literal["all", "v4", "v6"]
 RetryOn = Literal["connect-failure", "reset", "5xx", "gateway-error", "retriable-status-codes"]
 
 
@@ -193,6 +195,35 @@ class PoolConfig:
 
 
 @attrs.frozen
+class Discovery:
+    """Where a cluster's endpoints come from: ``static``, ``dns``, ``file`` or ``registry``.
+
+    ``static`` serves the cluster's ``endpoints``. For ``dns`` and ``file`` those are a
+    seed, served until the source's first good answer replaces them; a ``registry``
+    cluster lists none: its endpoints are the instances registered at runtime.
+    """
+
+    type: DiscoveryType = "static"
+    #: dns: the name resolved; every A/AAAA record is an endpoint
+    hostname: str | None = None
+    #: dns: the port of every resolved endpoint
+    port: int = 0
+    #: dns: which record types are asked for
+    ip_family: IpFamily = "all"
+    #: dns: a DNS server asked directly over UDP (TCP when truncated); default: the system's
+    resolver: Address | None = None
+    #: dns: seconds one resolution may take before it counts as failed
+    timeout: float = 5.0
+    #: dns: seconds between resolutions; file: seconds between checks of the file
+    interval: float = 5.0
+    #: file: a JSON or YAML list of endpoints, re-read when it is replaced
+    path: str | None = None
+    #: registry: seconds a registration lives without a heartbeat when it names no ttl;
+    #: 0 means registrations never expire
+    default_ttl: float = 0.0
+
+
+@attrs.frozen
 class Cluster:
     name: str
     endpoints: tuple[Endpoint, ...] = ()
@@ -200,6 +231,7 @@ class Cluster:
     #: the balancer's knobs (least_request choices, ring sizes, slow start, panic...)
     lb_options: BalancerOptions = DEFAULT_OPTIONS
     pool: PoolConfig = PoolConfig()
+    discovery: Discovery = Discovery()
 
 
 @attrs.frozen

@@ -7,11 +7,16 @@ anything starts or any change reaches the data plane.
 
 from __future__ import annotations
 
+import ipaddress
+import math
+import re
 from collections import Counter
 from collections.abc import Iterable
 
+import attrs
+
 from ..errors import ConfigError, ConfigIssue
-from .model import Cluster, Config, Listener, Route
+from .model import Cluster, Config, Discovery, Endpoint, Listener, Route
 
 
 def _dupes(names: Iterable[str]) -> set[str]:
@@ -106,19 +111,94 @@ def _check_listener(
         issues.append(ConfigIssue(f"{path}.max_request_headers_count", "must be 1-10000"))
 
 
+def check_endpoint(ep: Endpoint, path: str) -> list[ConfigIssue]:
+    """What is wrong with one endpoint (from the config, a file or a registration)."""
+    issues = []
+    if ep.address.port == 0:
+        issues.append(ConfigIssue(f"{path}.address", "port must be 1-65535"))
+    if not 0 <= ep.weight <= 10000:
+        issues.append(ConfigIssue(f"{path}.weight", "must be 0-10000"))
+    if not 0 <= ep.priority <= 127:
+        issues.append(ConfigIssue(f"{path}.priority", "must be 0-127"))
+    return issues
+
+
+def check_endpoints(endpoints: Iterable[Endpoint], path: str) -> list[ConfigIssue]:
+    """What is wrong with a cluster's endpoint list at ``path``."""
+    endpoints = tuple(endpoints)
+    issues: list[ConfigIssue] = []
+    for i, ep in enumerate(endpoints):
+        issues += check_endpoint(ep, f"{path}[{i}]")
+    for addr in _dupes(str(ep.address) for ep in endpoints):
+        issues.append(ConfigIssue(path, f"endpoint {addr} listed twice"))
+    return issues
+
+
+_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+
+def _is_hostname(name: str) -> bool:
+    labels = name.removesuffix(".").split(".")
+    return len(name) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
+
+
+# which fields each discovery type reads; any other field set away from its default is
+# refused, so that a field the type ignores cannot pass for one that works
+_DISCOVERY_FIELDS = {
+    "static": set(),
+    "dns": {"hostname", "port", "ip_family", "resolver", "timeout", "interval"},
+    "file": {"path", "interval"},
+    "registry": {"default_ttl"},
+}
+
+
+def _check_discovery(cluster: Cluster, path: str, issues: list[ConfigIssue]) -> None:
+    d = cluster.discovery
+    dpath = f"{path}.discovery"
+    default = Discovery()
+    for field in attrs.fields(Discovery):
+        name = field.name
+        ignored = name != "type" and name not in _DISCOVERY_FIELDS[d.type]
+        if ignored and getattr(d, name) != getattr(default, name):
+            issues.append(ConfigIssue(f"{dpath}.{name}", f"does not apply to type {d.type!r}"))
+    if d.type == "dns":
+        if d.hostname is None:
+            issues.append(ConfigIssue(f"{dpath}.hostname", "is required for type 'dns'"))
+        elif not _is_hostname(d.hostname):
+            issues.append(ConfigIssue(f"{dpath}.hostname", f"{d.hostname!r} is not a host name"))
+        if not 1 <= d.port <= 65535:
+            issues.append(ConfigIssue(f"{dpath}.port", "must be 1-65535 for type 'dns'"))
+        if d.resolver is not None:
+            if d.resolver.port == 0:
+                issues.append(ConfigIssue(f"{dpath}.resolver", "port must be 1-65535"))
+            try:
+                ipaddress.ip_address(d.resolver.host)
+            except ValueError:
+                issues.append(ConfigIssue(f"{dpath}.resolver", "must be an IP address and port"))
+        _positive(issues, f"{dpath}.timeout", d.timeout, allow_zero=False)
+    if d.type == "file" and not d.path:
+        issues.append(ConfigIssue(f"{dpath}.path", "is required for type 'file'"))
+    if d.type in ("dns", "file"):
+        _positive(issues, f"{dpath}.interval", d.interval, allow_zero=False)
+    if d.type == "registry":
+        _positive(issues, f"{dpath}.default_ttl", d.default_ttl, allow_zero=True)
+        if cluster.endpoints:
+            issues.append(
+                ConfigIssue(
+                    f"{path}.endpoints",
+                    "a 'registry' cluster lists no endpoints: instances register at runtime",
+                )
+            )
+    for name in ("timeout", "interval", "default_ttl"):
+        if not math.isfinite(getattr(d, name)):
+            issues.append(ConfigIssue(f"{dpath}.{name}", "must be a finite number"))
+
+
 def _check_cluster(cluster: Cluster, path: str, issues: list[ConfigIssue]) -> None:
     if not cluster.name:
         issues.append(ConfigIssue(f"{path}.name", "must not be empty"))
-    for i, ep in enumerate(cluster.endpoints):
-        epath = f"{path}.endpoints[{i}]"
-        if ep.address.port == 0:
-            issues.append(ConfigIssue(f"{epath}.address", "port must be 1-65535"))
-        if not 0 <= ep.weight <= 10000:
-            issues.append(ConfigIssue(f"{epath}.weight", "must be 0-10000"))
-        if not 0 <= ep.priority <= 127:
-            issues.append(ConfigIssue(f"{epath}.priority", "must be 0-127"))
-    for addr in _dupes(str(ep.address) for ep in cluster.endpoints):
-        issues.append(ConfigIssue(f"{path}.endpoints", f"endpoint {addr} listed twice"))
+    issues += check_endpoints(cluster.endpoints, f"{path}.endpoints")
+    _check_discovery(cluster, path, issues)
     pool = cluster.pool
     if pool.max_connections < 1:
         issues.append(ConfigIssue(f"{path}.pool.max_connections", "must be >= 1"))
