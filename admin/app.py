@@ -26,6 +26,10 @@ def create_app(gateway: Gateway, api_key: str | None) -> FastAPI:
         version="1",
         description="Read and change the running gateway. Every write is validated against "
         "the whole resulting config and applied as one new version (ETag / If-Match).",
+        # Swagger UI and ReDoc load their scripts from a CDN; a gateway must not depend on
+        # the internet, so only the schema itself is served (at /openapi.json)
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.gateway = gateway
     for router in ROUTERS:

@@ -10,6 +10,7 @@ keeps the three in step with ``model.py``.
 from __future__ import annotations
 
 import functools
+import math
 import types
 import typing
 from typing import Any, Literal, TypeVar, get_args, get_origin
@@ -84,6 +85,9 @@ def _structure(tp: Any, data: Any, path: str, issues: list[ConfigIssue]) -> Any:
     if tp is float:
         if isinstance(data, bool) or not isinstance(data, int | float):
             issues.append(ConfigIssue(path, f"must be a number, not {data!r}"))
+            return 0.0
+        if not math.isfinite(data):
+            issues.append(ConfigIssue(path, f"must be a finite number, not {data!r}"))
             return 0.0
         return float(data)
     if tp is int or tp is str or tp is bool:
