@@ -181,7 +181,7 @@ class ClusterHandle:
 
     async def register(self, endpoint: Endpoint, ttl: float | None = None) -> Registered:
         """Register an instance (registry clusters); ``ConfigError`` if ``endpoint`` is invalid."""
-        issues = check_endpoint(endpoint, "endpoint")
+        issues = check_endpoint(endpoint, "")
         if ttl is not None and not (math.isfinite(ttl) and ttl >= 0):
             issues.append(ConfigIssue("ttl", "must be a number of seconds >= 0"))
         if issues:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import clusters, config, health, listeners
+from . import clusters, config, health, listeners, registry
 
 ROUTERS: tuple[APIRouter, ...] = (
     config.router,
     health.router,
     listeners.router,
+    registry.router,  # before clusters: it takes the endpoints of registry clusters only
     clusters.router,
+    registry.status_router,
 )

@@ -113,13 +113,14 @@ def _check_listener(
 
 def check_endpoint(ep: Endpoint, path: str) -> list[ConfigIssue]:
     """What is wrong with one endpoint (from the config, a file or a registration)."""
+    at = f"{path}." if path else ""
     issues = []
     if ep.address.port == 0:
-        issues.append(ConfigIssue(f"{path}.address", "port must be 1-65535"))
+        issues.append(ConfigIssue(f"{at}address", "port must be 1-65535"))
     if not 0 <= ep.weight <= 10000:
-        issues.append(ConfigIssue(f"{path}.weight", "must be 0-10000"))
+        issues.append(ConfigIssue(f"{at}weight", "must be 0-10000"))
     if not 0 <= ep.priority <= 127:
-        issues.append(ConfigIssue(f"{path}.priority", "must be 0-127"))
+        issues.append(ConfigIssue(f"{at}priority", "must be 0-127"))
     return issues
 
 

@@ -74,8 +74,16 @@ def admin_url() -> Iterator[str]:
     thread.join(10)
 
 
+def _local_discovery(cluster: Any) -> None:
+    """A generated dns cluster asks a DNS server on loopback (nothing answers there)."""
+    discovery = cluster.get("discovery") if isinstance(cluster, dict) else None
+    if isinstance(discovery, dict) and discovery.get("type") == "dns":
+        discovery["resolver"] = "127.0.0.1:9"
+
+
 def loopback_listeners(case: schemathesis.Case) -> schemathesis.Case:
-    """Generated listeners bind 127.0.0.1 port 0 only: tests never open other sockets."""
+    """Generated listeners bind 127.0.0.1 port 0 only, generated DNS clusters resolve on
+    loopback: tests never open other sockets."""
     body = case.body
     if not isinstance(body, dict):
         return case
@@ -85,6 +93,11 @@ def loopback_listeners(case: schemathesis.Case) -> schemathesis.Case:
                 listener["address"] = "127.0.0.1:0"
     elif case.path in ("/listeners", "/listeners/{listener}") and "address" in body:
         body["address"] = "127.0.0.1:0"
+    if case.path == "/config" and isinstance(body.get("clusters"), list):
+        for cluster in body["clusters"]:
+            _local_discovery(cluster)
+    elif case.path in ("/clusters", "/clusters/{cluster}"):
+        _local_discovery(body)
     return case
 
 

@@ -489,3 +489,70 @@ async def test_file_cluster_follows_atomic_replace_and_rejects_malformed(
             return await served_by(client, gw) == {"u1", "u2"}
 
         await wait_until(both)
+
+
+# -- the registry through the admin API -----------------------------------------------------
+
+
+async def test_registry_through_the_admin_api_with_ttl_expiry(
+    start_upstream: StartUpstream, start_gateway: StartGateway
+) -> None:
+    u1, u2, static = [await start_upstream(n) for n in ("u1", "u2", "static")]
+    data = simple_config({"reg": [], "plain": [static]})
+    data["clusters"][0] = {"name": "reg", "discovery": {"type": "registry", "default_ttl": 0.4}}
+    gw = await start_gateway(data, admin=True)
+    base = f"http://{gw.admin_address}"
+    handle = gw.control.clusters["reg"]
+    async with httpx.AsyncClient(base_url=base) as admin, httpx.AsyncClient() as client:
+        assert await upstream_of(client, gw) == "<503>"  # nobody registered yet
+        r = await admin.post("/clusters/reg/endpoints", json={"address": str(u1)})
+        assert r.status_code == 201, r.text
+        assert r.headers["location"] == f"/clusters/reg/endpoints/{u1}"
+        assert r.json()["ttl"] == 0.4 and 0 < r.json()["expires_in"] <= 0.4
+        assert "etag" not in r.headers  # runtime state, not a config version
+        r = await admin.post("/clusters/reg/endpoints", json={"address": str(u1), "weight": 2})
+        assert r.status_code == 200 and r.json()["weight"] == 2  # registered again: replaced
+        r = await admin.put(f"/clusters/reg/endpoints/{u2}", json={"ttl": 0})
+        assert r.status_code == 201 and r.json()["expires_in"] is None
+        assert await served_by(client, gw) == {"u1", "u2"}
+        # heartbeats keep u1 past several TTLs
+        for _ in range(6):
+            await trio.sleep(0.15)
+            r = await admin.put(f"/clusters/reg/endpoints/{u1}/heartbeat", json={})
+            assert r.status_code == 200, r.text
+        listed = (await admin.get("/clusters/reg/endpoints")).json()
+        assert sorted(e["address"] for e in listed) == sorted([str(u1), str(u2)])
+        # then u1 stops: its registration expires and no more requests go there
+        await trio.sleep(0.6)
+        assert [r.key for r in handle.registrations] == [str(u2)]
+        assert await served_by(client, gw) == {"u2"}
+        status = (await admin.get("/clusters/reg/discovery")).json()
+        assert status["type"] == "registry"
+        assert status["stats"]["expirations"] == 1
+        assert [e["address"] for e in status["endpoints"]] == [str(u2)]
+        r = await admin.put(f"/clusters/reg/endpoints/{u1}/heartbeat", json={})
+        assert r.status_code == 404  # the instance must register again
+        r = await admin.get(f"/clusters/reg/endpoints/{u2}")
+        assert r.status_code == 200 and r.json()["ttl"] == 0
+        assert (await admin.delete(f"/clusters/reg/endpoints/{u2}")).status_code == 204
+        assert (await admin.delete(f"/clusters/reg/endpoints/{u2}")).status_code == 404
+        assert await upstream_of(client, gw) == "<503>"
+        # a bad registration says what is wrong, by field
+        r = await admin.post("/clusters/reg/endpoints", json={"address": "nope", "ttl": -1})
+        assert r.status_code == 422
+        assert {i["loc"] for i in r.json()["detail"]} == {"address", "ttl"}
+        r = await admin.put(f"/clusters/reg/endpoints/{u1}", json={"address": str(u2)})
+        assert r.status_code == 422
+        # a static cluster's endpoints keep their config meaning
+        version = gw.control.version
+        r = await admin.post("/clusters/plain/endpoints", json={"address": str(u1)})
+        assert r.status_code == 201 and r.headers["etag"] == f'"{version + 1}"'
+        assert [str(e.address) for e in gw.control.config.clusters[1].endpoints] == [
+            str(static),
+            str(u1),
+        ]
+        r = await admin.put(f"/clusters/plain/endpoints/{u1}/heartbeat", json={})
+        assert r.status_code == 409 and "registrations" in r.json()["detail"]
+        status = (await admin.get("/clusters/plain/discovery")).json()
+        assert status["type"] == "static" and status["registrations"] == []
+        assert (await admin.get("/clusters/nope/discovery")).status_code == 404
