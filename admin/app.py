@@ -17,7 +17,7 @@ from gateway.config import Config, json_schema
 
 from .errors import install_handlers
 from .guard import Guard
-from .routes import ROUTERS
+from .routes import ROUTERS, dashboard, stats
 
 
 def create_app(gateway: Gateway, api_key: str | None) -> FastAPI:
@@ -34,6 +34,8 @@ def create_app(gateway: Gateway, api_key: str | None) -> FastAPI:
     app.state.gateway = gateway
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(stats.router)
+    app.include_router(dashboard.router)
     install_handlers(app)
     app.add_middleware(Guard, admin_address=lambda: gateway.admin_address, api_key=api_key)
 

@@ -4,10 +4,11 @@
     ├── control plane actor ── workers supervisor
     │                          ├── cluster actors   (one per cluster)
     │                          └── listener actors  (one per listener, connections inside)
+    ├── stats ticker (windows and time series of the stats registry, once a second)
     └── admin API (hypercorn on trio, same process)
 
 Handles that must survive a restart (the control plane's, each actor's inbox and
-snapshot) are made here, outside the child that is restarted.
+snapshot, the stats registry) are made here, outside the child that is restarted.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import trio
 from .config import Address, Config
 from .control import ControlPlane, run_control_plane
 from .dataplane import DataPlane, DataPlaneRef
+from .stats import StatsRegistry, run_stats_ticker
 from .supervisor import ChildSpec, SupervisorHandle, run_supervisor
 
 log = logging.getLogger("triogate")
@@ -35,6 +37,11 @@ class Gateway:
     supervisor: SupervisorHandle | None = None
     admin_address: Address | None = None
 
+    @property
+    def stats(self) -> StatsRegistry:
+        """The stats registry: what the gateway is doing, for the admin API."""
+        return self.control.stats
+
     def listener_address(self, name: str) -> Address:
         handle = self.control.listeners[name]
         assert handle.bound is not None, f"listener {name!r} is not bound"
@@ -46,6 +53,13 @@ def _control_child(control: ControlPlane) -> ChildSpec:
         await run_control_plane(control, task_status=task_status)
 
     return ChildSpec(name="control", start=start)
+
+
+def _stats_child(stats: StatsRegistry) -> ChildSpec:
+    async def start(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        await run_stats_ticker(stats, task_status=task_status)
+
+    return ChildSpec(name="stats", start=start)
 
 
 def _admin_child(gateway: Gateway, api_key: str | None) -> ChildSpec:
@@ -67,9 +81,10 @@ async def run_gateway(
 ) -> None:
     """Run a gateway for ``config`` until cancelled; reports a ``Gateway`` once serving."""
     dataplane = DataPlaneRef(DataPlane(config=Config(), routes={}, clusters={}))
-    control = ControlPlane(config, dataplane, state_path)
+    stats = StatsRegistry()
+    control = ControlPlane(config, dataplane, state_path, stats)
     gateway = Gateway(control)
-    children = [_control_child(control)]
+    children = [_control_child(control), _stats_child(stats)]
     if admin:
         children.append(_admin_child(gateway, api_key))
     async with trio.open_nursery() as nursery:

@@ -36,6 +36,7 @@ from .errors import ConfigError, ConfigIssue, GatewayError
 from .listener import ListenerHandle, run_listener
 from .routing import RouteTable
 from .state import save_state
+from .stats import StatsRegistry
 from .supervisor import ChildSpec, SupervisorHandle, run_supervisor
 
 log = logging.getLogger("triogate.control")
@@ -102,8 +103,16 @@ def _rebind_needed(old: Listener, new: Listener) -> bool:
 class ControlPlane:
     """Handle of the control plane actor: read the config, apply changes, drain."""
 
-    def __init__(self, config: Config, dataplane: DataPlaneRef, state_path: Path | None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        dataplane: DataPlaneRef,
+        state_path: Path | None,
+        stats: StatsRegistry | None = None,
+    ) -> None:
         self.config = config
+        #: the stats of every listener and cluster, kept by name across changes
+        self.stats = stats if stats is not None else StatsRegistry()
         self.dataplane = dataplane
         self.state_path = state_path
         self.listeners: dict[str, ListenerHandle] = {}
@@ -152,6 +161,7 @@ class ControlPlane:
                 cluster_handle = ClusterHandle(cluster)
                 await workers.start_child(_cluster_child(cluster_handle))
                 self.clusters[cluster.name] = cluster_handle
+                self.stats.track_cluster(cluster_handle)
                 started_clusters.append(cluster.name)
             elif old_clusters.get(cluster.name) != cluster:
                 await self.clusters[cluster.name].reconfigure(cluster)
@@ -172,7 +182,7 @@ class ControlPlane:
         try:
             for lst in new.listeners:
                 if lst.name not in self.listeners:
-                    handle = ListenerHandle(lst, self.dataplane)
+                    handle = ListenerHandle(lst, self.dataplane, self.stats)
                     await workers.start_child(_listener_child(handle))
                     self.listeners[lst.name] = handle
                     started_listeners.append(lst.name)
@@ -183,6 +193,7 @@ class ControlPlane:
             for name in started_clusters:
                 await workers.stop_child(f"cluster:{name}")
                 del self.clusters[name]
+                self.stats.forget_cluster(name)
             if initial:
                 raise
             raise ConfigError([ConfigIssue("listeners", f"cannot bind: {e}")]) from e
@@ -192,6 +203,13 @@ class ControlPlane:
                 handle_gone = self.clusters.pop(name)
                 for rt in handle_gone.snapshot.all_endpoints:
                     rt.pool.drain()
+                self.stats.forget_cluster(name)
+        # listeners kept as they are take the parts of their config that need no rebind
+        for lst in new.listeners:
+            if lst.name not in started_listeners and lst.name in self.listeners:
+                self.listeners[lst.name].reconfigure(lst)
+        for name in old_listeners.keys() - new_names:
+            self.stats.forget_listener(name)
         self.config = new
 
     async def _stop_listener(self, name: str, workers: SupervisorHandle, *, grace: float) -> None:

@@ -6,6 +6,9 @@ then accepts until cancelled or drained. Connections run in the listener's own
 nursery; a drain stops accepting, lets each connection finish the request it is on,
 closes idle keep-alive connections, and cancels what is left after the grace period
 (hypercorn's way: the handler nursery's deadline moves).
+
+The listener's access log writer runs beside its timer task, so lines written by the
+last connections of a drain are still flushed.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from .errors import ListenerBindError
 from .netio import SocketIO, accept_forever, open_listening_sockets
 from .proxy.http import TIMER_TICK, HttpConnection, ListenerContext
 from .proxy.tcp import serve_tcp_connection
+from .stats import StatsRegistry
 
 log = logging.getLogger("triogate.listener")
 
@@ -28,14 +32,23 @@ log = logging.getLogger("triogate.listener")
 class ListenerHandle:
     """A listener's name, bound address and drain control; stable across restarts."""
 
-    def __init__(self, config: Listener, dataplane: DataPlaneRef) -> None:
+    def __init__(
+        self, config: Listener, dataplane: DataPlaneRef, stats: StatsRegistry | None = None
+    ) -> None:
         self.name = config.name
         self.config = config
-        self.ctx = ListenerContext(config, dataplane)
+        self.ctx = ListenerContext(
+            config, dataplane, registry=stats if stats is not None else StatsRegistry()
+        )
         self.bound: Address | None = None
         self._drained = trio.Event()
         self._conn_scope: trio.CancelScope | None = None
         self.connections = 0
+
+    def reconfigure(self, config: Listener) -> None:
+        """A config change that needs no rebind (routes, access log, tracing)."""
+        self.config = config
+        self.ctx.reconfigure(config)
 
     def drain(self, grace: float) -> None:
         """Stop accepting; connections finish their current request within ``grace`` s."""
@@ -66,8 +79,12 @@ async def run_listener(
     ctx = handle.ctx
     tcp_cluster = config.cluster
 
+    stats = ctx.stats
+
     async def handler(io: SocketIO) -> None:
         handle.connections += 1
+        stats.downstream_cx_total += 1
+        stats.downstream_cx_active += 1
         try:
             if tcp_cluster is not None:
                 await serve_tcp_connection(io, ctx, tcp_cluster)
@@ -77,12 +94,14 @@ async def run_listener(
             log.exception("connection on listener %r failed", handle.name)
         finally:
             handle.connections -= 1
+            stats.downstream_cx_active -= 1
 
     log.info("listener %r serving %s on %s", handle.name, config.protocol, handle.bound)
     try:
         ctx.now = trio.current_time() + TIMER_TICK
         async with trio.open_nursery() as timer_nursery:
             timer_nursery.start_soon(ctx.run_timers)
+            timer_nursery.start_soon(ctx.access_log.run_writer)
             async with trio.open_nursery() as conn_nursery:
                 handle._conn_scope = conn_nursery.cancel_scope
                 async with trio.open_nursery() as accept_nursery:

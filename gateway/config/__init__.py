@@ -15,6 +15,7 @@ from .model import (
     RetryPolicy,
     Route,
     RouteMatch,
+    TracingConfig,
     VirtualHost,
     WeightedCluster,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "RetryPolicy",
     "Route",
     "RouteMatch",
+    "TracingConfig",
     "VirtualHost",
     "WeightedCluster",
     "check",

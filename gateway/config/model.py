@@ -147,6 +147,18 @@ class AccessLogConfig:
 
     enabled: bool = False
     path: str = "-"
+    #: KiB of lines waiting for the writer; past it lines are dropped (and counted)
+    buffer_kb: int = 4096
+
+
+@attrs.frozen
+class TracingConfig:
+    """W3C trace context: ``traceparent``/``tracestate`` pass through; one is started if absent."""
+
+    #: start a ``traceparent`` for a request that has none (or an invalid one)
+    start_traceparent: bool = True
+    #: the ``sampled`` flag of a started ``traceparent``
+    sampled: bool = True
 
 
 @attrs.frozen
@@ -170,6 +182,7 @@ class Listener:
     max_request_headers_kb: int = 60
     max_request_headers_count: int = 100
     access_log: AccessLogConfig = AccessLogConfig()
+    tracing: TracingConfig = TracingConfig()
 
 
 @attrs.frozen

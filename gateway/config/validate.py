@@ -109,6 +109,15 @@ def _check_listener(
         issues.append(ConfigIssue(f"{path}.max_request_headers_kb", "must be 1-1024"))
     if not 1 <= lst.max_request_headers_count <= 10000:
         issues.append(ConfigIssue(f"{path}.max_request_headers_count", "must be 1-10000"))
+    _check_access_log(lst, path, issues)
+
+
+def _check_access_log(lst: Listener, path: str, issues: list[ConfigIssue]) -> None:
+    log = lst.access_log
+    if not log.path:
+        issues.append(ConfigIssue(f"{path}.access_log.path", "must be a file path or '-'"))
+    if not 1 <= log.buffer_kb <= 1048576:
+        issues.append(ConfigIssue(f"{path}.access_log.buffer_kb", "must be 1-1048576"))
 
 
 def check_endpoint(ep: Endpoint, path: str) -> list[ConfigIssue]:

@@ -11,6 +11,17 @@ nursery), each piece is written before the next read, and a response piece is wr
 downstream before the next upstream read. The whole exchange runs under the route's
 timeout; a failure before any response byte went downstream becomes a local reply
 (502/503/504), after that the client connection is closed, as Envoy does.
+
+Stats and access logs: the connection keeps the figures of the request it is on in its
+own slots (``rq_*``: start, status, flags, bytes, upstream time, endpoint), increments
+the listener's, cluster's and endpoint's stats as things happen (plain attribute
+increments; see ``gateway.stats``), and ``_finish`` closes the request exactly once,
+however it ended (response sent, local reply, timeout, client gone): the listener's
+status class and ``downstream_rq_time``, and one access log entry handed to the
+listener's ``AccessLog`` without formatting or I/O. An *attempt* (one try on one
+endpoint) is charged to its cluster and endpoint when it ends: a response (its status
+class, ``upstream_rq_time``), a failure (the status of the local reply it maps to), or
+the route timeout (``upstream_rq_timeout``, 504).
 """
 
 from __future__ import annotations
@@ -19,10 +30,12 @@ import logging
 import random
 from collections import deque
 from math import inf
+from time import perf_counter
 
 import attrs
 import trio
 
+from ..accesslog import AccessLog
 from ..cluster import EndpointRuntime
 from ..config import Listener
 from ..dataplane import DataPlaneRef
@@ -54,7 +67,9 @@ from ..http1.serialize import (
     response_head,
 )
 from ..routing import RouteEntry
-from ..upstream.pool import UpstreamConnection
+from ..stats import ClusterStats, EndpointStats, ListenerStats, StatsRegistry
+from ..tracing import new_traceparent, valid_traceparent
+from ..upstream.pool import PoolExhausted, UpstreamConnection, UpstreamConnectTimeout
 
 log = logging.getLogger("triogate.proxy")
 
@@ -93,6 +108,26 @@ class ListenerContext:
     #: the clock as of the timer task's last tick, plus one tick: a deadline computed
     #: from it never fires early, and at most two ticks late
     now: float = 0.0
+    #: where this listener's (and its clusters') stats live
+    registry: StatsRegistry = attrs.field(factory=StatsRegistry)
+    stats: ListenerStats = attrs.field(init=False)
+    access_log: AccessLog = attrs.field(init=False)
+    #: ``config.tracing``, flattened for the data path
+    start_traceparent: bool = attrs.field(init=False)
+    traceparent_sampled: bool = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.stats = self.registry.listener(self.config.name)
+        self.access_log = AccessLog(self.config.access_log, self.stats)
+        self.start_traceparent = self.config.tracing.start_traceparent
+        self.traceparent_sampled = self.config.tracing.sampled
+
+    def reconfigure(self, config: Listener) -> None:
+        """Take a new config of the same listener (one that needs no rebind)."""
+        self.config = config
+        self.access_log.reconfigure(config.access_log)
+        self.start_traceparent = config.tracing.start_traceparent
+        self.traceparent_sampled = config.tracing.sampled
 
     async def run_timers(self, tick: float = TIMER_TICK) -> None:
         """Cancel connections past their deadline; runs until cancelled."""
@@ -133,6 +168,9 @@ class HttpConnection:
 
     __slots__ = (
         "_keep_after_local",
+        "attempt_cluster",
+        "attempt_endpoint",
+        "attempt_start",
         "client_ip",
         "ctx",
         "deadline",
@@ -140,6 +178,16 @@ class HttpConnection:
         "parser",
         "phase",
         "request_id",
+        "rq_bytes_in",
+        "rq_bytes_out",
+        "rq_cluster",
+        "rq_flags",
+        "rq_head",
+        "rq_host",
+        "rq_start",
+        "rq_status",
+        "rq_traceparent",
+        "rq_upstream_ms",
         "scope",
         "stream",
     )
@@ -160,6 +208,21 @@ class HttpConnection:
         self.head_sent = False
         self._keep_after_local = False
         self.request_id = b""
+        #: the request in progress (None between requests), and its figures so far
+        self.rq_head: RequestReceived | None = None
+        self.rq_start = 0.0
+        self.rq_status = 0
+        self.rq_flags = ""
+        self.rq_cluster = ""
+        self.rq_host = ""
+        self.rq_upstream_ms = -1.0
+        self.rq_bytes_in = 0
+        self.rq_bytes_out = 0
+        self.rq_traceparent = b""
+        #: the attempt in progress (its cluster is None when there is none)
+        self.attempt_cluster: ClusterStats | None = None
+        self.attempt_endpoint: EndpointStats | None = None
+        self.attempt_start = 0.0
 
     async def serve(self) -> None:
         """Serve requests until the client closes, errs, times out or the listener drains."""
@@ -168,10 +231,18 @@ class HttpConnection:
             while await self._serve_until_timeout():
                 pass
         except DownstreamProtocolError as e:
+            self.ctx.stats.downstream_cx_protocol_error += 1
+            if self.rq_head is None:
+                self._begin(NO_REQUEST)  # a malformed head is a request answered 400
+            self.rq_flags = _add_flag(self.rq_flags, "DPE")
+            if not self.head_sent:
+                self.rq_status = e.status_hint
             await self._send_quietly(local_reply(e.status_hint, e.reason, close=True))
         except DownstreamClosed:
-            pass
+            if self.rq_head is not None:
+                self.rq_flags = _add_flag(self.rq_flags, "DC")
         finally:
+            self._finish()
             self.ctx.idle.discard(self)
             self.ctx.connections.discard(self)
             with trio.CancelScope(shield=True), trio.move_on_after(1):
@@ -187,11 +258,20 @@ class HttpConnection:
                     return False
             return False
         if self.phase == _HEAD:
+            self._begin(NO_REQUEST)
+            self.ctx.stats.downstream_rq_header_timeout += 1
+            self.rq_status = 408
             await self._send_quietly(local_reply(408, "request headers timed out", close=True))
+            self._finish()
             return False
-        if self.phase == _EXCHANGE and not self.head_sent:
-            keep = self._keep_after_local
-            await self._send(local_reply(504, "upstream request timed out", close=not keep))
+        if self.phase == _EXCHANGE and self.rq_head is not None:
+            if self.attempt_cluster is not None:
+                self._attempt_timed_out()
+            self.rq_flags = _add_flag(self.rq_flags, "UT")
+            keep = False
+            if not self.head_sent:
+                keep = await self._local(504, "upstream request timed out")
+            self._finish()
             return keep
         return False  # idle timeout, drain, or a timeout after the response began
 
@@ -251,25 +331,90 @@ class HttpConnection:
 
     # -- one request --------------------------------------------------------------------
 
+    def _begin(self, head: RequestReceived) -> None:
+        """A request starts: count it, and clear the figures of the previous one."""
+        self.ctx.stats.downstream_rq_total += 1
+        self.rq_head = head
+        self.rq_start = perf_counter()
+        self.rq_status = 0
+        self.rq_flags = ""
+        self.rq_cluster = ""
+        self.rq_host = ""
+        self.rq_upstream_ms = -1.0
+        self.rq_bytes_in = 0
+        self.rq_bytes_out = 0
+        self.rq_traceparent = b""
+        self.request_id = b""
+        self.head_sent = False
+
+    def _finish(self) -> None:
+        """The request in progress is over: its status class, its time, its log entry."""
+        head = self.rq_head
+        if head is None:
+            return
+        self.rq_head = None
+        self.attempt_cluster = None  # an attempt cut short (client gone) is not charged
+        ctx = self.ctx
+        stats = ctx.stats
+        status = self.rq_status
+        # status 0 (no response) lands in slot 0, which is not exported
+        stats.downstream_rq_xx[status // 100] += 1
+        start = self.rq_start
+        ms = (perf_counter() - start) * 1000.0
+        stats.downstream_rq_time.record(ms)
+        access_log = ctx.access_log
+        if access_log.enabled:
+            access_log.record(
+                (
+                    start,
+                    head.method,
+                    head.target,
+                    head.version,
+                    status,
+                    self.rq_flags,
+                    self.rq_bytes_in,
+                    self.rq_bytes_out,
+                    ms,
+                    self.rq_upstream_ms,
+                    self.rq_host,
+                    self.rq_cluster,
+                    self.request_id,
+                    head.host,
+                    self.rq_traceparent,
+                ),
+                head.head_size,
+            )
+
     async def _handle(self, head: RequestReceived) -> bool:
         """Proxy one request; True if the connection may serve another."""
-        dp = self.ctx.dataplane.current
-        entry = dp.routes[self.ctx.name].match(head.host, head.target)
-        keep_alive = head.keep_alive and not self.ctx.draining
+        self._begin(head)
+        ctx = self.ctx
+        dp = ctx.dataplane.current
+        entry = dp.routes[ctx.name].match(head.host, head.target)
+        keep_alive = head.keep_alive and not ctx.draining
         # after a local reply, a request body we did not read would be taken for the
         # next request: keep the connection only for body-less requests
         self._keep_after_local = keep_alive and head.framing == NO_BODY
         if entry is None:
-            return await self._local(404, f"no route for {head.target.decode('latin-1')}")
-        handle = dp.clusters.get(entry.pick_cluster(self.ctx.rng))
+            self.rq_flags = "NR"
+            self.request_id = _given_request_id(head) or _request_id(ctx.rng)
+            keep = await self._local(404, f"no route for {head.target.decode('latin-1')}")
+            self._finish()
+            return keep
+        name = entry.pick_cluster(ctx.rng)
+        handle = dp.clusters.get(name)
         if handle is None:  # pragma: no cover - validation forbids routes to unknown clusters
-            return await self._local(503, "cluster not found")
+            keep = await self._local(503, "cluster not found")
+            self._finish()
+            return keep
+        clusters = ctx.registry.clusters
+        cs = clusters[name] if name in clusters else ctx.registry.cluster(name)
+        self.rq_cluster = name
         up_head = self._upstream_head(head)
         route = entry.route
         attempts = 1 + route.retry.attempts if head.framing == NO_BODY else 1
-        self.head_sent = False
         self.phase = _EXCHANGE
-        self.deadline = self.ctx.now + route.timeout if route.timeout > 0 else inf
+        self.deadline = ctx.now + route.timeout if route.timeout > 0 else inf
         error: GatewayError | None = None
         snapshot = handle.snapshot
         affinity = (
@@ -277,26 +422,43 @@ class HttpConnection:
             if snapshot.uses_hash and route.hash_policy
             else None
         )
+        attempt = 0
         for attempt in range(attempts):
-            endpoint = handle.snapshot.pick(self.ctx.now, affinity)
+            endpoint = handle.snapshot.pick(ctx.now, affinity)
             if endpoint is None:
+                cs.upstream_cx_none_healthy += 1
                 error = NoHealthyUpstream(f"no healthy endpoint in cluster {handle.name!r}")
                 break
+            if attempt:
+                cs.upstream_rq_retry += 1
             try:
-                return await self._exchange(head, up_head, endpoint, keep_alive)
+                keep = await self._exchange(head, up_head, endpoint, keep_alive, cs)
             except UpstreamError as e:
                 error = e
                 if self.head_sent or not _retriable(entry, e, attempt, attempts):
                     break
+            else:
+                self._finish()
+                return keep
         assert error is not None
+        flags = error.flag
+        if attempt and attempt + 1 == attempts and _retry_on(entry, error):
+            flags += ",URX"  # Envoy's: the last try failed the way retries are for
+        self.rq_flags = flags
         if self.head_sent:
             log.info("closing client connection after upstream failure mid-response: %s", error)
+            self._finish()
             return False
-        return await self._local(error.status_hint, str(error))
+        keep = await self._local(error.status_hint, str(error))
+        self._finish()
+        return keep
 
     async def _local(self, status: int, text: str) -> bool:
         keep = self._keep_after_local
-        await self._send(local_reply(status, text, close=not keep))
+        reply = local_reply(status, text, close=not keep)
+        self.rq_status = status
+        self.rq_bytes_out = len(text.encode()) + 1  # the body: the text and a newline
+        await self._send(reply)
         return keep
 
     def _upstream_head(self, head: RequestReceived) -> bytes:
@@ -304,35 +466,60 @@ class HttpConnection:
         parts = [head.method, b" ", head.target, b" HTTP/1.1\r\n"]
         forwarded_for = b""
         request_id = b""
+        trace: list[tuple[bytes, bytes]] | None = None
         connection = head.connection
+        special = _SPECIAL
         for name, value in head.headers:
             n = name.lower()
-            if n in HOP_BY_HOP or n in connection:
+            if n in connection:
                 continue
-            if n == b"x-forwarded-for":
-                forwarded_for = forwarded_for + b", " + value if forwarded_for else value
-            elif n == b"x-forwarded-proto":
-                continue  # replaced: this hop's scheme
-            else:
-                if n == b"x-request-id":
-                    request_id = value
+            kind = special.get(n)
+            if kind is None:
                 parts += (name, b": ", value, b"\r\n")
+            elif kind == _XFF:
+                forwarded_for = forwarded_for + b", " + value if forwarded_for else value
+            elif kind == _REQUEST_ID:
+                request_id = value
+                parts += (name, b": ", value, b"\r\n")
+            elif kind == _TRACE:
+                if trace is None:
+                    trace = []
+                trace.append((name, value))
+            # else hop-by-hop, or x-forwarded-proto (replaced: this hop's scheme)
         ip = self.client_ip
         parts += (
             b"x-forwarded-for: ",
             forwarded_for + b", " + ip if forwarded_for else ip,
             b"\r\n",
         )
-        parts += (b"x-forwarded-proto: ", self.ctx.scheme, b"\r\n")
+        ctx = self.ctx
+        parts += (b"x-forwarded-proto: ", ctx.scheme, b"\r\n")
         if not request_id:
-            request_id = _request_id(self.ctx.rng)
+            request_id = _request_id(ctx.rng)
             parts += (b"x-request-id: ", request_id, b"\r\n")
         self.request_id = request_id
+        traceparent = b""
+        keep_trace = False
+        if trace is not None:
+            parents = [v for n, v in trace if n.lower() == b"traceparent"]
+            single = parents[0] if len(parents) == 1 else b""
+            keep_trace = not ctx.start_traceparent or valid_traceparent(single)
+            if keep_trace:  # passed on untouched
+                for name, value in trace:
+                    parts += (name, b": ", value, b"\r\n")
+                traceparent = single
+        if not keep_trace and ctx.start_traceparent:
+            # none, or an invalid one: a new trace, and its tracestate (if any) dropped
+            traceparent = new_traceparent(ctx.rng, ctx.traceparent_sampled)
+            parts += (b"traceparent: ", traceparent, b"\r\n")
+        self.rq_traceparent = traceparent
         parts.append(b"via: 1.1 triogate\r\n")
         if head.framing == CHUNKED:
             parts.append(CHUNKED_LINE)
         parts.append(b"\r\n")
         return b"".join(parts)
+
+    # -- one attempt --------------------------------------------------------------------
 
     async def _exchange(
         self,
@@ -340,10 +527,26 @@ class HttpConnection:
         up_head: bytes,
         endpoint: EndpointRuntime,
         keep_alive: bool,
+        cs: ClusterStats,
     ) -> bool:
         """One try against one endpoint; returns whether the client connection stays open."""
         pool = endpoint.pool
-        conn, reused = await pool.acquire()
+        key = endpoint.key
+        endpoints = cs.endpoints
+        es = endpoints[key] if key in endpoints else cs.endpoint(key)
+        cs.upstream_rq_total += 1
+        self.attempt_cluster = cs
+        self.attempt_endpoint = es
+        self.attempt_start = perf_counter()
+        self.rq_host = key
+        try:
+            conn, reused = await pool.acquire()
+        except UpstreamConnectError as e:
+            self._attempt_failed(e)
+            raise
+        if not reused:
+            cs.upstream_cx_total += 1
+            es.cx_total += 1
         endpoint.active += 1
         reusable = False
         try:
@@ -359,6 +562,9 @@ class HttpConnection:
                     # connection gets it, as browsers and Go's transport do
                     pool.release(conn, False)
                     conn, reused = await pool.acquire()
+                    if not reused:
+                        cs.upstream_cx_total += 1
+                        es.cx_total += 1
                     await conn.send(up_head)
                     reusable, keep_alive = await self._relay_response(conn, head, keep_alive)
                 return keep_alive
@@ -386,9 +592,44 @@ class HttpConnection:
             if relay_error is not None:
                 raise relay_error
             return keep_alive
+        except UpstreamError as e:
+            self._attempt_failed(e)
+            raise
         finally:
             endpoint.active -= 1
             pool.release(conn, reusable)
+
+    def _attempt_failed(self, error: UpstreamError) -> None:
+        """Charge the attempt in progress with ``error``'s local reply status."""
+        cs, es = self.attempt_cluster, self.attempt_endpoint
+        if cs is None or es is None:
+            return
+        self.attempt_cluster = None
+        cs.upstream_rq_xx[error.status_hint // 100] += 1
+        if isinstance(error, PoolExhausted):
+            cs.upstream_cx_overflow += 1  # the gateway's limit, not the endpoint's failure
+            return
+        es.rq_total += 1
+        es.rq_error += 1
+        if isinstance(error, UpstreamConnectError):
+            cs.upstream_cx_total += 1
+            cs.upstream_cx_connect_fail += 1
+            es.cx_total += 1
+            es.cx_connect_fail += 1
+            if isinstance(error, UpstreamConnectTimeout):
+                cs.upstream_cx_connect_timeout += 1
+
+    def _attempt_timed_out(self) -> None:
+        """The route timeout fired during the attempt in progress: charge it a 504."""
+        cs, es = self.attempt_cluster, self.attempt_endpoint
+        self.attempt_cluster = None
+        if cs is None or es is None:  # pragma: no cover - the caller checked
+            return
+        cs.upstream_rq_timeout += 1
+        cs.upstream_rq_xx[5] += 1
+        es.rq_total += 1
+        es.rq_error += 1
+        es.rq_timeout += 1
 
     async def _relay_response(
         self,
@@ -414,6 +655,9 @@ class HttpConnection:
                 await self._send(
                     response_head(resp.status, resp.reason, resp.headers, resp.connection, b"")
                 )
+        status = resp.status
+        self.rq_status = status
+        self.rq_upstream_ms = (perf_counter() - self.attempt_start) * 1000.0
         rechunk = False
         if resp.framing == LENGTH or resp.framing == NO_BODY:
             extra = b""
@@ -427,16 +671,16 @@ class HttpConnection:
             extra += b"connection: keep-alive\r\n"
         elif not keep_alive:
             extra += b"connection: close\r\n"
-        out = [
-            response_head(resp.status, resp.reason, resp.headers, resp.connection, VIA_LINE + extra)
-        ]
+        out = [response_head(status, resp.reason, resp.headers, resp.connection, VIA_LINE + extra)]
         # send the head together with whatever of the body has already arrived
         done = False
         while True:
             while events:
                 ev = events.popleft()
                 if isinstance(ev, DataReceived):
-                    out.append(chunk(ev.data) if rechunk else ev.data)
+                    data = ev.data
+                    self.rq_bytes_out += len(data)
+                    out.append(chunk(data) if rechunk else data)
                 else:
                     done = True
                     if rechunk:
@@ -453,9 +697,54 @@ class HttpConnection:
                 parser.feed(data)
             else:
                 parser.feed_eof()
+        # the attempt is over: charge its cluster and endpoint
+        cs, es = self.attempt_cluster, self.attempt_endpoint
+        if cs is not None and es is not None:
+            self.attempt_cluster = None
+            cs.upstream_rq_xx[status // 100] += 1
+            cs.upstream_rq_time.record((perf_counter() - self.attempt_start) * 1000.0)
+            es.rq_total += 1
+            if status >= 500:
+                es.rq_error += 1
         # llhttp's keep_alive already accounts for "Connection: close" and HTTP/1.0
         reusable = resp.keep_alive and not parser.broken
         return reusable, keep_alive
+
+
+#: what stands in for the head of a request that never had a valid one (400, 408)
+NO_REQUEST = RequestReceived(
+    method=b"-",
+    target=b"-",
+    version=b"1.1",
+    headers=[],
+    keep_alive=False,
+    framing=NO_BODY,
+    content_length=0,
+    host=b"",
+    head_size=0,
+)
+
+# request headers the proxy treats specially, by lower-case name
+_HOP, _XFF, _XFP, _REQUEST_ID, _TRACE = range(5)
+_SPECIAL: dict[bytes, int] = {
+    **dict.fromkeys(HOP_BY_HOP, _HOP),
+    b"x-forwarded-for": _XFF,
+    b"x-forwarded-proto": _XFP,
+    b"x-request-id": _REQUEST_ID,
+    b"traceparent": _TRACE,
+    b"tracestate": _TRACE,
+}
+
+
+def _add_flag(flags: str, flag: str) -> str:
+    return f"{flags},{flag}" if flags else flag
+
+
+def _given_request_id(head: RequestReceived) -> bytes:
+    for name, value in head.headers:
+        if name.lower() == b"x-request-id":
+            return value
+    return b""
 
 
 def _take_head(events: deque[Event]) -> RequestReceived:
@@ -481,15 +770,18 @@ async def _next_event(conn: UpstreamConnection) -> Event:
     return events.popleft()
 
 
-def _retriable(entry: RouteEntry, error: GatewayError, attempt: int, attempts: int) -> bool:
-    if attempt + 1 >= attempts:
-        return False
+def _retry_on(entry: RouteEntry, error: GatewayError) -> bool:
+    """Whether the route's ``retry_on`` covers ``error``."""
     on = entry.route.retry.retry_on
     if isinstance(error, UpstreamConnectError):
         return "connect-failure" in on or "gateway-error" in on
     if isinstance(error, UpstreamResetError):
         return "reset" in on or "gateway-error" in on
     return False
+
+
+def _retriable(entry: RouteEntry, error: GatewayError, attempt: int, attempts: int) -> bool:
+    return attempt + 1 < attempts and _retry_on(entry, error)
 
 
 class _BodyPump:
@@ -506,13 +798,15 @@ class _BodyPump:
 
     async def run(self, up_head: bytes, scope: trio.CancelScope) -> None:
         chunked = self.framing == CHUNKED
-        events: deque[Event] = self.http.parser.events
+        http = self.http
+        events: deque[Event] = http.parser.events
         out = [up_head]
         try:
             while True:
                 while events:
                     ev = events.popleft()
                     if isinstance(ev, DataReceived):
+                        http.rq_bytes_in += len(ev.data)
                         out.append(chunk(ev.data) if chunked else ev.data)
                         continue
                     assert isinstance(ev, MessageEnded)
@@ -524,10 +818,10 @@ class _BodyPump:
                 if out:
                     await self.conn.send(b"".join(out))
                     out = []
-                data = await self.http._receive()
+                data = await http._receive()
                 if not data:
                     raise DownstreamClosed
-                self.http.parser.feed(data)
+                http.parser.feed(data)
         except UpstreamResetError:
             # the upstream stopped reading; its response (or the reset) tells the rest
             return

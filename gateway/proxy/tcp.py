@@ -3,6 +3,9 @@
 Each direction is a copy loop with backpressure (a piece is written before the next
 read); a half-close is passed on (``send_eof``), and the connection ends when both
 directions have ended or either side resets.
+
+Stats: the connection to the endpoint counts in the cluster's ``upstream_cx_*`` and the
+endpoint's ``cx_*`` (a TCP listener has no requests to count).
 """
 
 from __future__ import annotations
@@ -43,14 +46,23 @@ async def serve_tcp_connection(
         snapshot = handle.snapshot
         client_ip = client.peer_ip() if isinstance(client, SocketIO) else b""
         endpoint = snapshot.pick(ctx.now, hash_key(client_ip) if snapshot.uses_hash else None)
+        cs = ctx.registry.cluster(cluster)
         if endpoint is None:
+            cs.upstream_cx_none_healthy += 1
             log.info("tcp %s: no endpoint in cluster %r", ctx.name, cluster)
             return
+        es = cs.endpoint(endpoint.key)
+        cs.upstream_cx_total += 1
+        es.cx_total += 1
         address = endpoint.config.address
         try:
             with trio.fail_after(endpoint.pool.config.connect_timeout):
                 upstream = await open_connection(address.host, address.port)
         except (OSError, trio.TooSlowError) as e:
+            cs.upstream_cx_connect_fail += 1
+            es.cx_connect_fail += 1
+            if isinstance(e, trio.TooSlowError):
+                cs.upstream_cx_connect_timeout += 1
             log.info("tcp %s: %s", ctx.name, UpstreamConnectError(f"connect to {address}: {e}"))
             return
         endpoint.active += 1

@@ -35,6 +35,10 @@ class PoolExhausted(UpstreamConnectError):
     flag = "UO"
 
 
+class UpstreamConnectTimeout(UpstreamConnectError):
+    """The connection was not established within ``connect_timeout``."""
+
+
 class UpstreamConnection:
     """One connection to an endpoint, with the parser of its responses."""
 
@@ -75,7 +79,7 @@ class UpstreamConnection:
 class EndpointPool:
     """Connections to one endpoint: bounded, reused, expired when idle too long."""
 
-    __slots__ = ("_idle", "address", "config", "draining", "open")
+    __slots__ = ("_idle", "address", "config", "connecting", "draining", "open")
 
     def __init__(self, address: Address, config: PoolConfig) -> None:
         self.address = address
@@ -83,6 +87,8 @@ class EndpointPool:
         self._idle: deque[UpstreamConnection] = deque()
         #: connections open (busy and idle)
         self.open = 0
+        #: connections being established (requests waiting for one: Envoy's "pending")
+        self.connecting = 0
         self.draining = False
 
     @property
@@ -108,12 +114,13 @@ class EndpointPool:
         if self.open >= self.config.max_connections:
             raise PoolExhausted(f"{self.config.max_connections} connections to {self.address} busy")
         self.open += 1
+        self.connecting += 1
         try:
             with trio.fail_after(self.config.connect_timeout):
                 io = await open_connection(self.address.host, self.address.port)
         except trio.TooSlowError:
             self.open -= 1
-            raise UpstreamConnectError(f"connect to {self.address} timed out") from None
+            raise UpstreamConnectTimeout(f"connect to {self.address} timed out") from None
         except OSError as e:
             self.open -= 1
             raise UpstreamConnectError(
@@ -122,6 +129,8 @@ class EndpointPool:
         except BaseException:
             self.open -= 1
             raise
+        finally:
+            self.connecting -= 1
         return UpstreamConnection(io, self), False
 
     def release(self, conn: UpstreamConnection, reusable: bool) -> None:

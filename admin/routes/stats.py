@@ -1,0 +1,151 @@
+"""The stats registry over HTTP: JSON, Prometheus text, reset, and each endpoint's state.
+
+- ``GET /stats?filter=REGEX``: every counter, gauge and histogram by Envoy's dotted name
+  (``cluster.api.upstream_rq_5xx``), only the names the regular expression finds when
+  ``filter`` is given; histograms carry cumulative buckets and p50/p90/p99 since start
+  and over the recent window.
+- ``GET /stats/prometheus``: the Prometheus text exposition, scopes as labels.
+- ``POST /stats/reset``: counters and histograms back to zero (gauges are levels and
+  stay); a POST needs a JSON body like every admin mutation, ``{}`` will do.
+- ``GET /stats/clusters``: each cluster's endpoints with address, weight, health
+  flags, requests in flight and recent success rate. (Envoy serves this as
+  ``/clusters``; here ``/clusters`` is the config resource, so the live view sits
+  beside the other stats.)
+
+Handlers only read the registry (``gateway.stats``); nothing here waits on an actor.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from gateway.stats.export import (
+    PROMETHEUS_CONTENT_TYPE,
+    clusters_view,
+    prometheus_text,
+    stats_json,
+)
+
+from ..errors import GUARDED, RequestRefused, responses
+from ..http import gateway_of
+
+router = APIRouter(tags=["stats"])
+
+
+class Quantiles(BaseModel):
+    p50: float | None
+    p90: float | None
+    p99: float | None
+
+
+class RecentQuantiles(Quantiles):
+    #: values recorded in the recent window
+    count: int
+
+
+class HistogramStats(BaseModel):
+    count: int
+    sum_ms: float
+    #: cumulative counts by upper bound in ms (Prometheus's ``le``), ``+Inf`` last
+    buckets: dict[str, int]
+    since_start: Quantiles
+    recent: RecentQuantiles
+
+
+class StatsAnswer(BaseModel):
+    #: Unix time of the start, or of the last reset
+    since: float
+    recent_window_s: float
+    counters: dict[str, int]
+    gauges: dict[str, float | None]
+    histograms: dict[str, HistogramStats]
+
+
+class EndpointState(BaseModel):
+    address: str
+    weight: int
+    priority: int
+    locality: str
+    state: str
+    #: whether the balancer may pick it now
+    serving: bool
+    #: Envoy's vocabulary: ``healthy``, or what keeps it from being so
+    health_flags: list[str]
+    active_requests: int
+    open_connections: int
+    rq_total: int
+    rq_error: int
+    rq_timeout: int
+    cx_connect_fail: int
+    #: share of recent attempts that did not fail; null without recent attempts
+    success_rate: float | None
+
+
+class ClusterState(BaseModel):
+    upstream_rq_total: int
+    upstream_rq_active: int
+    upstream_cx_active: int
+    upstream_rq_time_recent: Quantiles
+    endpoints: list[EndpointState]
+
+
+class ResetAnswer(BaseModel):
+    reset: bool
+    since: float
+
+
+@router.get("/stats", response_model=StatsAnswer, responses=responses(*GUARDED, 400))
+async def get_stats(
+    request: Request,
+    filter_: str | None = Query(
+        None,
+        alias="filter",
+        description="a regular expression; only stats whose name it finds are listed",
+    ),
+) -> Response:
+    pattern = None
+    if filter_:
+        try:
+            pattern = re.compile(filter_)
+        except re.error as e:
+            raise RequestRefused(400, f"filter is not a regular expression: {e}") from None
+    return JSONResponse(stats_json(gateway_of(request).stats, pattern))
+
+
+@router.get(
+    "/stats/prometheus",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text exposition format 0.0.4",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        **responses(*GUARDED),
+    },
+)
+async def get_prometheus(request: Request) -> Response:
+    return Response(prometheus_text(gateway_of(request).stats), media_type=PROMETHEUS_CONTENT_TYPE)
+
+
+@router.post(
+    "/stats/reset",
+    response_model=ResetAnswer,
+    responses=responses(*GUARDED, 400, 413, 415),
+)
+async def reset_stats(request: Request) -> dict[str, Any]:
+    """Counters and histograms to zero; gauges (levels) are left as they are."""
+    stats = gateway_of(request).stats
+    stats.reset()
+    return {"reset": True, "since": stats.since}
+
+
+@router.get(
+    "/stats/clusters", response_model=dict[str, ClusterState], responses=responses(*GUARDED)
+)
+async def get_cluster_stats(request: Request) -> Response:
+    return JSONResponse(clusters_view(gateway_of(request).stats))

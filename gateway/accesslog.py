@@ -1,0 +1,246 @@
+"""Access logs: one JSON line per request, written by the listener's own task.
+
+Theory of operation: the data path hands each finished request to ``AccessLog.record``
+as a tuple of the values it already holds (no formatting, no I/O, no await): the tuple
+goes on a list, and the first one after a flush wakes the writer. ``run_writer`` waits
+a short moment so lines gather, takes the whole list, formats it (one bytes ``%`` per
+line, strings JSON-escaped only when they need it, the timestamp's seconds formatted
+once per second) and writes the batch from a worker thread, so a slow disk or a full
+stdout pipe stalls only the writer. While it is stalled new entries pile up, up to
+``buffer_kb`` (each entry is charged the size of its request head, an upper bound of
+the bytes it holds); past that, entries are dropped and counted in the listener's
+``access_log_dropped``, never queued without bound. A write that fails drops its
+batch, counted the same way.
+
+Fields, in Envoy's vocabulary (``response_flags`` as ``UF,URX``, ``-`` when none):
+``start_time`` (UTC, ms), ``method``, ``path``, ``protocol``, ``response_code`` (0 when
+no response was sent), ``response_flags``, ``bytes_received`` / ``bytes_sent`` (body
+bytes), ``duration`` (ms, from the request head's first byte to the end of the
+response), ``upstream_service_time`` (ms, from the last attempt's start to its response
+head; null without one), ``upstream_host``, ``upstream_cluster``, ``request_id``,
+``authority``, ``traceparent``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import TYPE_CHECKING
+
+import trio
+
+from .config import AccessLogConfig
+
+if TYPE_CHECKING:
+    from .stats import ListenerStats
+
+log = logging.getLogger("triogate.accesslog")
+
+#: seconds the writer waits after being woken, so that lines gather into one write
+FLUSH_DELAY = 0.05
+#: what an entry is charged beyond its request head (the tuple and its small values)
+ENTRY_OVERHEAD = 200
+
+# start (perf_counter), method, path, protocol version, status, flags, bytes in, bytes out,
+# duration ms, upstream service ms (< 0: none), upstream host, cluster, request id,
+# authority, traceparent
+Entry = tuple[
+    float, bytes, bytes, bytes, int, str, int, int, float, float, str, str, bytes, bytes, bytes
+]
+
+_LINE = (
+    b'{"start_time":"%s.%03dZ","method":"%s","path":"%s","protocol":"HTTP/%s",'
+    b'"response_code":%d,"response_flags":"%s","bytes_received":%d,"bytes_sent":%d,'
+    b'"duration":%.3f,"upstream_service_time":%s,"upstream_host":%s,"upstream_cluster":%s,'
+    b'"request_id":"%s","authority":"%s","traceparent":%s}\n'
+)
+#: bytes that need escaping in a JSON string (control, quote, backslash, non-ASCII)
+_UNSAFE = bytes([*range(0x20), 0x22, 0x5C, *range(0x7F, 0x100)])
+
+
+def _esc(value: bytes) -> bytes:
+    """``value`` as the inside of a JSON string (UTF-8, invalid bytes as ``\\xNN``)."""
+    if len(value.translate(None, _UNSAFE)) == len(value):
+        return value
+    return json.dumps(value.decode("utf-8", "backslashreplace"))[1:-1].encode()
+
+
+def _quoted(value: str) -> bytes:
+    return b"null" if not value else json.dumps(value).encode()
+
+
+class AccessLog:
+    """One listener's access log: a bounded buffer of entries and the writer's state."""
+
+    __slots__ = (
+        "_pending",
+        "_pending_bytes",
+        "_reconfigured",
+        "_wakeup",
+        "config",
+        "enabled",
+        "limit",
+        "stats",
+    )
+
+    def __init__(self, config: AccessLogConfig, stats: ListenerStats) -> None:
+        self.stats = stats
+        self._pending: list[Entry] = []
+        self._pending_bytes = 0
+        self._wakeup = trio.Event()
+        self._reconfigured = False
+        self.config = config
+        self.enabled = config.enabled
+        self.limit = config.buffer_kb * 1024
+
+    def reconfigure(self, config: AccessLogConfig) -> None:
+        """Switch on or off, or change the sink; the writer reopens it at its next batch."""
+        if config != self.config:
+            self._reconfigured = config.path != self.config.path
+            self.config = config
+            self.enabled = config.enabled
+            self.limit = config.buffer_kb * 1024
+            self._wakeup.set()
+
+    def record(self, entry: Entry, head_size: int) -> None:
+        """Hand a finished request over; never blocks (dropped and counted when full)."""
+        size = self._pending_bytes + head_size + ENTRY_OVERHEAD
+        if size > self.limit:
+            self.stats.access_log_dropped += 1
+            return
+        self._pending_bytes = size
+        pending = self._pending
+        if not pending:
+            self._wakeup.set()
+        pending.append(entry)
+
+    def take(self) -> list[Entry]:
+        """Every pending entry, oldest first; the buffer is empty afterwards."""
+        batch = self._pending
+        self._pending = []
+        self._pending_bytes = 0
+        return batch
+
+    async def run_writer(self, *, delay: float = FLUSH_DELAY) -> None:
+        """Write batches until cancelled; on cancellation, what is pending is written."""
+        sink = _Sink()
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup = trio.Event()
+                await trio.sleep(delay)
+                await self._flush(sink)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await self._flush(sink)
+            sink.close()
+
+    async def _flush(self, sink: _Sink) -> None:
+        if self._reconfigured:
+            self._reconfigured = False
+            sink.close()
+        batch = self.take()
+        if not batch:
+            return
+        data = format_entries(batch)
+        try:
+            # abandoned if cancelled: a sink stuck on a full pipe must not hold up a stop
+            await trio.to_thread.run_sync(
+                sink.write, self.config.path, data, abandon_on_cancel=True
+            )
+        except OSError as e:
+            self.stats.access_log_dropped += len(batch)
+            log.warning("access log %s: %d lines lost: %s", self.config.path, len(batch), e)
+            sink.close()
+        else:
+            self.stats.access_log_written += len(batch)
+
+
+class _Sink:
+    """The file (or stdout) lines go to; opened on first write, used from one thread at a time."""
+
+    def __init__(self) -> None:
+        self.fd = -1
+        self.owned = False
+        #: a write is under way in a worker thread (perhaps one abandoned on cancellation)
+        self.busy = False
+
+    def write(self, path: str, data: bytes) -> None:
+        self.busy = True
+        try:
+            if self.fd < 0:
+                if path == "-":
+                    self.fd, self.owned = 1, False
+                else:
+                    self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                    self.owned = True
+            fd = self.fd
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            self.busy = False
+
+    def close(self) -> None:
+        # never under a write still running: the descriptor's number could be reused
+        if self.fd >= 0 and self.owned and not self.busy:
+            os.close(self.fd)
+        self.fd = -1
+
+
+def format_entries(batch: list[Entry]) -> bytes:
+    """The JSON lines of ``batch``."""
+    # perf_counter() stamps to wall-clock time; both clocks move together over a batch
+    offset = time.time() - time.perf_counter()
+    line = _LINE
+    esc = _esc
+    second = -1
+    stamp = b""
+    quoted: dict[str, bytes] = {"": b"null"}
+    out = []
+    for (
+        start,
+        method,
+        path,
+        version,
+        status,
+        flags,
+        bytes_in,
+        bytes_out,
+        duration,
+        upstream_ms,
+        host,
+        cluster,
+        request_id,
+        authority,
+        traceparent,
+    ) in batch:
+        wall = start + offset
+        s = int(wall)
+        if s != second:
+            second = s
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)).encode()
+        out.append(
+            line
+            % (
+                stamp,
+                int((wall - s) * 1000),
+                method,
+                esc(path),
+                version,
+                status,
+                (flags or "-").encode(),
+                bytes_in,
+                bytes_out,
+                duration,
+                b"%.3f" % upstream_ms if upstream_ms >= 0 else b"null",
+                quoted.get(host) or quoted.setdefault(host, _quoted(host)),
+                quoted.get(cluster) or quoted.setdefault(cluster, _quoted(cluster)),
+                esc(request_id),
+                esc(authority),
+                b'"%s"' % esc(traceparent) if traceparent else b"null",
+            )
+        )
+    return b"".join(out)

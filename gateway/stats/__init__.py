@@ -1,0 +1,29 @@
+"""Counters, gauges and histograms of the running gateway, named after Envoy's.
+
+    StatsRegistry                    the one source of truth (``registry.py``)
+    ├── ListenerStats  per listener  listener.<name>.downstream_*
+    └── ClusterStats   per cluster   cluster.<name>.upstream_*
+        └── EndpointStats            cluster.<name>.endpoint.<address>.rq_*
+
+The data path increments attributes of these objects directly (``scopes.py``);
+``export.py`` renders them for the admin API (JSON, Prometheus, per endpoint).
+"""
+
+from __future__ import annotations
+
+from .histogram import BOUNDS_MS, Histogram, quantile, quantiles
+from .registry import SeriesPoint, StatsRegistry, run_stats_ticker
+from .scopes import ClusterStats, EndpointStats, ListenerStats
+
+__all__ = [
+    "BOUNDS_MS",
+    "ClusterStats",
+    "EndpointStats",
+    "Histogram",
+    "ListenerStats",
+    "SeriesPoint",
+    "StatsRegistry",
+    "quantile",
+    "quantiles",
+    "run_stats_ticker",
+]

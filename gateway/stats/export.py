@@ -1,0 +1,229 @@
+"""The registry's figures as the admin API serves them: JSON, Prometheus text, per endpoint.
+
+Names in JSON are Envoy's dotted ones (``cluster.api.upstream_rq_2xx``,
+``cluster.api.endpoint.127.0.0.1:8001.rq_total``). In the Prometheus exposition the
+scope becomes labels (``listener``, ``cluster``, ``endpoint``) and the stat the metric
+name, prefixed ``triogate_<scope>_``; counters end in ``_total`` as the format expects,
+status classes are one metric with a ``response_code_class`` label (Envoy's
+``envoy_response_code_class``), and histograms have ``_bucket`` (cumulative, ``le`` in
+milliseconds), ``_sum`` and ``_count``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from .histogram import BOUNDS_MS, Histogram, difference, quantiles
+from .registry import StatsRegistry
+from .scopes import CLASSES, COUNTER, GAUGE, HISTOGRAM, STATUS_CLASSES, Scope, stat_names
+
+if TYPE_CHECKING:
+    from ..cluster import EndpointRuntime
+
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _scopes(registry: StatsRegistry) -> Iterator[tuple[str, dict[str, str], Scope]]:
+    """(JSON prefix, Prometheus labels, scope) of every scope, listeners first."""
+    for name, ls in registry.listeners.items():
+        yield f"listener.{name}.", {"listener": name}, ls
+    for name, cs in registry.clusters.items():
+        yield f"cluster.{name}.", {"cluster": name}, cs
+    for name, cs in registry.clusters.items():
+        for key, es in cs.endpoints.items():
+            yield f"cluster.{name}.endpoint.{key}.", {"cluster": name, "endpoint": key}, es
+
+
+def stats_json(registry: StatsRegistry, pattern: re.Pattern[str] | None = None) -> dict[str, Any]:
+    """Every stat by its dotted name; only names ``pattern`` finds, when given."""
+    registry.refresh_gauges()
+    keep: Callable[[str], bool] = (
+        (lambda _n: True) if pattern is None else (lambda n: pattern.search(n) is not None)
+    )
+    counters: dict[str, int] = {}
+    gauges: dict[str, int | float | None] = {}
+    histograms: dict[str, Any] = {}
+    for prefix, _labels, scope in _scopes(registry):
+        for name, value in scope.counters().items():
+            if keep(prefix + name):
+                counters[prefix + name] = value
+        for name, value in scope.gauges().items():
+            if keep(prefix + name):
+                gauges[prefix + name] = value
+        start = scope.window_start()
+        for i, (name, hist) in enumerate(scope.histograms().items()):
+            if keep(prefix + name):
+                recent = difference(hist.counts, start.histograms[i]) if start else hist.counts
+                histograms[prefix + name] = histogram_json(hist, recent)
+    for name, cs in registry.clusters.items():
+        for key, es in cs.endpoints.items():
+            full = f"cluster.{name}.endpoint.{key}.success_rate"
+            if keep(full):
+                gauges[full] = es.success_rate()
+    return {
+        "since": registry.since,
+        "recent_window_s": registry.window,
+        "counters": counters,
+        "gauges": gauges,
+        "histograms": histograms,
+    }
+
+
+def histogram_json(hist: Histogram, recent: list[int]) -> dict[str, Any]:
+    cumulative: dict[str, int] = {}
+    running = 0
+    for bound, n in zip((*BOUNDS_MS, math.inf), hist.counts, strict=True):
+        running += n
+        cumulative[_le(bound)] = running
+    return {
+        "count": running,
+        "sum_ms": hist.sum,
+        "buckets": cumulative,
+        "since_start": quantiles(hist.counts),
+        "recent": {**quantiles(recent), "count": sum(recent)},
+    }
+
+
+def _le(bound: float) -> str:
+    if bound == math.inf:
+        return "+Inf"
+    return str(int(bound)) if bound == int(bound) else str(bound)
+
+
+# -- Prometheus ---------------------------------------------------------------------------
+
+
+def _labels(labels: dict[str, str]) -> str:
+    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+    return "{" + inner + "}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _metric(kind: str, stat: str) -> str:
+    return f"triogate_{kind}_{stat}"
+
+
+def prometheus_text(registry: StatsRegistry) -> str:
+    """The Prometheus text exposition (format 0.0.4) of every stat, grouped by family."""
+    registry.refresh_gauges()
+    # family name -> (type, sample lines); insertion order is the output order
+    families: dict[str, tuple[str, list[str]]] = {}
+
+    def add(family: str, typ: str, line: str) -> None:
+        families.setdefault(family, (typ, []))[1].append(line)
+
+    for _prefix, labels, scope in _scopes(registry):
+        kind = "endpoint" if "endpoint" in labels else next(iter(labels))
+        cls = type(scope)
+        lab = _labels(labels)
+        for stat in stat_names(cls, COUNTER):
+            family = _metric(kind, stat if stat.endswith("_total") else stat + "_total")
+            add(family, "counter", f"{family}{lab} {getattr(scope, stat)}")
+        for stat in stat_names(cls, STATUS_CLASSES):
+            family = _metric(kind, stat)
+            counts = getattr(scope, stat)
+            for c in CLASSES:
+                cl = _labels({**labels, "response_code_class": f"{c}xx"})
+                add(family, "counter", f"{family}{cl} {counts[c]}")
+        for stat in stat_names(cls, GAUGE):
+            family = _metric(kind, stat)
+            add(family, "gauge", f"{family}{lab} {getattr(scope, stat)}")
+        for stat in stat_names(cls, HISTOGRAM):
+            family = _metric(kind, stat)
+            hist: Histogram = getattr(scope, stat)
+            running = 0
+            for bound, n in zip((*BOUNDS_MS, math.inf), hist.counts, strict=True):
+                running += n
+                bl = _labels({**labels, "le": _le(bound)})
+                add(family, "histogram", f"{family}_bucket{bl} {running}")
+            add(family, "histogram", f"{family}_sum{lab} {_number(hist.sum)}")
+            add(family, "histogram", f"{family}_count{lab} {running}")
+    for name, cs in registry.clusters.items():
+        for key, es in cs.endpoints.items():
+            rate = es.success_rate()
+            if rate is not None:
+                family = "triogate_endpoint_success_rate"
+                lab = _labels({"cluster": name, "endpoint": key})
+                add(family, "gauge", f"{family}{lab} {_number(rate)}")
+    out: list[str] = []
+    for family, (typ, lines) in families.items():
+        out.append(f"# HELP {family} {_HELP.get(family, family)}")
+        out.append(f"# TYPE {family} {typ}")
+        out.extend(lines)
+    return "\n".join(out) + "\n"
+
+
+def _number(value: float) -> str:
+    return repr(float(value))
+
+
+_HELP = {
+    "triogate_endpoint_success_rate": "share of the endpoint's recent attempts that did not fail",
+}
+
+
+# -- endpoints ----------------------------------------------------------------------------
+
+
+def health_flags(rt: EndpointRuntime, serving: bool) -> list[str]:
+    """Envoy-style health flags of an endpoint; ``["healthy"]`` when nothing is wrong.
+
+    Health checking and outlier ejection (later issues) add their flags here:
+    ``failed_active_hc``, ``failed_outlier_check``.
+    """
+    flags: list[str] = []
+    state: str = rt.config.state
+    if state != "active":
+        flags.append(state)
+    elif rt.config.weight == 0:
+        flags.append("zero_weight")
+    elif not serving:
+        flags.append("pending_dynamic_removal")
+    return flags or ["healthy"]
+
+
+def clusters_view(registry: StatsRegistry) -> dict[str, Any]:
+    """Each cluster's endpoints: address, weight, health, load and recent success rate."""
+    registry.refresh_gauges()
+    out: dict[str, Any] = {}
+    for name, cs in registry.clusters.items():
+        serving = registry.serving(name)
+        endpoints = []
+        for rt in registry.endpoints(name):
+            es = cs.endpoint(rt.key)
+            is_serving = id(rt) in serving
+            endpoints.append(
+                {
+                    "address": rt.key,
+                    "weight": rt.config.weight,
+                    "priority": rt.config.priority,
+                    "locality": rt.config.locality,
+                    "state": rt.config.state,
+                    "serving": is_serving,
+                    "health_flags": health_flags(rt, is_serving),
+                    "active_requests": rt.active,
+                    "open_connections": rt.pool.open,
+                    "rq_total": es.rq_total,
+                    "rq_error": es.rq_error,
+                    "rq_timeout": es.rq_timeout,
+                    "cx_connect_fail": es.cx_connect_fail,
+                    "success_rate": es.success_rate(),
+                }
+            )
+        hist = cs.upstream_rq_time
+        start = cs.window_start()
+        recent = difference(hist.counts, start.histograms[0]) if start else hist.counts
+        out[name] = {
+            "upstream_rq_total": cs.upstream_rq_total,
+            "upstream_rq_active": cs.upstream_rq_active,
+            "upstream_cx_active": cs.upstream_cx_active,
+            "upstream_rq_time_recent": quantiles(recent),
+            "endpoints": endpoints,
+        }
+    return out

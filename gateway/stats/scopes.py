@@ -1,0 +1,243 @@
+"""The stats of one listener, one cluster and one endpoint, as slotted attrs objects.
+
+Theory of operation: each stat is an ``int`` attribute (or a ``Histogram``, or a list of
+counts per status class), written by the data path with a plain increment: every task
+runs on the event loop's thread, so no lock is needed and a request never waits. Which
+attribute is what (counter, gauge, histogram, status classes) is field metadata, read
+by the exporters, so adding a stat is one line here (later issues add theirs: breaker
+overflow, ejections, faults injected, health check results).
+
+Names follow Envoy's: ``downstream_rq_2xx`` is ``downstream_rq_xx[2]``. Counters only
+grow until ``reset``; gauges go up and down and survive a reset; a gauge whose truth
+lives elsewhere (``upstream_cx_active`` is the pools' open connections) is refreshed
+from there when the stats are read, never kept in step on the data path.
+
+Each scope also keeps a short history of itself (``frames``), one frame per tick of the
+registry, for the figures "over a recent window": quantiles, success rate, and the
+per-cluster time series the dashboard draws.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Final
+
+import attrs
+
+from .histogram import Histogram
+
+COUNTER: Final = "counter"
+GAUGE: Final = "gauge"
+HISTOGRAM: Final = "histogram"
+#: a list of counts indexed by ``status // 100``; exported as ``<name>_1xx`` ... ``_5xx``
+STATUS_CLASSES: Final = "status_classes"
+#: the status classes exported (Envoy's: 1xx to 5xx)
+CLASSES = (1, 2, 3, 4, 5)
+
+
+def counter() -> Any:
+    return attrs.field(default=0, metadata={"kind": COUNTER})
+
+
+def gauge() -> Any:
+    return attrs.field(default=0, metadata={"kind": GAUGE})
+
+
+_HISTOGRAM = {"kind": HISTOGRAM}
+_STATUS_CLASSES = {"kind": STATUS_CLASSES}
+
+
+def _ten_zeros() -> list[int]:
+    # one slot per status // 100: an upstream may send any three-digit status, 100-999
+    return [0] * 10
+
+
+def class_name(field: str, cls: int) -> str:
+    """``downstream_rq_xx``, 2 -> ``downstream_rq_2xx``."""
+    return f"{field.removesuffix('xx')}{cls}xx"
+
+
+@attrs.frozen
+class Frame:
+    """A scope's figures at one tick: the counters and histogram counts that windows need."""
+
+    t: float
+    values: tuple[int, ...]
+    histograms: tuple[tuple[int, ...], ...]
+
+
+@attrs.define(slots=True, eq=False)
+class Scope:
+    """What every stats scope has besides its stats: a name and its recent frames."""
+
+    name: str
+    #: one frame per registry tick, the oldest at most one window old
+    frames: deque[Frame] = attrs.field(factory=deque, init=False)
+
+    def counters(self) -> dict[str, int]:
+        """Every counter by name, status classes spelled out."""
+        out: dict[str, int] = {}
+        for f in _fields(type(self), COUNTER):
+            out[f] = getattr(self, f)
+        for f in _fields(type(self), STATUS_CLASSES):
+            counts = getattr(self, f)
+            for c in CLASSES:
+                out[class_name(f, c)] = counts[c]
+        return out
+
+    def gauges(self) -> dict[str, int]:
+        return {f: getattr(self, f) for f in _fields(type(self), GAUGE)}
+
+    def histograms(self) -> dict[str, Histogram]:
+        return {f: getattr(self, f) for f in _fields(type(self), HISTOGRAM)}
+
+    def reset(self) -> None:
+        """Counters and histograms to zero; gauges are left alone (they are levels)."""
+        for f in _fields(type(self), COUNTER):
+            setattr(self, f, 0)
+        for f in _fields(type(self), STATUS_CLASSES):
+            counts = getattr(self, f)
+            for i in range(len(counts)):
+                counts[i] = 0
+        for h in self.histograms().values():
+            h.reset()
+        self.frames.clear()
+
+    # -- windows -----------------------------------------------------------------------
+
+    def frame_values(self) -> tuple[int, ...]:
+        """The counters a frame keeps: the ones window figures are computed from."""
+        return ()
+
+    def take_frame(self, now: float, window: float) -> Frame:
+        """Record a frame at ``now``; frames older than needed for ``window`` go."""
+        frame = Frame(
+            now,
+            self.frame_values(),
+            tuple(h.snapshot() for h in self.histograms().values()),
+        )
+        frames = self.frames
+        frames.append(frame)
+        # keep the newest frame at least ``window`` old: it is the window's start
+        while len(frames) > 1 and frames[1].t <= now - window:
+            frames.popleft()
+        return frame
+
+    def window_start(self) -> Frame | None:
+        return self.frames[0] if self.frames else None
+
+
+def _fields(cls: type, kind: str) -> tuple[str, ...]:
+    cache = _FIELDS.get(cls)
+    if cache is None:
+        cache = {}
+        for f in attrs.fields(cls):
+            k = f.metadata.get("kind")
+            if k is not None:
+                cache.setdefault(k, []).append(f.name)
+        _FIELDS[cls] = cache
+    return tuple(cache.get(kind, ()))
+
+
+_FIELDS: dict[type, dict[str, list[str]]] = {}
+
+
+def stat_names(cls: type, kind: str) -> tuple[str, ...]:
+    """The attribute names of ``cls``'s stats of one kind (``COUNTER``, ``GAUGE``, ...)."""
+    return _fields(cls, kind)
+
+
+@attrs.define(slots=True, eq=False)
+class ListenerStats(Scope):
+    """``listener.<name>.*``: what clients did and got on one listener."""
+
+    downstream_cx_total: int = counter()
+    downstream_cx_active: int = gauge()
+    downstream_rq_total: int = counter()
+    downstream_rq_xx: list[int] = attrs.field(factory=_ten_zeros, metadata=_STATUS_CLASSES)
+    #: malformed requests answered 400/431
+    downstream_cx_protocol_error: int = counter()
+    #: request heads that did not arrive within ``header_timeout`` (408)
+    downstream_rq_header_timeout: int = counter()
+    #: from the first byte of a request's head to the end of its response
+    downstream_rq_time: Histogram = attrs.field(factory=Histogram, metadata=_HISTOGRAM)
+    #: access log lines handed to the writer, and dropped because it fell behind
+    access_log_written: int = counter()
+    access_log_dropped: int = counter()
+
+    def frame_values(self) -> tuple[int, ...]:
+        return (self.downstream_rq_total, self.downstream_rq_xx[5])
+
+
+@attrs.define(slots=True, eq=False)
+class EndpointStats(Scope):
+    """``cluster.<name>.endpoint.<address>.*``: one endpoint's attempts and outcomes.
+
+    ``rq_error`` counts the attempts that ended in a 5xx, whether the endpoint sent it or
+    the attempt failed (connect failure, reset, timeout): what a success rate is made of.
+    """
+
+    rq_total: int = counter()
+    rq_error: int = counter()
+    rq_timeout: int = counter()
+    cx_total: int = counter()
+    cx_connect_fail: int = counter()
+    #: refreshed when read, from the endpoint's runtime
+    rq_active: int = gauge()
+    cx_active: int = gauge()
+
+    def frame_values(self) -> tuple[int, ...]:
+        return (self.rq_total, self.rq_error)
+
+    def success_rate(self) -> float | None:
+        """Share of recent attempts that did not fail; None without recent attempts."""
+        start = self.window_start()
+        total, errors = self.rq_total, self.rq_error
+        if start is not None and start.values[0] <= total and start.values[1] <= errors:
+            total -= start.values[0]
+            errors -= start.values[1]
+        return None if total <= 0 else 1.0 - errors / total
+
+
+@attrs.define(slots=True, eq=False)
+class ClusterStats(Scope):
+    """``cluster.<name>.*``: the requests a cluster carried, per attempt.
+
+    Every attempt on an endpoint counts in ``upstream_rq_total`` and in one status
+    class: the upstream's status, or the local reply's when the attempt failed (connect
+    failure 502, overflow 503, reset 502, timeout 504), as Envoy charges aborted
+    upstream requests. A request with no endpoint to pick counts only in
+    ``upstream_cx_none_healthy``.
+    """
+
+    upstream_cx_total: int = counter()
+    upstream_cx_connect_fail: int = counter()
+    upstream_cx_connect_timeout: int = counter()
+    #: a connection was needed and ``pool.max_connections`` were busy (UO)
+    upstream_cx_overflow: int = counter()
+    upstream_cx_none_healthy: int = counter()
+    upstream_rq_total: int = counter()
+    upstream_rq_xx: list[int] = attrs.field(factory=_ten_zeros, metadata=_STATUS_CLASSES)
+    upstream_rq_timeout: int = counter()
+    upstream_rq_retry: int = counter()
+    #: from an attempt's start (connection asked for) to the end of its response
+    upstream_rq_time: Histogram = attrs.field(factory=Histogram, metadata=_HISTOGRAM)
+    #: refreshed from the endpoints when read: open connections, requests in flight,
+    #: requests waiting for a connection to be established
+    upstream_cx_active: int = gauge()
+    upstream_rq_active: int = gauge()
+    upstream_rq_pending_active: int = gauge()
+
+    #: per endpoint address; an endpoint's stats outlive its runtime (a pool replaced by
+    #: a config change, a restarted cluster actor) and go when it leaves the cluster
+    endpoints: dict[str, EndpointStats] = attrs.field(factory=dict)
+
+    def endpoint(self, key: str) -> EndpointStats:
+        """The stats of the endpoint at address ``key``, made on first use."""
+        stats = self.endpoints.get(key)
+        if stats is None:
+            stats = self.endpoints[key] = EndpointStats(key)
+        return stats
+
+    def frame_values(self) -> tuple[int, ...]:
+        return (self.upstream_rq_total, self.upstream_cx_none_healthy, self.upstream_rq_xx[5])
