@@ -1,0 +1,163 @@
+// triogate dashboard: polls /dashboard/data once a second and redraws.
+// Charts are uPlot (vendored next to this file); everything else is plain DOM.
+"use strict";
+
+const POLL_MS = 1000;
+const PALETTE = ["#0969da", "#8250df", "#bf3989", "#1a7f37", "#9a6700", "#cf222e", "#57606a"];
+const charts = new Map(); // "cluster/kind" -> uPlot
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k === "style") node.style.cssText = v;
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return node;
+}
+
+function fmt(n, digits = 0) {
+  return n === null || n === undefined ? "—" : Number(n).toFixed(digits);
+}
+
+function percent(rate) {
+  return rate === null || rate === undefined ? "—" : (100 * rate).toFixed(1) + "%";
+}
+
+function rateClass(rate) {
+  if (rate === null || rate === undefined) return "";
+  return rate >= 0.99 ? "rate-good" : rate >= 0.9 ? "rate-warn" : "rate-bad";
+}
+
+function fillBody(table, rows) {
+  const body = document.querySelector(`#${table} tbody`);
+  body.replaceChildren(...rows);
+}
+
+function renderListeners(listeners) {
+  fillBody("listeners", listeners.map((l) => el("tr", {},
+    el("td", {}, l.name), el("td", {}, l.address ?? "—"), el("td", {}, l.protocol),
+    el("td", {}, l.connections), el("td", {}, l.requests.total ?? 0),
+    el("td", {}, l.requests["2xx"] ?? 0), el("td", {}, l.requests["3xx"] ?? 0),
+    el("td", {}, l.requests["4xx"] ?? 0), el("td", {}, l.requests["5xx"] ?? 0),
+    el("td", { class: "muted" }, l.access_log ?? "off"))));
+}
+
+function colour(name, names) {
+  return PALETTE[names.indexOf(name) % PALETTE.length];
+}
+
+function renderRoutes(routes, clusterNames) {
+  fillBody("routes", routes.map((r) => {
+    const bar = el("div", { class: "split" }, ...r.split.map((s) => el("span", {
+      style: `width:${(100 * s.share).toFixed(1)}%;background:${colour(s.cluster, clusterNames)}`,
+      title: `${s.cluster}: weight ${s.weight}`,
+    }, `${s.cluster} ${(100 * s.share).toFixed(0)}%`)));
+    return el("tr", {},
+      el("td", {}, r.listener), el("td", {}, r.virtual_host ?? "—"), el("td", {}, r.name),
+      el("td", {}, r.match), el("td", {}, bar), el("td", {}, `${r.timeout}s`),
+      el("td", {}, r.retries));
+  }));
+}
+
+function chartOpts(title, series, width) {
+  return {
+    title: "", width, height: 160,
+    scales: { x: { time: true } },
+    legend: { live: false },
+    series: [{}, ...series.map(([label, stroke]) => ({ label, stroke, width: 1.5, spanGaps: false }))],
+    axes: [{}, { size: 55 }],
+  };
+}
+
+const CHARTS = [
+  ["rps", "requests / s", [["req/s", "#0969da"]], (s) => [s.requests_per_s]],
+  ["errors", "error rate (%)", [["errors %", "#cf222e"]],
+    (s) => [s.error_rate.map((r) => (r === null ? null : 100 * r))]],
+  ["latency", "upstream latency (ms)", [["p50", "#1a7f37"], ["p99", "#9a6700"]],
+    (s) => [s.p50, s.p99]],
+];
+
+function clusterCard(name) {
+  const card = el("div", { class: "cluster", id: `cluster-${name}`, "data-cluster": name },
+    el("h3", {}, name, " ", el("span", { class: "muted summary" })),
+    el("table", { class: "endpoints" },
+      el("thead", {}, el("tr", {}, ...["endpoint", "weight", "state", "health", "active",
+        "requests", "errors", "success rate", "ejection", "breaker"].map((h) => el("th", {}, h)))),
+      el("tbody")),
+    el("div", { class: "charts" }, ...CHARTS.map(([kind, title]) =>
+      el("div", { class: "chart", "data-kind": kind }, el("h4", {}, title)))));
+  return card;
+}
+
+function renderCluster(name, view) {
+  let card = document.getElementById(`cluster-${name}`);
+  if (!card) {
+    card = clusterCard(name);
+    document.getElementById("clusters").append(card);
+  }
+  const lat = view.upstream_rq_time_recent;
+  card.querySelector(".summary").textContent =
+    `${view.upstream_rq_total} requests, ${view.upstream_rq_active} active, ` +
+    `${view.upstream_cx_active} connections, recent p50 ${fmt(lat.p50, 2)} ms / p99 ${fmt(lat.p99, 2)} ms`;
+  card.querySelector(".endpoints tbody").replaceChildren(...view.endpoints.map((e) => el("tr", {},
+    el("td", {}, e.address), el("td", {}, e.weight), el("td", {}, e.state),
+    el("td", {}, ...e.health_flags.map((f) => el("span", { class: `flag ${f}` }, f))),
+    el("td", {}, e.active_requests), el("td", {}, e.rq_total), el("td", {}, e.rq_error),
+    el("td", { class: rateClass(e.success_rate) }, percent(e.success_rate)),
+    el("td", {}, e.ejected === undefined ? "—" : (e.ejected ? "ejected" : "no")),
+    el("td", {}, e.breaker ?? view.breaker ?? "—"))));
+  const s = view.series;
+  for (const [kind, , series, pick] of CHARTS) {
+    const key = `${name}/${kind}`;
+    const data = [s.t, ...pick(s)];
+    let chart = charts.get(key);
+    if (!chart) {
+      const box = card.querySelector(`.chart[data-kind="${kind}"]`);
+      chart = new uPlot(chartOpts(kind, series, 380), data, box);
+      charts.set(key, chart);
+    } else {
+      chart.setData(data);
+    }
+  }
+}
+
+function render(data) {
+  const status = document.getElementById("status");
+  status.textContent = data.draining ? "draining" : data.ready ? "serving" : "starting";
+  status.className = `pill ${data.ready && !data.draining ? "ok" : "bad"}`;
+  document.getElementById("version").textContent = `config version ${data.version}`;
+  document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+  const names = Object.keys(data.clusters);
+  renderListeners(data.listeners);
+  renderRoutes(data.routes, names);
+  for (const [name, view] of Object.entries(data.clusters)) renderCluster(name, view);
+  for (const card of document.querySelectorAll(".cluster")) {
+    if (!(card.dataset.cluster in data.clusters)) {
+      for (const [kind] of CHARTS) {
+        const key = `${card.dataset.cluster}/${kind}`;
+        charts.get(key)?.destroy();
+        charts.delete(key);
+      }
+      card.remove();
+    }
+  }
+  document.body.dataset.polls = String(Number(document.body.dataset.polls ?? 0) + 1);
+}
+
+async function poll() {
+  try {
+    const response = await fetch("/dashboard/data", { headers: { Accept: "application/json" } });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    render(await response.json());
+  } catch (err) {
+    const status = document.getElementById("status");
+    status.textContent = `unreachable (${err.message})`;
+    status.className = "pill bad";
+  } finally {
+    setTimeout(poll, POLL_MS);
+  }
+}
+
+poll();
