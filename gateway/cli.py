@@ -56,19 +56,20 @@ async def _serve(config: Config, state_path: Path | None, *, on_ready: str = "")
         raise click.ClickException(
             "admin.address is not loopback: set admin.api_key_env or admin.api_key_file"
         )
-    async with trio.open_nursery() as nursery:
-        gateway: Gateway = await nursery.start(
-            lambda task_status: run_gateway(
-                config, state_path=state_path, api_key=api_key, task_status=task_status
+    # signals are ours before anything binds: a SIGTERM during startup drains too
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            gateway: Gateway = await nursery.start(
+                lambda task_status: run_gateway(
+                    config, state_path=state_path, api_key=api_key, task_status=task_status
+                )
             )
-        )
-        for name, handle in gateway.control.listeners.items():
-            click.echo(f"listener {name}: {handle.config.protocol}://{handle.bound}")
-        if gateway.admin_address is not None:
-            click.echo(f"admin API: http://{gateway.admin_address}/")
-        if on_ready:
-            click.echo(on_ready.format(port=gateway.listener_address("web").port))
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            for name, handle in gateway.control.listeners.items():
+                click.echo(f"listener {name}: {handle.config.protocol}://{handle.bound}")
+            if gateway.admin_address is not None:
+                click.echo(f"admin API: http://{gateway.admin_address}/")
+            if on_ready:
+                click.echo(on_ready.format(port=gateway.listener_address("web").port))
             async for _ in signals:
                 click.echo(
                     f"draining for up to {DRAIN_GRACE:.0f} s (a second signal stops at once)"
