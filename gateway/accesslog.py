@@ -50,12 +50,22 @@ Entry = tuple[
     float, bytes, bytes, bytes, int, str, int, int, float, float, str, str, bytes, bytes, bytes
 ]
 
-_LINE = (
-    b'{"start_time":"%s.%03dZ","method":"%s","path":"%s","protocol":"HTTP/%s",'
-    b'"response_code":%d,"response_flags":"%s","bytes_received":%d,"bytes_sent":%d,'
-    b'"duration":%.3f,"upstream_service_time":%s,"upstream_host":%s,"upstream_cluster":%s,'
-    b'"request_id":"%s","authority":"%s","traceparent":%s}\n'
-)
+
+def _template(upstream: bool, trace: bool) -> bytes:
+    return (
+        b'{"start_time":"%s.%03dZ","method":"%s","path":"%s","protocol":"HTTP/%s",'
+        b'"response_code":%d,"response_flags":"%s","bytes_received":%d,"bytes_sent":%d,'
+        b'"duration":%.3f,"upstream_service_time":'
+        + (b"%.3f" if upstream else b"%snull")
+        + b',"upstream_host":%s,"upstream_cluster":%s,"request_id":"%s","authority":"%s",'
+        + b'"traceparent":'
+        + (b'"%s"' if trace else b"%snull")
+        + b"}\n"
+    )
+
+
+#: the line, by (has an upstream service time, has a traceparent): no null is formatted
+_LINES = {(u, t): _template(u, t) for u in (False, True) for t in (False, True)}
 #: bytes that need escaping in a JSON string (control, quote, backslash, non-ASCII)
 _UNSAFE = bytes([*range(0x20), 0x22, 0x5C, *range(0x7F, 0x100)])
 
@@ -194,11 +204,13 @@ def format_entries(batch: list[Entry]) -> bytes:
     """The JSON lines of ``batch``."""
     # perf_counter() stamps to wall-clock time; both clocks move together over a batch
     offset = time.time() - time.perf_counter()
-    line = _LINE
+    lines = _LINES
+    unsafe = _UNSAFE
     esc = _esc
     second = -1
     stamp = b""
     quoted: dict[str, bytes] = {"": b"null"}
+    flag_bytes: dict[str, bytes] = {"": b"-"}
     out = []
     for (
         start,
@@ -222,25 +234,34 @@ def format_entries(batch: list[Entry]) -> bytes:
         if s != second:
             second = s
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)).encode()
+        # one look at the client's bytes: escaping is rarely needed
+        raw = path + request_id + authority + traceparent
+        if len(raw.translate(None, unsafe)) != len(raw):
+            path, request_id, authority, traceparent = (
+                esc(path),
+                esc(request_id),
+                esc(authority),
+                esc(traceparent),
+            )
         out.append(
-            line
+            lines[upstream_ms >= 0, bool(traceparent)]
             % (
                 stamp,
                 int((wall - s) * 1000),
                 method,
-                esc(path),
+                path,
                 version,
                 status,
-                (flags or "-").encode(),
+                flag_bytes.get(flags) or flag_bytes.setdefault(flags, flags.encode()),
                 bytes_in,
                 bytes_out,
                 duration,
-                b"%.3f" % upstream_ms if upstream_ms >= 0 else b"null",
+                upstream_ms if upstream_ms >= 0 else b"",
                 quoted.get(host) or quoted.setdefault(host, _quoted(host)),
                 quoted.get(cluster) or quoted.setdefault(cluster, _quoted(cluster)),
-                esc(request_id),
-                esc(authority),
-                b'"%s"' % esc(traceparent) if traceparent else b"null",
+                request_id,
+                authority,
+                traceparent,
             )
         )
     return b"".join(out)

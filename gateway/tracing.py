@@ -13,6 +13,10 @@ What the W3C Trace Context recommendation asks of a participant that does this:
   follow a ``-``); two ``traceparent`` headers make it invalid;
 - an invalid or missing ``traceparent`` is replaced by a new one, and the
   ``tracestate`` that came with it is dropped (it describes a trace we are not in).
+
+A trace the gateway starts for a request whose ``x-request-id`` it generated too takes
+that id (a UUID4: 122 random bits) without its dashes as trace id, so the access log
+line, the upstream's logs and the trace join on one value.
 """
 
 from __future__ import annotations
@@ -39,8 +43,15 @@ def valid_traceparent(value: bytes) -> bool:
     return value[3:35] != b"0" * 32 and value[36:52] != b"0" * 16
 
 
-def new_traceparent(rng: random.Random, sampled: bool = True) -> bytes:
-    """A version-00 ``traceparent`` with random (never all-zero) trace and parent ids."""
-    trace_id = rng.getrandbits(128) or 1
-    parent_id = rng.getrandbits(64) or 1
-    return b"00-%032x-%016x-%s" % (trace_id, parent_id, b"01" if sampled else b"00")
+def new_traceparent(
+    rng: random.Random, sampled: bool = True, trace_id: bytes | None = None
+) -> bytes:
+    """A version-00 ``traceparent`` with random (never all-zero) ids.
+
+    ``trace_id``, when given, is 32 lower-case hex digits, not all zero: the gateway
+    passes its own ``x-request-id`` without the dashes, so a trace it starts and the
+    request's log line share one id.
+    """
+    if trace_id is None:
+        trace_id = b"%032x" % (rng.getrandbits(128) or 1)
+    return b"00-%s-%016x-%s" % (trace_id, rng.getrandbits(64) or 1, b"01" if sampled else b"00")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import random
+from bisect import bisect_left
 from collections import deque
 from math import inf
 from time import perf_counter
@@ -67,7 +68,7 @@ from ..http1.serialize import (
     response_head,
 )
 from ..routing import RouteEntry
-from ..stats import ClusterStats, EndpointStats, ListenerStats, StatsRegistry
+from ..stats import BOUNDS_MS, ClusterStats, EndpointStats, ListenerStats, StatsRegistry
 from ..tracing import new_traceparent, valid_traceparent
 from ..upstream.pool import PoolExhausted, UpstreamConnection, UpstreamConnectTimeout
 
@@ -146,9 +147,12 @@ class ListenerContext:
 
 def _request_id(rng: random.Random) -> bytes:
     """A UUID4 string, as Envoy generates for ``x-request-id``."""
-    n = (rng.getrandbits(128) & ~(0xF000 << 64) | (0x4000 << 64)) & ~(0xC << 60) | (0x8 << 60)
-    h = b"%032x" % n
-    return b"%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
+    h = rng.getrandbits(128).to_bytes(16, "big").hex().encode()
+    # version 4, and the variant's two bits 10 (the 17th hex digit is one of 8, 9, a, b)
+    return b"%s-%s-4%s-%c%s-%s" % (h[:8], h[8:12], h[13:16], _VARIANT[h[16] & 15], h[17:20], h[20:])
+
+
+_VARIANT = b"89ab" * 4
 
 
 _IDLE, _HEAD, _EXCHANGE = 0, 1, 2
@@ -361,7 +365,9 @@ class HttpConnection:
         stats.downstream_rq_xx[status // 100] += 1
         start = self.rq_start
         ms = (perf_counter() - start) * 1000.0
-        stats.downstream_rq_time.record(ms)
+        hist = stats.downstream_rq_time  # Histogram.record, inlined
+        hist.counts[bisect_left(BOUNDS_MS, ms)] += 1
+        hist.sum += ms
         access_log = ctx.access_log
         if access_log.enabled:
             access_log.record(
@@ -407,8 +413,7 @@ class HttpConnection:
             keep = await self._local(503, "cluster not found")
             self._finish()
             return keep
-        clusters = ctx.registry.clusters
-        cs = clusters[name] if name in clusters else ctx.registry.cluster(name)
+        cs = ctx.registry.clusters.get(name) or ctx.registry.cluster(name)
         self.rq_cluster = name
         up_head = self._upstream_head(head)
         route = entry.route
@@ -494,7 +499,8 @@ class HttpConnection:
         )
         ctx = self.ctx
         parts += (b"x-forwarded-proto: ", ctx.scheme, b"\r\n")
-        if not request_id:
+        own_id = not request_id
+        if own_id:
             request_id = _request_id(ctx.rng)
             parts += (b"x-request-id: ", request_id, b"\r\n")
         self.request_id = request_id
@@ -510,7 +516,9 @@ class HttpConnection:
                 traceparent = single
         if not keep_trace and ctx.start_traceparent:
             # none, or an invalid one: a new trace, and its tracestate (if any) dropped
-            traceparent = new_traceparent(ctx.rng, ctx.traceparent_sampled)
+            # a trace started with our own request id takes it as its trace id
+            trace_id = request_id.replace(b"-", b"") if own_id else None
+            traceparent = new_traceparent(ctx.rng, ctx.traceparent_sampled, trace_id)
             parts += (b"traceparent: ", traceparent, b"\r\n")
         self.rq_traceparent = traceparent
         parts.append(b"via: 1.1 triogate\r\n")
@@ -532,8 +540,7 @@ class HttpConnection:
         """One try against one endpoint; returns whether the client connection stays open."""
         pool = endpoint.pool
         key = endpoint.key
-        endpoints = cs.endpoints
-        es = endpoints[key] if key in endpoints else cs.endpoint(key)
+        es = cs.endpoints.get(key) or cs.endpoint(key)
         cs.upstream_rq_total += 1
         self.attempt_cluster = cs
         self.attempt_endpoint = es
@@ -702,7 +709,10 @@ class HttpConnection:
         if cs is not None and es is not None:
             self.attempt_cluster = None
             cs.upstream_rq_xx[status // 100] += 1
-            cs.upstream_rq_time.record((perf_counter() - self.attempt_start) * 1000.0)
+            ms = (perf_counter() - self.attempt_start) * 1000.0
+            hist = cs.upstream_rq_time  # Histogram.record, inlined
+            hist.counts[bisect_left(BOUNDS_MS, ms)] += 1
+            hist.sum += ms
             es.rq_total += 1
             if status >= 500:
                 es.rq_error += 1

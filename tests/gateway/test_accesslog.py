@@ -175,6 +175,8 @@ async def test_request_id_in_the_log_is_the_one_sent_upstream(
     [line] = await read_lines(log_path, 1)
     assert line["request_id"] == seen["x-request-id"]
     assert line["traceparent"] == seen["traceparent"]
+    # a trace the gateway starts takes its own request id as trace id
+    assert seen["traceparent"].split("-")[1] == seen["x-request-id"].replace("-", "")
 
 
 async def test_retries_exhausted_and_overflow_flags(
