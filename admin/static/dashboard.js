@@ -61,10 +61,15 @@ function renderRoutes(routes, clusterNames) {
   }));
 }
 
-function chartOpts(title, series, width) {
+// y from 0 to a little above the largest value (at most `cap`)
+function yRange(cap) {
+  return (u, min, max) => [0, Math.min(cap, Math.max(1, (max ?? 0) * 1.15))];
+}
+
+function chartOpts(kind, series, width) {
   return {
     title: "", width, height: 160,
-    scales: { x: { time: true } },
+    scales: { x: { time: true }, y: { range: yRange(kind === "errors" ? 100 : Infinity) } },
     legend: { live: false },
     series: [{}, ...series.map(([label, stroke]) => ({ label, stroke, width: 1.5, spanGaps: false }))],
     axes: [{}, { size: 55 }],

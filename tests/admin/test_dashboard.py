@@ -1,0 +1,158 @@
+"""The dashboard in a real headless Chromium: it loads clean, shows the config, charts move.
+
+The gateway runs in the test's trio loop; the browser (Debian's chromium, driven by the
+``playwright`` package over the DevTools protocol, never a downloaded browser) runs in a
+worker thread. Traffic starts only once the page showed the clusters with empty charts,
+so the test sees the charts move because of it. The last screenshot is kept as
+``artifacts/dashboard.png`` for CI.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from gateway.config import Address
+
+from ..conftest import StartGateway, StartUpstream, simple_config
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(),
+    reason="Debian's chromium is not installed (apt-get install -y chromium; .ci/run does)",
+)
+
+
+def closed_port() -> Address:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return Address("127.0.0.1", port)
+
+
+#: the largest value of one series of one chart (0 when it has none yet)
+CHART_MAX = """([key, series]) => {
+    const chart = charts.get(key);
+    if (!chart) return -1;
+    const values = chart.data[series].filter((v) => v !== null);
+    return values.length ? Math.max(...values) : 0;
+}"""
+
+
+def browse(admin: str, start_traffic: Callable[[], None]) -> dict[str, Any]:
+    """Open the dashboard, check it, start traffic, wait for the charts to move."""
+    from playwright.sync_api import sync_playwright
+
+    seen: dict[str, Any] = {"console_errors": [], "page_errors": []}
+    with (
+        tempfile.TemporaryDirectory(prefix="triogate-chromium-") as profile,
+        sync_playwright() as p,
+    ):
+        browser = p.chromium.launch_persistent_context(
+            profile,
+            executable_path=CHROMIUM,
+            headless=True,
+            args=FLAGS,
+            viewport={"width": 1400, "height": 1100},
+        )
+        try:
+            page = browser.new_page()
+            page.on(
+                "console",
+                lambda m: seen["console_errors"].append(m.text) if m.type == "error" else None,
+            )
+            page.on("pageerror", lambda e: seen["page_errors"].append(str(e)))
+            page.goto(f"{admin}/dashboard")
+            for name in ("v1", "v2", "broken"):
+                page.wait_for_selector(f"#cluster-{name} .chart canvas", timeout=10_000)
+            page.wait_for_function("Number(document.body.dataset.polls) >= 2", timeout=10_000)
+            seen["title"] = page.title()
+            seen["status"] = page.inner_text("#status")
+            seen["routes"] = page.inner_text("#routes tbody")
+            seen["listeners"] = page.inner_text("#listeners tbody")
+            seen["before"] = page.evaluate(CHART_MAX, ["v1/rps", 1])
+            start_traffic()
+            for key, series in (("v1/rps", 1), ("v2/rps", 1), ("broken/errors", 1)):
+                page.wait_for_function(f"({CHART_MAX})({[key, series]!r}) > 0", timeout=15_000)
+            page.wait_for_function(f"({CHART_MAX})({['v1/latency', 2]!r}) > 0", timeout=15_000)
+            seen["after"] = page.evaluate(CHART_MAX, ["v1/rps", 1])
+            seen["endpoints"] = page.inner_text("#cluster-v1 .endpoints tbody")
+            seen["broken"] = page.inner_text("#cluster-broken .endpoints tbody")
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        finally:
+            browser.close()
+    return seen
+
+
+async def test_dashboard_loads_shows_clusters_and_its_charts_move(
+    start_upstream: StartUpstream, start_gateway: StartGateway
+) -> None:
+    a, b, c = [await start_upstream(n) for n in ("v1-a", "v1-b", "v2-a")]
+    data = simple_config(
+        {"v1": [a, b], "v2": [c], "broken": [closed_port()]},
+        routes=[
+            {
+                "match": {"prefix": "/"},
+                "name": "canary",
+                "split": [{"cluster": "v1", "weight": 80}, {"cluster": "v2", "weight": 20}],
+            },
+            {"match": {"prefix": "/broken"}, "cluster": "broken"},
+        ],
+    )
+    gw = await start_gateway(data, admin=True)
+    gw.stats.tick_interval = 0.5  # quicker chart points, quicker test
+    traffic = trio.Event()
+    stop = trio.Event()
+
+    async def send_traffic() -> None:
+        await traffic.wait()
+        base = f"http://{gw.listener_address('web')}"
+        async with httpx.AsyncClient(base_url=base) as client:
+            i = 0
+            while not stop.is_set():
+                await client.get("/broken" if i % 5 == 0 else f"/delay/{i % 3}")
+                i += 1
+
+    def start_traffic() -> None:
+        trio.from_thread.run_sync(traffic.set)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send_traffic)
+        try:
+            seen = await trio.to_thread.run_sync(
+                browse, f"http://{gw.admin_address}", start_traffic
+            )
+        finally:
+            stop.set()
+    assert seen["console_errors"] == [] and seen["page_errors"] == []
+    assert seen["title"] == "triogate dashboard"
+    assert seen["status"] == "serving"
+    assert "canary" in seen["routes"] and "v1 80%" in seen["routes"] and "v2 20%" in seen["routes"]
+    assert "web" in seen["listeners"]
+    assert seen["before"] == 0 and seen["after"] > 0
+    assert str(a) in seen["endpoints"] and "healthy" in seen["endpoints"]
+    assert "0.0%" in seen["broken"]  # every attempt on the closed port failed
+    png = ARTIFACTS / "dashboard.png"
+    assert png.stat().st_size > 10_000
