@@ -272,6 +272,46 @@ async def test_active_gauges_while_a_request_is_in_flight(
     assert stats.clusters["c"].upstream_cx_active == 1  # kept for reuse
 
 
+async def test_connect_timeout_and_the_pending_gauge(start_gateway: StartGateway) -> None:
+    # a listening socket whose accept queue (backlog 0) is full: a new connect hangs
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    filler = socket.create_connection(server.getsockname())
+    try:
+        data = simple_config({"slow": [Address(*server.getsockname())]})
+        data["clusters"][0]["pool"] = {"connect_timeout": 0.5}
+        gw = await start_gateway(data)
+        stats = gw.stats
+        seen: dict[str, int] = {}
+
+        async def request() -> None:
+            async with httpx.AsyncClient() as client:
+                seen["status"] = (await client.get(url(gw, "/"))).status_code
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(request)
+            with trio.fail_after(5):
+                while True:
+                    stats.refresh_gauges()
+                    if stats.clusters["slow"].upstream_rq_pending_active == 1:
+                        break
+                    await trio.sleep(0.01)
+        stats.refresh_gauges()
+    finally:
+        filler.close()
+        server.close()
+    assert seen["status"] == 502
+    assert stats.clusters["slow"].upstream_rq_pending_active == 0
+    assert nonzero(stats.clusters["slow"].counters()) == {
+        "upstream_cx_total": 1,
+        "upstream_cx_connect_fail": 1,
+        "upstream_cx_connect_timeout": 1,
+        "upstream_rq_total": 1,
+        "upstream_rq_5xx": 1,
+    }
+
+
 async def test_retries_count_each_attempt(
     start_upstream: StartUpstream, start_gateway: StartGateway
 ) -> None:
