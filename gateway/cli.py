@@ -83,8 +83,7 @@ async def _serve(config: Config, state_path: Path | None, *, on_ready: str = "")
 
                     waiting.start_soon(second_signal)
                     with trio.move_on_after(DRAIN_GRACE):
-                        while gateway.control.open_connections():
-                            await trio.sleep(0.05)
+                        await gateway.control.wait_listeners_stopped()
                     waiting.cancel_scope.cancel()
                 nursery.cancel_scope.cancel()
                 break

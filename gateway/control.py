@@ -218,8 +218,13 @@ class ControlPlane:
         await workers.stop_child(f"listener:{name}")
 
     def open_connections(self) -> int:
-        """Client connections still open on every listener (a drain waits for 0)."""
+        """Client connections still open on every listener."""
         return sum(handle.connections for handle in self.listeners.values())
+
+    async def wait_listeners_stopped(self) -> None:
+        """Return once every listener has stopped (after a drain: its last connection closed)."""
+        for handle in list(self.listeners.values()):
+            await handle.stopped.wait()
 
     def _publish(self) -> None:
         self.published.set()

@@ -42,6 +42,8 @@ class ListenerHandle:
         )
         self.bound: Address | None = None
         self._drained = trio.Event()
+        #: set when the listener has stopped: socket closed, every connection ended
+        self.stopped = trio.Event()
         self._conn_scope: trio.CancelScope | None = None
         self.connections = 0
 
@@ -67,6 +69,7 @@ async def run_listener(
 ) -> None:
     """Bind, report ready, serve until cancelled or drained."""
     config = handle.config
+    handle.stopped = trio.Event()  # this incarnation's
     host = None if config.address.host in ("", "*") else config.address.host
     try:
         sockets = open_listening_sockets(host, config.address.port)
@@ -116,6 +119,7 @@ async def run_listener(
     finally:
         _close_all(sockets)
         handle.bound = None
+        handle.stopped.set()
 
 
 def _close_all(sockets: list[socket.socket]) -> None:
