@@ -26,8 +26,6 @@ from collections.abc import Awaitable, Callable
 import trio
 from trio.lowlevel import notify_closing, wait_readable, wait_writable
 
-_BROKEN = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
-
 
 class SocketIO(trio.abc.HalfCloseableStream):
     """A connected TCP socket as a trio stream, tuned for request/response traffic."""
@@ -50,12 +48,8 @@ class SocketIO(trio.abc.HalfCloseableStream):
                 return sock.recv(max_bytes or 65536)
             except BlockingIOError:
                 continue  # woken without data (another reader, or a spurious wakeup)
-            except _BROKEN as e:
-                raise trio.BrokenResourceError(str(e)) from e
             except OSError as e:
-                if self._closed or e.errno == errno.EBADF:
-                    raise trio.ClosedResourceError("socket was closed") from None
-                raise trio.BrokenResourceError(str(e)) from e
+                raise self._translate(e) from e
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         sock = self.sock
@@ -74,12 +68,14 @@ class SocketIO(trio.abc.HalfCloseableStream):
         except BlockingIOError:
             await wait_writable(sock)
             await self.send_all(data)
-        except _BROKEN as e:
-            raise trio.BrokenResourceError(str(e)) from e
         except OSError as e:
-            if self._closed or e.errno == errno.EBADF:
-                raise trio.ClosedResourceError("socket was closed") from None
-            raise trio.BrokenResourceError(str(e)) from e
+            raise self._translate(e) from e
+
+    def _translate(self, error: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
+        """A socket error as trio's stream errors: closed by us, or broken by the peer."""
+        if self._closed or error.errno == errno.EBADF:
+            return trio.ClosedResourceError("socket was closed")
+        return trio.BrokenResourceError(str(error))
 
     async def wait_send_all_might_not_block(self) -> None:
         await wait_writable(self.sock)
