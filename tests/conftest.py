@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +30,52 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 StartUpstream = Callable[[str], Awaitable[Address]]
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound once, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def closed_address() -> Address:
+    """An address that refuses connections: an upstream that is down."""
+    return Address("127.0.0.1", free_port())
+
+
+async def wait_listening(address: Address, deadline: float = 15.0) -> None:
+    with trio.fail_after(deadline):
+        while True:
+            try:
+                stream = await trio.open_tcp_stream(address.host, address.port)
+            except OSError:
+                await trio.sleep(0.05)
+                continue
+            await stream.aclose()
+            return
+
+
+@asynccontextmanager
+async def gateway_process(config: Path, listen: Address) -> AsyncIterator[trio.Process]:
+    """``triogate run CONFIG`` as a real process, once ``listen`` accepts; stopped after."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "gateway.cli", "run", "--no-state", str(config)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        await wait_listening(listen)
+        yield process
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            with trio.move_on_after(15):
+                await process.wait()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
 StartGateway = Callable[..., Awaitable[Gateway]]
 
 

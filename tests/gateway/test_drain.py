@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -12,8 +10,7 @@ import trio
 
 from gateway.config import Address
 
-from ..conftest import StartUpstream
-from .test_streaming import free_port, wait_listening
+from ..conftest import StartUpstream, free_port, gateway_process
 
 
 async def test_sigterm_lets_the_request_in_flight_finish(
@@ -31,13 +28,8 @@ clusters:
   - {{name: slow, endpoints: [{{address: "{upstream}"}}]}}
 """
     )
-    gateway = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "gateway.cli", "run", "--no-state", str(config)],
-        stdout=subprocess.DEVNULL,
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        await wait_listening(Address("127.0.0.1", port))
+    async with gateway_process(config, Address("127.0.0.1", port)) as gateway:
         result: dict[str, int] = {}
 
         async def slow_request() -> None:
@@ -61,7 +53,3 @@ clusters:
         assert result["status"] == 200
         with trio.fail_after(5):
             assert await gateway.wait() == 0
-    finally:
-        if gateway.returncode is None:
-            gateway.kill()
-            await gateway.wait()

@@ -11,7 +11,7 @@ import trio
 from gateway.app import Gateway
 from gateway.config import Address
 
-from ..conftest import StartGateway, StartUpstream, simple_config
+from ..conftest import StartGateway, StartUpstream, closed_address, simple_config
 
 
 def url(gateway: Gateway, path: str = "/") -> str:
@@ -137,7 +137,7 @@ async def test_connection_close_from_upstream_is_never_reused(
 
 async def test_local_replies(start_upstream: StartUpstream, start_gateway: StartGateway) -> None:
     up = await start_upstream("u")
-    closed = _closed_port()
+    closed = closed_address()
     data = simple_config(
         {"live": [up], "dead": [closed], "empty": []},
         routes=[
@@ -159,16 +159,6 @@ async def test_local_replies(start_upstream: StartUpstream, start_gateway: Start
     assert uh.status_code == 503 and "no healthy endpoint" in uh.text
     assert ut.status_code == 504 and "timed out" in ut.text
     assert ok.status_code == 201
-
-
-def _closed_port() -> Address:
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return Address("127.0.0.1", port)
 
 
 async def test_upstream_reset_is_502(nursery: trio.Nursery, start_gateway: StartGateway) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +10,7 @@ import trio
 
 from gateway.config import Address
 
-from ..conftest import StartUpstream
+from ..conftest import StartUpstream, free_port, gateway_process
 
 GIB = 1 << 30
 
@@ -23,26 +21,6 @@ def peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmHWM in /proc status")
-
-
-async def wait_listening(address: Address, deadline: float = 15.0) -> None:
-    with trio.fail_after(deadline):
-        while True:
-            try:
-                stream = await trio.open_tcp_stream(address.host, address.port)
-            except OSError:
-                await trio.sleep(0.05)
-                continue
-            await stream.aclose()
-            return
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.slow
@@ -64,12 +42,7 @@ clusters:
     endpoints: [{{address: "{upstream}"}}]
 """
     )
-    gateway = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "gateway.cli", "run", "--no-state", str(config)],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        await wait_listening(Address("127.0.0.1", port))
+    async with gateway_process(config, Address("127.0.0.1", port)) as gateway:
         baseline = peak_rss_mib(gateway.pid)
         url = f"http://127.0.0.1:{port}"
         # curl streams stdin as a chunked upload; the demo upstream counts the bytes
@@ -98,10 +71,3 @@ clusters:
         peak = peak_rss_mib(gateway.pid)
         # bounded: a few read buffers per connection, never the body
         assert peak - baseline < 64, f"peak RSS grew {peak - baseline:.0f} MiB moving 2 GiB"
-    finally:
-        gateway.terminate()
-        with trio.move_on_after(15):
-            await gateway.wait()
-        if gateway.returncode is None:
-            gateway.kill()
-            await gateway.wait()
