@@ -17,11 +17,11 @@ async def test_sigterm_lets_the_request_in_flight_finish(
     start_upstream: StartUpstream, tmp_path: Path
 ) -> None:
     upstream = await start_upstream("slow")
-    port = free_port()
+    port, admin_port = free_port(), free_port()
     config = tmp_path / "gw.yaml"
     config.write_text(
         f"""
-admin: {{address: "127.0.0.1:{free_port()}"}}
+admin: {{address: "127.0.0.1:{admin_port}"}}
 listeners:
   - {{name: web, address: "127.0.0.1:{port}", routes: [{{match: {{prefix: /}}, cluster: slow}}]}}
 clusters:
@@ -29,7 +29,14 @@ clusters:
 """
     )
     url = f"http://127.0.0.1:{port}"
-    async with gateway_process(config, Address("127.0.0.1", port)) as gateway:
+    async with gateway_process(config, Address("127.0.0.1", admin_port)) as gateway:
+        async with httpx.AsyncClient() as client:
+            with trio.fail_after(15):  # serving once the whole tree has started
+                while True:  # another process: polling is the only way to know
+                    ready = await client.get(f"http://127.0.0.1:{admin_port}/ready")
+                    if ready.status_code == 200:
+                        break
+                    await trio.sleep(0.05)
         result: dict[str, int] = {}
 
         async def slow_request() -> None:
@@ -41,15 +48,16 @@ clusters:
             nursery.start_soon(slow_request)
             await trio.sleep(0.3)  # the request is now in flight
             gateway.send_signal(signal.SIGTERM)
-            await trio.sleep(0.2)
-            # no new connections once draining
-            refused = False
-            try:
-                stream = await trio.open_tcp_stream("127.0.0.1", port)
-                await stream.aclose()
-            except OSError:
-                refused = True
-            assert refused
+            # no new connections once draining (while the slow request is still open)
+            with trio.fail_after(0.4):
+                while True:
+                    try:
+                        stream = await trio.open_tcp_stream("127.0.0.1", port)
+                    except OSError:
+                        break
+                    await stream.aclose()
+                    await trio.sleep(0.02)
+            assert "status" not in result
         assert result["status"] == 200
         with trio.fail_after(5):
             assert await gateway.wait() == 0
