@@ -44,10 +44,10 @@ FLUSH_DELAY = 0.05
 ENTRY_OVERHEAD = 200
 
 # start (perf_counter), method, path, protocol version, status, flags, bytes in, bytes out,
-# duration ms, upstream service ms (< 0: none), upstream host, cluster, request id,
-# authority, traceparent
+# duration ms, upstream service ms (< 0: none), upstream host and cluster (as JSON strings,
+# or null), request id, authority, traceparent (b"" when none; never needs escaping)
 Entry = tuple[
-    float, bytes, bytes, bytes, int, str, int, int, float, float, str, str, bytes, bytes, bytes
+    float, bytes, bytes, bytes, int, str, int, int, float, float, bytes, bytes, bytes, bytes, bytes
 ]
 
 
@@ -64,8 +64,8 @@ def _template(upstream: bool, trace: bool) -> bytes:
     )
 
 
-#: the line, by (has an upstream service time, has a traceparent): no null is formatted
-_LINES = {(u, t): _template(u, t) for u in (False, True) for t in (False, True)}
+#: the line, by 2 * has a traceparent + has an upstream service time
+_LINES = tuple(_template(u, t) for t in (False, True) for u in (False, True))
 #: bytes that need escaping in a JSON string (control, quote, backslash, non-ASCII)
 _UNSAFE = bytes([*range(0x20), 0x22, 0x5C, *range(0x7F, 0x100)])
 
@@ -77,29 +77,27 @@ def _esc(value: bytes) -> bytes:
     return json.dumps(value.decode("utf-8", "backslashreplace"))[1:-1].encode()
 
 
-def _quoted(value: str) -> bytes:
-    return b"null" if not value else json.dumps(value).encode()
-
-
 class AccessLog:
     """One listener's access log: a bounded buffer of entries and the writer's state."""
 
+    # ``pending``, ``pending_bytes``, ``limit`` and ``wakeup`` are public because the data
+    # path inlines ``record`` (HttpConnection._finish); nothing else touches them
     __slots__ = (
-        "_pending",
-        "_pending_bytes",
         "_reconfigured",
-        "_wakeup",
         "config",
         "enabled",
         "limit",
+        "pending",
+        "pending_bytes",
         "stats",
+        "wakeup",
     )
 
     def __init__(self, config: AccessLogConfig, stats: ListenerStats) -> None:
         self.stats = stats
-        self._pending: list[Entry] = []
-        self._pending_bytes = 0
-        self._wakeup = trio.Event()
+        self.pending: list[Entry] = []
+        self.pending_bytes = 0
+        self.wakeup = trio.Event()
         self._reconfigured = False
         self.config = config
         self.enabled = config.enabled
@@ -112,25 +110,25 @@ class AccessLog:
             self.config = config
             self.enabled = config.enabled
             self.limit = config.buffer_kb * 1024
-            self._wakeup.set()
+            self.wakeup.set()
 
     def record(self, entry: Entry, head_size: int) -> None:
         """Hand a finished request over; never blocks (dropped and counted when full)."""
-        size = self._pending_bytes + head_size + ENTRY_OVERHEAD
+        size = self.pending_bytes + head_size + ENTRY_OVERHEAD
         if size > self.limit:
             self.stats.access_log_dropped += 1
             return
-        self._pending_bytes = size
-        pending = self._pending
+        self.pending_bytes = size
+        pending = self.pending
         if not pending:
-            self._wakeup.set()
+            self.wakeup.set()
         pending.append(entry)
 
     def take(self) -> list[Entry]:
         """Every pending entry, oldest first; the buffer is empty afterwards."""
-        batch = self._pending
-        self._pending = []
-        self._pending_bytes = 0
+        batch = self.pending
+        self.pending = []
+        self.pending_bytes = 0
         return batch
 
     async def run_writer(self, *, delay: float = FLUSH_DELAY) -> None:
@@ -138,8 +136,8 @@ class AccessLog:
         sink = _Sink()
         try:
             while True:
-                await self._wakeup.wait()
-                self._wakeup = trio.Event()
+                await self.wakeup.wait()
+                self.wakeup = trio.Event()
                 await trio.sleep(delay)
                 await self._flush(sink)
         finally:
@@ -209,7 +207,6 @@ def format_entries(batch: list[Entry]) -> bytes:
     esc = _esc
     second = -1
     stamp = b""
-    quoted: dict[str, bytes] = {"": b"null"}
     flag_bytes: dict[str, bytes] = {"": b"-"}
     out = []
     for (
@@ -235,16 +232,15 @@ def format_entries(batch: list[Entry]) -> bytes:
             second = s
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)).encode()
         # one look at the client's bytes: escaping is rarely needed
-        raw = path + request_id + authority + traceparent
+        raw = path + request_id + authority
         if len(raw.translate(None, unsafe)) != len(raw):
-            path, request_id, authority, traceparent = (
-                esc(path),
-                esc(request_id),
-                esc(authority),
-                esc(traceparent),
-            )
+            path, request_id, authority = esc(path), esc(request_id), esc(authority)
+        has_upstream = upstream_ms >= 0
+        flag = flag_bytes.get(flags)
+        if flag is None:
+            flag = flag_bytes[flags] = flags.encode()
         out.append(
-            lines[upstream_ms >= 0, bool(traceparent)]
+            lines[has_upstream + 2 * (traceparent != b"")]
             % (
                 stamp,
                 int((wall - s) * 1000),
@@ -252,13 +248,13 @@ def format_entries(batch: list[Entry]) -> bytes:
                 path,
                 version,
                 status,
-                flag_bytes.get(flags) or flag_bytes.setdefault(flags, flags.encode()),
+                flag,
                 bytes_in,
                 bytes_out,
                 duration,
-                upstream_ms if upstream_ms >= 0 else b"",
-                quoted.get(host) or quoted.setdefault(host, _quoted(host)),
-                quoted.get(cluster) or quoted.setdefault(cluster, _quoted(cluster)),
+                upstream_ms if has_upstream else b"",
+                host,
+                cluster,
                 request_id,
                 authority,
                 traceparent,

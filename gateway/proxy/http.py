@@ -36,7 +36,7 @@ from time import perf_counter
 import attrs
 import trio
 
-from ..accesslog import AccessLog
+from ..accesslog import ENTRY_OVERHEAD, AccessLog
 from ..cluster import EndpointRuntime
 from ..config import Listener
 from ..dataplane import DataPlaneRef
@@ -112,6 +112,8 @@ class ListenerContext:
     #: where this listener's (and its clusters') stats live
     registry: StatsRegistry = attrs.field(factory=StatsRegistry)
     stats: ListenerStats = attrs.field(init=False)
+    #: ``registry.clusters`` (one dict for the registry's life), one lookup closer
+    cluster_stats: dict[str, ClusterStats] = attrs.field(init=False)
     access_log: AccessLog = attrs.field(init=False)
     #: ``config.tracing``, flattened for the data path
     start_traceparent: bool = attrs.field(init=False)
@@ -119,6 +121,7 @@ class ListenerContext:
 
     def __attrs_post_init__(self) -> None:
         self.stats = self.registry.listener(self.config.name)
+        self.cluster_stats = self.registry.clusters
         self.access_log = AccessLog(self.config.access_log, self.stats)
         self.start_traceparent = self.config.tracing.start_traceparent
         self.traceparent_sampled = self.config.tracing.sampled
@@ -172,9 +175,6 @@ class HttpConnection:
 
     __slots__ = (
         "_keep_after_local",
-        "attempt_cluster",
-        "attempt_endpoint",
-        "attempt_start",
         "client_ip",
         "ctx",
         "deadline",
@@ -217,16 +217,14 @@ class HttpConnection:
         self.rq_start = 0.0
         self.rq_status = 0
         self.rq_flags = ""
-        self.rq_cluster = ""
-        self.rq_host = ""
+        #: the upstream cluster and host as JSON strings (``null`` when none), for the log
+        self.rq_cluster = b"null"
+        self.rq_host = b"null"
         self.rq_upstream_ms = -1.0
         self.rq_bytes_in = 0
         self.rq_bytes_out = 0
+        #: the traceparent sent upstream; b"" when none (or an invalid one passed on)
         self.rq_traceparent = b""
-        #: the attempt in progress (its cluster is None when there is none)
-        self.attempt_cluster: ClusterStats | None = None
-        self.attempt_endpoint: EndpointStats | None = None
-        self.attempt_start = 0.0
 
     async def serve(self) -> None:
         """Serve requests until the client closes, errs, times out or the listener drains."""
@@ -245,6 +243,12 @@ class HttpConnection:
         except DownstreamClosed:
             if self.rq_head is not None:
                 self.rq_flags = _add_flag(self.rq_flags, "DC")
+                if not self.head_sent:
+                    self.rq_status = 0
+        except BaseException:  # cancelled: a drain's grace ran out, or the gateway stops
+            if self.rq_head is not None and not self.head_sent:
+                self.rq_status = 0
+            raise
         finally:
             self._finish()
             self.ctx.idle.discard(self)
@@ -269,8 +273,6 @@ class HttpConnection:
             self._finish()
             return False
         if self.phase == _EXCHANGE and self.rq_head is not None:
-            if self.attempt_cluster is not None:
-                self._attempt_timed_out()
             self.rq_flags = _add_flag(self.rq_flags, "UT")
             keep = False
             if not self.head_sent:
@@ -336,14 +338,18 @@ class HttpConnection:
     # -- one request --------------------------------------------------------------------
 
     def _begin(self, head: RequestReceived) -> None:
-        """A request starts: count it, and clear the figures of the previous one."""
+        """A request starts: count it, and clear the figures of the previous one.
+
+        For a request without a valid head (400, 408); ``_handle``, the hot path, inlines
+        the part of it a routed request needs: keep the two in step.
+        """
         self.ctx.stats.downstream_rq_total += 1
         self.rq_head = head
         self.rq_start = perf_counter()
         self.rq_status = 0
         self.rq_flags = ""
-        self.rq_cluster = ""
-        self.rq_host = ""
+        self.rq_cluster = b"null"
+        self.rq_host = b"null"
         self.rq_upstream_ms = -1.0
         self.rq_bytes_in = 0
         self.rq_bytes_out = 0
@@ -357,7 +363,6 @@ class HttpConnection:
         if head is None:
             return
         self.rq_head = None
-        self.attempt_cluster = None  # an attempt cut short (client gone) is not charged
         ctx = self.ctx
         stats = ctx.stats
         status = self.rq_status
@@ -368,9 +373,18 @@ class HttpConnection:
         hist = stats.downstream_rq_time  # Histogram.record, inlined
         hist.counts[bisect_left(BOUNDS_MS, ms)] += 1
         hist.sum += ms
-        access_log = ctx.access_log
-        if access_log.enabled:
-            access_log.record(
+        log_ = ctx.access_log
+        if log_.enabled:
+            # AccessLog.record, inlined: charge the entry, drop it if the buffer is full
+            size = log_.pending_bytes + head.head_size + ENTRY_OVERHEAD
+            if size > log_.limit:
+                stats.access_log_dropped += 1
+                return
+            log_.pending_bytes = size
+            pending = log_.pending
+            if not pending:
+                log_.wakeup.set()
+            pending.append(
                 (
                     start,
                     head.method,
@@ -378,7 +392,7 @@ class HttpConnection:
                     head.version,
                     status,
                     self.rq_flags,
-                    self.rq_bytes_in,
+                    self.rq_bytes_in if head.framing else 0,  # NO_BODY is 0
                     self.rq_bytes_out,
                     ms,
                     self.rq_upstream_ms,
@@ -387,14 +401,23 @@ class HttpConnection:
                     self.request_id,
                     head.host,
                     self.rq_traceparent,
-                ),
-                head.head_size,
+                )
             )
 
     async def _handle(self, head: RequestReceived) -> bool:
         """Proxy one request; True if the connection may serve another."""
-        self._begin(head)
         ctx = self.ctx
+        # _begin(head), inlined; what it leaves out is set on every path before _finish
+        # reads it: rq_cluster, rq_host, rq_traceparent and request_id below, rq_status
+        # with the response (or 0 in serve() when none was sent), rq_bytes_in by the body
+        # pump (and read only for requests with a body)
+        ctx.stats.downstream_rq_total += 1
+        self.rq_head = head
+        self.rq_start = perf_counter()
+        self.rq_flags = ""
+        self.rq_upstream_ms = -1.0
+        self.rq_bytes_out = 0
+        self.head_sent = False
         dp = ctx.dataplane.current
         entry = dp.routes[ctx.name].match(head.host, head.target)
         keep_alive = head.keep_alive and not ctx.draining
@@ -403,6 +426,8 @@ class HttpConnection:
         self._keep_after_local = keep_alive and head.framing == NO_BODY
         if entry is None:
             self.rq_flags = "NR"
+            self.rq_cluster = self.rq_host = b"null"
+            self.rq_traceparent = b""
             self.request_id = _given_request_id(head) or _request_id(ctx.rng)
             keep = await self._local(404, f"no route for {head.target.decode('latin-1')}")
             self._finish()
@@ -410,11 +435,13 @@ class HttpConnection:
         name = entry.pick_cluster(ctx.rng)
         handle = dp.clusters.get(name)
         if handle is None:  # pragma: no cover - validation forbids routes to unknown clusters
+            self.rq_cluster = self.rq_host = b"null"
+            self.rq_traceparent = self.request_id = b""
             keep = await self._local(503, "cluster not found")
             self._finish()
             return keep
-        cs = ctx.registry.clusters.get(name) or ctx.registry.cluster(name)
-        self.rq_cluster = name
+        cs = ctx.cluster_stats.get(name) or ctx.registry.cluster(name)
+        self.rq_cluster = cs.quoted
         up_head = self._upstream_head(head)
         route = entry.route
         attempts = 1 + route.retry.attempts if head.framing == NO_BODY else 1
@@ -432,12 +459,16 @@ class HttpConnection:
             endpoint = handle.snapshot.pick(ctx.now, affinity)
             if endpoint is None:
                 cs.upstream_cx_none_healthy += 1
+                if not attempt:
+                    self.rq_host = b"null"
                 error = NoHealthyUpstream(f"no healthy endpoint in cluster {handle.name!r}")
                 break
             if attempt:
                 cs.upstream_rq_retry += 1
+            # the first attempt starts with the request (routing takes microseconds)
+            start = perf_counter() if attempt else self.rq_start
             try:
-                keep = await self._exchange(head, up_head, endpoint, keep_alive, cs)
+                keep = await self._exchange(head, up_head, endpoint, keep_alive, cs, start)
             except UpstreamError as e:
                 error = e
                 if self.head_sent or not _retriable(entry, e, attempt, attempts):
@@ -504,28 +535,39 @@ class HttpConnection:
             request_id = _request_id(ctx.rng)
             parts += (b"x-request-id: ", request_id, b"\r\n")
         self.request_id = request_id
-        traceparent = b""
-        keep_trace = False
-        if trace is not None:
-            parents = [v for n, v in trace if n.lower() == b"traceparent"]
-            single = parents[0] if len(parents) == 1 else b""
-            keep_trace = not ctx.start_traceparent or valid_traceparent(single)
-            if keep_trace:  # passed on untouched
-                for name, value in trace:
-                    parts += (name, b": ", value, b"\r\n")
-                traceparent = single
-        if not keep_trace and ctx.start_traceparent:
-            # none, or an invalid one: a new trace, and its tracestate (if any) dropped
-            # a trace started with our own request id takes it as its trace id
-            trace_id = request_id.replace(b"-", b"") if own_id else None
-            traceparent = new_traceparent(ctx.rng, ctx.traceparent_sampled, trace_id)
-            parts += (b"traceparent: ", traceparent, b"\r\n")
-        self.rq_traceparent = traceparent
+        if trace is None and not ctx.start_traceparent:
+            self.rq_traceparent = b""  # the common case: nothing to pass on or start
+        else:
+            self.rq_traceparent = self._trace_context(parts, trace, request_id, own_id)
         parts.append(b"via: 1.1 triogate\r\n")
         if head.framing == CHUNKED:
             parts.append(CHUNKED_LINE)
         parts.append(b"\r\n")
         return b"".join(parts)
+
+    def _trace_context(
+        self,
+        parts: list[bytes],
+        trace: list[tuple[bytes, bytes]] | None,
+        request_id: bytes,
+        own_id: bool,
+    ) -> bytes:
+        """Append the trace context headers; returns the ``traceparent`` to log (or b"")."""
+        ctx = self.ctx
+        if trace is not None:
+            parents = [v for n, v in trace if n.lower() == b"traceparent"]
+            valid = len(parents) == 1 and valid_traceparent(parents[0])
+            if valid or not ctx.start_traceparent:  # passed on untouched
+                for name, value in trace:
+                    parts += (name, b": ", value, b"\r\n")
+                # logged only when valid: the log's writer never escapes it
+                return parents[0] if valid else b""
+        # none, or an invalid one: a new trace, and its tracestate (if any) dropped; a
+        # trace started with our own request id takes it as its trace id
+        trace_id = request_id.replace(b"-", b"") if own_id else None
+        traceparent = new_traceparent(ctx.rng, ctx.traceparent_sampled, trace_id)
+        parts += (b"traceparent: ", traceparent, b"\r\n")
+        return traceparent
 
     # -- one attempt --------------------------------------------------------------------
 
@@ -536,20 +578,29 @@ class HttpConnection:
         endpoint: EndpointRuntime,
         keep_alive: bool,
         cs: ClusterStats,
+        start: float,
     ) -> bool:
-        """One try against one endpoint; returns whether the client connection stays open."""
+        """One try against one endpoint; returns whether the client connection stays open.
+
+        The attempt is charged to ``cs`` and the endpoint here, exactly once: when its
+        response is complete (status class, ``upstream_rq_time`` from ``start``), on an
+        ``UpstreamError`` (the status of the local reply it maps to), or when the route
+        timeout (this connection's scope) cancels it (504). An attempt cut short by the
+        client going away is counted in ``upstream_rq_total`` only.
+        """
         pool = endpoint.pool
         key = endpoint.key
         es = cs.endpoints.get(key) or cs.endpoint(key)
         cs.upstream_rq_total += 1
-        self.attempt_cluster = cs
-        self.attempt_endpoint = es
-        self.attempt_start = perf_counter()
-        self.rq_host = key
+        self.rq_host = es.quoted
         try:
             conn, reused = await pool.acquire()
         except UpstreamConnectError as e:
-            self._attempt_failed(e)
+            _charge_failure(cs, es, e)
+            raise
+        except BaseException:
+            if self.scope.cancel_called:
+                _charge_timeout(cs, es)
             raise
         if not reused:
             cs.upstream_cx_total += 1
@@ -560,7 +611,7 @@ class HttpConnection:
             if head.framing == NO_BODY:
                 try:
                     await conn.send(up_head)
-                    reusable, keep_alive = await self._relay_response(conn, head, keep_alive)
+                    reusable, keep_alive = await self._relay_response(conn, head, keep_alive, start)
                 except UpstreamClosedEarly:
                     if not reused or head.method not in IDEMPOTENT:
                         raise
@@ -573,76 +624,75 @@ class HttpConnection:
                         cs.upstream_cx_total += 1
                         es.cx_total += 1
                     await conn.send(up_head)
-                    reusable, keep_alive = await self._relay_response(conn, head, keep_alive)
-                return keep_alive
-            # the body goes up while the response comes down (an upstream may answer early)
-            body = _BodyPump(self, conn, head.framing)
-            relay_error: Exception | None = None
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(body.run, up_head, nursery.cancel_scope)
-                try:
-                    reusable, keep_alive = await self._relay_response(conn, head, keep_alive)
-                except Exception as e:  # kept out of the nursery: callers see it unwrapped
-                    relay_error = e
-                    nursery.cancel_scope.cancel()
-                else:
-                    if not body.done:
-                        # the upstream answered before taking the whole body (413, 401...):
-                        # neither connection is in a known state for another request
-                        nursery.cancel_scope.cancel()
-                        reusable = keep_alive = False
-            if body.failed is not None:
-                reusable = False
-                if self.head_sent:
-                    raise DownstreamClosed from body.failed
-                raise body.failed
-            if relay_error is not None:
-                raise relay_error
+                    reusable, keep_alive = await self._relay_response(conn, head, keep_alive, start)
+            else:
+                keep_alive, reusable = await self._exchange_with_body(
+                    head, up_head, conn, keep_alive, start
+                )
+            # the response is complete: charge the attempt
+            status = self.rq_status
+            cs.upstream_rq_xx[status // 100] += 1
+            ms = (perf_counter() - start) * 1000.0
+            hist = cs.upstream_rq_time  # Histogram.record, inlined
+            hist.counts[bisect_left(BOUNDS_MS, ms)] += 1
+            hist.sum += ms
+            es.rq_total += 1
+            if status >= 500:
+                es.rq_error += 1
             return keep_alive
         except UpstreamError as e:
-            self._attempt_failed(e)
+            _charge_failure(cs, es, e)
+            raise
+        except BaseException:
+            if self.scope.cancel_called:  # the route timeout, not the client or a drain
+                _charge_timeout(cs, es)
             raise
         finally:
             endpoint.active -= 1
             pool.release(conn, reusable)
 
-    def _attempt_failed(self, error: UpstreamError) -> None:
-        """Charge the attempt in progress with ``error``'s local reply status."""
-        cs, es = self.attempt_cluster, self.attempt_endpoint
-        if cs is None or es is None:
-            return
-        self.attempt_cluster = None
-        cs.upstream_rq_xx[error.status_hint // 100] += 1
-        if isinstance(error, PoolExhausted):
-            cs.upstream_cx_overflow += 1  # the gateway's limit, not the endpoint's failure
-            return
-        es.rq_total += 1
-        es.rq_error += 1
-        if isinstance(error, UpstreamConnectError):
-            cs.upstream_cx_total += 1
-            cs.upstream_cx_connect_fail += 1
-            es.cx_total += 1
-            es.cx_connect_fail += 1
-            if isinstance(error, UpstreamConnectTimeout):
-                cs.upstream_cx_connect_timeout += 1
+    async def _exchange_with_body(
+        self,
+        head: RequestReceived,
+        up_head: bytes,
+        conn: UpstreamConnection,
+        keep_alive: bool,
+        start: float,
+    ) -> tuple[bool, bool]:
+        """The body goes up while the response comes down (an upstream may answer early).
 
-    def _attempt_timed_out(self) -> None:
-        """The route timeout fired during the attempt in progress: charge it a 504."""
-        cs, es = self.attempt_cluster, self.attempt_endpoint
-        self.attempt_cluster = None
-        if cs is None or es is None:  # pragma: no cover - the caller checked
-            return
-        cs.upstream_rq_timeout += 1
-        cs.upstream_rq_xx[5] += 1
-        es.rq_total += 1
-        es.rq_error += 1
-        es.rq_timeout += 1
+        Returns (client keep-alive, upstream reusable).
+        """
+        body = _BodyPump(self, conn, head.framing)
+        relay_error: Exception | None = None
+        reusable = False
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(body.run, up_head, nursery.cancel_scope)
+            try:
+                reusable, keep_alive = await self._relay_response(conn, head, keep_alive, start)
+            except Exception as e:  # kept out of the nursery: callers see it unwrapped
+                relay_error = e
+                nursery.cancel_scope.cancel()
+            else:
+                if not body.done:
+                    # the upstream answered before taking the whole body (413, 401...):
+                    # neither connection is in a known state for another request
+                    nursery.cancel_scope.cancel()
+                    reusable = keep_alive = False
+        if body.failed is not None:
+            if self.head_sent:
+                raise DownstreamClosed from body.failed
+            raise body.failed
+        if relay_error is not None:
+            raise relay_error
+        return keep_alive, reusable
 
     async def _relay_response(
         self,
         conn: UpstreamConnection,
         head: RequestReceived,
         keep_alive: bool,
+        start: float,
     ) -> tuple[bool, bool]:
         """Stream the upstream's response down; returns (upstream reusable, client keep-alive)."""
         parser = conn.parser
@@ -664,7 +714,8 @@ class HttpConnection:
                 )
         status = resp.status
         self.rq_status = status
-        self.rq_upstream_ms = (perf_counter() - self.attempt_start) * 1000.0
+        if self.ctx.access_log.enabled:  # only the log shows it
+            self.rq_upstream_ms = (perf_counter() - start) * 1000.0
         rechunk = False
         if resp.framing == LENGTH or resp.framing == NO_BODY:
             extra = b""
@@ -704,18 +755,6 @@ class HttpConnection:
                 parser.feed(data)
             else:
                 parser.feed_eof()
-        # the attempt is over: charge its cluster and endpoint
-        cs, es = self.attempt_cluster, self.attempt_endpoint
-        if cs is not None and es is not None:
-            self.attempt_cluster = None
-            cs.upstream_rq_xx[status // 100] += 1
-            ms = (perf_counter() - self.attempt_start) * 1000.0
-            hist = cs.upstream_rq_time  # Histogram.record, inlined
-            hist.counts[bisect_left(BOUNDS_MS, ms)] += 1
-            hist.sum += ms
-            es.rq_total += 1
-            if status >= 500:
-                es.rq_error += 1
         # llhttp's keep_alive already accounts for "Connection: close" and HTTP/1.0
         reusable = resp.keep_alive and not parser.broken
         return reusable, keep_alive
@@ -744,6 +783,32 @@ _SPECIAL: dict[bytes, int] = {
     b"traceparent": _TRACE,
     b"tracestate": _TRACE,
 }
+
+
+def _charge_failure(cs: ClusterStats, es: EndpointStats, error: UpstreamError) -> None:
+    """An attempt failed with ``error``: the status class of its local reply, and why."""
+    cs.upstream_rq_xx[error.status_hint // 100] += 1
+    if isinstance(error, PoolExhausted):
+        cs.upstream_cx_overflow += 1  # the gateway's limit, not the endpoint's failure
+        return
+    es.rq_total += 1
+    es.rq_error += 1
+    if isinstance(error, UpstreamConnectError):
+        cs.upstream_cx_total += 1
+        cs.upstream_cx_connect_fail += 1
+        es.cx_total += 1
+        es.cx_connect_fail += 1
+        if isinstance(error, UpstreamConnectTimeout):
+            cs.upstream_cx_connect_timeout += 1
+
+
+def _charge_timeout(cs: ClusterStats, es: EndpointStats) -> None:
+    """The route timeout cancelled an attempt: a 504, as Envoy charges it."""
+    cs.upstream_rq_timeout += 1
+    cs.upstream_rq_xx[5] += 1
+    es.rq_total += 1
+    es.rq_error += 1
+    es.rq_timeout += 1
 
 
 def _add_flag(flags: str, flag: str) -> str:
@@ -800,6 +865,7 @@ class _BodyPump:
     __slots__ = ("conn", "done", "failed", "framing", "http")
 
     def __init__(self, http: HttpConnection, conn: UpstreamConnection, framing: int) -> None:
+        http.rq_bytes_in = 0
         self.http = http
         self.conn = conn
         self.framing = framing

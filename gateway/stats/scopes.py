@@ -19,6 +19,7 @@ per-cluster time series the dashboard draws.
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from typing import Any, Final
 
@@ -73,6 +74,11 @@ class Scope:
     name: str
     #: one frame per registry tick, the oldest at most one window old
     frames: deque[Frame] = attrs.field(factory=deque, init=False)
+    #: the name as a JSON string, ready for access log lines
+    quoted: bytes = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.quoted = json.dumps(self.name).encode()
 
     def counters(self) -> dict[str, int]:
         """Every counter by name, status classes spelled out."""

@@ -90,6 +90,7 @@ async def test_one_line_per_request_field_by_field(
             {"match": {"path": "/only-this"}, "cluster": "live"},
         ],
         access_log={"enabled": True, "path": str(log_path)},
+        tracing={"start_traceparent": True},
     )
     data["listeners"][0]["virtual_hosts"] = [
         {"name": "main", "domains": ["*"], "routes": data["listeners"][0].pop("routes")},
@@ -168,6 +169,7 @@ async def test_request_id_in_the_log_is_the_one_sent_upstream(
     data = simple_config(
         {"c": [await start_upstream("u")]},
         access_log={"enabled": True, "path": str(log_path)},
+        tracing={"start_traceparent": True},
     )
     gw = await start_gateway(data)
     async with httpx.AsyncClient() as client:
@@ -273,8 +275,8 @@ def entry(i: int, path: bytes = b"/p") -> Entry:
         13,
         0.25,
         0.125,
-        "127.0.0.1:1",
-        "c",
+        b'"127.0.0.1:1"',
+        b'"c"',
         b"id-%d" % i,
         b"h",
         b"",
@@ -365,8 +367,8 @@ def test_every_line_is_json_whatever_the_bytes(
         2,
         3.0,
         upstream_ms,
-        "",
-        "c",
+        b"null",
+        b'"c"',
         request_id,
         authority,
         b"",

@@ -422,7 +422,8 @@ VALID = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 async def test_traceparent_started_passed_on_or_replaced(
     start_upstream: StartUpstream, start_gateway: StartGateway
 ) -> None:
-    gw = await start_gateway(simple_config({"c": [await start_upstream("u")]}))
+    data = simple_config({"c": [await start_upstream("u")]}, tracing={"start_traceparent": True})
+    gw = await start_gateway(data)
     async with httpx.AsyncClient() as client:
 
         async def seen(headers: dict[str, str]) -> dict[str, str]:
@@ -446,11 +447,10 @@ async def test_traceparent_started_passed_on_or_replaced(
     assert a != b and a.endswith("-01")
 
 
-async def test_traceparent_not_started_when_switched_off(
+async def test_traceparent_not_started_by_default_and_passed_on_untouched(
     start_upstream: StartUpstream, start_gateway: StartGateway
 ) -> None:
-    data = simple_config({"c": [await start_upstream("u")]}, tracing={"start_traceparent": False})
-    gw = await start_gateway(data)
+    gw = await start_gateway(simple_config({"c": [await start_upstream("u")]}))
     async with httpx.AsyncClient() as client:
         none = (await client.get(url(gw, "/"))).json()["headers"]
         invalid = (
