@@ -36,7 +36,7 @@ from time import perf_counter
 import attrs
 import trio
 
-from ..accesslog import ENTRY_OVERHEAD, AccessLog
+from ..accesslog import AccessLog
 from ..cluster import EndpointRuntime
 from ..config import Listener
 from ..dataplane import DataPlaneRef
@@ -373,35 +373,24 @@ class HttpConnection:
         hist = stats.downstream_rq_time  # Histogram.record, inlined
         hist.counts[bisect_left(BOUNDS_MS, ms)] += 1
         hist.sum += ms
-        log_ = ctx.access_log
-        if log_.enabled:
-            # AccessLog.record, inlined: charge the entry, drop it if the buffer is full
-            size = log_.pending_bytes + head.head_size + ENTRY_OVERHEAD
-            if size > log_.limit:
-                stats.access_log_dropped += 1
-                return
-            log_.pending_bytes = size
-            pending = log_.pending
-            if not pending:
-                log_.wakeup.set()
-            pending.append(
-                (
-                    start,
-                    head.method,
-                    head.target,
-                    head.version,
-                    status,
-                    self.rq_flags,
-                    self.rq_bytes_in if head.framing else 0,  # NO_BODY is 0
-                    self.rq_bytes_out,
-                    ms,
-                    self.rq_upstream_ms,
-                    self.rq_host,
-                    self.rq_cluster,
-                    self.request_id,
-                    head.host,
-                    self.rq_traceparent,
-                )
+        access_log = ctx.access_log
+        if access_log.enabled:
+            access_log.record(
+                start,
+                head.method,
+                head.target,
+                head.version,
+                status,
+                self.rq_flags,
+                self.rq_bytes_in if head.framing else 0,  # NO_BODY is 0
+                self.rq_bytes_out,
+                ms,
+                self.rq_upstream_ms,
+                self.rq_host,
+                self.rq_cluster,
+                self.request_id,
+                head.host,
+                self.rq_traceparent,
             )
 
     async def _handle(self, head: RequestReceived) -> bool:
@@ -611,7 +600,7 @@ class HttpConnection:
             if head.framing == NO_BODY:
                 try:
                     await conn.send(up_head)
-                    reusable, keep_alive = await self._relay_response(conn, head, keep_alive, start)
+                    reusable, keep_alive = await self._relay_response(conn, head, keep_alive)
                 except UpstreamClosedEarly:
                     if not reused or head.method not in IDEMPOTENT:
                         raise
@@ -624,10 +613,10 @@ class HttpConnection:
                         cs.upstream_cx_total += 1
                         es.cx_total += 1
                     await conn.send(up_head)
-                    reusable, keep_alive = await self._relay_response(conn, head, keep_alive, start)
+                    reusable, keep_alive = await self._relay_response(conn, head, keep_alive)
             else:
                 keep_alive, reusable = await self._exchange_with_body(
-                    head, up_head, conn, keep_alive, start
+                    head, up_head, conn, keep_alive
                 )
             # the response is complete: charge the attempt
             status = self.rq_status
@@ -639,6 +628,7 @@ class HttpConnection:
             es.rq_total += 1
             if status >= 500:
                 es.rq_error += 1
+            self.rq_upstream_ms = ms
             return keep_alive
         except UpstreamError as e:
             _charge_failure(cs, es, e)
@@ -657,7 +647,6 @@ class HttpConnection:
         up_head: bytes,
         conn: UpstreamConnection,
         keep_alive: bool,
-        start: float,
     ) -> tuple[bool, bool]:
         """The body goes up while the response comes down (an upstream may answer early).
 
@@ -669,7 +658,7 @@ class HttpConnection:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(body.run, up_head, nursery.cancel_scope)
             try:
-                reusable, keep_alive = await self._relay_response(conn, head, keep_alive, start)
+                reusable, keep_alive = await self._relay_response(conn, head, keep_alive)
             except Exception as e:  # kept out of the nursery: callers see it unwrapped
                 relay_error = e
                 nursery.cancel_scope.cancel()
@@ -692,7 +681,6 @@ class HttpConnection:
         conn: UpstreamConnection,
         head: RequestReceived,
         keep_alive: bool,
-        start: float,
     ) -> tuple[bool, bool]:
         """Stream the upstream's response down; returns (upstream reusable, client keep-alive)."""
         parser = conn.parser
@@ -714,8 +702,6 @@ class HttpConnection:
                 )
         status = resp.status
         self.rq_status = status
-        if self.ctx.access_log.enabled:  # only the log shows it
-            self.rq_upstream_ms = (perf_counter() - start) * 1000.0
         rechunk = False
         if resp.framing == LENGTH or resp.framing == NO_BODY:
             extra = b""
