@@ -185,6 +185,7 @@ class HttpConnection:
         "rq_bytes_in",
         "rq_bytes_out",
         "rq_cluster",
+        "rq_cs",
         "rq_flags",
         "rq_head",
         "rq_host",
@@ -225,6 +226,8 @@ class HttpConnection:
         self.rq_bytes_out = 0
         #: the traceparent sent upstream; b"" when none (or an invalid one passed on)
         self.rq_traceparent = b""
+        #: the cluster whose first attempt answered: _finish charges it the request's time
+        self.rq_cs: ClusterStats | None = None
 
     async def serve(self) -> None:
         """Serve requests until the client closes, errs, times out or the listener drains."""
@@ -343,7 +346,6 @@ class HttpConnection:
         For a request without a valid head (400, 408); ``_handle``, the hot path, inlines
         the part of it a routed request needs: keep the two in step.
         """
-        self.ctx.stats.downstream_rq_total += 1
         self.rq_head = head
         self.rq_start = perf_counter()
         self.rq_status = 0
@@ -366,13 +368,24 @@ class HttpConnection:
         ctx = self.ctx
         stats = ctx.stats
         status = self.rq_status
-        # status 0 (no response) lands in slot 0, which is not exported
-        stats.downstream_rq_xx[status // 100] += 1
+        slot = status // 100  # status 0 (no response) lands in slot 0: not a class
+        stats.downstream_rq_xx[slot] += 1
         start = self.rq_start
         ms = (perf_counter() - start) * 1000.0
+        bucket = bisect_left(BOUNDS_MS, ms)
         hist = stats.downstream_rq_time  # Histogram.record, inlined
-        hist.counts[bisect_left(BOUNDS_MS, ms)] += 1
+        hist.counts[bucket] += 1
         hist.sum += ms
+        cs = self.rq_cs
+        if cs is not None:
+            # the first attempt answered: it started with the request and ended with it
+            # (nothing awaits in between), so its figures are the request's
+            self.rq_cs = None
+            cs.upstream_rq_xx[slot] += 1
+            hist = cs.upstream_rq_time
+            hist.counts[bucket] += 1
+            hist.sum += ms
+            self.rq_upstream_ms = ms
         access_log = ctx.access_log
         if access_log.enabled:
             access_log.record(
@@ -400,7 +413,6 @@ class HttpConnection:
         # reads it: rq_cluster, rq_host, rq_traceparent and request_id below, rq_status
         # with the response (or 0 in serve() when none was sent), rq_bytes_in by the body
         # pump (and read only for requests with a body)
-        ctx.stats.downstream_rq_total += 1
         self.rq_head = head
         self.rq_start = perf_counter()
         self.rq_flags = ""
@@ -575,12 +587,11 @@ class HttpConnection:
         response is complete (status class, ``upstream_rq_time`` from ``start``), on an
         ``UpstreamError`` (the status of the local reply it maps to), or when the route
         timeout (this connection's scope) cancels it (504). An attempt cut short by the
-        client going away is counted in ``upstream_rq_total`` only.
+        client going away is counted in slot 0 of ``upstream_rq_xx`` (no response).
         """
         pool = endpoint.pool
         key = endpoint.key
         es = cs.endpoints.get(key) or cs.endpoint(key)
-        cs.upstream_rq_total += 1
         self.rq_host = es.quoted
         try:
             conn, reused = await pool.acquire()
@@ -588,8 +599,7 @@ class HttpConnection:
             _charge_failure(cs, es, e)
             raise
         except BaseException:
-            if self.scope.cancel_called:
-                _charge_timeout(cs, es)
+            _charge_abort(cs, es, self.scope.cancel_called)
             raise
         if not reused:
             cs.upstream_cx_total += 1
@@ -620,22 +630,22 @@ class HttpConnection:
                 )
             # the response is complete: charge the attempt
             status = self.rq_status
-            cs.upstream_rq_xx[status // 100] += 1
-            ms = (perf_counter() - start) * 1000.0
-            hist = cs.upstream_rq_time  # Histogram.record, inlined
-            hist.counts[bisect_left(BOUNDS_MS, ms)] += 1
-            hist.sum += ms
             es.rq_total += 1
             if status >= 500:
                 es.rq_error += 1
-            self.rq_upstream_ms = ms
+            if start == self.rq_start:
+                self.rq_cs = cs  # the first attempt: _finish charges it, with one clock read
+            else:
+                cs.upstream_rq_xx[status // 100] += 1
+                ms = (perf_counter() - start) * 1000.0
+                cs.upstream_rq_time.record(ms)
+                self.rq_upstream_ms = ms
             return keep_alive
         except UpstreamError as e:
             _charge_failure(cs, es, e)
             raise
         except BaseException:
-            if self.scope.cancel_called:  # the route timeout, not the client or a drain
-                _charge_timeout(cs, es)
+            _charge_abort(cs, es, self.scope.cancel_called)
             raise
         finally:
             endpoint.active -= 1
@@ -788,8 +798,12 @@ def _charge_failure(cs: ClusterStats, es: EndpointStats, error: UpstreamError) -
             cs.upstream_cx_connect_timeout += 1
 
 
-def _charge_timeout(cs: ClusterStats, es: EndpointStats) -> None:
-    """The route timeout cancelled an attempt: a 504, as Envoy charges it."""
+def _charge_abort(cs: ClusterStats, es: EndpointStats, timed_out: bool) -> None:
+    """An attempt was cut short: by the route timeout (a 504, as Envoy charges it), or by
+    the client going away or a drain (slot 0: no response, not the endpoint's fault)."""
+    if not timed_out:
+        cs.upstream_rq_xx[0] += 1
+        return
     cs.upstream_rq_timeout += 1
     cs.upstream_rq_xx[5] += 1
     es.rq_total += 1

@@ -122,7 +122,7 @@ def prometheus_text(registry: StatsRegistry) -> str:
         kind = "endpoint" if "endpoint" in labels else next(iter(labels))
         cls = type(scope)
         lab = _labels(labels)
-        for stat in stat_names(cls, COUNTER):
+        for stat in (*scope.DERIVED_COUNTERS, *stat_names(cls, COUNTER)):
             family = _metric(kind, stat if stat.endswith("_total") else stat + "_total")
             add(family, "counter", f"{family}{lab} {getattr(scope, stat)}")
         for stat in stat_names(cls, STATUS_CLASSES):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import attrs
 
@@ -80,9 +80,14 @@ class Scope:
     def __attrs_post_init__(self) -> None:
         self.quoted = json.dumps(self.name).encode()
 
+    #: counters computed from others (properties), exported like counters
+    DERIVED_COUNTERS: ClassVar[tuple[str, ...]] = ()
+
     def counters(self) -> dict[str, int]:
         """Every counter by name, status classes spelled out."""
         out: dict[str, int] = {}
+        for f in self.DERIVED_COUNTERS:
+            out[f] = getattr(self, f)
         for f in _fields(type(self), COUNTER):
             out[f] = getattr(self, f)
         for f in _fields(type(self), STATUS_CLASSES):
@@ -155,11 +160,18 @@ def stat_names(cls: type, kind: str) -> tuple[str, ...]:
 
 @attrs.define(slots=True, eq=False)
 class ListenerStats(Scope):
-    """``listener.<name>.*``: what clients did and got on one listener."""
+    """``listener.<name>.*``: what clients did and got on one listener.
+
+    A request is counted when it ends, in one slot of ``downstream_rq_xx``: its status
+    class, or slot 0 when no response was sent (the client left). So
+    ``downstream_rq_total`` is derived, the sum of the slots, and the data path makes
+    one increment per request instead of two.
+    """
+
+    DERIVED_COUNTERS = ("downstream_rq_total",)
 
     downstream_cx_total: int = counter()
     downstream_cx_active: int = gauge()
-    downstream_rq_total: int = counter()
     downstream_rq_xx: list[int] = attrs.field(factory=_ten_zeros, metadata=_STATUS_CLASSES)
     #: malformed requests answered 400/431
     downstream_cx_protocol_error: int = counter()
@@ -171,8 +183,12 @@ class ListenerStats(Scope):
     access_log_written: int = counter()
     access_log_dropped: int = counter()
 
+    @property
+    def downstream_rq_total(self) -> int:
+        return sum(self.downstream_rq_xx)
+
     def frame_values(self) -> tuple[int, ...]:
-        return (self.downstream_rq_total, self.downstream_rq_xx[5])
+        return (sum(self.downstream_rq_xx), self.downstream_rq_xx[5])
 
 
 @attrs.define(slots=True, eq=False)
@@ -209,11 +225,13 @@ class EndpointStats(Scope):
 class ClusterStats(Scope):
     """``cluster.<name>.*``: the requests a cluster carried, per attempt.
 
-    Every attempt on an endpoint counts in ``upstream_rq_total`` and in one status
-    class: the upstream's status, or the local reply's when the attempt failed (connect
-    failure 502, overflow 503, reset 502, timeout 504), as Envoy charges aborted
-    upstream requests. A request with no endpoint to pick counts only in
-    ``upstream_cx_none_healthy``.
+    Every attempt on an endpoint is counted when it ends, in one slot of
+    ``upstream_rq_xx``: the upstream's status class, or the local reply's when the
+    attempt failed (connect failure 502, overflow 503, reset 502, timeout 504), as Envoy
+    charges aborted upstream requests, or slot 0 when the client went away first.
+    ``upstream_rq_total`` is derived, the sum of the slots; attempts in
+    flight are ``upstream_rq_active`` and ``upstream_rq_pending_active``. A request with
+    no endpoint to pick counts only in ``upstream_cx_none_healthy``.
     """
 
     upstream_cx_total: int = counter()
@@ -222,7 +240,6 @@ class ClusterStats(Scope):
     #: a connection was needed and ``pool.max_connections`` were busy (UO)
     upstream_cx_overflow: int = counter()
     upstream_cx_none_healthy: int = counter()
-    upstream_rq_total: int = counter()
     upstream_rq_xx: list[int] = attrs.field(factory=_ten_zeros, metadata=_STATUS_CLASSES)
     upstream_rq_timeout: int = counter()
     upstream_rq_retry: int = counter()
@@ -245,5 +262,11 @@ class ClusterStats(Scope):
             stats = self.endpoints[key] = EndpointStats(key)
         return stats
 
+    DERIVED_COUNTERS = ("upstream_rq_total",)
+
+    @property
+    def upstream_rq_total(self) -> int:
+        return sum(self.upstream_rq_xx)
+
     def frame_values(self) -> tuple[int, ...]:
-        return (self.upstream_rq_total, self.upstream_cx_none_healthy, self.upstream_rq_xx[5])
+        return (sum(self.upstream_rq_xx), self.upstream_cx_none_healthy, self.upstream_rq_xx[5])
