@@ -388,23 +388,7 @@ class HttpConnection:
             self.rq_upstream_ms = ms
         access_log = ctx.access_log
         if access_log.enabled:
-            access_log.record(
-                start,
-                head.method,
-                head.target,
-                head.version,
-                status,
-                self.rq_flags,
-                self.rq_bytes_in if head.framing else 0,  # NO_BODY is 0
-                self.rq_bytes_out,
-                ms,
-                self.rq_upstream_ms,
-                self.rq_host,
-                self.rq_cluster,
-                self.request_id,
-                head.host,
-                self.rq_traceparent,
-            )
+            access_log.record(self, head, status, ms)
 
     async def _handle(self, head: RequestReceived) -> bool:
         """Proxy one request; True if the connection may serve another."""

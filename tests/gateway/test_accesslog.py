@@ -7,6 +7,7 @@ import os
 import re
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import attrs
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from gateway.accesslog import AccessLog
 from gateway.app import Gateway
 from gateway.config import AccessLogConfig, Address, Config
+from gateway.http1.events import NO_BODY, RequestReceived
 from gateway.stats import ListenerStats
 
 from ..conftest import StartGateway, StartUpstream, simple_config
@@ -263,24 +265,39 @@ async def test_off_by_default_costs_nothing(
 # -- the buffer and the writer (no proxy) -------------------------------------------------
 
 
-def record(log: AccessLog, i: int, path: bytes = b"/p") -> None:
-    log.record(
-        1000.0 + i,
-        b"GET",
-        path,
-        b"1.1",
-        200,
-        "",
-        0,
-        13,
-        0.25,
-        0.125,
-        b'"127.0.0.1:1"',
-        b'"c"',
-        b"id-%d" % i,
-        b"h",
-        b"",
+def head(path: bytes = b"/p", authority: bytes = b"h") -> RequestReceived:
+    return RequestReceived(
+        method=b"GET",
+        target=path,
+        version=b"1.1",
+        headers=[],
+        keep_alive=True,
+        framing=NO_BODY,
+        content_length=0,
+        host=authority,
+        head_size=40,
     )
+
+
+def conn(request_id: bytes, **figures: Any) -> Any:
+    """What ``AccessLog.record`` reads of a connection: the request's figures."""
+    values = {
+        "rq_start": 1000.0,
+        "request_id": request_id,
+        "rq_upstream_ms": 0.125,
+        "rq_traceparent": b"",
+        "rq_flags": "",
+        "rq_bytes_in": 0,
+        "rq_bytes_out": 13,
+        "rq_host": b'"127.0.0.1:1"',
+        "rq_cluster": b'"c"',
+        **figures,
+    }
+    return SimpleNamespace(**values)
+
+
+def record(log: AccessLog, i: int) -> None:
+    log.record(conn(b"id-%d" % i, rq_start=1000.0 + i), head(), 200, 0.25)
 
 
 def test_a_full_buffer_drops_and_counts() -> None:
@@ -358,23 +375,8 @@ def test_every_line_is_json_whatever_the_bytes(
     path: bytes, request_id: bytes, authority: bytes, flags: str, upstream_ms: float
 ) -> None:
     log = AccessLog(AccessLogConfig(enabled=True), ListenerStats("l"))
-    log.record(
-        1000.5,
-        b"GET",
-        path,
-        b"1.1",
-        200,
-        flags,
-        1,
-        2,
-        3.0,
-        upstream_ms,
-        b"null",
-        b'"c"',
-        request_id,
-        authority,
-        b"",
-    )
+    figures = conn(request_id, rq_flags=flags, rq_upstream_ms=upstream_ms, rq_host=b"null")
+    log.record(figures, head(path, authority), 200, 3.0)
     [line] = log.take()
     assert line.endswith(b"}\n") and line.count(b"\n") == 1
     parsed = json.loads(line)
