@@ -165,6 +165,30 @@ def _number(value: float) -> str:
 
 _HELP = {
     "triogate_endpoint_success_rate": "share of the endpoint's recent attempts that did not fail",
+    "triogate_listener_downstream_cx_total": "client connections accepted",
+    "triogate_listener_downstream_cx_active": "client connections open",
+    "triogate_listener_downstream_rq_total": "requests ended (answered or not)",
+    "triogate_listener_downstream_rq_xx": "requests ended, by status class of the response",
+    "triogate_listener_downstream_rq_time": "request time in ms, head to end of response",
+    "triogate_listener_downstream_cx_protocol_error_total": "malformed requests (400, 431)",
+    "triogate_listener_downstream_rq_header_timeout_total": "request heads too slow (408)",
+    "triogate_listener_access_log_written_total": "access log lines written",
+    "triogate_listener_access_log_dropped_total": "access log lines dropped (writer behind)",
+    "triogate_cluster_upstream_cx_total": "upstream connections opened (or tried)",
+    "triogate_cluster_upstream_cx_active": "upstream connections open",
+    "triogate_cluster_upstream_cx_connect_fail_total": "upstream connects that failed",
+    "triogate_cluster_upstream_cx_connect_timeout_total": "upstream connects that timed out",
+    "triogate_cluster_upstream_cx_overflow_total": "attempts refused: pool max_connections busy",
+    "triogate_cluster_upstream_cx_none_healthy_total": "requests with no endpoint to pick",
+    "triogate_cluster_upstream_rq_total": "attempts ended",
+    "triogate_cluster_upstream_rq_xx": "attempts ended, by status class (failures as 5xx)",
+    "triogate_cluster_upstream_rq_active": "attempts in flight",
+    "triogate_cluster_upstream_rq_pending_active": "attempts waiting for a new connection",
+    "triogate_cluster_upstream_rq_timeout_total": "attempts cut by the route timeout",
+    "triogate_cluster_upstream_rq_retry_total": "retries",
+    "triogate_cluster_upstream_rq_time": "attempt time in ms, start to end of response",
+    "triogate_endpoint_rq_total": "attempts on the endpoint ended",
+    "triogate_endpoint_rq_error_total": "attempts on the endpoint that failed or got a 5xx",
 }
 
 
