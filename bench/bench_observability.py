@@ -1,0 +1,320 @@
+"""What stats, access logging and traceparent cost: triogate with them on against off.
+
+One run, all on loopback, the same upstream for every variant (nginx, else
+``bench/upstream.py``):
+
+- ``baseline``: the gateway as it was before observability (the source tree of
+  ``--baseline-ref``, unpacked with ``git archive`` into a temp dir): no stats, no log;
+- ``stats``: this tree, access log off, ``tracing.start_traceparent`` off (the counters
+  and histograms cannot be switched off: they are what the admin API reads);
+- ``stats+log``: this tree, one JSON access-log line per request to a file;
+- ``stats+log+trace``: the same, and a ``traceparent`` started for every request (wrk
+  sends none), which is the default config.
+
+Each variant runs as ``triogate run --no-state CONFIG`` pinned to core 0, loaded by
+``wrk -t1 -c50`` pinned to core 1 (with the upstream). For every wrk run the gateway's
+CPU time (utime + stime from ``/proc/PID/stat``) is read before and after, so a row shows
+requests/s and microseconds of gateway CPU per request. Variants take turns for
+``--rounds`` rounds (A B C D A B C D ...) so drift on the machine spreads over all of
+them; the table shows each variant's median round. It asserts nothing and never runs in
+CI. Other load on the machine (a test suite, another benchmark) shows as spread between
+rounds: run it on an idle machine.
+
+Run: ``.venv/bin/python bench/bench_observability.py [--duration 4] [--rounds 3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run_bench import (
+    INSTALL_HINT,
+    REPO_ROOT,
+    WRK_DONE_LUA,
+    CorePlan,
+    Servers,
+    TargetUnavailable,
+    _sigterm_unwinds,
+    check_answers_hello,
+    free_port,
+    run_wrk,
+    start_upstream,
+)
+
+CONFIG = """\
+admin: {{address: "127.0.0.1:0"}}
+listeners:
+  - name: bench
+    address: "127.0.0.1:{port}"
+    routes:
+      - match: {{prefix: /}}
+        cluster: upstream
+{extra}
+clusters:
+  - name: upstream
+    endpoints: [{{address: "127.0.0.1:{upstream_port}"}}]
+"""
+
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+@attrs.frozen
+class Variant:
+    name: str
+    #: the source tree to run (this repository, or an unpacked older commit)
+    tree: Path
+    #: extra YAML lines under the listener
+    listener_yaml: str
+
+
+@attrs.frozen
+class Round:
+    variant: str
+    requests_per_s: float
+    cpu_us_per_request: float
+    errors: int
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    # after the command name: state is field 3, utime field 14, stime field 15
+    return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
+
+
+def baseline_ref() -> str:
+    """The commit before ``gateway/stats/`` appeared (so before observability)."""
+    added = subprocess.run(
+        ["git", "log", "--format=%H", "--diff-filter=A", "--", "gateway/stats/__init__.py"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    if not added:
+        return "HEAD"  # not committed yet: HEAD is the tree without it
+    return f"{added[-1]}^"
+
+
+def unpack(ref: str, into: Path) -> Path:
+    """The source tree of ``ref``, unpacked with ``git archive`` (no worktree is made)."""
+    archive = into / "baseline.tar"
+    subprocess.run(
+        ["git", "archive", "--format=tar", "-o", str(archive), ref],
+        cwd=REPO_ROOT,
+        check=True,
+    )
+    tree = into / "baseline"
+    with tarfile.open(archive) as tar:
+        tar.extractall(tree, filter="data")
+    return tree
+
+
+def start_gateway(
+    servers: Servers, tmp: Path, variant: Variant, upstream_port: int, cpus: frozenset[int] | None
+) -> tuple[int, int]:
+    """Start the variant's gateway; returns (port, pid)."""
+    port = free_port()
+    config = tmp / f"{variant.name}.yaml"
+    config.write_text(
+        CONFIG.format(port=port, upstream_port=upstream_port, extra=variant.listener_yaml)
+    )
+    # the tree's ``gateway`` package goes first on sys.path (before an editable install)
+    boot = (
+        f"import sys; sys.path.insert(0, {str(variant.tree)!r}); "
+        "from gateway.cli import main; main()"
+    )
+    argv = [sys.executable, "-c", boot, "run", "--no-state", str(config)]
+    servers.start(variant.name, argv, port, cpus)
+    proc = servers._procs[-1][1]
+    return port, proc.pid
+
+
+def measure_round(
+    variant: Variant,
+    port: int,
+    pid: int,
+    *,
+    wrk: str,
+    script: Path,
+    duration: int,
+    cpus: frozenset[int] | None,
+) -> Round:
+    before = cpu_seconds(pid)
+    m = run_wrk(wrk, script, variant.name, port, 50, duration, cpus)
+    used = cpu_seconds(pid) - before
+    requests = m.requests_per_s * duration
+    return Round(
+        variant.name,
+        m.requests_per_s,
+        used / requests * 1e6 if requests else float("nan"),
+        m.error_count,
+    )
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=4, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="turns per variant")
+    parser.add_argument(
+        "--baseline-ref",
+        default=None,
+        help="git ref of the tree without observability (default: the commit before "
+        "gateway/stats/ was added)",
+    )
+    parser.add_argument("--no-baseline", action="store_true", help="skip the baseline variant")
+    parser.add_argument(
+        "--builtin-upstream", action="store_true", help="bench/upstream.py even if nginx is there"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        print(f"wrk is not installed, nothing can be measured. Install: {INSTALL_HINT}")
+        return 1
+    cores = CorePlan.for_machine()
+    print(f"pinning: {cores.describe()}")
+    if os.getloadavg()[0] > 0.5:
+        print(f"note: load average {os.getloadavg()[0]:.2f}: figures will be noisy")
+    with (
+        _sigterm_unwinds(),
+        tempfile.TemporaryDirectory(prefix="triogate-obs-bench-") as tmp_name,
+        Servers(Path(tmp_name)) as servers,
+    ):
+        tmp = Path(tmp_name)
+        script = tmp / "done.lua"
+        script.write_text(WRK_DONE_LUA)
+        variants = []
+        if not args.no_baseline:
+            ref = args.baseline_ref or baseline_ref()
+            print(f"baseline: {ref} ({_describe(ref)})")
+            variants.append(Variant("baseline", unpack(ref, tmp), ""))
+
+        def log(name: str) -> str:
+            return f'    access_log: {{enabled: true, path: "{tmp / name}.access.jsonl"}}\n'
+
+        no_log = "    access_log: {enabled: false}\n"
+        no_trace = "    tracing: {start_traceparent: false}"
+        variants += [
+            Variant("stats", REPO_ROOT, no_log + no_trace),
+            Variant("stats+log", REPO_ROOT, log("stats+log") + no_trace),
+            Variant("stats+log+trace", REPO_ROOT, log("stats+log+trace")),
+        ]
+        upstream, upstream_port = start_upstream(
+            servers, tmp, cores.load, use_nginx=not args.builtin_upstream
+        )
+        print(f"upstream: {upstream}; {args.duration}s x {args.rounds} rounds per variant")
+        running: dict[str, tuple[int, int]] = {}
+        for variant in variants:
+            try:
+                port, pid = start_gateway(servers, tmp, variant, upstream_port, cores.proxy)
+                check_answers_hello(variant.name, port)
+                run_wrk(wrk, script, variant.name, port, 50, 2, cores.load)  # warm-up
+            except TargetUnavailable as exc:
+                print(f"  {variant.name}: not available: {exc}")
+                continue
+            running[variant.name] = (port, pid)
+        rounds: list[Round] = []
+        for i in range(args.rounds):
+            for variant in variants:
+                if variant.name not in running:
+                    continue
+                port, pid = running[variant.name]
+                r = measure_round(
+                    variant,
+                    port,
+                    pid,
+                    wrk=wrk,
+                    script=script,
+                    duration=args.duration,
+                    cpus=cores.load,
+                )
+                rounds.append(r)
+                print(
+                    f"  round {i + 1} {r.variant:<10} {r.requests_per_s:>9,.0f} req/s "
+                    f"{r.cpu_us_per_request:>6.1f} us CPU/request  errors {r.errors}",
+                    flush=True,
+                )
+        logged = {
+            v.name: sum(1 for _ in (tmp / f"{v.name}.access.jsonl").open("rb"))
+            for v in variants
+            if (tmp / f"{v.name}.access.jsonl").exists()
+        }
+    print(report(rounds, list(running), logged))
+    if any(r.errors for r in rounds):
+        print("WARNING: some runs had errors; their figures are not comparable")
+    return 0
+
+
+def report(rounds: list[Round], names: list[str], logged: dict[str, int]) -> str:
+    """Each variant's median and best round, against the baseline's.
+
+    The best round is the one least disturbed by whatever else ran on the machine; on an
+    idle machine median and best agree within a few percent.
+    """
+    by_name = {n: sorted((r for r in rounds if r.variant == n), key=_cpu) for n in names}
+    median = {n: rs[len(rs) // 2] for n, rs in by_name.items() if rs}
+    best = {n: rs[0] for n, rs in by_name.items() if rs}
+    header = (
+        f"{'variant':<16} {'req/s':>8} {'CPU us/req':>10} {'vs base':>8}   "
+        f"{'best req/s':>10} {'best CPU':>8} {'vs base':>8}"
+    )
+    lines = ["", header, "-" * len(header)]
+    for name in median:
+        m, b = median[name], best[name]
+        lines.append(
+            f"{name:<16} {m.requests_per_s:>8,.0f} {m.cpu_us_per_request:>10.1f} "
+            f"{_versus(m, median.get('baseline')):>8}   "
+            f"{b.requests_per_s:>10,.0f} {b.cpu_us_per_request:>8.1f} "
+            f"{_versus(b, best.get('baseline')):>8}"
+        )
+    lines.append("")
+    lines.append(
+        f"{len(rounds) // max(len(names), 1)} rounds per variant; 'vs base': CPU per request "
+        "against the baseline's (median against median, best against best)"
+    )
+    for name, count in logged.items():
+        lines.append(f"access log lines written by {name}: {count:,}")
+    return "\n".join(lines)
+
+
+def _cpu(r: Round) -> float:
+    return r.cpu_us_per_request
+
+
+def _versus(r: Round, base: Round | None) -> str:
+    if base is None or base is r:
+        return ""
+    return f"{r.cpu_us_per_request / base.cpu_us_per_request - 1:+.1%}"
+
+
+def _describe(ref: str) -> str:
+    return subprocess.run(
+        ["git", "log", "-1", "--format=%h %s", ref],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+
+
+if __name__ == "__main__":
+    t0 = time.monotonic()
+    status = main()
+    print(f"took {time.monotonic() - t0:.0f} s")
+    sys.exit(status)
