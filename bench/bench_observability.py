@@ -176,6 +176,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the baseline variant")
     parser.add_argument(
+        "--log-path",
+        default=None,
+        help="where the access logs go (default: a file per variant in the run's temp dir; "
+        "/dev/null separates formatting from the file system's cost)",
+    )
+    parser.add_argument(
         "--builtin-upstream", action="store_true", help="bench/upstream.py even if nginx is there"
     )
     return parser.parse_args(argv)
@@ -206,7 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             variants.append(Variant("baseline", unpack(ref, tmp), ""))
 
         def log(name: str) -> str:
-            return f'    access_log: {{enabled: true, path: "{tmp / name}.access.jsonl"}}\n'
+            path = args.log_path or tmp / f"{name}.access.jsonl"
+            return f'    access_log: {{enabled: true, path: "{path}"}}\n'
 
         no_log = "    access_log: {enabled: false}\n"
         no_trace = "    tracing: {start_traceparent: false}"
