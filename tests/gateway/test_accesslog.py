@@ -16,7 +16,7 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.accesslog import AccessLog
+from gateway.accesslog import ENTRY_OVERHEAD, AccessLog, format_entries
 from gateway.app import Gateway
 from gateway.config import AccessLogConfig, Address, Config
 from gateway.http1.events import NO_BODY, RequestReceived
@@ -304,9 +304,9 @@ def test_a_full_buffer_drops_and_counts() -> None:
     stats = ListenerStats("l")
     log = AccessLog(AccessLogConfig(enabled=True, buffer_kb=1), stats)
     for i in range(10):
-        record(log, i)  # about 320 bytes a line: the 4th takes the buffer past 1 KiB
-    lines = log.take()
-    assert len(lines) == 4 and sum(map(len, lines[:3])) < 1024 <= sum(map(len, lines))
+        record(log, i)  # charged head size (40) + ENTRY_OVERHEAD each: 4 fit in 1 KiB
+    assert 4 * (40 + ENTRY_OVERHEAD) <= 1024 < 5 * (40 + ENTRY_OVERHEAD)
+    assert len(log.take()) == 4
     assert stats.access_log_dropped == 6
     record(log, 10)  # room again once the writer took the batch
     assert len(log.take()) == 1
@@ -377,7 +377,7 @@ def test_every_line_is_json_whatever_the_bytes(
     log = AccessLog(AccessLogConfig(enabled=True), ListenerStats("l"))
     figures = conn(request_id, rq_flags=flags, rq_upstream_ms=upstream_ms, rq_host=b"null")
     log.record(figures, head(path, authority), 200, 3.0)
-    [line] = log.take()
+    line = format_entries(log.take())
     assert line.endswith(b"}\n") and line.count(b"\n") == 1
     parsed = json.loads(line)
     assert parsed["path"] == path.decode("utf-8", "backslashreplace")
