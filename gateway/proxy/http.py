@@ -577,18 +577,22 @@ class HttpConnection:
         key = endpoint.key
         es = cs.endpoints.get(key) or cs.endpoint(key)
         self.rq_host = es.quoted
+        # in flight from the pick on, connect included: least_request must see a request
+        # that is still opening its connection (Envoy counts pending requests too)
+        endpoint.active += 1
         try:
             conn, reused = await pool.acquire()
         except UpstreamConnectError as e:
+            endpoint.active -= 1
             _charge_failure(cs, es, e)
             raise
         except BaseException:
+            endpoint.active -= 1
             _charge_abort(cs, es, self.scope.cancel_called)
             raise
         if not reused:
             cs.upstream_cx_total += 1
             es.cx_total += 1
-        endpoint.active += 1
         reusable = False
         try:
             if head.framing == NO_BODY:

@@ -116,11 +116,14 @@ class StatsRegistry:
             cx = rq = pending = 0
             for rt in self.endpoints(name):
                 es = cs.endpoint(rt.key)
-                es.rq_active = rt.active
+                # rt.active counts a request from its pick, connect included (what
+                # least_request needs); Envoy's rq_active leaves the pending ones out
+                connecting = rt.pool.connecting
+                es.rq_active = max(rt.active - connecting, 0)
                 es.cx_active = rt.pool.open
                 cx += rt.pool.open
-                rq += rt.active
-                pending += rt.pool.connecting
+                rq += es.rq_active
+                pending += connecting
             cs.upstream_cx_active = cx
             cs.upstream_rq_active = rq
             cs.upstream_rq_pending_active = pending
