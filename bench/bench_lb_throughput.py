@@ -27,18 +27,16 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from run_bench import (  # bench/ is the script's directory, so on sys.path
     INSTALL_HINT,
-    WRK_DONE_LUA,
     CorePlan,
     Measurement,
     Servers,
     TargetUnavailable,
-    _sigterm_unwinds,
+    bench_workspace,
     free_port,
     measure,
     render_config,
@@ -108,14 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warmup_s = 1 if args.duration <= 3 else 2
     print(f"pinning: {cores.describe()}; load average {os.getloadavg()[0]:.2f}", flush=True)
     results: dict[str, list[Measurement]] = {name: [] for name in CONFIGS}
-    with (
-        _sigterm_unwinds(),
-        tempfile.TemporaryDirectory(prefix="triogate-lb-bench-") as tmp_name,
-        Servers(Path(tmp_name)) as servers,
-    ):
-        tmp = Path(tmp_name)
-        script = tmp / "done.lua"
-        script.write_text(WRK_DONE_LUA)
+    with bench_workspace("triogate-lb-bench-") as (tmp, servers, script):
         ports = []
         for i in (1, 2):
             up_tmp = tmp / f"upstream{i}"

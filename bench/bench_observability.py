@@ -31,7 +31,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,11 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run_bench import (
     INSTALL_HINT,
     REPO_ROOT,
-    WRK_DONE_LUA,
     CorePlan,
     Servers,
     TargetUnavailable,
-    _sigterm_unwinds,
+    bench_workspace,
     check_answers_hello,
     free_port,
     run_wrk,
@@ -197,14 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"pinning: {cores.describe()}")
     if os.getloadavg()[0] > 0.5:
         print(f"note: load average {os.getloadavg()[0]:.2f}: figures will be noisy")
-    with (
-        _sigterm_unwinds(),
-        tempfile.TemporaryDirectory(prefix="triogate-obs-bench-") as tmp_name,
-        Servers(Path(tmp_name)) as servers,
-    ):
-        tmp = Path(tmp_name)
-        script = tmp / "done.lua"
-        script.write_text(WRK_DONE_LUA)
+    with bench_workspace("triogate-obs-bench-") as (tmp, servers, script):
         variants = []
         if not args.no_baseline:
             ref = args.baseline_ref or baseline_ref()

@@ -490,6 +490,21 @@ def _sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextmanager
+def bench_workspace(prefix: str) -> Iterator[tuple[Path, Servers, Path]]:
+    """A temp dir, the servers started in it (stopped on exit, SIGTERM included) and
+    wrk's ``done()`` script: what every benchmark here runs inside."""
+    with (
+        _sigterm_unwinds(),
+        tempfile.TemporaryDirectory(prefix=prefix) as tmp_name,
+        Servers(Path(tmp_name)) as servers,
+    ):
+        tmp = Path(tmp_name)
+        script = tmp / "done.lua"
+        script.write_text(WRK_DONE_LUA)
+        yield tmp, servers, script
+
+
 def run(args: argparse.Namespace) -> Report | None:
     wrk = shutil.which("wrk")
     if wrk is None:
@@ -507,14 +522,7 @@ def run(args: argparse.Namespace) -> Report | None:
 
     measurements: list[Measurement] = []
     unavailable: dict[str, str] = {}
-    with (
-        _sigterm_unwinds(),
-        tempfile.TemporaryDirectory(prefix="triogate-bench-") as tmp_name,
-        Servers(Path(tmp_name)) as servers,
-    ):
-        tmp = Path(tmp_name)
-        script = tmp / "done.lua"
-        script.write_text(WRK_DONE_LUA)
+    with bench_workspace("triogate-bench-") as (tmp, servers, script):
         try:
             upstream, upstream_port = start_upstream(
                 servers, tmp, cores.load, use_nginx=not args.builtin_upstream

@@ -197,6 +197,20 @@ class HttpConnection:
         "stream",
     )
 
+    # set by _begin for every request (declared here for the type checker)
+    rq_head: RequestReceived | None
+    rq_start: float
+    rq_status: int
+    rq_flags: str
+    rq_cluster: bytes
+    rq_host: bytes
+    rq_upstream_ms: float
+    rq_bytes_in: int
+    rq_bytes_out: int
+    rq_traceparent: bytes
+    request_id: bytes
+    head_sent: bool
+
     def __init__(self, stream: trio.abc.Stream, ctx: ListenerContext, client_ip: bytes) -> None:
         self.stream = stream
         self.ctx = ctx
@@ -209,25 +223,10 @@ class HttpConnection:
         self.phase = _IDLE
         self.scope = trio.CancelScope()
         self.deadline = inf
-        #: whether any byte of the current response has gone to the client
-        self.head_sent = False
         self._keep_after_local = False
-        self.request_id = b""
-        #: the request in progress (None between requests), and its figures so far
-        self.rq_head: RequestReceived | None = None
-        self.rq_start = 0.0
-        self.rq_status = 0
-        self.rq_flags = ""
-        #: the upstream cluster and host as JSON strings (``null`` when none), for the log
-        self.rq_cluster = b"null"
-        self.rq_host = b"null"
-        self.rq_upstream_ms = -1.0
-        self.rq_bytes_in = 0
-        self.rq_bytes_out = 0
-        #: the traceparent sent upstream; b"" when none (or an invalid one passed on)
-        self.rq_traceparent = b""
         #: the cluster whose first attempt answered: _finish charges it the request's time
         self.rq_cs: ClusterStats | None = None
+        self._begin(None)
 
     async def serve(self) -> None:
         """Serve requests until the client closes, errs, times out or the listener drains."""
@@ -340,23 +339,27 @@ class HttpConnection:
 
     # -- one request --------------------------------------------------------------------
 
-    def _begin(self, head: RequestReceived) -> None:
-        """A request starts: count it, and clear the figures of the previous one.
+    def _begin(self, head: RequestReceived | None) -> None:
+        """A request starts (None: none yet): clear the figures of the previous one.
 
-        For a request without a valid head (400, 408); ``_handle``, the hot path, inlines
-        the part of it a routed request needs: keep the two in step.
+        For a new connection and a request without a valid head (400, 408); ``_handle``,
+        the hot path, inlines the part of it a routed request needs: keep the two in step.
         """
+        #: the request in progress (None between requests), and its figures so far
         self.rq_head = head
         self.rq_start = perf_counter()
         self.rq_status = 0
         self.rq_flags = ""
+        #: the upstream cluster and host as JSON strings (``null`` when none), for the log
         self.rq_cluster = b"null"
         self.rq_host = b"null"
         self.rq_upstream_ms = -1.0
         self.rq_bytes_in = 0
         self.rq_bytes_out = 0
+        #: the traceparent sent upstream; b"" when none (or an invalid one passed on)
         self.rq_traceparent = b""
         self.request_id = b""
+        #: whether any byte of the current response has gone to the client
         self.head_sent = False
 
     def _finish(self) -> None:

@@ -10,7 +10,6 @@ so the test sees the charts move because of it. The last screenshot is kept as
 from __future__ import annotations
 
 import shutil
-import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -20,9 +19,7 @@ import httpx
 import pytest
 import trio
 
-from gateway.config import Address
-
-from ..conftest import StartGateway, StartUpstream, simple_config
+from ..conftest import StartGateway, StartUpstream, closed_address, simple_config
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
@@ -41,14 +38,6 @@ pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(),
     reason="Debian's chromium is not installed (apt-get install -y chromium; .ci/run does)",
 )
-
-
-def closed_port() -> Address:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return Address("127.0.0.1", port)
 
 
 #: the largest value of one series of one chart (0 when it has none yet)
@@ -111,7 +100,7 @@ async def test_dashboard_loads_shows_clusters_and_its_charts_move(
 ) -> None:
     a, b, c = [await start_upstream(n) for n in ("v1-a", "v1-b", "v2-a")]
     data = simple_config(
-        {"v1": [a, b], "v2": [c], "broken": [closed_port()]},
+        {"v1": [a, b], "v2": [c], "broken": [closed_address()]},
         routes=[
             {
                 "match": {"prefix": "/"},

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -18,11 +17,11 @@ from hypothesis import strategies as st
 
 from gateway.accesslog import ENTRY_OVERHEAD, AccessLog, format_entries
 from gateway.app import Gateway
-from gateway.config import AccessLogConfig, Address, Config
+from gateway.config import AccessLogConfig, Config
 from gateway.http1.events import NO_BODY, RequestReceived
 from gateway.stats import ListenerStats
 
-from ..conftest import StartGateway, StartUpstream, simple_config
+from ..conftest import StartGateway, StartUpstream, closed_address, simple_config
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
@@ -44,14 +43,6 @@ FIELDS = [
     "authority",
     "traceparent",
 ]
-
-
-def closed_port() -> Address:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return Address("127.0.0.1", port)
 
 
 async def read_lines(path: Path, count: int) -> list[dict[str, Any]]:
@@ -81,7 +72,7 @@ async def raw_request(gateway: Gateway, request: bytes) -> bytes:
 async def test_one_line_per_request_field_by_field(
     start_upstream: StartUpstream, start_gateway: StartGateway, tmp_path: Path
 ) -> None:
-    live, dead = await start_upstream("live"), closed_port()
+    live, dead = await start_upstream("live"), closed_address()
     log_path = tmp_path / "access.log"
     data = simple_config(
         {"live": [live], "dead": [dead]},
@@ -188,7 +179,7 @@ async def test_retries_exhausted_and_overflow_flags(
 ) -> None:
     log_path = tmp_path / "access.log"
     data = simple_config(
-        {"dead": [closed_port()], "tight": [await start_upstream("u")]},
+        {"dead": [closed_address()], "tight": [await start_upstream("u")]},
         routes=[
             {
                 "match": {"prefix": "/dead"},

@@ -24,15 +24,7 @@ from gateway.stats.export import clusters_view, prometheus_text, stats_json
 from gateway.stats.scopes import COUNTER, GAUGE, HISTOGRAM, STATUS_CLASSES, stat_names
 from gateway.tracing import valid_traceparent
 
-from ..conftest import StartGateway, StartUpstream, simple_config
-
-
-def closed_port() -> Address:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return Address("127.0.0.1", port)
+from ..conftest import StartGateway, StartUpstream, closed_address, simple_config
 
 
 def url(gateway: Gateway, path: str) -> str:
@@ -50,7 +42,7 @@ async def known_sequence(start_upstream: StartUpstream, start_gateway: StartGate
     """3 x 200, upstream 404 and 503, 2 x no route, connect failure, no endpoint, timeout."""
     live = await start_upstream("live")
     data = simple_config(
-        {"live": [live], "dead": [closed_port()], "empty": []},
+        {"live": [live], "dead": [closed_address()], "empty": []},
         routes=[
             {"match": {"prefix": "/ok"}, "cluster": "live"},
             {"match": {"prefix": "/status"}, "cluster": "live"},
@@ -318,7 +310,7 @@ async def test_retries_count_each_attempt(
     live = await start_upstream("live")
     retry = {"attempts": 2, "retry_on": ["connect-failure"]}
     data = simple_config(
-        {"mixed": [closed_port(), live], "dead": [closed_port()]},
+        {"mixed": [closed_address(), live], "dead": [closed_address()]},
         routes=[
             {"match": {"prefix": "/mixed"}, "cluster": "mixed", "retry": retry},
             {"match": {"prefix": "/dead"}, "cluster": "dead", "retry": retry},
