@@ -24,19 +24,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from run_bench import (  # bench/ is the script's directory, so on sys.path
-    INSTALL_HINT,
+from run_bench import (
     CorePlan,
     Measurement,
     Servers,
     TargetUnavailable,
     bench_workspace,
+    find_wrk,  # bench/ is the script's directory, so on sys.path
     free_port,
     measure,
     render_config,
@@ -98,9 +97,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    wrk = shutil.which("wrk")
+    wrk = find_wrk()
     if wrk is None:
-        print(f"wrk is not installed, nothing can be measured. Install: {INSTALL_HINT}")
         return 1
     cores = CorePlan.for_machine()
     warmup_s = 1 if args.duration <= 3 else 2

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -39,13 +38,13 @@ import attrs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run_bench import (
-    INSTALL_HINT,
     REPO_ROOT,
     CorePlan,
     Servers,
     TargetUnavailable,
     bench_workspace,
     check_answers_hello,
+    find_wrk,
     free_port,
     run_wrk,
     start_upstream,
@@ -187,9 +186,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    wrk = shutil.which("wrk")
+    wrk = find_wrk()
     if wrk is None:
-        print(f"wrk is not installed, nothing can be measured. Install: {INSTALL_HINT}")
         return 1
     cores = CorePlan.for_machine()
     print(f"pinning: {cores.describe()}")

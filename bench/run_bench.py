@@ -490,6 +490,14 @@ def _sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def find_wrk() -> str | None:
+    """wrk's path; when it is missing, says how to install it and returns None."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        print(f"wrk is not installed, nothing can be measured. Install: {INSTALL_HINT}")
+    return wrk
+
+
 @contextmanager
 def bench_workspace(prefix: str) -> Iterator[tuple[Path, Servers, Path]]:
     """A temp dir, the servers started in it (stopped on exit, SIGTERM included) and
@@ -506,9 +514,8 @@ def bench_workspace(prefix: str) -> Iterator[tuple[Path, Servers, Path]]:
 
 
 def run(args: argparse.Namespace) -> Report | None:
-    wrk = shutil.which("wrk")
+    wrk = find_wrk()
     if wrk is None:
-        print(f"wrk is not installed, nothing can be measured. Install: {INSTALL_HINT}")
         return None
     wanted = tuple(args.only or TARGETS)
     cores = CorePlan.for_machine()

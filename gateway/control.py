@@ -120,8 +120,6 @@ class ControlPlane:
         self.ready = False
         self.draining = False
         self.inbox, self._inbox_rx = trio.open_memory_channel[ControlMsg](64)
-        #: set at each publish; tests and the admin API wait on it
-        self.published = trio.Event()
 
     @property
     def version(self) -> int:
@@ -217,18 +215,10 @@ class ControlPlane:
         handle.drain(grace)
         await workers.stop_child(f"listener:{name}")
 
-    def open_connections(self) -> int:
-        """Client connections still open on every listener."""
-        return sum(handle.connections for handle in self.listeners.values())
-
     async def wait_listeners_stopped(self) -> None:
         """Return once every listener has stopped (after a drain: its last connection closed)."""
         for handle in list(self.listeners.values()):
             await handle.stopped.wait()
-
-    def _publish(self) -> None:
-        self.published.set()
-        self.published = trio.Event()
 
 
 async def run_control_plane(
@@ -276,6 +266,5 @@ async def _apply(
         return e
     if control.state_path is not None:
         await trio.to_thread.run_sync(save_state, control.state_path, new)
-    control._publish()
     log.info("config version %d applied", new.version)
     return new

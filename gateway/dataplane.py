@@ -21,10 +21,6 @@ class DataPlane:
     routes: dict[str, RouteTable]
     clusters: dict[str, ClusterHandle]
 
-    @property
-    def version(self) -> int:
-        return self.config.version
-
 
 class DataPlaneRef:
     """The mutable cell holding the current ``DataPlane``."""
