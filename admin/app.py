@@ -12,12 +12,11 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from gateway.app import Gateway
+from admin.errors import install_handlers
+from admin.guard import Guard
+from admin.routes import ROUTERS, dashboard, stats
+from gateway import Gateway
 from gateway.config import Config, json_schema
-
-from .errors import install_handlers
-from .guard import Guard
-from .routes import ROUTERS, dashboard, stats
 
 
 def create_app(gateway: Gateway, api_key: str | None) -> FastAPI:

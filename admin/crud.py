@@ -16,9 +16,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from gateway.config import json_schema, unstructure
-
-from .edits import (
+from admin.edits import (
     Chain,
     Collection,
     create_change,
@@ -28,8 +26,17 @@ from .edits import (
     patch_change,
     replace_change,
 )
-from .errors import GUARDED, WRITE, responses
-from .http import answer, apply, body_schema, config_of, json_content, merge_patch_schema, read_json
+from admin.errors import GUARDED, WRITE, responses
+from admin.http import (
+    answer,
+    apply,
+    body_schema,
+    config_of,
+    json_content,
+    merge_patch_schema,
+    read_json,
+)
+from gateway.config import json_schema, unstructure
 
 
 def at_root() -> Chain:

@@ -24,8 +24,8 @@ from typing import Any
 
 import attrs
 
+from gateway import ConfigError, ConfigIssue, GatewayError
 from gateway.config import Address, Config, structure, unstructure
-from gateway.errors import ConfigError, ConfigIssue, GatewayError
 
 Change = Callable[[Config], Config]
 #: fields and indices walked from the config to a value; index None for a plain field

@@ -24,8 +24,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from gateway.control import VersionMismatch
-from gateway.errors import ConfigError, GatewayError
+from gateway import ConfigError, GatewayError, VersionMismatch
 
 
 class RequestRefused(GatewayError):

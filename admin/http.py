@@ -16,12 +16,10 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
-from gateway.app import Gateway
+from admin.edits import Change
+from admin.errors import RequestRefused
+from gateway import ConfigError, ConfigIssue, Gateway
 from gateway.config import Config, json_schema
-from gateway.errors import ConfigError, ConfigIssue
-
-from .edits import Change
-from .errors import RequestRefused
 
 #: bigger bodies are refused (413); a whole config is far smaller
 MAX_BODY = 1 << 20

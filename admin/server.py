@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
-from gateway.app import Gateway
+from admin.app import create_app
+from gateway import ChildSpec, Gateway
 from gateway.config import Address
-
-from .app import create_app
 
 log = logging.getLogger("triogate.admin")
 
@@ -30,6 +31,18 @@ def _hypercorn_config(address: Address) -> HypercornConfig:
 def _bound(bind: str) -> Address:
     """hypercorn's ``http://host:port`` back to an ``Address``."""
     return Address.parse(bind.partition("://")[2])
+
+
+def admin_service(api_key: str | None) -> Callable[[Gateway], ChildSpec]:
+    """The admin API as a service of the gateway's root supervisor (``run_gateway``)."""
+
+    def child(gateway: Gateway) -> ChildSpec:
+        async def start(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+            await serve_admin(gateway, api_key=api_key, task_status=task_status)
+
+        return ChildSpec(name="admin", start=start)
+
+    return child
 
 
 async def serve_admin(

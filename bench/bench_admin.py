@@ -35,7 +35,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from gateway.demo import serve_demo_upstream
+from triogate.demo import serve_demo_upstream
 
 SPLIT = "/listeners/web/routes/main/split"
 

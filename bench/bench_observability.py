@@ -128,11 +128,10 @@ def start_gateway(
     config.write_text(
         CONFIG.format(port=port, upstream_port=upstream_port, extra=variant.listener_yaml)
     )
-    # the tree's ``gateway`` package goes first on sys.path (before an editable install)
-    boot = (
-        f"import sys; sys.path.insert(0, {str(variant.tree)!r}); "
-        "from gateway.cli import main; main()"
-    )
+    # the tree's packages go first on sys.path (before an editable install); the CLI
+    # moved from gateway/cli.py to triogate/cli.py
+    cli = "triogate.cli" if (variant.tree / "triogate" / "cli.py").exists() else "gateway.cli"
+    boot = f"import sys; sys.path.insert(0, {str(variant.tree)!r}); from {cli} import main; main()"
     argv = [sys.executable, "-c", boot, "run", "--no-state", str(config)]
     servers.start(variant.name, argv, port, cpus)
     proc = servers._procs[-1][1]

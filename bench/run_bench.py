@@ -299,13 +299,13 @@ def start_haproxy(
 
 
 def triogate_command() -> list[str]:
-    """How to start triogate: the venv's console script, else ``python -m gateway.cli``."""
-    if not (REPO_ROOT / "gateway" / "cli.py").exists():
-        raise TargetUnavailable("gateway/cli.py does not exist yet")
+    """How to start triogate: the venv's console script, else ``python -m triogate.cli``."""
+    if not (REPO_ROOT / "triogate" / "cli.py").exists():
+        raise TargetUnavailable("triogate/cli.py does not exist")
     script = Path(sys.executable).with_name("triogate")
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-m", "gateway.cli"]
+    return [sys.executable, "-m", "triogate.cli"]
 
 
 def start_triogate(

@@ -1,1 +1,51 @@
-"""triogate's Trio side: supervisor, actors, protocol adapters, upstream pools, CLI."""
+"""triogate's Trio side, and the public surface the admin API and the commands use.
+
+Everything a layer above (``admin``, ``triogate``) needs is named here or in
+``gateway.config`` (the config model); the modules below are the gateway's own
+(an import-linter contract in ``pyproject.toml`` holds ``admin`` to this).
+
+    gateway/
+      app.py        run_gateway, Gateway: the supervision tree of one process
+      dataplane.py  the snapshot the data side reads (the control/data boundary)
+      runtime/      supervisor, the request/reply helper of actor handles
+      control/      the control plane actor, the runtime view it publishes, state file
+      cluster/      cluster actors and the snapshot they publish
+      listener/     listener actors, the per-listener context and timers
+      proxy/        the data path: HTTP/1.1 and TCP
+      http1/        sans-IO HTTP/1.1 parsing and serialising
+      upstream/     per-endpoint connection pools
+      discovery/    endpoint sources (dns, file, registry)
+      observe/      stats, access logs, trace context
+      config/       the config model, structuring, validation
+"""
+
+from gateway.app import Gateway, Service, run_gateway
+from gateway.cluster.actor import ClusterHandle
+from gateway.control.plane import VersionMismatch
+from gateway.discovery import NotRegistered, Registration
+from gateway.errors import ConfigError, ConfigIssue, GatewayError
+from gateway.observe.stats.export import (
+    PROMETHEUS_CONTENT_TYPE,
+    clusters_view,
+    prometheus_text,
+    stats_json,
+)
+from gateway.runtime.supervisor import ChildSpec
+
+__all__ = [
+    "PROMETHEUS_CONTENT_TYPE",
+    "ChildSpec",
+    "ClusterHandle",
+    "ConfigError",
+    "ConfigIssue",
+    "Gateway",
+    "GatewayError",
+    "NotRegistered",
+    "Registration",
+    "Service",
+    "VersionMismatch",
+    "clusters_view",
+    "prometheus_text",
+    "run_gateway",
+    "stats_json",
+]

@@ -5,7 +5,11 @@
     │                          ├── cluster actors   (one per cluster)
     │                          └── listener actors  (one per listener, connections inside)
     ├── stats ticker (windows and time series of the stats registry, once a second)
-    └── admin API (hypercorn on trio, same process)
+    └── services given by the command that composes the process (the admin API)
+
+The gateway knows nothing of the admin API: ``triogate run`` passes it in as a service
+(a function from the ``Gateway`` to a ``ChildSpec``), so the layers stay admin above
+gateway above policies.
 
 Handles that must survive a restart (the control plane's, each actor's inbox and
 snapshot, the stats registry) are made here, outside the child that is restarted.
@@ -14,17 +18,18 @@ snapshot, the stats registry) are made here, outside the child that is restarted
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 import trio
 
-from .config import Address, Config
-from .control import ControlPlane, run_control_plane
-from .dataplane import DataPlane, DataPlaneRef
-from .stats import StatsRegistry, run_stats_ticker
-from .supervisor import ChildSpec, SupervisorHandle, run_supervisor
+from gateway.config import Address, Config
+from gateway.control.plane import ControlPlane, run_control_plane
+from gateway.dataplane import DataPlane, DataPlaneRef
+from gateway.observe.stats import StatsRegistry, run_stats_ticker
+from gateway.runtime.supervisor import ChildSpec, SupervisorHandle, run_supervisor
 
 log = logging.getLogger("triogate")
 
@@ -62,21 +67,15 @@ def _stats_child(stats: StatsRegistry) -> ChildSpec:
     return ChildSpec(name="stats", start=start)
 
 
-def _admin_child(gateway: Gateway, api_key: str | None) -> ChildSpec:
-    async def start(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-        from admin.server import serve_admin  # the admin app depends on the gateway, not back
-
-        await serve_admin(gateway, api_key=api_key, task_status=task_status)
-
-    return ChildSpec(name="admin", start=start)
+#: a child the composing command adds to the root supervisor, made from the gateway
+Service = Callable[[Gateway], ChildSpec]
 
 
 async def run_gateway(
     config: Config,
     *,
     state_path: Path | None = None,
-    admin: bool = True,
-    api_key: str | None = None,
+    services: Sequence[Service] = (),
     task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a gateway for ``config`` until cancelled; reports a ``Gateway`` once serving."""
@@ -85,8 +84,7 @@ async def run_gateway(
     control = ControlPlane(config, dataplane, state_path, stats)
     gateway = Gateway(control)
     children = [_control_child(control), _stats_child(stats)]
-    if admin:
-        children.append(_admin_child(gateway, api_key))
+    children += [service(gateway) for service in services]
     async with trio.open_nursery() as nursery:
         gateway.supervisor = await nursery.start(
             lambda task_status: run_supervisor(children, name="root", task_status=task_status)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import attrs
 
-from .cluster import ClusterHandle
-from .config import Config
-from .routing import RouteTable
+from gateway.cluster.actor import ClusterHandle
+from gateway.config import Config
+from gateway.routing import RouteTable
 
 
 @attrs.frozen

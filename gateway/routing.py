@@ -18,10 +18,9 @@ import random
 
 import attrs
 
+from gateway.config import HashPolicy, Listener, Route, VirtualHost
+from gateway.http1.events import Headers
 from policies.balancing import hash_key
-
-from .config import HashPolicy, Listener, Route, VirtualHost
-from .http1.events import Headers
 
 
 @attrs.frozen

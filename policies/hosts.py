@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator
 
 import attrs
 
-from .errors import PolicyError
+from policies.errors import PolicyError
 
 __all__ = ["Host", "HostError", "HostSet", "LocalityGroup", "PriorityLevel"]
 

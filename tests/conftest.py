@@ -15,9 +15,10 @@ import pytest
 import trio
 from hypothesis import HealthCheck, settings
 
+from admin import admin_service
 from gateway.app import Gateway, run_gateway
 from gateway.config import Address, config_from_data
-from gateway.demo import serve_demo_upstream
+from triogate.demo import serve_demo_upstream
 
 settings.register_profile("dev", max_examples=50, deadline=None)
 settings.register_profile(
@@ -60,7 +61,7 @@ async def wait_listening(address: Address, deadline: float = 15.0) -> None:
 async def gateway_process(config: Path, listen: Address) -> AsyncIterator[trio.Process]:
     """``triogate run CONFIG`` as a real process, once ``listen`` accepts; stopped after."""
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "gateway.cli", "run", "--no-state", str(config)],
+        [sys.executable, "-m", "triogate.cli", "run", "--no-state", str(config)],
         stdout=subprocess.DEVNULL,
     )
     try:
@@ -116,10 +117,15 @@ def simple_config(
 def start_gateway(nursery: trio.Nursery) -> StartGateway:
     """Start a gateway for a config given as plain data; returns its handle."""
 
-    async def start(data: dict[str, Any], *, admin: bool = False, **kwargs: Any) -> Gateway:
+    async def start(
+        data: dict[str, Any], *, admin: bool = False, api_key: str | None = None, **kwargs: Any
+    ) -> Gateway:
         config = config_from_data(data)
+        services = [admin_service(api_key)] if admin else []
         gateway: Gateway = await nursery.start(
-            lambda task_status: run_gateway(config, admin=admin, task_status=task_status, **kwargs)
+            lambda task_status: run_gateway(
+                config, services=services, task_status=task_status, **kwargs
+            )
         )
         return gateway
 

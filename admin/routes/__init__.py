@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import clusters, config, health, listeners, registry
+from admin.routes import clusters, config, health, listeners, registry
 
 ROUTERS: tuple[APIRouter, ...] = (
     config.router,

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from admin.crud import add_collection_routes, at_root
+from admin.edits import Chain, Collection, endpoint_key
 from gateway.config import Cluster, Endpoint
-
-from ..crud import add_collection_routes, at_root
-from ..edits import Chain, Collection, endpoint_key
 
 router = APIRouter(tags=["clusters"])
 

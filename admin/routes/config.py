@@ -5,11 +5,10 @@ from __future__ import annotations
 import attrs
 from fastapi import APIRouter, Request, Response
 
+from admin.errors import GUARDED, WRITE, responses
+from admin.http import answer, apply, body_schema, config_of, json_content, read_json
+from gateway import VersionMismatch
 from gateway.config import Config, json_schema, structure, unstructure
-from gateway.control import VersionMismatch
-
-from ..errors import GUARDED, WRITE, responses
-from ..http import answer, apply, body_schema, config_of, json_content, read_json
 
 router = APIRouter(tags=["config"])
 

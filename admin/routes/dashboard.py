@@ -16,11 +16,10 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 
+from admin.errors import GUARDED, responses
+from admin.http import gateway_of
+from gateway import clusters_view
 from gateway.config import Config, Listener, Route
-from gateway.stats.export import clusters_view
-
-from ..errors import GUARDED, responses
-from ..http import gateway_of
 
 router = APIRouter(tags=["dashboard"])
 

@@ -14,8 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import GUARDED, responses
-from ..http import gateway_of, read_json
+from admin.errors import GUARDED, responses
+from admin.http import gateway_of, read_json
 
 router = APIRouter(tags=["health"])
 

@@ -17,13 +17,12 @@ from typing import Annotated, Any
 import attrs
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from admin.crud import add_collection_routes, at_root
+from admin.edits import Chain, Collection, get_item, update_change
+from admin.errors import GUARDED, WRITE, responses
+from admin.http import answer, apply, config_of, json_content, read_json
+from gateway import ConfigError, ConfigIssue
 from gateway.config import Listener, Route, VirtualHost, WeightedCluster, json_schema, structure
-from gateway.errors import ConfigError, ConfigIssue
-
-from ..crud import add_collection_routes, at_root
-from ..edits import Chain, Collection, get_item, update_change
-from ..errors import GUARDED, WRITE, responses
-from ..http import answer, apply, config_of, json_content, read_json
 
 router = APIRouter(tags=["listeners"])
 

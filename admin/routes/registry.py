@@ -40,14 +40,11 @@ from pydantic import BaseModel
 from starlette.routing import Match
 from starlette.types import Scope
 
-from gateway.cluster import ClusterHandle
+from admin.edits import ItemNotFound, endpoint_key
+from admin.errors import GUARDED, WRITE, RequestRefused, responses
+from admin.http import gateway_of, json_content, read_json
+from gateway import ClusterHandle, ConfigError, ConfigIssue, NotRegistered, Registration
 from gateway.config import Endpoint, structure, unstructure
-from gateway.discovery import NotRegistered, Registration
-from gateway.errors import ConfigError, ConfigIssue
-
-from ..edits import ItemNotFound, endpoint_key
-from ..errors import GUARDED, WRITE, RequestRefused, responses
-from ..http import gateway_of, json_content, read_json
 
 
 class RegistryRoute(APIRoute):

@@ -24,15 +24,14 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from gateway.stats.export import (
+from admin.errors import GUARDED, RequestRefused, responses
+from admin.http import gateway_of
+from gateway import (
     PROMETHEUS_CONTENT_TYPE,
     clusters_view,
     prometheus_text,
     stats_json,
 )
-
-from ..errors import GUARDED, RequestRefused, responses
-from ..http import gateway_of
 
 router = APIRouter(tags=["stats"])
 

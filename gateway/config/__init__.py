@@ -1,7 +1,7 @@
 """The config: model (frozen attrs), structuring with error paths, whole-config checks."""
 
-from .load import config_from_data, config_from_text, load_config
-from .model import (
+from gateway.config.load import config_from_data, config_from_text, load_config
+from gateway.config.model import (
     AccessLogConfig,
     Address,
     AdminConfig,
@@ -19,8 +19,8 @@ from .model import (
     VirtualHost,
     WeightedCluster,
 )
-from .structure import json_schema, structure, unstructure
-from .validate import check, check_endpoint, check_endpoints, ensure_valid
+from gateway.config.structure import json_schema, structure, unstructure
+from gateway.config.validate import check, check_endpoint, check_endpoints, ensure_valid
 
 __all__ = [
     "AccessLogConfig",

@@ -7,10 +7,10 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError, ConfigIssue
-from .model import Address, AdminConfig, Cluster, Config, Listener
-from .structure import structure
-from .validate import check, ensure_valid
+from gateway.config.model import Address, AdminConfig, Cluster, Config, Listener
+from gateway.config.structure import structure
+from gateway.config.validate import check, ensure_valid
+from gateway.errors import ConfigError, ConfigIssue
 
 
 def config_from_data(data: Any) -> Config:

@@ -17,8 +17,8 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import attrs
 
-from ..errors import ConfigError, ConfigIssue
-from .model import Address
+from gateway.config.model import Address
+from gateway.errors import ConfigError, ConfigIssue
 
 T = TypeVar("T")
 _NoneType = type(None)

@@ -15,8 +15,8 @@ from collections.abc import Iterable
 
 import attrs
 
-from ..errors import ConfigError, ConfigIssue
-from .model import Cluster, Config, Discovery, Endpoint, Listener, Route
+from gateway.config.model import Cluster, Config, Discovery, Endpoint, Listener, Route
+from gateway.errors import ConfigError, ConfigIssue
 
 
 def _dupes(names: Iterable[str]) -> set[str]:

@@ -24,9 +24,9 @@ endpoint (``gateway.cluster``).
 
 from __future__ import annotations
 
-from ..config import Discovery
-from .dns import DnsClient, Resolver, resolve_system, resolver_for, run_dns_source
-from .errors import (
+from gateway.config import Discovery
+from gateway.discovery.dns import DnsClient, Resolver, resolve_system, resolver_for, run_dns_source
+from gateway.discovery.errors import (
     DiscoveryError,
     EndpointsFileError,
     NotARegistryCluster,
@@ -34,9 +34,9 @@ from .errors import (
     RegistryError,
     ResolutionFailed,
 )
-from .files import parse_endpoints, run_file_source
-from .registry import Registration, Registry
-from .reports import (
+from gateway.discovery.files import parse_endpoints, run_file_source
+from gateway.discovery.registry import Registration, Registry
+from gateway.discovery.reports import (
     DiscoveryFailed,
     DiscoveryReport,
     DiscoveryStats,

@@ -34,12 +34,25 @@ from collections.abc import Awaitable, Callable, Sequence
 import attrs
 import trio
 
-from ..config import Address, Discovery, Endpoint
-from ..config.model import IpFamily
-from .dnswire import AAAA, NOERROR, NXDOMAIN, A, Answer, DnsFormatError, decode_response
-from .dnswire import encode_query as _encode_query
-from .errors import ResolutionFailed
-from .reports import DiscoveryFailed, DiscoveryReport, EndpointsDiscovered, ReportFn
+from gateway.config import Address, Discovery, Endpoint
+from gateway.config.model import IpFamily
+from gateway.discovery.dnswire import (
+    AAAA,
+    NOERROR,
+    NXDOMAIN,
+    A,
+    Answer,
+    DnsFormatError,
+    decode_response,
+)
+from gateway.discovery.dnswire import encode_query as _encode_query
+from gateway.discovery.errors import ResolutionFailed
+from gateway.discovery.reports import (
+    DiscoveryFailed,
+    DiscoveryReport,
+    EndpointsDiscovered,
+    ReportFn,
+)
 
 log = logging.getLogger("triogate.discovery")
 

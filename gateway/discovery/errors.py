@@ -17,7 +17,7 @@ and they are counted in ``DiscoveryStats``. The registry errors answer the admin
 
 from __future__ import annotations
 
-from ..errors import GatewayError
+from gateway.errors import GatewayError
 
 
 class DiscoveryError(GatewayError):

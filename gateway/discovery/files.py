@@ -33,10 +33,15 @@ from typing import Any
 import trio
 import yaml
 
-from ..config import Discovery, Endpoint, check_endpoints, structure
-from ..errors import ConfigError
-from .errors import EndpointsFileError
-from .reports import DiscoveryFailed, DiscoveryReport, EndpointsDiscovered, ReportFn
+from gateway.config import Discovery, Endpoint, check_endpoints, structure
+from gateway.discovery.errors import EndpointsFileError
+from gateway.discovery.reports import (
+    DiscoveryFailed,
+    DiscoveryReport,
+    EndpointsDiscovered,
+    ReportFn,
+)
+from gateway.errors import ConfigError
 
 MAX_FILE_BYTES = 16 << 20
 

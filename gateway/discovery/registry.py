@@ -20,8 +20,8 @@ from collections.abc import Iterable
 
 import attrs
 
-from ..config import Endpoint
-from .errors import NotRegistered
+from gateway.config import Endpoint
+from gateway.discovery.errors import NotRegistered
 
 
 @attrs.frozen

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 
 import attrs
 
-from ..config import Discovery, Endpoint
+from gateway.config import Discovery, Endpoint
 
 
 @attrs.frozen

@@ -20,8 +20,8 @@ from collections import deque
 
 import httptools
 
-from ..errors import DownstreamProtocolError, UpstreamProtocolError, UpstreamResetError
-from .events import (
+from gateway.errors import DownstreamProtocolError, UpstreamProtocolError, UpstreamResetError
+from gateway.http1.events import (
     CHUNKED,
     LENGTH,
     MESSAGE_ENDED,

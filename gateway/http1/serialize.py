@@ -9,7 +9,7 @@ passes unchanged because the proxy never changes a body's length.
 
 from __future__ import annotations
 
-from .events import Headers
+from gateway.http1.events import Headers
 
 HOP_BY_HOP = frozenset(
     {

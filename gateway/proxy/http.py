@@ -33,14 +33,10 @@ from collections import deque
 from math import inf
 from time import perf_counter
 
-import attrs
 import trio
 
-from ..accesslog import AccessLog
-from ..cluster import EndpointRuntime
-from ..config import Listener
-from ..dataplane import DataPlaneRef
-from ..errors import (
+from gateway.cluster.actor import EndpointRuntime
+from gateway.errors import (
     DownstreamProtocolError,
     GatewayError,
     NoHealthyUpstream,
@@ -48,7 +44,7 @@ from ..errors import (
     UpstreamError,
     UpstreamResetError,
 )
-from ..http1.events import (
+from gateway.http1.events import (
     CHUNKED,
     LENGTH,
     NO_BODY,
@@ -58,8 +54,8 @@ from ..http1.events import (
     RequestReceived,
     ResponseReceived,
 )
-from ..http1.parse import RequestParser
-from ..http1.serialize import (
+from gateway.http1.parse import RequestParser
+from gateway.http1.serialize import (
     CHUNKED_LINE,
     HOP_BY_HOP,
     LAST_CHUNK,
@@ -67,16 +63,19 @@ from ..http1.serialize import (
     local_reply,
     response_head,
 )
-from ..routing import RouteEntry
-from ..stats import BOUNDS_MS, ClusterStats, EndpointStats, ListenerStats, StatsRegistry
-from ..tracing import new_traceparent, valid_traceparent
-from ..upstream.pool import PoolExhausted, UpstreamConnection, UpstreamConnectTimeout
+from gateway.listener.context import ListenerContext
+from gateway.observe.stats import (
+    BOUNDS_MS,
+    ClusterStats,
+    EndpointStats,
+)
+from gateway.observe.tracing import new_traceparent, valid_traceparent
+from gateway.routing import RouteEntry
+from gateway.upstream.pool import PoolExhausted, UpstreamConnection, UpstreamConnectTimeout
 
 log = logging.getLogger("triogate.proxy")
 
 READ_SIZE = 65536
-#: granularity of the idle, header and route timeouts (seconds)
-TIMER_TICK = 0.05
 VIA_LINE = b"via: 1.1 triogate\r\n"
 
 
@@ -90,62 +89,6 @@ class UpstreamClosedEarly(UpstreamResetError):
 
 class DownstreamClosed(Exception):
     """The client went away; nothing more can be written to it."""
-
-
-@attrs.define
-class ListenerContext:
-    """What every connection of one listener shares."""
-
-    config: Listener
-    dataplane: DataPlaneRef
-    scheme: bytes = b"http"
-    rng: random.Random = attrs.field(factory=random.Random)
-    #: set when the listener drains: connections finish their request, then close
-    draining: bool = False
-    #: connections waiting for their next request (closed at once on drain)
-    idle: set[HttpConnection] = attrs.field(factory=set)
-    #: every open connection, for the timer task
-    connections: set[HttpConnection] = attrs.field(factory=set)
-    #: the clock as of the timer task's last tick, plus one tick: a deadline computed
-    #: from it never fires early, and at most two ticks late
-    now: float = 0.0
-    #: where this listener's (and its clusters') stats live
-    registry: StatsRegistry = attrs.field(factory=StatsRegistry)
-    stats: ListenerStats = attrs.field(init=False)
-    #: ``registry.clusters`` (one dict for the registry's life), one lookup closer
-    cluster_stats: dict[str, ClusterStats] = attrs.field(init=False)
-    access_log: AccessLog = attrs.field(init=False)
-    #: ``config.tracing``, flattened for the data path
-    start_traceparent: bool = attrs.field(init=False)
-    traceparent_sampled: bool = attrs.field(init=False)
-
-    def __attrs_post_init__(self) -> None:
-        self.stats = self.registry.listener(self.config.name)
-        self.cluster_stats = self.registry.clusters
-        self.access_log = AccessLog(self.config.access_log, self.stats)
-        self.start_traceparent = self.config.tracing.start_traceparent
-        self.traceparent_sampled = self.config.tracing.sampled
-
-    def reconfigure(self, config: Listener) -> None:
-        """Take a new config of the same listener (one that needs no rebind)."""
-        self.config = config
-        self.access_log.reconfigure(config.access_log)
-        self.start_traceparent = config.tracing.start_traceparent
-        self.traceparent_sampled = config.tracing.sampled
-
-    async def run_timers(self, tick: float = TIMER_TICK) -> None:
-        """Cancel connections past their deadline; runs until cancelled."""
-        while True:
-            now = trio.current_time()
-            self.now = now + tick
-            for conn in self.connections:
-                if conn.deadline <= now:
-                    conn.scope.cancel()
-            await trio.sleep(tick)
-
-    @property
-    def name(self) -> str:
-        return self.config.name
 
 
 def _request_id(rng: random.Random) -> bytes:

@@ -11,17 +11,13 @@ endpoint's ``cx_*`` (a TCP listener has no requests to count).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 import trio
 
+from gateway.errors import UpstreamConnectError
+from gateway.listener.context import ListenerContext
+from gateway.netio import SocketIO, open_connection
 from policies.balancing import hash_key
-
-from ..errors import UpstreamConnectError
-from ..netio import SocketIO, open_connection
-
-if TYPE_CHECKING:
-    from .http import ListenerContext
 
 log = logging.getLogger("triogate.tcp")
 

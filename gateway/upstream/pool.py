@@ -19,10 +19,10 @@ from collections import deque
 
 import trio
 
-from ..config import Address, PoolConfig
-from ..errors import UpstreamConnectError, UpstreamResetError
-from ..http1.parse import ResponseParser
-from ..netio import SocketIO, open_connection
+from gateway.config import Address, PoolConfig
+from gateway.errors import UpstreamConnectError, UpstreamResetError
+from gateway.http1.parse import ResponseParser
+from gateway.netio import SocketIO, open_connection
 
 #: seconds idle after which a pooled connection is checked before reuse
 PEEK_AFTER_IDLE = 1.0

@@ -21,11 +21,21 @@ Modules: ``options`` (BalancerOptions), ``priority`` (load spill and panic),
 
 from __future__ import annotations
 
-from .cluster import DEFAULT_OPTIONS, ActiveRequests, ClusterBalancer, make_balancer
-from .hashing import hash_key
-from .options import POLICY_NAMES, BalancerConfigError, BalancerOptions, PolicyName
-from .priority import PriorityPlan, plan_priorities
-from .slow_start import slow_start_percent
+from policies.balancing.cluster import (
+    DEFAULT_OPTIONS,
+    ActiveRequests,
+    ClusterBalancer,
+    make_balancer,
+)
+from policies.balancing.hashing import hash_key
+from policies.balancing.options import (
+    POLICY_NAMES,
+    BalancerConfigError,
+    BalancerOptions,
+    PolicyName,
+)
+from policies.balancing.priority import PriorityPlan, plan_priorities
+from policies.balancing.slow_start import slow_start_percent
 
 __all__ = [
     "DEFAULT_OPTIONS",

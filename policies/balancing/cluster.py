@@ -44,13 +44,24 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from ..hosts import Host, HostSet, LocalityGroup, PriorityLevel
-from .maglev import Maglev
-from .options import POLICY_NAMES, BalancerConfigError, BalancerOptions, PolicyName
-from .pickers import Fixed, Picker, least_request, smooth_round_robin, weighted_random
-from .priority import LevelCounts, PriorityPlan, plan_priorities
-from .ring_hash import RingHash
-from .slow_start import next_slow_start_change, slow_start_percent
+from policies.balancing.maglev import Maglev
+from policies.balancing.options import (
+    POLICY_NAMES,
+    BalancerConfigError,
+    BalancerOptions,
+    PolicyName,
+)
+from policies.balancing.pickers import (
+    Fixed,
+    Picker,
+    least_request,
+    smooth_round_robin,
+    weighted_random,
+)
+from policies.balancing.priority import LevelCounts, PriorityPlan, plan_priorities
+from policies.balancing.ring_hash import RingHash
+from policies.balancing.slow_start import next_slow_start_change, slow_start_percent
+from policies.hosts import Host, HostSet, LocalityGroup, PriorityLevel
 
 __all__ = ["DEFAULT_OPTIONS", "ActiveRequests", "ClusterBalancer", "make_balancer"]
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Generic, TypeVar
 
-from .hashing import hash64
+from policies.balancing.hashing import hash64
 
 __all__ = ["Maglev"]
 

@@ -13,7 +13,7 @@ from typing import Final, Literal, get_args
 
 import attrs
 
-from ..errors import PolicyError
+from policies.errors import PolicyError
 
 __all__ = ["POLICY_NAMES", "BalancerConfigError", "BalancerOptions", "PolicyName"]
 

@@ -61,7 +61,7 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Final, Generic, TypeVar
 
-from .hashing import hash64
+from policies.balancing.hashing import hash64
 
 __all__ = ["RingHash"]
 

@@ -11,8 +11,7 @@ import trio
 
 from gateway.app import Gateway
 from gateway.config import Address
-
-from .admin_support import UPSTREAMS, AdminSetup, admin_config
+from tests.admin.admin_support import UPSTREAMS, AdminSetup, admin_config
 
 
 @pytest.fixture

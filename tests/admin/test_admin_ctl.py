@@ -9,9 +9,8 @@ from pathlib import Path
 import trio
 from click.testing import CliRunner, Result
 
-from gateway.cli import main
-
-from .admin_support import AdminSetup
+from tests.admin.admin_support import AdminSetup
+from triogate.cli import main
 
 
 async def ctl(setup: AdminSetup, *args: str, key: str | None = None) -> Result:
@@ -87,7 +86,7 @@ def test_run_refuses_non_loopback_admin_without_key(tmp_path: Path) -> None:
     config = tmp_path / "gw.yaml"
     config.write_text('admin: {address: "0.0.0.0:0"}\n')
     done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "run", str(config), "--no-state"],
+        [sys.executable, "-m", "triogate.cli", "run", str(config), "--no-state"],
         capture_output=True,
         text=True,
         timeout=30,

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from gateway.state import load_state
+from gateway.control.state import load_state
 
 CONFIG = """\
 admin: {address: "127.0.0.1:0"}
@@ -52,7 +52,7 @@ class Gateway:
 
 async def start(config: Path, state: Path) -> tuple[Gateway, str]:
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "gateway.cli", "run", str(config), "--state-file", str(state)],
+        [sys.executable, "-m", "triogate.cli", "run", str(config), "--state-file", str(state)],
         stdout=subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )

@@ -8,7 +8,7 @@ import attrs
 import httpx
 import trio
 
-from .admin_support import AdminSetup
+from tests.admin.admin_support import AdminSetup
 
 #: each version sends everything to one cluster, so a stray request is unmistakable
 SPLITS = ({"a": 1, "b": 0, "c": 0}, {"a": 0, "b": 1, "c": 0}, {"a": 0, "b": 0, "c": 1})

@@ -27,11 +27,11 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from admin import admin_service
 from gateway.app import run_gateway
 from gateway.config import config_from_data
-from gateway.demo import serve_demo_upstream
-
-from .admin_support import UPSTREAMS, admin_config
+from tests.admin.admin_support import UPSTREAMS, admin_config
+from triogate.demo import serve_demo_upstream
 
 CHECKS = [
     not_a_server_error,
@@ -55,7 +55,9 @@ def admin_url() -> Iterator[str]:
             handles["scope"] = nursery.cancel_scope
             ups = {name: await nursery.start(serve_demo_upstream, name) for name in UPSTREAMS}
             config = config_from_data(admin_config(ups))
-            gateway = await nursery.start(partial(run_gateway, config))
+            gateway = await nursery.start(
+                partial(run_gateway, config, services=[admin_service(None)])
+            )
             started.put(f"http://{gateway.admin_address}")
 
     def run() -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import trio
 
-from .admin_support import AdminSetup
+from tests.admin.admin_support import AdminSetup
 
 
 async def upstream_of(setup: AdminSetup, path: str = "/") -> str:

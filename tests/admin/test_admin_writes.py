@@ -10,8 +10,7 @@ import pytest
 import trio
 
 from gateway.app import Gateway
-
-from .admin_support import AdminSetup, issue_locs
+from tests.admin.admin_support import AdminSetup, issue_locs
 
 INVALID_WRITES: list[tuple[str, str, Any, set[str]]] = [
     # (method, path, body, the locs the 422 must name)

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import trio
 
-from ..conftest import StartGateway, StartUpstream, closed_address, simple_config
+from tests.conftest import StartGateway, StartUpstream, closed_address, simple_config
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"

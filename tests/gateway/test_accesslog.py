@@ -15,13 +15,12 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.accesslog import ENTRY_OVERHEAD, AccessLog, format_entries
 from gateway.app import Gateway
 from gateway.config import AccessLogConfig, Config
 from gateway.http1.events import NO_BODY, RequestReceived
-from gateway.stats import ListenerStats
-
-from ..conftest import StartGateway, StartUpstream, closed_address, simple_config
+from gateway.observe.accesslog import ENTRY_OVERHEAD, AccessLog, format_entries
+from gateway.observe.stats import ListenerStats
+from tests.conftest import StartGateway, StartUpstream, closed_address, simple_config
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")

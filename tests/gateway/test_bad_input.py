@@ -11,8 +11,7 @@ import pytest
 import trio
 
 from gateway.config import Address
-
-from ..conftest import StartGateway, simple_config
+from tests.conftest import StartGateway, simple_config
 
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
 

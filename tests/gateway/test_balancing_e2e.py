@@ -17,8 +17,7 @@ import trio
 
 from gateway.app import Gateway
 from gateway.config import Address
-
-from ..conftest import StartGateway, StartUpstream, simple_config
+from tests.conftest import StartGateway, StartUpstream, simple_config
 
 
 class KeepAliveClient:

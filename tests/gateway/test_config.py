@@ -148,7 +148,7 @@ def test_json_schema_covers_the_model() -> None:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "triogate.cli", *args], capture_output=True, text=True, timeout=60
     )
 
 

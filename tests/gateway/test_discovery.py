@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from gateway.app import Gateway
-from gateway.cluster import ClusterHandle, run_cluster
+from gateway.cluster.actor import ClusterHandle, run_cluster
 from gateway.config import Address, Cluster, Discovery, Endpoint, config_from_data
 from gateway.discovery import (
     DnsClient,
@@ -28,8 +28,7 @@ from gateway.discovery import (
 )
 from gateway.discovery.dnswire import AAAA, A, DnsFormatError, decode_response, encode_query
 from gateway.errors import ConfigError
-
-from ..conftest import StartGateway, StartUpstream, simple_config
+from tests.conftest import StartGateway, StartUpstream, simple_config
 
 # -- a DNS server on loopback whose records the test sets ------------------------------
 
@@ -433,7 +432,7 @@ async def _gt(value: int, floor: int) -> bool:
 async def _demo(
     name: str, address: Address, *, task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    from gateway.demo import serve_demo_upstream
+    from triogate.demo import serve_demo_upstream
 
     await serve_demo_upstream(name, address, task_status=task_status)
 

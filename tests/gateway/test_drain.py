@@ -9,8 +9,7 @@ import httpx
 import trio
 
 from gateway.config import Address
-
-from ..conftest import StartUpstream, free_port, gateway_process
+from tests.conftest import StartUpstream, free_port, gateway_process
 
 
 async def test_sigterm_lets_the_request_in_flight_finish(

@@ -10,8 +10,7 @@ import trio
 
 from gateway.app import Gateway
 from gateway.config import Address
-
-from ..conftest import StartGateway, StartUpstream, closed_address, simple_config
+from tests.conftest import StartGateway, StartUpstream, closed_address, simple_config
 
 
 def url(gateway: Gateway, path: str = "/") -> str:

@@ -19,12 +19,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import Gateway
 from gateway.config import Address, Config
-from gateway.stats import BOUNDS_MS, Histogram, StatsRegistry, quantile
-from gateway.stats.export import clusters_view, prometheus_text, stats_json
-from gateway.stats.scopes import COUNTER, GAUGE, HISTOGRAM, STATUS_CLASSES, stat_names
-from gateway.tracing import valid_traceparent
-
-from ..conftest import StartGateway, StartUpstream, closed_address, simple_config
+from gateway.observe.stats import BOUNDS_MS, Histogram, StatsRegistry, quantile
+from gateway.observe.stats.export import clusters_view, prometheus_text, stats_json
+from gateway.observe.stats.scopes import COUNTER, GAUGE, HISTOGRAM, STATUS_CLASSES, stat_names
+from gateway.observe.tracing import valid_traceparent
+from tests.conftest import StartGateway, StartUpstream, closed_address, simple_config
 
 
 def url(gateway: Gateway, path: str) -> str:

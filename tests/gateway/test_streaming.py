@@ -9,8 +9,7 @@ import pytest
 import trio
 
 from gateway.config import Address
-
-from ..conftest import StartUpstream, free_port, gateway_process
+from tests.conftest import StartUpstream, free_port, gateway_process
 
 GIB = 1 << 30
 

@@ -12,7 +12,7 @@ import trio
 import trio.testing
 
 from gateway.errors import SupervisorEscalation
-from gateway.supervisor import ChildSpec, Restart, SupervisorHandle, run_supervisor
+from gateway.runtime.supervisor import ChildSpec, Restart, SupervisorHandle, run_supervisor
 from policies.restart import RestartIntensity
 
 Journal = list[str]

@@ -12,12 +12,13 @@ from pathlib import Path
 import click
 import trio
 
-from .app import Gateway, run_gateway
-from .config import Config, config_from_text, load_config
-from .ctl import ctl
-from .demo import DEMO_CONFIG, serve_demo_upstream
-from .errors import ConfigError, root_cause
-from .state import default_state_path, load_state
+from admin import admin_service
+from gateway import Gateway, run_gateway
+from gateway.config import Config, config_from_text, load_config
+from gateway.control.state import default_state_path, load_state
+from gateway.errors import ConfigError, root_cause
+from triogate.ctl import ctl
+from triogate.demo import DEMO_CONFIG, serve_demo_upstream
 
 log = logging.getLogger("triogate")
 
@@ -61,7 +62,10 @@ async def _serve(config: Config, state_path: Path | None, *, on_ready: str = "")
         async with trio.open_nursery() as nursery:
             gateway: Gateway = await nursery.start(
                 lambda task_status: run_gateway(
-                    config, state_path=state_path, api_key=api_key, task_status=task_status
+                    config,
+                    state_path=state_path,
+                    services=[admin_service(api_key)],
+                    task_status=task_status,
                 )
             )
             for name, handle in gateway.control.listeners.items():

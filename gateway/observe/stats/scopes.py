@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Final
 
 import attrs
 
-from .histogram import Histogram
+from gateway.observe.stats.histogram import Histogram
 
 COUNTER: Final = "counter"
 GAUGE: Final = "gauge"

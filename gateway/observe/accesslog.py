@@ -36,12 +36,12 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .config import AccessLogConfig
+from gateway.config import AccessLogConfig
 
 if TYPE_CHECKING:
-    from .http1.events import RequestReceived
-    from .proxy.http import HttpConnection
-    from .stats import ListenerStats
+    from gateway.http1.events import RequestReceived
+    from gateway.observe.stats import ListenerStats
+    from gateway.proxy.http import HttpConnection
 
 log = logging.getLogger("triogate.accesslog")
 

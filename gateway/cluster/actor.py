@@ -33,11 +33,8 @@ from collections.abc import Callable
 import attrs
 import trio
 
-from policies.balancing import ClusterBalancer, make_balancer
-from policies.hosts import Host, HostSet
-
-from .config import Cluster, Endpoint, check_endpoint
-from .discovery import (
+from gateway.config import Cluster, Endpoint, check_endpoint
+from gateway.discovery import (
     DiscoveryFailed,
     DiscoveryStats,
     EndpointsDiscovered,
@@ -49,8 +46,10 @@ from .discovery import (
     has_source_task,
     run_source,
 )
-from .errors import ConfigError, ConfigIssue, GatewayError
-from .upstream.pool import EndpointPool
+from gateway.errors import ConfigError, ConfigIssue, GatewayError
+from gateway.upstream.pool import EndpointPool
+from policies.balancing import ClusterBalancer, make_balancer
+from policies.hosts import Host, HostSet
 
 log = logging.getLogger("triogate.cluster")
 

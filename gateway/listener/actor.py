@@ -18,13 +18,14 @@ import socket
 
 import trio
 
-from .config import Address, Listener
-from .dataplane import DataPlaneRef
-from .errors import ListenerBindError
-from .netio import SocketIO, accept_forever, open_listening_sockets
-from .proxy.http import TIMER_TICK, HttpConnection, ListenerContext
-from .proxy.tcp import serve_tcp_connection
-from .stats import StatsRegistry
+from gateway.config import Address, Listener
+from gateway.dataplane import DataPlaneRef
+from gateway.errors import ListenerBindError
+from gateway.listener.context import TIMER_TICK, ListenerContext
+from gateway.netio import SocketIO, accept_forever, open_listening_sockets
+from gateway.observe.stats import StatsRegistry
+from gateway.proxy.http import HttpConnection
+from gateway.proxy.tcp import serve_tcp_connection
 
 log = logging.getLogger("triogate.listener")
 

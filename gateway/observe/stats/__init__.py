@@ -11,9 +11,9 @@ The data path increments attributes of these objects directly (``scopes.py``);
 
 from __future__ import annotations
 
-from .histogram import BOUNDS_MS, Histogram, quantile, quantiles
-from .registry import SeriesPoint, StatsRegistry, run_stats_ticker
-from .scopes import ClusterStats, EndpointStats, ListenerStats
+from gateway.observe.stats.histogram import BOUNDS_MS, Histogram, quantile, quantiles
+from gateway.observe.stats.registry import SeriesPoint, StatsRegistry, run_stats_ticker
+from gateway.observe.stats.scopes import ClusterStats, EndpointStats, ListenerStats
 
 __all__ = [
     "BOUNDS_MS",

@@ -29,15 +29,15 @@ from typing import Any
 import attrs
 import trio
 
-from .cluster import ClusterHandle, run_cluster
-from .config import Config, Listener, ensure_valid
-from .dataplane import DataPlane, DataPlaneRef
-from .errors import ConfigError, ConfigIssue, GatewayError
-from .listener import ListenerHandle, run_listener
-from .routing import RouteTable
-from .state import save_state
-from .stats import StatsRegistry
-from .supervisor import ChildSpec, SupervisorHandle, run_supervisor
+from gateway.cluster.actor import ClusterHandle, run_cluster
+from gateway.config import Config, Listener, ensure_valid
+from gateway.control.state import save_state
+from gateway.dataplane import DataPlane, DataPlaneRef
+from gateway.errors import ConfigError, ConfigIssue, GatewayError
+from gateway.listener.actor import ListenerHandle, run_listener
+from gateway.observe.stats import StatsRegistry
+from gateway.routing import RouteTable
+from gateway.runtime.supervisor import ChildSpec, SupervisorHandle, run_supervisor
 
 log = logging.getLogger("triogate.control")
 

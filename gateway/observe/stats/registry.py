@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
-from .histogram import difference, quantile
-from .scopes import ClusterStats, Frame, ListenerStats, Scope
+from gateway.observe.stats.histogram import difference, quantile
+from gateway.observe.stats.scopes import ClusterStats, Frame, ListenerStats, Scope
 
 if TYPE_CHECKING:
-    from ..cluster import ClusterHandle, EndpointRuntime
+    from gateway.cluster.actor import ClusterHandle, EndpointRuntime
 
 #: seconds behind "recent": quantiles, success rates
 RECENT_WINDOW = 30.0

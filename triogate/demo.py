@@ -24,7 +24,7 @@ from typing import Any
 import h11
 import trio
 
-from .config import Address
+from gateway.config import Address
 
 
 class _Conn:

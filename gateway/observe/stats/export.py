@@ -16,12 +16,20 @@ import re
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from .histogram import BOUNDS_MS, Histogram, difference, quantiles
-from .registry import StatsRegistry
-from .scopes import CLASSES, COUNTER, GAUGE, HISTOGRAM, STATUS_CLASSES, Scope, stat_names
+from gateway.observe.stats.histogram import BOUNDS_MS, Histogram, difference, quantiles
+from gateway.observe.stats.registry import StatsRegistry
+from gateway.observe.stats.scopes import (
+    CLASSES,
+    COUNTER,
+    GAUGE,
+    HISTOGRAM,
+    STATUS_CLASSES,
+    Scope,
+    stat_names,
+)
 
 if TYPE_CHECKING:
-    from ..cluster import EndpointRuntime
+    from gateway.cluster.actor import EndpointRuntime
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -12,8 +12,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from .config import Config, config_from_data, unstructure
-from .errors import ConfigError, ConfigIssue
+from gateway.config import Config, config_from_data, unstructure
+from gateway.errors import ConfigError, ConfigIssue
 
 
 def default_state_path(config_path: Path) -> Path:

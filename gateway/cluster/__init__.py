@@ -1,0 +1,1 @@
+"""Cluster actors: endpoints, discovery, pools; the snapshot the data path reads."""

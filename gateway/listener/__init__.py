@@ -1,0 +1,1 @@
+"""Listener actors: the accept loop, connection timers, drain, live reconfiguration."""

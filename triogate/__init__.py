@@ -1,0 +1,1 @@
+"""The commands (run, validate, demo, ctl): composition roots above admin and gateway."""
