@@ -21,9 +21,8 @@ Everything a layer above (``admin``, ``triogate``) needs is named here or in
 
 from gateway.app import Gateway, Service, run_gateway
 from gateway.cluster.actor import ClusterHandle
-from gateway.control.plane import VersionMismatch
 from gateway.discovery import NotRegistered, Registration
-from gateway.errors import ConfigError, ConfigIssue, GatewayError
+from gateway.errors import ConfigError, ConfigIssue, GatewayError, VersionMismatch
 from gateway.observe.stats.export import (
     PROMETHEUS_CONTENT_TYPE,
     clusters_view,

@@ -10,7 +10,11 @@
     ├── NoHealthyUpstream              the cluster has no endpoint to pick       -> 503 / UH
     ├── DownstreamProtocolError        the client sent a malformed request        -> 400 / 431
     ├── ListenerBindError(OSError)     a listener's address cannot be bound
-    └── SupervisorEscalation           a child crashed past its restart intensity
+    ├── SupervisorEscalation           a child crashed past its restart intensity
+    ├── ActorStopped                   an actor ended before answering a request  -> 503
+    ├── VersionMismatch                ``If-Match`` names a version no longer current -> 412
+    ├── ChangeFailed                   a valid change could not be applied; rolled back -> 503
+    └── StateFileError(OSError)        the state file cannot be read or written   -> 503
 
 ``status_hint`` is the HTTP status a local reply uses for the error.
 ``trio.BrokenResourceError`` is translated into these at the socket edge.
@@ -103,3 +107,32 @@ def root_cause(exc: BaseException) -> BaseException:
             exc = exc.__cause__
         else:
             return exc
+
+
+class ActorStopped(GatewayError):
+    """An actor's inbox is closed, or the actor ended (crashed) before it answered."""
+
+    status_hint = 503
+
+
+class VersionMismatch(GatewayError):
+    """``If-Match`` named a version that is no longer current."""
+
+    status_hint = 412
+
+    def __init__(self, expected: int, current: int) -> None:
+        super().__init__(f"config version is {current}, not {expected}")
+        self.expected = expected
+        self.current = current
+
+
+class ChangeFailed(GatewayError):
+    """A valid change failed while it was applied; the running gateway was rolled back."""
+
+    status_hint = 503
+
+
+class StateFileError(GatewayError, OSError):
+    """The state file (runtime changes) cannot be read or written."""
+
+    status_hint = 503

@@ -142,6 +142,10 @@ def open_listening_sockets(host: str | None, port: int, backlog: int = 1024) -> 
             sock = socket.socket(family, type_, proto)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # as Envoy's listeners: a listener moving onto a port that another of ours
+            # leaves in the same change binds before the other lets go (and N worker
+            # processes can share one port); a port held without it still refuses us
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(sockaddr)

@@ -15,8 +15,8 @@ import trio
 from admin import admin_service
 from gateway import Gateway, run_gateway
 from gateway.config import Config, config_from_text, load_config
-from gateway.control.state import default_state_path, load_state
-from gateway.errors import ConfigError, root_cause
+from gateway.control.state import check_state_path, default_state_path, load_state
+from gateway.errors import ConfigError, StateFileError, root_cause
 from triogate.ctl import ctl
 from triogate.demo import DEMO_CONFIG, serve_demo_upstream
 
@@ -136,9 +136,13 @@ def run(config_file: Path, state_file: Path | None, no_state: bool) -> None:
             else default_state_path(config_file)
         )
         try:
+            check_state_path(state_path)
             saved = load_state(state_path)
         except ConfigError as e:
             _fail_config(e, str(state_path))
+        except StateFileError as e:
+            click.echo(f"triogate: {e}", err=True)
+            sys.exit(1)
         if saved is not None:
             click.echo(f"loaded runtime state version {saved.version} from {state_path}")
             config = saved

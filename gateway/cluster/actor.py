@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 from collections.abc import Callable
 
 import attrs
 import trio
 
+from gateway.cluster.snapshot import ClusterSnapshot, build_snapshot
 from gateway.config import Cluster, Endpoint, check_endpoint
 from gateway.discovery import (
     DiscoveryFailed,
@@ -46,66 +46,10 @@ from gateway.discovery import (
     has_source_task,
     run_source,
 )
-from gateway.errors import ConfigError, ConfigIssue, GatewayError
-from gateway.upstream.pool import EndpointPool
-from policies.balancing import ClusterBalancer, make_balancer
-from policies.hosts import Host, HostSet
+from gateway.errors import ConfigError, ConfigIssue
+from gateway.runtime.actor import ask
 
 log = logging.getLogger("triogate.cluster")
-
-
-class EndpointRuntime:
-    """The mutable, per-process side of an endpoint: its pool and live counters."""
-
-    __slots__ = ("active", "config", "key", "pool", "ready_at")
-
-    def __init__(self, config: Endpoint, cluster: Cluster, ready_at: float) -> None:
-        self.config = config
-        self.key = str(config.address)
-        self.pool = EndpointPool(config.address, cluster.pool)
-        #: requests in flight to this endpoint
-        self.active = 0
-        #: when it joined (or last became healthy): slow start ramps from here
-        self.ready_at = ready_at
-
-    def host(self) -> Host:
-        ep = self.config
-        return Host(
-            key=self.key,
-            weight=ep.weight,
-            priority=ep.priority,
-            locality=ep.locality,
-            healthy=True,
-            ready_at=self.ready_at,
-        )
-
-
-@attrs.frozen
-class ClusterSnapshot:
-    """What the data path sees of a cluster at one instant."""
-
-    config: Cluster
-    #: endpoints that take new requests
-    endpoints: tuple[EndpointRuntime, ...]
-    #: every endpoint still known, including draining ones (for stats and the admin API)
-    all_endpoints: tuple[EndpointRuntime, ...]
-    balancer: ClusterBalancer
-    by_key: dict[str, EndpointRuntime]
-    #: the cluster's endpoints in every state, from its discovery source (or the config)
-    members: tuple[Endpoint, ...] = ()
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
-    def uses_hash(self) -> bool:
-        return self.config.lb_policy in ("ring_hash", "maglev")
-
-    def pick(self, now: float, hash_key: int | None = None) -> EndpointRuntime | None:
-        """The endpoint for one request (the balancer's choice), or None if none can serve."""
-        host = self.balancer.pick(now, hash_key)
-        return None if host is None else self.by_key[host.key]
 
 
 @attrs.frozen
@@ -113,7 +57,7 @@ class Reconfigure:
     """Command: replace the cluster's config; answered on ``reply`` once published."""
 
     cluster: Cluster
-    reply: trio.MemorySendChannel[ClusterSnapshot]
+    reply: trio.MemorySendChannel[ClusterSnapshot | Exception]
 
 
 @attrs.frozen
@@ -124,7 +68,7 @@ class Registered:
     created: bool
 
 
-RegistryAnswer = Registered | Registration | RegistryError
+RegistryAnswer = Registered | Registration | Exception
 
 
 @attrs.frozen
@@ -167,16 +111,21 @@ class ClusterHandle:
     def __init__(self, cluster: Cluster) -> None:
         self.name = cluster.name
         self.inbox, self._inbox_rx = trio.open_memory_channel[ClusterMsg](16)
-        self.snapshot = _build_snapshot(cluster, {}, now=0.0)
+        self.snapshot = build_snapshot(cluster, None, now=0.0)
         self.discovery_stats = DiscoveryStats(source=cluster.discovery.type)
         #: registry clusters: every registered instance, by address
         self.registrations: tuple[Registration, ...] = ()
 
     async def reconfigure(self, cluster: Cluster) -> ClusterSnapshot:
-        reply_tx, reply_rx = trio.open_memory_channel[ClusterSnapshot](1)
-        await self.inbox.send(Reconfigure(cluster, reply_tx))
-        async with reply_rx:
-            return await reply_rx.receive()
+        """Replace the cluster's config; returns the snapshot published for it.
+
+        Raises ``ActorStopped`` if the actor crashed on it (its supervisor restarts it
+        with the config it had).
+        """
+        snapshot: ClusterSnapshot = await ask(
+            self.inbox, lambda reply: Reconfigure(cluster, reply), who=f"cluster {self.name!r}"
+        )
+        return snapshot
 
     async def register(self, endpoint: Endpoint, ttl: float | None = None) -> Registered:
         """Register an instance (registry clusters); ``ConfigError`` if ``endpoint`` is invalid."""
@@ -205,80 +154,11 @@ class ClusterHandle:
 
     async def _ask(
         self, make: Callable[[trio.MemorySendChannel[RegistryAnswer]], ClusterMsg]
-    ) -> RegistryAnswer:
-        reply_tx, reply_rx = trio.open_memory_channel[RegistryAnswer](1)
-        await self.inbox.send(make(reply_tx))
-        async with reply_rx:
-            try:
-                answer = await reply_rx.receive()
-            except trio.EndOfChannel:
-                raise GatewayError(f"cluster {self.name!r} stopped before answering") from None
-        if isinstance(answer, RegistryError):
-            raise answer
+    ) -> Registered | Registration:
+        answer: Registered | Registration = await ask(
+            self.inbox, make, who=f"cluster {self.name!r}"
+        )
         return answer
-
-
-def _build_snapshot(
-    cluster: Cluster,
-    runtimes: dict[str, EndpointRuntime],
-    now: float,
-    endpoints: tuple[Endpoint, ...] | None = None,
-) -> ClusterSnapshot:
-    """A snapshot for ``cluster``, reusing (and updating) existing endpoint runtimes.
-
-    ``endpoints`` are the cluster's members as its discovery source has them (default:
-    the config's). Endpoints removed stay in ``all_endpoints``, draining, while they
-    still have requests in flight; the actor's sweep forgets them once idle. ``now`` is
-    the ``ready_at`` of endpoints that are new (0 for the first snapshot: endpoints
-    present at start skip slow start, as in Envoy).
-    """
-    if endpoints is None:
-        endpoints = cluster.endpoints
-    kept: dict[str, EndpointRuntime] = {}
-    for ep in endpoints:
-        key = str(ep.address)
-        rt = runtimes.get(key)
-        if rt is None or rt.pool.config != cluster.pool:
-            if rt is not None:
-                rt.pool.drain()
-            rt = EndpointRuntime(ep, cluster, ready_at=now if rt is None else rt.ready_at)
-        elif rt.config.state != "active" and ep.state == "active":
-            rt.ready_at = now  # back from draining/disabled: ramp up again
-        rt.config = ep
-        if ep.state == "active":
-            rt.pool.draining = False
-        else:
-            rt.pool.drain()
-        kept[key] = rt
-    leaving = []
-    for key, rt in runtimes.items():
-        if kept.get(key) is not rt:
-            rt.pool.drain()
-            if rt.active:
-                leaving.append(rt)
-    serving = tuple(rt for rt in kept.values() if rt.config.state == "active")
-    balancer = make_balancer(
-        cluster.lb_policy,
-        HostSet(rt.host() for rt in serving),
-        random.Random(),
-        cluster.lb_options,
-        active=_active_of(kept),
-    )
-    return ClusterSnapshot(
-        cluster,
-        serving,
-        (*kept.values(), *leaving),
-        balancer,
-        {rt.key: rt for rt in serving},
-        endpoints,
-    )
-
-
-def _active_of(runtimes: dict[str, EndpointRuntime]) -> Callable[[Host], int]:
-    def active(host: Host) -> int:
-        return runtimes[host.key].active
-
-    return active
 
 
 #: seconds a starting actor waits for its source's first report beyond the source timeout
@@ -306,8 +186,8 @@ async def run_cluster(
             await actor.serve()
     finally:
         # idle pooled connections belong to the actor; busy ones close with their request
-        for rt in handle.snapshot.all_endpoints:
-            rt.pool.close_all_idle()
+        for state in handle.snapshot.all_endpoints:
+            state.pool.close_all_idle()
 
 
 class _ClusterActor:
@@ -390,9 +270,8 @@ class _ClusterActor:
         return self.discovered
 
     def _publish(self, cluster: Cluster) -> None:
-        runtimes = {rt.key: rt for rt in self.snapshot.all_endpoints}
         now = trio.current_time()
-        self.snapshot = _build_snapshot(cluster, runtimes, now, self._members(cluster))
+        self.snapshot = build_snapshot(cluster, self.snapshot, now, self._members(cluster))
         self.handle.snapshot = self.snapshot
         self.handle.registrations = self.registry.registrations()
 
@@ -551,11 +430,6 @@ class _ClusterActor:
         self._publish(self.snapshot.config)
 
     def _sweep(self, now: float) -> None:
-        snapshot = self.snapshot
-        for rt in snapshot.all_endpoints:
-            rt.pool.expire_idle(now)
-        members = {str(ep.address) for ep in snapshot.members}
-        live = tuple(rt for rt in snapshot.all_endpoints if rt.key in members or rt.active)
-        if len(live) != len(snapshot.all_endpoints):
-            self.snapshot = attrs.evolve(snapshot, all_endpoints=live)
-            self.handle.snapshot = self.snapshot
+        for state in self.snapshot.all_endpoints:
+            state.pool.expire_idle(now)
+        self.snapshot = self.handle.snapshot = self.snapshot.without_idle_leavers()

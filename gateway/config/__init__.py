@@ -18,6 +18,7 @@ from gateway.config.model import (
     TracingConfig,
     VirtualHost,
     WeightedCluster,
+    needs_rebind,
 )
 from gateway.config.structure import json_schema, structure, unstructure
 from gateway.config.validate import check, check_endpoint, check_endpoints, ensure_valid
@@ -47,6 +48,7 @@ __all__ = [
     "ensure_valid",
     "json_schema",
     "load_config",
+    "needs_rebind",
     "structure",
     "unstructure",
 ]

@@ -162,6 +162,10 @@ class TracingConfig:
     sampled: bool = True
 
 
+#: field metadata: changing the field needs new listening sockets
+REBIND = "triogate.rebind"
+
+
 @attrs.frozen
 class Listener:
     """A bound address and how its traffic is handled.
@@ -170,7 +174,7 @@ class Listener:
     """
 
     name: str
-    address: Address
+    address: Address = attrs.field(metadata={REBIND: True})
     protocol: ListenerProtocol = "http"
     routes: tuple[Route, ...] = ()
     virtual_hosts: tuple[VirtualHost, ...] = ()
@@ -184,6 +188,18 @@ class Listener:
     max_request_headers_count: int = 100
     access_log: AccessLogConfig = AccessLogConfig()
     tracing: TracingConfig = TracingConfig()
+
+
+def needs_rebind(old: Listener, new: Listener) -> bool:
+    """Whether going from ``old`` to ``new`` needs new sockets (fields marked ``REBIND``).
+
+    Every other field of a listener changes live, without refusing a connection.
+    """
+    return any(
+        getattr(old, f.name) != getattr(new, f.name)
+        for f in attrs.fields(Listener)
+        if f.metadata.get(REBIND)
+    )
 
 
 @attrs.frozen

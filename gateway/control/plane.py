@@ -1,62 +1,86 @@
 """The control plane actor: the only writer of the running config and the data plane.
 
-Theory of operation: the actor holds the current ``Config`` (with its ``version``). A
-change arrives as ``ApplyChange(change, if_match)``, where ``change`` is a pure
-function from the current config to the next: the actor runs it, validates the result
-as a whole, and only then reconciles the running parts in an order that never lets a
-request see a half-applied change:
+Theory of operation: the actor's task holds the running ``Config`` and the handles of
+the cluster and listener actors it started (under its own ``workers`` supervisor).
+After each message it publishes an immutable ``RuntimeView`` on its handle, which is
+all the admin API reads. A change arrives as ``ApplyChange(change, if_match)``, where
+``change`` is a pure function from the current config to the next; the actor runs it,
+validates the result as a whole, and then moves the running parts over in steps that
+can each be undone, in an order that never lets a request see a half-applied change:
 
-1. clusters that are new are started, clusters that changed get the new config (each
-   publishes its own snapshot before the route tables can name it);
-2. one new ``DataPlane`` (route tables + cluster handles) replaces the old in a single
+1. sockets are bound for new listeners and for listeners whose address moves (a bind
+   failure refuses the change here, 422, before anything has moved);
+2. new clusters start, changed ones are reconfigured (each publishes its snapshot
+   before any route can name it);
+3. one new ``DataPlane`` (route tables + cluster handles) replaces the old in a single
    assignment: new requests see the new version, requests in flight keep theirs;
-3. listeners that are new are bound; if a bind fails, steps 1-2 are rolled back and the
-   change is refused;
-4. listeners and clusters that are gone are drained and stopped.
+4. listeners take their new config live (``Reconfigure``), move to their new sockets
+   (``Rebind``: the old sockets come back still open), or start;
+5. the new config is persisted (write, fsync, rename), when a state file is set.
+
+If any step fails (a bind, a child that crashes on its command, the persist), the steps
+done so far are undone newest first and the caller gets why; the running gateway is
+as it was, and nothing the change did not touch is restarted. Only after step 5 does
+the change commit, with what cannot be undone: the sockets a listener left are closed,
+removed listeners drain and stop, removed clusters stop. The change is acknowledged
+only then.
 
 Writes are serialized by the actor's inbox, so ``If-Match`` (the version the writer
-read) detects a lost update. A change is persisted (atomically) before it is
-acknowledged, when a state file is configured.
+read) detects a lost update.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import attrs
 import trio
 
 from gateway.cluster.actor import ClusterHandle, run_cluster
-from gateway.config import Config, Listener, ensure_valid
+from gateway.config import Cluster, Config, Listener, ensure_valid, needs_rebind
 from gateway.control.state import save_state
+from gateway.control.view import RuntimeView
 from gateway.dataplane import DataPlane, DataPlaneRef
-from gateway.errors import ConfigError, ConfigIssue, GatewayError
-from gateway.listener.actor import ListenerHandle, run_listener
+from gateway.errors import (
+    ActorStopped,
+    ChangeFailed,
+    ConfigError,
+    ConfigIssue,
+    GatewayError,
+    ListenerBindError,
+    VersionMismatch,
+)
+from gateway.listener.actor import (
+    ListenerHandle,
+    Sockets,
+    bind_listener,
+    close_sockets,
+    run_listener,
+)
 from gateway.observe.stats import StatsRegistry
 from gateway.routing import RouteTable
+from gateway.runtime.actor import ask, command
 from gateway.runtime.supervisor import ChildSpec, SupervisorHandle, run_supervisor
+
+__all__ = ["ApplyChange", "Change", "ControlPlane", "Drain", "run_control_plane"]
 
 log = logging.getLogger("triogate.control")
 
 Change = Callable[[Config], Config]
+Undo = Callable[[], Awaitable[None]]
 
-
-class VersionMismatch(GatewayError):
-    """``If-Match`` named a version that is no longer current."""
-
-    status_hint = 412
-
-    def __init__(self, expected: int, current: int) -> None:
-        super().__init__(f"config version is {current}, not {expected}")
-        self.expected = expected
-        self.current = current
+#: seconds a removed listener gives its requests in flight before it stops
+REMOVED_LISTENER_GRACE = 5.0
 
 
 @attrs.frozen
 class ApplyChange:
+    """Command: apply ``change`` to the running config (``if_match``: its version)."""
+
     change: Change
     if_match: int | None
     reply: trio.MemorySendChannel[Config | Exception]
@@ -64,44 +88,21 @@ class ApplyChange:
 
 @attrs.frozen
 class Drain:
+    """Command: every listener stops accepting; requests in flight get ``grace`` s."""
+
     grace: float
-    reply: trio.MemorySendChannel[None]
+    reply: trio.MemorySendChannel[Exception | None]
 
 
 ControlMsg = ApplyChange | Drain
 
 
-def _listener_child(handle: ListenerHandle) -> ChildSpec:
-    async def start(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-        await run_listener(handle, task_status=task_status)
-
-    return ChildSpec(name=f"listener:{handle.name}", start=start, restart="transient")
-
-
-def _cluster_child(handle: ClusterHandle) -> ChildSpec:
-    async def start(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-        await run_cluster(handle, task_status=task_status)
-
-    return ChildSpec(name=f"cluster:{handle.name}", start=start)
-
-
-def _rebind_needed(old: Listener, new: Listener) -> bool:
-    """A listener restarts when its socket or protocol changes; routes alone do not."""
-    return (old.address, old.protocol, old.cluster) != (new.address, new.protocol, new.cluster) or (
-        old.header_timeout,
-        old.idle_timeout,
-        old.max_request_headers_kb,
-        old.max_request_headers_count,
-    ) != (
-        new.header_timeout,
-        new.idle_timeout,
-        new.max_request_headers_kb,
-        new.max_request_headers_count,
-    )
-
-
 class ControlPlane:
-    """Handle of the control plane actor: read the config, apply changes, drain."""
+    """Handle of the control plane actor: its published view, and commands for it.
+
+    Made by the composition root, so it outlives restarts of the actor: a restarted
+    actor rebuilds the running parts from the last view's config.
+    """
 
     def __init__(
         self,
@@ -110,114 +111,61 @@ class ControlPlane:
         state_path: Path | None,
         stats: StatsRegistry | None = None,
     ) -> None:
-        self.config = config
+        #: what the gateway runs now; replaced whole by the actor, never edited
+        self.view = RuntimeView(config)
         #: the stats of every listener and cluster, kept by name across changes
         self.stats = stats if stats is not None else StatsRegistry()
         self.dataplane = dataplane
         self.state_path = state_path
-        self.listeners: dict[str, ListenerHandle] = {}
-        self.clusters: dict[str, ClusterHandle] = {}
-        self.ready = False
-        self.draining = False
         self.inbox, self._inbox_rx = trio.open_memory_channel[ControlMsg](64)
+
+    # the parts of the view most callers want
+    @property
+    def config(self) -> Config:
+        return self.view.config
 
     @property
     def version(self) -> int:
-        return self.config.version
+        return self.view.config.version
+
+    @property
+    def ready(self) -> bool:
+        return self.view.ready
+
+    @property
+    def draining(self) -> bool:
+        return self.view.draining
+
+    @property
+    def listeners(self) -> MappingProxyType[str, ListenerHandle]:
+        return self.view.listeners
+
+    @property
+    def clusters(self) -> MappingProxyType[str, ClusterHandle]:
+        return self.view.clusters
 
     async def apply(self, change: Change, *, if_match: int | None = None) -> Config:
-        """Apply ``change`` atomically; raise ``ConfigError`` or ``VersionMismatch``."""
-        reply_tx, reply_rx = trio.open_memory_channel[Config | Exception](1)
-        await self.inbox.send(ApplyChange(change, if_match, reply_tx))
-        async with reply_rx:
-            try:
-                result = await reply_rx.receive()
-            except trio.EndOfChannel:
-                raise GatewayError("the control plane stopped before answering") from None
-        if isinstance(result, Exception):
-            raise result
-        return result
+        """Apply ``change`` all or nothing; returns the new config once it is persisted.
+
+        Raises ``ConfigError`` (invalid, or a listener cannot bind), ``VersionMismatch``,
+        ``ChangeFailed`` (an actor failed; rolled back), ``StateFileError`` (not
+        persisted; rolled back), ``ActorStopped``, or what ``change`` itself raised.
+        """
+        config: Config = await ask(
+            self.inbox, lambda reply: ApplyChange(change, if_match, reply), who="the control plane"
+        )
+        return config
 
     async def replace(self, config: Config, *, if_match: int | None = None) -> Config:
         return await self.apply(lambda _current: config, if_match=if_match)
 
     async def drain(self, grace: float = 30.0) -> None:
         """Stop accepting on every listener; in-flight requests finish within ``grace``."""
-        reply_tx, reply_rx = trio.open_memory_channel[None](1)
-        await self.inbox.send(Drain(grace, reply_tx))
-        async with reply_rx:
-            await reply_rx.receive()
-
-    # -- inside the actor ----------------------------------------------------------------
-
-    async def _reconcile(self, new: Config, workers: SupervisorHandle, *, initial: bool) -> None:
-        old = self.config if not initial else Config()
-        old_clusters = {c.name: c for c in old.clusters}
-        started_clusters: list[str] = []
-        for cluster in new.clusters:
-            if cluster.name not in self.clusters:
-                cluster_handle = ClusterHandle(cluster)
-                await workers.start_child(_cluster_child(cluster_handle))
-                self.clusters[cluster.name] = cluster_handle
-                self.stats.track_cluster(cluster_handle)
-                started_clusters.append(cluster.name)
-            elif old_clusters.get(cluster.name) != cluster:
-                await self.clusters[cluster.name].reconfigure(cluster)
-        previous = self.dataplane.current
-        old_listeners = {lst.name: lst for lst in old.listeners}
-        self.dataplane.current = DataPlane(
-            config=new,
-            routes={lst.name: RouteTable(lst) for lst in new.listeners},
-            clusters={c.name: self.clusters[c.name] for c in new.clusters},
-        )
-        new_names = {lst.name for lst in new.listeners}
-        # listeners whose socket changes go away before their replacement binds
-        for name, lst in old_listeners.items():
-            replaced = name in new_names and _rebind_needed(lst, new.listener(name))  # type: ignore[arg-type]
-            if (name not in new_names or replaced) and name in self.listeners:
-                await self._stop_listener(name, workers, grace=5.0)
-        started_listeners: list[str] = []
-        try:
-            for lst in new.listeners:
-                if lst.name not in self.listeners:
-                    handle = ListenerHandle(lst, self.dataplane, self.stats)
-                    await workers.start_child(_listener_child(handle))
-                    self.listeners[lst.name] = handle
-                    started_listeners.append(lst.name)
-        except Exception as e:
-            for name in started_listeners:
-                await self._stop_listener(name, workers, grace=0)
-            self.dataplane.current = previous
-            for name in started_clusters:
-                await workers.stop_child(f"cluster:{name}")
-                del self.clusters[name]
-                self.stats.forget_cluster(name)
-            if initial:
-                raise
-            raise ConfigError([ConfigIssue("listeners", f"cannot bind: {e}")]) from e
-        for name in list(self.clusters):
-            if new.cluster(name) is None:
-                await workers.stop_child(f"cluster:{name}")
-                handle_gone = self.clusters.pop(name)
-                for rt in handle_gone.snapshot.all_endpoints:
-                    rt.pool.drain()
-                self.stats.forget_cluster(name)
-        # listeners kept as they are take the parts of their config that need no rebind
-        for lst in new.listeners:
-            if lst.name not in started_listeners and lst.name in self.listeners:
-                self.listeners[lst.name].reconfigure(lst)
-        for name in old_listeners.keys() - new_names:
-            self.stats.forget_listener(name)
-        self.config = new
-
-    async def _stop_listener(self, name: str, workers: SupervisorHandle, *, grace: float) -> None:
-        handle = self.listeners.pop(name)
-        handle.drain(grace)
-        await workers.stop_child(f"listener:{name}")
+        await command(self.inbox, lambda reply: Drain(grace, reply), who="the control plane")
 
     async def wait_listeners_stopped(self) -> None:
         """Return once every listener has stopped (after a drain: its last connection closed)."""
-        for handle in list(self.listeners.values()):
+        for handle in self.view.listeners.values():
             await handle.stopped.wait()
 
 
@@ -229,42 +177,290 @@ async def run_control_plane(
         workers: SupervisorHandle = await nursery.start(
             lambda task_status: run_supervisor([], name="workers", task_status=task_status)
         )
+        actor = _ControlActor(control, workers)
         # a restarted control plane rebuilds the running parts from the config it held
-        control.listeners.clear()
-        control.clusters.clear()
-        await control._reconcile(control.config, workers, initial=True)
-        control.ready = not control.draining
+        await actor.start()
         task_status.started(control)
         async for msg in control._inbox_rx:
             match msg:
                 case ApplyChange(change=change, if_match=if_match, reply=reply):
                     with reply:
-                        reply.send_nowait(await _apply(control, workers, change, if_match))
+                        reply.send_nowait(await actor.apply(change, if_match))
                 case Drain(grace=grace, reply=reply):
                     with reply:
-                        control.ready = False
-                        control.draining = True
-                        for handle in control.listeners.values():
-                            handle.drain(grace)
+                        await actor.drain(grace)
                         reply.send_nowait(None)
 
 
-async def _apply(
-    control: ControlPlane, workers: SupervisorHandle, change: Change, if_match: int | None
-) -> Config | Exception:
-    current = control.config
-    if if_match is not None and if_match != current.version:
-        return VersionMismatch(if_match, current.version)
-    try:
-        changed = change(current)
-    except Exception as e:  # the change is the caller's code: its error is the caller's answer
-        return e
-    try:
-        new = ensure_valid(attrs.evolve(changed, version=current.version + 1))
-        await control._reconcile(new, workers, initial=False)
-    except (ConfigError, VersionMismatch) as e:
-        return e
-    if control.state_path is not None:
-        await trio.to_thread.run_sync(save_state, control.state_path, new)
-    log.info("config version %d applied", new.version)
-    return new
+class _ControlActor:
+    """The control plane's state; only its own task calls it."""
+
+    def __init__(self, control: ControlPlane, workers: SupervisorHandle) -> None:
+        self.control = control
+        self.workers = workers
+        self.stats = control.stats
+        self.config = Config()
+        self.listeners: dict[str, ListenerHandle] = {}
+        self.clusters: dict[str, ClusterHandle] = {}
+        #: supervisor child names of the listeners (a removed one may still be draining)
+        self.listener_children: dict[str, str] = {}
+        self.draining = control.view.draining
+        self._serial = 0
+
+    def _publish(self, ready: bool) -> None:
+        self.control.view = RuntimeView(
+            self.config,
+            ready=ready and not self.draining,
+            draining=self.draining,
+            listeners=MappingProxyType(dict(self.listeners)),
+            clusters=MappingProxyType(dict(self.clusters)),
+        )
+
+    async def start(self) -> None:
+        """Start every listener and cluster of the held config; raises if one cannot."""
+        target = self.control.view.config
+        try:
+            await self._transition(target, persist=False)
+        except ConfigError as e:
+            # at start a bind failure is the listener's own error: one line for the CLI
+            bind_error = e.__cause__
+            if isinstance(bind_error, ListenerBindError):
+                raise bind_error from None
+            raise
+        self._publish(ready=True)
+
+    async def apply(self, change: Change, if_match: int | None) -> Config | Exception:
+        current = self.config
+        if if_match is not None and if_match != current.version:
+            return VersionMismatch(if_match, current.version)
+        try:
+            changed = change(current)
+        except Exception as e:  # the change is the caller's code: its error is the caller's answer
+            return e
+        try:
+            new = ensure_valid(attrs.evolve(changed, version=current.version + 1))
+            await self._transition(new, persist=True)
+        except GatewayError as e:
+            log.warning("config version %d refused: %s", current.version + 1, e)
+            return e
+        self._publish(ready=True)
+        log.info("config version %d applied", new.version)
+        return new
+
+    async def drain(self, grace: float) -> None:
+        self.draining = True
+        self._publish(ready=False)
+        for handle in self.listeners.values():
+            try:
+                await handle.drain(grace)
+            except ActorStopped:
+                pass  # already stopped: nothing to drain
+
+    # -- one change, all or nothing ------------------------------------------------------
+
+    async def _transition(self, new: Config, *, persist: bool) -> None:
+        """Move the running parts from ``self.config`` to ``new``, or leave them as they were.
+
+        Raises ``ConfigError`` (a listener cannot bind), ``ChangeFailed`` or
+        ``StateFileError`` after undoing every step it took.
+        """
+        undo: list[Undo] = []
+        try:
+            commit = await self._steps(new, persist, undo)
+        except BaseException as e:
+            with trio.CancelScope(shield=True):
+                await self._undo(undo)
+            if isinstance(e, ActorStopped | trio.BrokenResourceError):
+                raise ChangeFailed(f"{e}; the change was rolled back") from e
+            if isinstance(e, GatewayError) or not isinstance(e, Exception):
+                raise
+            raise ChangeFailed(f"{type(e).__name__}: {e}; the change was rolled back") from e
+        self.config = new
+        for action in commit:
+            await action()
+
+    async def _steps(self, new: Config, persist: bool, undo: list[Undo]) -> list[Undo]:
+        """Take steps 1-5, recording how to undo each; returns the commit actions."""
+        old = self.config
+        commit: list[Undo] = []
+        bound = self._bind(old, new, undo)
+        await self._move_clusters(old, new, undo)
+        self._swap_dataplane(old, new, undo)
+        await self._move_listeners(old, new, bound, undo, commit)
+        if persist and self.control.state_path is not None:
+            await trio.to_thread.run_sync(save_state, self.control.state_path, new)
+        for name in _names(old.clusters) - _names(new.clusters):
+            commit.append(self._removal_of_cluster(name))
+        for name in _names(old.listeners) - _names(new.listeners):
+            commit.append(self._removal_of_listener(name))
+        return commit
+
+    def _bind(self, old: Config, new: Config, undo: list[Undo]) -> dict[str, Sockets]:
+        """Step 1: sockets for listeners that are new or move; 422 naming each that cannot."""
+        bound: dict[str, Sockets] = {}
+
+        async def close_bound() -> None:
+            for sockets in bound.values():
+                close_sockets(sockets)
+
+        undo.append(close_bound)
+        issues = []
+        for i, lst in enumerate(new.listeners):
+            before = old.listener(lst.name)
+            if before is not None and lst.name in self.listeners and not needs_rebind(before, lst):
+                continue
+            try:
+                bound[lst.name] = bind_listener(lst)
+            except ListenerBindError as e:
+                issues.append((i, e))
+        if issues:
+            error = ConfigError([ConfigIssue(f"listeners[{i}].address", str(e)) for i, e in issues])
+            raise error from issues[0][1]
+        return bound
+
+    async def _move_clusters(self, old: Config, new: Config, undo: list[Undo]) -> None:
+        """Step 2: new clusters start, changed ones take their new config."""
+        for cluster in new.clusters:
+            before = old.cluster(cluster.name)
+            if cluster.name not in self.clusters:
+                handle = ClusterHandle(cluster)
+                await self.workers.start_child(_cluster_child(handle))
+                self.clusters[cluster.name] = handle
+                self.stats.track_cluster(handle)
+                undo.append(self._removal_of_cluster(cluster.name))
+            elif before is not None and before != cluster:
+                handle = self.clusters[cluster.name]
+                undo.append(_reconfiguration(handle, before))
+                await handle.reconfigure(cluster)
+
+    def _swap_dataplane(self, old: Config, new: Config, undo: list[Undo]) -> None:
+        """Step 3: one assignment. Listeners on their way out keep their routes to drain."""
+        ref = self.control.dataplane
+        previous = ref.current
+        routes = {lst.name: RouteTable(lst) for lst in new.listeners}
+        for name in _names(old.listeners) - _names(new.listeners):
+            if name in previous.routes:
+                routes[name] = previous.routes[name]
+        ref.current = DataPlane(
+            config=new,
+            routes=routes,
+            clusters={c.name: self.clusters[c.name] for c in new.clusters},
+        )
+
+        async def restore() -> None:
+            ref.current = previous
+
+        undo.append(restore)
+
+    async def _move_listeners(
+        self,
+        old: Config,
+        new: Config,
+        bound: dict[str, Sockets],
+        undo: list[Undo],
+        commit: list[Undo],
+    ) -> None:
+        """Step 4: each listener takes its config live, moves to new sockets, or starts."""
+        for lst in new.listeners:
+            before = old.listener(lst.name)
+            handle = self.listeners.get(lst.name)
+            if handle is None or before is None:
+                await self._start_listener(lst, bound.pop(lst.name), undo)
+            elif lst.name in bound:
+                sockets = bound.pop(lst.name)
+                left = await handle.rebind(lst, sockets)
+                undo.append(_rebinding(handle, before, left))
+                commit.append(_closing(left))
+            elif before != lst:
+                undo.append(_reconfiguration(handle, before))
+                await handle.reconfigure(lst)
+
+    async def _start_listener(self, config: Listener, sockets: Sockets, undo: list[Undo]) -> None:
+        handle = ListenerHandle(config, self.control.dataplane, self.stats, sockets)
+        self._serial += 1
+        child = f"listener:{config.name}#{self._serial}"
+        try:
+            await self.workers.start_child(_listener_child(handle, child))
+        except BaseException:
+            close_sockets(sockets)
+            raise
+        self.listeners[config.name] = handle
+        self.listener_children[config.name] = child
+
+        async def stop() -> None:
+            del self.listeners[config.name]
+            del self.listener_children[config.name]
+            await self.workers.stop_child(child)
+
+        undo.append(stop)
+
+    def _removal_of_cluster(self, name: str) -> Undo:
+        async def remove() -> None:
+            handle = self.clusters.pop(name)
+            self.stats.forget_cluster(name)
+            if f"cluster:{name}" in self.workers:
+                await self.workers.stop_child(f"cluster:{name}")
+            for state in handle.snapshot.all_endpoints:
+                state.pool.drain()
+
+        return remove
+
+    def _removal_of_listener(self, name: str) -> Undo:
+        """A removed listener drains and stops by itself; its stats go with it."""
+
+        async def remove() -> None:
+            handle = self.listeners.pop(name)
+            self.listener_children.pop(name)
+            self.stats.forget_listener(name)
+            try:
+                await handle.drain(REMOVED_LISTENER_GRACE)
+            except ActorStopped:
+                pass  # already stopped
+
+        return remove
+
+    async def _undo(self, undo: list[Undo]) -> None:
+        for action in reversed(undo):
+            try:
+                await action()
+            except Exception:
+                log.exception("undoing a failed change")
+
+
+def _names(items: tuple[Listener, ...] | tuple[Cluster, ...]) -> set[str]:
+    return {item.name for item in items}
+
+
+def _reconfiguration(handle: ClusterHandle | ListenerHandle, before: Any) -> Undo:
+    async def reconfigure_back() -> None:
+        await handle.reconfigure(before)
+
+    return reconfigure_back
+
+
+def _rebinding(handle: ListenerHandle, before: Listener, sockets: Sockets) -> Undo:
+    async def rebind_back() -> None:
+        close_sockets(await handle.rebind(before, sockets))
+
+    return rebind_back
+
+
+def _closing(sockets: Sockets) -> Undo:
+    async def close() -> None:
+        close_sockets(sockets)
+
+    return close
+
+
+def _listener_child(handle: ListenerHandle, name: str) -> ChildSpec:
+    async def start(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        await run_listener(handle, task_status=task_status)
+
+    return ChildSpec(name=name, start=start, restart="transient")
+
+
+def _cluster_child(handle: ClusterHandle) -> ChildSpec:
+    async def start(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        await run_cluster(handle, task_status=task_status)
+
+    return ChildSpec(name=f"cluster:{handle.name}", start=start)

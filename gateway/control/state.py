@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from gateway.config import Config, config_from_data, unstructure
-from gateway.errors import ConfigError, ConfigIssue
+from gateway.errors import ConfigError, ConfigIssue, StateFileError
 
 
 def default_state_path(config_path: Path) -> Path:
@@ -21,7 +21,15 @@ def default_state_path(config_path: Path) -> Path:
 
 
 def save_state(path: Path, config: Config) -> None:
+    """Write ``config`` to ``path`` atomically; ``StateFileError`` if it cannot be written."""
     data = json.dumps(unstructure(config), indent=1).encode()
+    try:
+        _write_atomically(path, data)
+    except OSError as e:
+        raise StateFileError(f"cannot write the state file {path}: {e.strerror or e}") from e
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -40,13 +48,29 @@ def save_state(path: Path, config: Config) -> None:
 
 
 def load_state(path: Path) -> Config | None:
-    """The persisted config, or None when there is none; ``ConfigError`` if it is invalid."""
+    """The persisted config, or None when there is none.
+
+    Raises ``ConfigError`` if it is invalid, ``StateFileError`` if it cannot be read (a
+    folder on its path is a file, no permission, not UTF-8).
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise StateFileError(f"cannot read the state file {path}: {reason}") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ConfigError([ConfigIssue("", f"{path}: not valid JSON: {e}")]) from None
     return config_from_data(data)
+
+
+def check_state_path(path: Path) -> None:
+    """``StateFileError`` unless changes can be persisted at ``path`` (checked at start)."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise StateFileError(f"state file {path}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise StateFileError(f"state file {path}: {folder} is not writable")

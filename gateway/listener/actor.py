@@ -1,21 +1,35 @@
-"""Listener actors: each binds one address and serves its connections.
+"""Listener actors: each serves one listener's sockets and is the only writer of its state.
 
-The actor binds in its startup (so a bind failure fails the start, and a half-started
-gateway never runs), reports its handle with the bound address (port 0 is resolved),
-then accepts until cancelled or drained. Connections run in the listener's own
-nursery; a drain stops accepting, lets each connection finish the request it is on,
-closes idle keep-alive connections, and cancels what is left after the grace period
-(hypercorn's way: the handler nursery's deadline moves).
+Theory of operation: the actor's task owns the listener's context (config, drain flag,
+the sockets it accepts on) and changes it only on a message from its inbox:
 
-The listener's access log writer runs beside its timer task, so lines written by the
-last connections of a drain are still flushed.
+    Reconfigure(config)   a change that needs no new socket: routes, timeouts, header
+                          limits, access log, tracing, protocol. New connections and
+                          the next request of open ones see it; nothing is refused.
+    Rebind(sockets)       accept on new sockets from now on; the old ones are handed
+                          back, still open, so the control plane can undo the change
+                          (``Rebind`` them again) or commit it (close them).
+    Drain(grace)          stop accepting, let each connection finish its request,
+                          close idle ones, cancel what is left after ``grace`` seconds.
+
+Which listener fields need a new socket is said by the config model itself (fields
+marked ``rebind`` in ``gateway.config.model``; today only ``address``).
+
+The sockets of a first start are bound by the control plane before anything else of a
+change happens (``bind_listener``), so a bind failure refuses the change while nothing
+has moved; a restarted incarnation binds its config's address itself. Connections run
+in the listener's own nursery; a drain moves that nursery's deadline (hypercorn's way).
+The timer task and the access log writer run beside it, so lines written by the last
+connections of a drain are still flushed.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Sequence
 
+import attrs
 import trio
 
 from gateway.config import Address, Listener
@@ -26,70 +40,155 @@ from gateway.netio import SocketIO, accept_forever, open_listening_sockets
 from gateway.observe.stats import StatsRegistry
 from gateway.proxy.http import HttpConnection
 from gateway.proxy.tcp import serve_tcp_connection
+from gateway.runtime.actor import ask, command
+
+__all__ = [
+    "Drain",
+    "ListenerHandle",
+    "Rebind",
+    "Reconfigure",
+    "bind_listener",
+    "close_sockets",
+    "run_listener",
+]
 
 log = logging.getLogger("triogate.listener")
 
+Sockets = tuple[socket.socket, ...]
+
+
+@attrs.frozen
+class Reconfigure:
+    """Command: take ``config`` (the same address); answered once in force."""
+
+    config: Listener
+    reply: trio.MemorySendChannel[Exception | None]
+
+
+@attrs.frozen
+class Rebind:
+    """Command: accept on ``sockets`` (bound for ``config``); answered with the old ones."""
+
+    config: Listener
+    sockets: Sockets = attrs.field(eq=False)
+    reply: trio.MemorySendChannel[Sockets | Exception]
+
+
+@attrs.frozen
+class Drain:
+    """Command: stop accepting; connections finish their request within ``grace`` s."""
+
+    grace: float
+    reply: trio.MemorySendChannel[Exception | None]
+
+
+ListenerMsg = Reconfigure | Rebind | Drain
+
+
+def bind_listener(config: Listener) -> Sockets:
+    """Listening sockets for ``config.address``; ``ListenerBindError`` if it cannot be bound."""
+    host = None if config.address.host in ("", "*") else config.address.host
+    try:
+        return tuple(open_listening_sockets(host, config.address.port))
+    except OSError as e:
+        raise ListenerBindError(
+            f"listener {config.name!r}: cannot bind {config.address}: {e.strerror or e}"
+        ) from None
+
+
+def close_sockets(sockets: Sequence[socket.socket]) -> None:
+    for sock in sockets:
+        if sock.fileno() != -1:
+            trio.lowlevel.notify_closing(sock)
+            sock.close()
+
 
 class ListenerHandle:
-    """A listener's name, bound address and drain control; stable across restarts."""
+    """How others reach a listener actor: its inbox and what it publishes.
+
+    Made by the control plane, so it stays valid across restarts. ``config``, ``bound``
+    and ``connections`` are written by the actor's task only; read them freely.
+    """
 
     def __init__(
-        self, config: Listener, dataplane: DataPlaneRef, stats: StatsRegistry | None = None
+        self,
+        config: Listener,
+        dataplane: DataPlaneRef,
+        stats: StatsRegistry | None = None,
+        sockets: Sockets = (),
     ) -> None:
         self.name = config.name
         self.config = config
         self.ctx = ListenerContext(
             config, dataplane, registry=stats if stats is not None else StatsRegistry()
         )
+        #: the address the listener accepts on (port 0 resolved); None while stopped
         self.bound: Address | None = None
-        self._drained = trio.Event()
-        #: set when the listener has stopped: socket closed, every connection ended
-        self.stopped = trio.Event()
-        self._conn_scope: trio.CancelScope | None = None
+        #: open connections
         self.connections = 0
+        #: set when the current incarnation has stopped: sockets closed, connections ended
+        self.stopped = trio.Event()
+        self.inbox, self._inbox_rx = trio.open_memory_channel[ListenerMsg](16)
+        # bound by the control plane for the first incarnation; later ones bind themselves
+        self._first_sockets = sockets
 
-    def reconfigure(self, config: Listener) -> None:
-        """A config change that needs no rebind (routes, access log, tracing)."""
-        self.config = config
-        self.ctx.reconfigure(config)
+    async def reconfigure(self, config: Listener) -> None:
+        """Take a config of the same address; ``ActorStopped`` if the listener is gone."""
+        await command(self.inbox, lambda reply: Reconfigure(config, reply), who=self._who)
 
-    def drain(self, grace: float) -> None:
+    async def rebind(self, config: Listener, sockets: Sockets) -> Sockets:
+        """Accept on ``sockets`` (bound for ``config``) from now on; returns the old ones."""
+        old: Sockets = await ask(
+            self.inbox, lambda reply: Rebind(config, sockets, reply), who=self._who
+        )
+        return old
+
+    async def drain(self, grace: float) -> None:
         """Stop accepting; connections finish their current request within ``grace`` s."""
-        self.ctx.draining = True
-        self._drained.set()
-        for conn in list(self.ctx.idle):
-            conn.cancel_if_idle()
-        if self._conn_scope is not None:
-            self._conn_scope.deadline = min(self._conn_scope.deadline, trio.current_time() + grace)
+        await command(self.inbox, lambda reply: Drain(grace, reply), who=self._who)
+
+    @property
+    def _who(self) -> str:
+        return f"listener {self.name!r}"
 
 
-async def run_listener(
-    handle: ListenerHandle,
-    *,
-    task_status: trio.TaskStatus[ListenerHandle] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Bind, report ready, serve until cancelled or drained."""
-    config = handle.config
-    handle.stopped = trio.Event()  # this incarnation's
-    host = None if config.address.host in ("", "*") else config.address.host
-    try:
-        sockets = open_listening_sockets(host, config.address.port)
-    except OSError as e:
-        raise ListenerBindError(
-            f"listener {handle.name!r}: cannot bind {config.address}: {e.strerror or e}"
-        ) from None
-    sockname = sockets[0].getsockname()
-    handle.bound = Address(str(sockname[0]), int(sockname[1]))
-    ctx = handle.ctx
-    tcp_cluster = config.cluster
+class _ListenerActor:
+    """The state of one running listener; only its own task changes it."""
 
-    stats = ctx.stats
+    def __init__(self, handle: ListenerHandle, sockets: Sockets, conns: trio.Nursery) -> None:
+        self.handle = handle
+        self.ctx = handle.ctx
+        self.conns = conns
+        self.sockets: Sockets = ()
+        self.accept_scope = trio.CancelScope()
+        self.drained = trio.Event()
+        self._accept_on(sockets)
 
-    async def handler(io: SocketIO) -> None:
+    def _accept_on(self, sockets: Sockets) -> Sockets:
+        """Accept on ``sockets`` from now on; returns the previous ones, still open."""
+        old = self.sockets
+        self.accept_scope.cancel()
+        self.accept_scope = scope = trio.CancelScope()
+        self.sockets = sockets
+        for sock in sockets:
+            self.conns.start_soon(self._accept, sock, scope)
+        name = sockets[0].getsockname() if sockets else None
+        self.handle.bound = None if name is None else Address(str(name[0]), int(name[1]))
+        return old
+
+    async def _accept(self, sock: socket.socket, scope: trio.CancelScope) -> None:
+        with scope:
+            await accept_forever(sock, self.conns, self._serve_connection)
+
+    async def _serve_connection(self, io: SocketIO) -> None:
+        handle = self.handle
+        ctx = self.ctx
+        stats = ctx.stats
         handle.connections += 1
         stats.downstream_cx_total += 1
         stats.downstream_cx_active += 1
         try:
+            tcp_cluster = ctx.config.cluster
             if tcp_cluster is not None:
                 await serve_tcp_connection(io, ctx, tcp_cluster)
             else:
@@ -100,31 +199,73 @@ async def run_listener(
             handle.connections -= 1
             stats.downstream_cx_active -= 1
 
-    log.info("listener %r serving %s on %s", handle.name, config.protocol, handle.bound)
+    async def serve(self) -> None:
+        """Answer the inbox until cancelled."""
+        async for msg in self.handle._inbox_rx:
+            match msg:
+                case Reconfigure(config=config, reply=reply):
+                    with reply:
+                        self._reconfigure(config)
+                        reply.send_nowait(None)
+                case Rebind(config=config, sockets=sockets, reply=reply):
+                    with reply:
+                        if self.drained.is_set():
+                            reply.send_nowait(ListenerBindError(f"{self.handle._who} drains"))
+                        else:
+                            self._reconfigure(config)
+                            reply.send_nowait(self._accept_on(sockets))
+                case Drain(grace=grace, reply=reply):
+                    with reply:
+                        self._drain(grace)
+                        reply.send_nowait(None)
+
+    def _reconfigure(self, config: Listener) -> None:
+        self.handle.config = config
+        self.ctx.reconfigure(config)
+
+    def _drain(self, grace: float) -> None:
+        ctx = self.ctx
+        ctx.draining = True
+        if not self.drained.is_set():
+            self.drained.set()
+            close_sockets(self._accept_on(()))
+        for conn in list(ctx.idle):
+            conn.cancel_if_idle()
+        scope = self.conns.cancel_scope
+        scope.deadline = min(scope.deadline, trio.current_time() + grace)
+
+
+async def run_listener(
+    handle: ListenerHandle,
+    *,
+    task_status: trio.TaskStatus[ListenerHandle] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept on the listener's sockets, report ready, serve until cancelled or drained."""
+    handle.stopped = trio.Event()  # this incarnation's
+    sockets, handle._first_sockets = handle._first_sockets, ()
+    if not sockets:
+        sockets = bind_listener(handle.config)
+    actor: _ListenerActor | None = None
+    ctx = handle.ctx
     try:
         ctx.now = trio.current_time() + TIMER_TICK
-        async with trio.open_nursery() as timer_nursery:
-            timer_nursery.start_soon(ctx.run_timers)
-            timer_nursery.start_soon(ctx.access_log.run_writer)
-            async with trio.open_nursery() as conn_nursery:
-                handle._conn_scope = conn_nursery.cancel_scope
-                async with trio.open_nursery() as accept_nursery:
-                    for sock in sockets:
-                        accept_nursery.start_soon(accept_forever, sock, conn_nursery, handler)
-                    task_status.started(handle)
-                    await handle._drained.wait()
-                    accept_nursery.cancel_scope.cancel()
-                _close_all(sockets)
+        async with trio.open_nursery() as outer:
+            outer.start_soon(ctx.run_timers)
+            outer.start_soon(ctx.access_log.run_writer)
+            async with trio.open_nursery() as conns:
+                actor = _ListenerActor(handle, sockets, conns)
+                outer.start_soon(actor.serve)
+                log.info(
+                    "listener %r serving %s on %s",
+                    handle.name,
+                    handle.config.protocol,
+                    handle.bound,
+                )
+                task_status.started(handle)
+                await actor.drained.wait()
                 log.info("listener %r draining %d connections", handle.name, handle.connections)
-            timer_nursery.cancel_scope.cancel()
+            outer.cancel_scope.cancel()
     finally:
-        _close_all(sockets)
+        close_sockets(sockets if actor is None else actor.sockets)
         handle.bound = None
         handle.stopped.set()
-
-
-def _close_all(sockets: list[socket.socket]) -> None:
-    for sock in sockets:
-        if sock.fileno() != -1:
-            trio.lowlevel.notify_closing(sock)
-            sock.close()

@@ -35,7 +35,7 @@ from time import perf_counter
 
 import trio
 
-from gateway.cluster.actor import EndpointRuntime
+from gateway.cluster.snapshot import EndpointRuntime
 from gateway.errors import (
     DownstreamProtocolError,
     GatewayError,

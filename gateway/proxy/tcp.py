@@ -50,7 +50,7 @@ async def serve_tcp_connection(
         es = cs.endpoint(endpoint.key)
         cs.upstream_cx_total += 1
         es.cx_total += 1
-        address = endpoint.config.address
+        address = endpoint.pool.address
         try:
             with trio.fail_after(endpoint.pool.config.connect_timeout):
                 upstream = await open_connection(address.host, address.port)

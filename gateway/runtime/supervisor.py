@@ -51,6 +51,7 @@ import attrs
 import trio
 
 from gateway.errors import SupervisorEscalation
+from gateway.runtime.actor import ask, command
 from policies.restart import Decision, RestartBudget, RestartIntensity
 
 __all__ = ["ChildSpec", "ChildStart", "Restart", "SupervisorHandle", "run_supervisor"]
@@ -103,7 +104,7 @@ class _StartChild:
 @attrs.frozen
 class _StopChild:
     name: str
-    reply: trio.MemorySendChannel[None]
+    reply: trio.MemorySendChannel[Exception | None]
 
 
 _Message = _ChildEnded | _StartChild | _StopChild
@@ -324,13 +325,13 @@ class SupervisorHandle:
         """Start and supervise one more child; returns its handle once it is ready.
 
         Raises whatever the child raised before it was ready (that does not count
-        against the restart intensity), or ``ValueError`` if the name is taken.
+        against the restart intensity), ``ValueError`` if the name is taken, or
+        ``ActorStopped`` if the supervisor has stopped.
         """
-        reply, answer = trio.open_memory_channel[_Child | Exception](1)
-        result = await self._ask(_StartChild(spec, reply), answer)
-        if isinstance(result, Exception):
-            raise result
-        return result.handle
+        child: _Child = await ask(
+            self._supervisor.inbox, lambda reply: _StartChild(spec, reply), who=self._who
+        )
+        return child.handle
 
     async def stop_child(self, name: str) -> None:
         """Stop a child for good (no restart) and wait until it has stopped.
@@ -339,20 +340,16 @@ class SupervisorHandle:
         """
         if name not in self:
             raise KeyError(name)
-        reply, answer = trio.open_memory_channel[None](1)
-        await self._ask(_StopChild(name, reply), answer)
+        await command(self._supervisor.inbox, lambda reply: _StopChild(name, reply), who=self._who)
 
     async def aclose(self) -> None:
         """Stop every child, newest first, and wait until the supervisor has stopped."""
         self._supervisor.scope.cancel()
         await self._supervisor.stopped.wait()
 
-    async def _ask(self, message: _Message, answer: trio.MemoryReceiveChannel[T]) -> T:
-        try:
-            await self._supervisor.inbox.send(message)
-            return await answer.receive()
-        except (trio.BrokenResourceError, trio.EndOfChannel):
-            raise trio.BrokenResourceError(f"supervisor {self.name!r} has stopped") from None
+    @property
+    def _who(self) -> str:
+        return f"supervisor {self.name!r}"
 
 
 async def run_supervisor(

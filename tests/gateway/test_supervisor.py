@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from gateway.errors import SupervisorEscalation
+from gateway.errors import ActorStopped, SupervisorEscalation
 from gateway.runtime.supervisor import ChildSpec, Restart, SupervisorHandle, run_supervisor
 from policies.restart import RestartIntensity
 
@@ -425,7 +425,7 @@ async def test_children_started_and_stopped_at_runtime() -> None:
 
         await sup.aclose()
         await sup.aclose()  # idempotent
-    with pytest.raises(trio.BrokenResourceError):
+    with pytest.raises(ActorStopped):
         await sup.start_child(scripted("late", journal))
 
 

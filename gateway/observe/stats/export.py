@@ -29,7 +29,7 @@ from gateway.observe.stats.scopes import (
 )
 
 if TYPE_CHECKING:
-    from gateway.cluster.actor import EndpointRuntime
+    from gateway.cluster.snapshot import EndpointState
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -203,7 +203,7 @@ _HELP = {
 # -- endpoints ----------------------------------------------------------------------------
 
 
-def health_flags(rt: EndpointRuntime, serving: bool) -> list[str]:
+def health_flags(rt: EndpointState, serving: bool) -> list[str]:
     """Envoy-style health flags of an endpoint; ``["healthy"]`` when nothing is wrong.
 
     Health checking and outlier ejection (later issues) add their flags here:

@@ -29,7 +29,8 @@ from gateway.observe.stats.histogram import difference, quantile
 from gateway.observe.stats.scopes import ClusterStats, Frame, ListenerStats, Scope
 
 if TYPE_CHECKING:
-    from gateway.cluster.actor import ClusterHandle, EndpointRuntime
+    from gateway.cluster.actor import ClusterHandle
+    from gateway.cluster.snapshot import EndpointState
 
 #: seconds behind "recent": quantiles, success rates
 RECENT_WINDOW = 30.0
@@ -100,7 +101,7 @@ class StatsRegistry:
     def forget_listener(self, name: str) -> None:
         self.listeners.pop(name, None)
 
-    def endpoints(self, cluster: str) -> tuple[EndpointRuntime, ...]:
+    def endpoints(self, cluster: str) -> tuple[EndpointState, ...]:
         """Every endpoint the cluster still knows, draining ones included."""
         handle = self._handles.get(cluster)
         return () if handle is None else handle.snapshot.all_endpoints
