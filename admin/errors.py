@@ -8,7 +8,12 @@
     │   └── ItemExists          create with a key already taken          -> 409
     ├── RequestRefused          the request itself is unacceptable       -> its status_hint
     │                           (400 bad JSON or If-Match, 413 too big, 415 not JSON)
-    └── any other               the control plane did not answer         -> 503
+    ├── ChangeFailed            an actor failed on the change; rolled back -> 503, the cause
+    ├── StateFileError          the change could not be persisted; rolled back -> 503
+    └── any other (ActorStopped) the control plane did not answer        -> 503
+
+A refused or failed write changes nothing: the running gateway, ``GET /config`` and the
+state file are as they were.
 
 A 422 lists each problem as ``{"loc": "clusters[0].endpoints[1].address", "msg": ...}``,
 with paths from the root of the whole config; every other error is ``{"detail": text}``.
@@ -64,7 +69,8 @@ _DESCRIPTIONS = {
     413: "The request body is too large",
     415: "A mutation must carry a JSON body (Content-Type: application/json)",
     422: "The resulting config would be invalid; nothing was changed",
-    503: "The gateway is not serving (draining, starting, or the control plane is down)",
+    503: "The change failed and was rolled back (an actor failed, or it could not be "
+    "persisted: the detail says which), or the control plane is not answering",
 }
 
 #: what the guard may answer to any request

@@ -124,6 +124,8 @@ class ListenerHandle:
         )
         #: the address the listener accepts on (port 0 resolved); None while stopped
         self.bound: Address | None = None
+        #: the address last accepted on: a restart binds it again (port 0 resolved)
+        self.last_bound: Address | None = None
         #: open connections
         self.connections = 0
         #: set when the current incarnation has stopped: sockets closed, connections ended
@@ -174,6 +176,8 @@ class _ListenerActor:
             self.conns.start_soon(self._accept, sock, scope)
         name = sockets[0].getsockname() if sockets else None
         self.handle.bound = None if name is None else Address(str(name[0]), int(name[1]))
+        if self.handle.bound is not None:
+            self.handle.last_bound = self.handle.bound
         return old
 
     async def _accept(self, sock: socket.socket, scope: trio.CancelScope) -> None:
@@ -220,8 +224,8 @@ class _ListenerActor:
                         reply.send_nowait(None)
 
     def _reconfigure(self, config: Listener) -> None:
-        self.handle.config = config
         self.ctx.reconfigure(config)
+        self.handle.config = config
 
     def _drain(self, grace: float) -> None:
         ctx = self.ctx
@@ -244,7 +248,11 @@ async def run_listener(
     handle.stopped = trio.Event()  # this incarnation's
     sockets, handle._first_sockets = handle._first_sockets, ()
     if not sockets:
-        sockets = bind_listener(handle.config)
+        # a restarted incarnation takes the port it had, even when configured as port 0
+        config = handle.config
+        if config.address.port == 0 and handle.last_bound is not None:
+            config = attrs.evolve(config, address=handle.last_bound)
+        sockets = bind_listener(config)
     actor: _ListenerActor | None = None
     ctx = handle.ctx
     try:
