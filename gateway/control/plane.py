@@ -277,7 +277,10 @@ class _ControlActor:
             raise ChangeFailed(f"{type(e).__name__}: {e}; the change was rolled back") from e
         self.config = new
         for action in commit:
-            await action()
+            try:
+                await action()
+            except Exception:  # the change is in force; what is left over is only logged
+                log.exception("committing config version %d", new.version)
 
     async def _steps(self, new: Config, persist: bool, undo: list[Undo]) -> list[Undo]:
         """Take steps 1-5, recording how to undo each; returns the commit actions."""
