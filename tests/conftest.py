@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import socket
 import subprocess
@@ -9,7 +10,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import trio
@@ -45,16 +46,43 @@ def closed_address() -> Address:
     return Address("127.0.0.1", free_port())
 
 
-async def wait_listening(address: Address, deadline: float = 15.0) -> None:
-    with trio.fail_after(deadline):
+#: seconds between two looks of ``wait_until``
+POLL_INTERVAL = 0.01
+
+T = TypeVar("T")
+
+
+async def wait_until(predicate: Callable[[], T | Awaitable[T]], *, within: float = 5.0) -> T:
+    """Poll ``predicate`` until it returns something true; return that.
+
+    For state that tells no one when it changes: another process, a file, a counter the
+    data path bumps. Where there is an event to wait on, wait on the event instead.
+    ``predicate`` may be a coroutine function (one that makes a request, say). The test
+    fails once ``within`` seconds pass without it coming true: the bound is the helper's
+    own (not a cancel scope left to each caller) so that no poll can go on unbounded.
+    """
+    with trio.move_on_after(within):
         while True:
-            try:
-                stream = await trio.open_tcp_stream(address.host, address.port)
-            except OSError:
-                await trio.sleep(0.05)
-                continue
-            await stream.aclose()
-            return
+            result = predicate()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return result  # type: ignore[return-value]
+            await trio.sleep(POLL_INTERVAL)
+    name = getattr(predicate, "__qualname__", repr(predicate))
+    raise AssertionError(f"{name} did not come true within {within} s")
+
+
+async def wait_listening(address: Address) -> None:
+    async def accepts() -> bool:
+        try:
+            stream = await trio.open_tcp_stream(address.host, address.port)
+        except OSError:
+            return False
+        await stream.aclose()
+        return True
+
+    await wait_until(accepts, within=15.0)
 
 
 @asynccontextmanager

@@ -20,7 +20,13 @@ from gateway.config import AccessLogConfig, Config
 from gateway.http1.events import NO_BODY, RequestReceived
 from gateway.observe.accesslog import ENTRY_OVERHEAD, AccessLog, format_entries
 from gateway.observe.stats import ListenerStats
-from tests.conftest import StartGateway, StartUpstream, closed_address, simple_config
+from tests.conftest import (
+    StartGateway,
+    StartUpstream,
+    closed_address,
+    simple_config,
+    wait_until,
+)
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
@@ -45,15 +51,13 @@ FIELDS = [
 
 
 async def read_lines(path: Path, count: int) -> list[dict[str, Any]]:
-    """The first ``count`` lines of the log, once the writer has written them."""
-    file = trio.Path(path)
-    with trio.fail_after(5):
-        while True:
-            if await file.exists():
-                lines = (await file.read_bytes()).splitlines()
-                if len(lines) >= count:
-                    return [json.loads(line) for line in lines]
-            await trio.sleep(0.02)
+    """The lines of the log, once the writer has written at least ``count``."""
+
+    def written() -> list[bytes]:
+        lines = path.read_bytes().splitlines() if path.exists() else []
+        return lines if len(lines) >= count else []
+
+    return [json.loads(line) for line in await wait_until(written)]
 
 
 async def raw_request(gateway: Gateway, request: bytes) -> bytes:

@@ -17,7 +17,7 @@ import trio
 
 from gateway.app import Gateway
 from gateway.config import Address
-from tests.conftest import StartGateway, StartUpstream, simple_config
+from tests.conftest import StartGateway, StartUpstream, simple_config, wait_until
 
 
 class KeepAliveClient:
@@ -252,11 +252,8 @@ async def test_removed_endpoint_drains(
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(slow_request)
-            with trio.fail_after(5):
-                while True:  # the request has reached the endpoint
-                    if any(rt.active for rt in handle.snapshot.all_endpoints):
-                        break
-                    await trio.sleep(0.01)
+            # the request has reached the endpoint
+            await wait_until(lambda: any(rt.active for rt in handle.snapshot.all_endpoints))
             # replace the endpoint while a request is in flight on it
             r = await admin.post("/clusters/c/endpoints", json={"address": str(new)})
             assert r.status_code == 201, r.text

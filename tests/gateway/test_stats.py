@@ -23,7 +23,13 @@ from gateway.observe.stats import BOUNDS_MS, Histogram, StatsRegistry, quantile
 from gateway.observe.stats.export import clusters_view, prometheus_text, stats_json
 from gateway.observe.stats.scopes import COUNTER, GAUGE, HISTOGRAM, STATUS_CLASSES, stat_names
 from gateway.observe.tracing import valid_traceparent
-from tests.conftest import StartGateway, StartUpstream, closed_address, simple_config
+from tests.conftest import (
+    StartGateway,
+    StartUpstream,
+    closed_address,
+    simple_config,
+    wait_until,
+)
 
 
 def url(gateway: Gateway, path: str) -> str:
@@ -32,6 +38,12 @@ def url(gateway: Gateway, path: str) -> str:
 
 def nonzero(counters: dict[str, int]) -> dict[str, int]:
     return {k: v for k, v in counters.items() if v}
+
+
+def refreshed(stats: StatsRegistry) -> StatsRegistry:
+    """``stats`` with its gauges read from the endpoints now."""
+    stats.refresh_gauges()
+    return stats
 
 
 # -- the known sequence -------------------------------------------------------------------
@@ -248,12 +260,7 @@ async def test_active_gauges_while_a_request_is_in_flight(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(slow)
-        with trio.fail_after(5):
-            while True:
-                stats.refresh_gauges()
-                if stats.clusters["c"].upstream_rq_active == 1:
-                    break
-                await trio.sleep(0.01)
+        await wait_until(lambda: refreshed(stats).clusters["c"].upstream_rq_active == 1)
         view = clusters_view(stats)["c"]
         assert view["endpoints"][0]["active_requests"] == 1
         assert stats.listeners["web"].downstream_cx_active == 1
@@ -282,12 +289,9 @@ async def test_connect_timeout_and_the_pending_gauge(start_gateway: StartGateway
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(request)
-            with trio.fail_after(5):
-                while True:
-                    stats.refresh_gauges()
-                    if stats.clusters["slow"].upstream_rq_pending_active == 1:
-                        break
-                    await trio.sleep(0.01)
+            await wait_until(
+                lambda: refreshed(stats).clusters["slow"].upstream_rq_pending_active == 1
+            )
         stats.refresh_gauges()
     finally:
         filler.close()
@@ -366,11 +370,7 @@ async def test_malformed_requests_and_header_timeouts_are_counted(
                     reply += piece
         assert reply.startswith((b"HTTP/1.1 400", b"HTTP/1.1 408")), reply
     web = gw.stats.listeners["web"]
-    with trio.fail_after(5):
-        while True:  # a connection's task ends just after its reply
-            if not web.downstream_cx_active:
-                break
-            await trio.sleep(0.01)
+    await wait_until(lambda: not web.downstream_cx_active)  # a task ends just after its reply
     assert nonzero(web.counters()) == {
         "downstream_cx_total": 2,
         "downstream_cx_protocol_error": 1,
