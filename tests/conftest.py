@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import attrs
 import pytest
 import trio
 from hypothesis import HealthCheck, settings
@@ -34,16 +36,28 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 StartUpstream = Callable[[str], Awaitable[Address]]
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on (bound once, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+ClosedAddress = Callable[[], Address]
 
 
-def closed_address() -> Address:
-    """An address that refuses connections: an upstream that is down."""
-    return Address("127.0.0.1", free_port())
+@pytest.fixture
+def closed_address() -> Iterator[ClosedAddress]:
+    """Make addresses that refuse connections (upstreams that are down) for this test.
+
+    Each is a loopback port held by a socket that is bound and never listens: a connect
+    gets ECONNREFUSED (on Linux), and nothing else can take the port while the test runs,
+    as it could take a port that was bound, released and only then put in a config.
+    """
+    held: list[socket.socket] = []
+
+    def make() -> Address:
+        sock = socket.socket()
+        held.append(sock)
+        sock.bind(("127.0.0.1", 0))
+        return Address("127.0.0.1", sock.getsockname()[1])
+
+    yield make
+    for sock in held:
+        sock.close()
 
 
 #: seconds between two looks of ``wait_until``
@@ -73,28 +87,63 @@ async def wait_until(predicate: Callable[[], T | Awaitable[T]], *, within: float
     raise AssertionError(f"{name} did not come true within {within} s")
 
 
-async def wait_listening(address: Address) -> None:
-    async def accepts() -> bool:
-        try:
-            stream = await trio.open_tcp_stream(address.host, address.port)
-        except OSError:
-            return False
-        await stream.aclose()
-        return True
+@attrs.define(eq=False)
+class GatewayProcess:
+    """``triogate run`` as a child process: what it printed so far, and where it listens."""
 
-    await wait_until(accepts, within=15.0)
+    process: trio.Process
+    #: the lines of its stdout read so far
+    lines: list[str] = attrs.Factory(list)
+    _partial: bytes = b""
+
+    async def wait_for(self, pattern: str) -> re.Match[str]:
+        """The first line printed (so far, or from now on) that ``pattern`` matches."""
+        stdout = self.process.stdout
+        assert stdout is not None
+        with trio.fail_after(20):
+            while True:
+                for line in self.lines:
+                    if found := re.search(pattern, line):
+                        return found
+                piece = await stdout.receive_some()
+                assert piece, f"the gateway exited; it printed {self.lines}"
+                *done, self._partial = (self._partial + piece).split(b"\n")
+                self.lines += [line.decode() for line in done]
+
+    @property
+    def listeners(self) -> dict[str, Address]:
+        """Each listener's bound address, as ``triogate run`` printed it once serving."""
+        found = (re.fullmatch(r"listener (\S+): \w+://(\S+)", line) for line in self.lines)
+        return {m[1]: Address.parse(m[2]) for m in found if m}
+
+    @property
+    def admin(self) -> Address:
+        [address] = (m[1] for line in self.lines if (m := ADMIN_LINE.fullmatch(line)))
+        return Address.parse(address)
+
+
+ADMIN_LINE = re.compile(r"admin API: http://(\S+)/")
 
 
 @asynccontextmanager
-async def gateway_process(config: Path, listen: Address) -> AsyncIterator[trio.Process]:
-    """``triogate run CONFIG`` as a real process, once ``listen`` accepts; stopped after."""
+async def gateway_process(
+    config: Path, *, state_file: Path | None = None
+) -> AsyncIterator[GatewayProcess]:
+    """``triogate run CONFIG`` as a real process, once serving; stopped after.
+
+    Its config binds port 0: the ports are read back from what it prints once serving
+    (each listener's address, then the admin API's).
+    """
+    state = ["--no-state"] if state_file is None else ["--state-file", str(state_file)]
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "triogate.cli", "run", "--no-state", str(config)],
-        stdout=subprocess.DEVNULL,
+        [sys.executable, "-m", "triogate.cli", "run", *state, str(config)],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        await wait_listening(listen)
-        yield process
+        gateway = GatewayProcess(process)
+        await gateway.wait_for(ADMIN_LINE.pattern)
+        yield gateway
     finally:
         if process.returncode is None:
             process.terminate()

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import trio
 
-from tests.conftest import StartGateway, StartUpstream, closed_address, simple_config
+from tests.conftest import ClosedAddress, StartGateway, StartUpstream, simple_config
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
@@ -96,7 +96,7 @@ def browse(admin: str, start_traffic: Callable[[], None]) -> dict[str, Any]:
 
 
 async def test_dashboard_loads_shows_clusters_and_its_charts_move(
-    start_upstream: StartUpstream, start_gateway: StartGateway
+    start_upstream: StartUpstream, start_gateway: StartGateway, closed_address: ClosedAddress
 ) -> None:
     a, b, c = [await start_upstream(n) for n in ("v1-a", "v1-b", "v2-a")]
     data = simple_config(

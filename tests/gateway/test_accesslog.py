@@ -21,9 +21,9 @@ from gateway.http1.events import NO_BODY, RequestReceived
 from gateway.observe.accesslog import ENTRY_OVERHEAD, AccessLog, format_entries
 from gateway.observe.stats import ListenerStats
 from tests.conftest import (
+    ClosedAddress,
     StartGateway,
     StartUpstream,
-    closed_address,
     simple_config,
     wait_until,
 )
@@ -73,7 +73,10 @@ async def raw_request(gateway: Gateway, request: bytes) -> bytes:
 
 
 async def test_one_line_per_request_field_by_field(
-    start_upstream: StartUpstream, start_gateway: StartGateway, tmp_path: Path
+    start_upstream: StartUpstream,
+    start_gateway: StartGateway,
+    closed_address: ClosedAddress,
+    tmp_path: Path,
 ) -> None:
     live, dead = await start_upstream("live"), closed_address()
     log_path = tmp_path / "access.log"
@@ -178,7 +181,10 @@ async def test_request_id_in_the_log_is_the_one_sent_upstream(
 
 
 async def test_retries_exhausted_and_overflow_flags(
-    start_upstream: StartUpstream, start_gateway: StartGateway, tmp_path: Path
+    start_upstream: StartUpstream,
+    start_gateway: StartGateway,
+    closed_address: ClosedAddress,
+    tmp_path: Path,
 ) -> None:
     log_path = tmp_path / "access.log"
     data = simple_config(

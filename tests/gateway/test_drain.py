@@ -8,27 +8,26 @@ from pathlib import Path
 import httpx
 import trio
 
-from gateway.config import Address
-from tests.conftest import StartUpstream, free_port, gateway_process
+from tests.conftest import StartUpstream, gateway_process
 
 
 async def test_sigterm_lets_the_request_in_flight_finish(
     start_upstream: StartUpstream, tmp_path: Path
 ) -> None:
     upstream = await start_upstream("slow")
-    port, admin_port = free_port(), free_port()
     config = tmp_path / "gw.yaml"
     config.write_text(
         f"""
-admin: {{address: "127.0.0.1:{admin_port}"}}
+admin: {{address: "127.0.0.1:0"}}
 listeners:
-  - {{name: web, address: "127.0.0.1:{port}", routes: [{{match: {{prefix: /}}, cluster: slow}}]}}
+  - {{name: web, address: "127.0.0.1:0", routes: [{{match: {{prefix: /}}, cluster: slow}}]}}
 clusters:
   - {{name: slow, endpoints: [{{address: "{upstream}"}}]}}
 """
     )
-    url = f"http://127.0.0.1:{port}"
-    async with gateway_process(config, Address("127.0.0.1", admin_port)) as gateway:
+    async with gateway_process(config) as gateway:
+        web, admin_port = gateway.listeners["web"], gateway.admin.port
+        url = f"http://{web}"
         async with httpx.AsyncClient() as client:
             with trio.fail_after(15):  # serving once the whole tree has started
                 while True:  # another process: polling is the only way to know
@@ -46,12 +45,12 @@ clusters:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(slow_request)
             await trio.sleep(0.3)  # the request is now in flight
-            gateway.send_signal(signal.SIGTERM)
+            gateway.process.send_signal(signal.SIGTERM)
             # no new connections once draining (while the slow request is still open)
             with trio.fail_after(0.4):
                 while True:
                     try:
-                        stream = await trio.open_tcp_stream("127.0.0.1", port)
+                        stream = await trio.open_tcp_stream(web.host, web.port)
                     except OSError:
                         break
                     await stream.aclose()
@@ -59,4 +58,4 @@ clusters:
             assert "status" not in result
         assert result["status"] == 200
         with trio.fail_after(5):
-            assert await gateway.wait() == 0
+            assert await gateway.process.wait() == 0

@@ -24,9 +24,9 @@ from gateway.observe.stats.export import clusters_view, prometheus_text, stats_j
 from gateway.observe.stats.scopes import COUNTER, GAUGE, HISTOGRAM, STATUS_CLASSES, stat_names
 from gateway.observe.tracing import valid_traceparent
 from tests.conftest import (
+    ClosedAddress,
     StartGateway,
     StartUpstream,
-    closed_address,
     simple_config,
     wait_until,
 )
@@ -49,7 +49,9 @@ def refreshed(stats: StatsRegistry) -> StatsRegistry:
 # -- the known sequence -------------------------------------------------------------------
 
 
-async def known_sequence(start_upstream: StartUpstream, start_gateway: StartGateway) -> Gateway:
+async def known_sequence(
+    start_upstream: StartUpstream, start_gateway: StartGateway, closed_address: ClosedAddress
+) -> Gateway:
     """3 x 200, upstream 404 and 503, 2 x no route, connect failure, no endpoint, timeout."""
     live = await start_upstream("live")
     data = simple_config(
@@ -83,9 +85,9 @@ async def known_sequence(start_upstream: StartUpstream, start_gateway: StartGate
 
 
 async def test_exact_counters_after_a_known_sequence(
-    start_upstream: StartUpstream, start_gateway: StartGateway
+    start_upstream: StartUpstream, start_gateway: StartGateway, closed_address: ClosedAddress
 ) -> None:
-    gw = await known_sequence(start_upstream, start_gateway)
+    gw = await known_sequence(start_upstream, start_gateway, closed_address)
     stats = gw.stats
     web = stats.listeners["web"]
     assert nonzero(web.counters()) == {
@@ -132,9 +134,9 @@ async def test_exact_counters_after_a_known_sequence(
 
 
 async def test_prometheus_exposition_parses_with_the_official_parser(
-    start_upstream: StartUpstream, start_gateway: StartGateway
+    start_upstream: StartUpstream, start_gateway: StartGateway, closed_address: ClosedAddress
 ) -> None:
-    gw = await known_sequence(start_upstream, start_gateway)
+    gw = await known_sequence(start_upstream, start_gateway, closed_address)
     async with httpx.AsyncClient(base_url=f"http://{gw.admin_address}") as admin:
         r = await admin.get("/stats/prometheus")
     assert r.status_code == 200
@@ -185,9 +187,9 @@ async def test_prometheus_exposition_parses_with_the_official_parser(
 
 
 async def test_stats_json_filter_and_reset(
-    start_upstream: StartUpstream, start_gateway: StartGateway
+    start_upstream: StartUpstream, start_gateway: StartGateway, closed_address: ClosedAddress
 ) -> None:
-    gw = await known_sequence(start_upstream, start_gateway)
+    gw = await known_sequence(start_upstream, start_gateway, closed_address)
     async with httpx.AsyncClient() as client:  # one more, on a new upstream connection
         assert (await client.get(url(gw, "/ok"))).status_code == 200
     async with httpx.AsyncClient(base_url=f"http://{gw.admin_address}") as admin:
@@ -308,7 +310,7 @@ async def test_connect_timeout_and_the_pending_gauge(start_gateway: StartGateway
 
 
 async def test_retries_count_each_attempt(
-    start_upstream: StartUpstream, start_gateway: StartGateway
+    start_upstream: StartUpstream, start_gateway: StartGateway, closed_address: ClosedAddress
 ) -> None:
     live = await start_upstream("live")
     retry = {"attempts": 2, "retry_on": ["connect-failure"]}
