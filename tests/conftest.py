@@ -192,7 +192,13 @@ def simple_config(
 
 @pytest.fixture
 def start_gateway(nursery: trio.Nursery) -> StartGateway:
-    """Start a gateway for a config given as plain data; returns its handle."""
+    """Start a gateway for a config given as plain data; returns its handle.
+
+    Its stats windows move only when the test calls ``gateway.stats.tick(now)``: the
+    ticker is turned off before any request (its tick at startup saw only zeros), so a
+    recent figure (success rate, recent quantiles, series) never depends on where a
+    once-a-second tick fell among the test's requests.
+    """
 
     async def start(
         data: dict[str, Any], *, admin: bool = False, api_key: str | None = None, **kwargs: Any
@@ -204,6 +210,7 @@ def start_gateway(nursery: trio.Nursery) -> StartGateway:
                 config, services=services, task_status=task_status, **kwargs
             )
         )
+        gateway.stats.ticking = False
         return gateway
 
     return start

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import Gateway
 from gateway.config import Address, Config
-from gateway.observe.stats import BOUNDS_MS, Histogram, StatsRegistry, quantile
+from gateway.observe.stats import BOUNDS_MS, Histogram, StatsRegistry, quantile, run_stats_ticker
 from gateway.observe.stats.export import clusters_view, prometheus_text, stats_json
 from gateway.observe.stats.scopes import COUNTER, GAUGE, HISTOGRAM, STATUS_CLASSES, stat_names
 from gateway.observe.tracing import valid_traceparent
@@ -131,6 +131,9 @@ async def test_exact_counters_after_a_known_sequence(
         "cx_connect_fail": 1,
     }
     assert dead_endpoint.success_rate() == 0.0
+    # the windows move when the test ticks: a window later, the sequence is all behind it
+    stats.tick(trio.current_time() + stats.window + 1)
+    assert endpoint.success_rate() is None and dead_endpoint.success_rate() is None
 
 
 async def test_prometheus_exposition_parses_with_the_official_parser(
@@ -527,6 +530,22 @@ def test_recent_window_and_series() -> None:
     registry.tick(23.0, wall=1023.0)
     quiet = registry.series["c"][-1]
     assert (quiet.requests_per_s, quiet.error_rate, quiet.p50) == (0.0, None, None)
+
+
+async def test_the_ticker_ticks_each_interval_while_ticking(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    registry = StatsRegistry(tick=1.0)
+    cs = registry.cluster("c")
+    await nursery.start(run_stats_ticker, registry)
+    await trio.sleep(2.5)  # virtual time passing is what the ticker is driven by
+    assert [frame.t for frame in cs.frames] == [0.0, 1.0, 2.0]
+    registry.ticking = False
+    await trio.sleep(3.0)
+    assert len(cs.frames) == 3
+    registry.ticking = True
+    await trio.sleep(1.0)
+    assert [frame.t for frame in cs.frames][-1] == 6.0
 
 
 def test_endpoint_success_rate_is_recent() -> None:
