@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
+import h11
 import pytest
 import trio
 from hypothesis import HealthCheck, settings
@@ -155,6 +156,75 @@ async def gateway_process(
 
 
 StartGateway = Callable[..., Awaitable[Gateway]]
+
+
+@attrs.define(eq=False)
+class HeldUpstream:
+    """An upstream that holds every request until ``release()``, then answers 200.
+
+    A request sent to it stays in flight for exactly as long as the test needs, and
+    ``wait_received`` says when it has arrived: no delay for the test's next steps to
+    fit into, and no sleep to guess when the request got there.
+    """
+
+    name: str
+    address: Address
+    #: the target of every request that arrived, in order
+    received: list[str] = attrs.Factory(list)
+    _arrived: trio.Event = attrs.Factory(trio.Event)
+    _released: trio.Event = attrs.Factory(trio.Event)
+
+    async def wait_received(self, count: int = 1) -> None:
+        """Until ``count`` requests have arrived in all (held, or answered once released)."""
+        while len(self.received) < count:
+            await self._arrived.wait()
+
+    def release(self) -> None:
+        """Answer the requests held, and every later one at once."""
+        self._released.set()
+
+    async def serve(self, stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        try:
+            async with stream:
+                while True:
+                    event = conn.next_event()
+                    if event is h11.NEED_DATA:
+                        data = await stream.receive_some(65536)
+                        if not data:
+                            return
+                        conn.receive_data(data)
+                    elif isinstance(event, h11.Request):
+                        self.received.append(event.target.decode())
+                        self._arrived.set()
+                        self._arrived = trio.Event()
+                    elif isinstance(event, h11.EndOfMessage):
+                        await self._released.wait()
+                        body = f"{self.name}\n".encode()
+                        headers = [("x-upstream", self.name), ("content-length", str(len(body)))]
+                        reply = conn.send(h11.Response(status_code=200, headers=headers))
+                        reply += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
+                        await stream.send_all(reply)
+                        conn.start_next_cycle()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
+            pass  # the gateway closed the connection (a route timeout, a test that ended)
+
+
+StartHeldUpstream = Callable[[str], Awaitable[HeldUpstream]]
+
+
+@pytest.fixture
+def start_held_upstream(nursery: trio.Nursery) -> StartHeldUpstream:
+    """Start an upstream named ``name`` that holds its requests until released."""
+
+    async def start(name: str) -> HeldUpstream:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        upstream = HeldUpstream(name, Address("127.0.0.1", port))
+        nursery.start_soon(trio.serve_listeners, upstream.serve, listeners)
+        return upstream
+
+    return start
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from gateway.observe.stats import ListenerStats
 from tests.conftest import (
     ClosedAddress,
     StartGateway,
+    StartHeldUpstream,
     StartUpstream,
     simple_config,
     wait_until,
@@ -181,14 +182,15 @@ async def test_request_id_in_the_log_is_the_one_sent_upstream(
 
 
 async def test_retries_exhausted_and_overflow_flags(
-    start_upstream: StartUpstream,
+    start_held_upstream: StartHeldUpstream,
     start_gateway: StartGateway,
     closed_address: ClosedAddress,
     tmp_path: Path,
 ) -> None:
     log_path = tmp_path / "access.log"
+    held = await start_held_upstream("u")
     data = simple_config(
-        {"dead": [closed_address()], "tight": [await start_upstream("u")]},
+        {"dead": [closed_address()], "tight": [held.address]},
         routes=[
             {
                 "match": {"prefix": "/dead"},
@@ -210,10 +212,11 @@ async def test_retries_exhausted_and_overflow_flags(
             statuses.append((await client.get(path)).status_code)
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(get, one, "/delay/300")
-            await trio.sleep(0.1)
-            nursery.start_soon(get, two, "/")  # the one connection allowed is busy
-    assert sorted(statuses) == [200, 503]
+            nursery.start_soon(get, one, "/held")
+            await held.wait_received()
+            await get(two, "/")  # the one connection allowed is busy
+            held.release()
+    assert statuses == [503, 200]
     lines = await read_lines(log_path, 3)
     assert lines[0]["response_flags"] == "UF,URX"
     assert [(x["response_code"], x["response_flags"]) for x in lines[1:]] == [

@@ -17,7 +17,7 @@ import trio
 
 from gateway.app import Gateway
 from gateway.config import Address
-from tests.conftest import StartGateway, StartUpstream, simple_config, wait_until
+from tests.conftest import StartGateway, StartHeldUpstream, StartUpstream, simple_config
 
 
 class KeepAliveClient:
@@ -228,9 +228,13 @@ async def test_least_request_prefers_the_idle_endpoint_when_one_is_slow(
 
 @pytest.mark.parametrize("how", ["config", "registry"])
 async def test_removed_endpoint_drains(
-    start_upstream: StartUpstream, start_gateway: StartGateway, how: str
+    start_upstream: StartUpstream,
+    start_held_upstream: StartHeldUpstream,
+    start_gateway: StartGateway,
+    how: str,
 ) -> None:
-    old, new = await start_upstream("old"), await start_upstream("new")
+    held, new = await start_held_upstream("old"), await start_upstream("new")
+    old = held.address
     data = simple_config({"c": [old]})
     if how == "registry":
         data["clusters"][0] = {"name": "c", "discovery": {"type": "registry"}}
@@ -248,12 +252,11 @@ async def test_removed_endpoint_drains(
         slow: dict[str, httpx.Response] = {}
 
         async def slow_request() -> None:
-            slow["r"] = await client.get("/delay/600")
+            slow["r"] = await client.get("/")
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(slow_request)
-            # the request has reached the endpoint
-            await wait_until(lambda: any(rt.active for rt in handle.snapshot.all_endpoints))
+            await held.wait_received()
             # replace the endpoint while a request is in flight on it
             r = await admin.post("/clusters/c/endpoints", json={"address": str(new)})
             assert r.status_code == 201, r.text
@@ -264,6 +267,8 @@ async def test_removed_endpoint_drains(
             assert str(old) not in handle.snapshot.by_key
             for _ in range(5):  # new requests go to the new endpoint only
                 assert (await client.get("/")).headers["x-upstream"] == "new"
+            assert "r" not in slow and leaving.active == 1
+            held.release()
         assert slow["r"].status_code == 200 and slow["r"].headers["x-upstream"] == "old"
         # its connection was not kept: the drained endpoint's pool is empty
         assert leaving.active == 0 and leaving.pool.open == 0

@@ -26,6 +26,7 @@ from gateway.observe.tracing import valid_traceparent
 from tests.conftest import (
     ClosedAddress,
     StartGateway,
+    StartHeldUpstream,
     StartUpstream,
     simple_config,
     wait_until,
@@ -253,22 +254,26 @@ async def test_cluster_view_has_each_endpoint(
 
 
 async def test_active_gauges_while_a_request_is_in_flight(
-    start_upstream: StartUpstream, start_gateway: StartGateway
+    start_held_upstream: StartHeldUpstream, start_gateway: StartGateway
 ) -> None:
-    gw = await start_gateway(simple_config({"c": [await start_upstream("slow")]}))
+    held = await start_held_upstream("slow")
+    gw = await start_gateway(simple_config({"c": [held.address]}))
     stats = gw.stats
     seen: dict[str, Any] = {}
 
     async def slow() -> None:
         async with httpx.AsyncClient() as client:
-            seen["status"] = (await client.get(url(gw, "/delay/400"))).status_code
+            seen["status"] = (await client.get(url(gw, "/"))).status_code
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(slow)
-        await wait_until(lambda: refreshed(stats).clusters["c"].upstream_rq_active == 1)
+        await held.wait_received()
+        stats.refresh_gauges()
+        assert stats.clusters["c"].upstream_rq_active == 1
         view = clusters_view(stats)["c"]
         assert view["endpoints"][0]["active_requests"] == 1
         assert stats.listeners["web"].downstream_cx_active == 1
+        held.release()
     stats.refresh_gauges()
     assert seen["status"] == 200
     assert stats.clusters["c"].upstream_rq_active == 0
