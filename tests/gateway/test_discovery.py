@@ -14,6 +14,7 @@ import attrs
 import httpx
 import pytest
 import trio
+import trio.testing
 
 from gateway.app import Gateway
 from gateway.cluster.actor import ClusterHandle, run_cluster
@@ -294,7 +295,7 @@ async def test_dns_source_keeps_last_good_set_on_failure_and_empty_answer(
     )
     # started only once warm: the first answer is already in the snapshot
     assert _keys(handle) == ["10.0.0.1:80", "10.0.0.2:80"]
-    await trio.sleep(10.5)
+    await trio.sleep(10.5)  # virtual time: the resolution interval passing is the input
     assert _keys(handle) == ["10.0.0.1:80", "10.0.0.2:80"]
     assert handle.discovery_stats.failures == 1
     assert handle.discovery_stats.last_error == "svc.test: SERVFAIL"
@@ -335,7 +336,7 @@ async def test_registry_ttl_expiry_in_virtual_time(
     assert (await handle.register(a)).created
     await handle.register(b, ttl=0)  # never expires
     assert _keys(handle) == ["10.0.0.1:80", "10.0.0.2:80"]
-    await trio.sleep(9)
+    await trio.sleep(9)  # virtual time: the TTL running down is the input
     await handle.renew("10.0.0.1:80")
     await trio.sleep(9)
     assert _keys(handle) == ["10.0.0.1:80", "10.0.0.2:80"]
@@ -481,8 +482,10 @@ async def test_file_cluster_follows_atomic_replace_and_rejects_malformed(
 
 
 async def test_registry_through_the_admin_api_with_ttl_expiry(
-    start_upstream: StartUpstream, start_gateway: StartGateway
+    mock_clock: trio.testing.MockClock, start_upstream: StartUpstream, start_gateway: StartGateway
 ) -> None:
+    # trio's clock stands still but for the test's jumps (the sockets are real): the TTLs
+    # run out when the test says, not when a loaded machine gets round to a heartbeat
     u1, u2, static = [await start_upstream(n) for n in ("u1", "u2", "static")]
     data = simple_config({"reg": [], "plain": [static]})
     data["clusters"][0] = {"name": "reg", "discovery": {"type": "registry", "default_ttl": 0.4}}
@@ -503,13 +506,14 @@ async def test_registry_through_the_admin_api_with_ttl_expiry(
         assert await served_by(client, gw) == {"u1", "u2"}
         # heartbeats keep u1 past several TTLs
         for _ in range(6):
-            await trio.sleep(0.15)
+            mock_clock.jump(0.15)
             r = await admin.put(f"/clusters/reg/endpoints/{u1}/heartbeat", json={})
             assert r.status_code == 200, r.text
         listed = (await admin.get("/clusters/reg/endpoints")).json()
         assert sorted(e["address"] for e in listed) == sorted([str(u1), str(u2)])
         # then u1 stops: its registration expires and no more requests go there
-        await trio.sleep(0.6)
+        mock_clock.jump(0.6)
+        await trio.testing.wait_all_tasks_blocked()  # the cluster actor woke and expired it
         assert [r.key for r in handle.registrations] == [str(u2)]
         assert await served_by(client, gw) == {"u2"}
         status = (await admin.get("/clusters/reg/discovery")).json()
