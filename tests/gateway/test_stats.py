@@ -7,6 +7,7 @@ registry's ticks with made-up times.
 
 from __future__ import annotations
 
+import math
 import re
 import socket
 from typing import Any
@@ -205,8 +206,14 @@ async def test_stats_json_filter_and_reset(
         assert hist["count"] == 11 and hist["buckets"]["+Inf"] == 11
         assert hist["recent"]["count"] == 11
         assert set(hist["since_start"]) == {"p50", "p90", "p99"}
-        # the timeout took 300 ms: the listener's p99 lies in the (250, 500] bucket
-        assert 250 < hist["since_start"]["p99"] <= 500
+        # the slowest request is the timed-out one, 300 ms and some (cut short of the
+        # upstream's 3 s): the listener's p99 lies in its bucket, (250, 500] unless a
+        # loaded machine made it later
+        cumulative = list(hist["buckets"].values())
+        slowest = cumulative.index(11)
+        low, high = (0.0, *BOUNDS_MS)[slowest], (*BOUNDS_MS, math.inf)[slowest]
+        assert high >= 300 and low < 3000
+        assert low < hist["since_start"]["p99"] <= high
 
         only = (await admin.get("/stats", params={"filter": r"^cluster\.dead\."})).json()
         assert only["counters"] and all(
