@@ -175,7 +175,10 @@ body_pieces = st.lists(st.binary(min_size=1, max_size=40), max_size=6)
 
 @st.composite
 def splits(draw: st.DrawFn, data: bytes) -> list[bytes]:
-    """``data`` cut into pieces at any points: how it may arrive from a socket."""
+    """``data`` cut into pieces at any points: how it may arrive from a socket.
+
+    No piece is empty: a read of nothing is the end of the stream (``feed_eof``).
+    """
     cuts = draw(st.lists(st.integers(0, len(data)), max_size=12).map(sorted))
     bounds = [0, *cuts, len(data)]
-    return [data[a:b] for a, b in pairwise(bounds)]
+    return [data[a:b] for a, b in pairwise(bounds) if b > a]
