@@ -246,9 +246,6 @@ def test_the_response_to_head_ends_with_its_head(framing_header: bytes) -> None:
     assert parser.broken  # llhttp would wait for that body: the next response needs a new parser
 
 
-@pytest.mark.xfail(
-    strict=True, reason="ResponseParser keeps only the last piece of a reason phrase cut by a read"
-)
 @given(data=st.data())
 def test_the_response_to_head_cut_anywhere_gives_the_same_events(data: st.DataObject) -> None:
     response = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX: y\r\n\r\n"
@@ -280,9 +277,6 @@ def test_interim_responses_come_before_the_final_one_each_with_its_end() -> None
     assert events[5] == DataReceived(b"ok")
 
 
-@pytest.mark.xfail(
-    strict=True, reason="expect_no_body() drops the MessageEnded of a 1xx (the proxy waits for it)"
-)
 def test_the_response_to_head_after_an_interim_one_ends_each() -> None:
     parser = ResponseParser()
     parser.expect_no_body()
@@ -362,9 +356,6 @@ def test_a_response_cut_short_by_a_close_is_a_reset(partial: bytes) -> None:
     assert reset.value.status_hint == 502
 
 
-@pytest.mark.xfail(
-    strict=True, reason="ResponseParser keeps only the last piece of a reason phrase cut by a read"
-)
 @given(pieces=body_pieces, data=st.data())
 def test_a_chunked_response_cut_anywhere_gives_the_same_events(
     pieces: list[bytes], data: st.DataObject
