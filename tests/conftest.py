@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import attrs
+import h11
 import pytest
 import trio
 from hypothesis import HealthCheck, settings
@@ -33,40 +37,114 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 StartUpstream = Callable[[str], Awaitable[Address]]
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on (bound once, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+ClosedAddress = Callable[[], Address]
 
 
-def closed_address() -> Address:
-    """An address that refuses connections: an upstream that is down."""
-    return Address("127.0.0.1", free_port())
+@pytest.fixture
+def closed_address() -> Iterator[ClosedAddress]:
+    """Make addresses that refuse connections (upstreams that are down) for this test.
+
+    Each is a loopback port held by a socket that is bound and never listens: a connect
+    gets ECONNREFUSED (on Linux), and nothing else can take the port while the test runs,
+    as it could take a port that was bound, released and only then put in a config.
+    """
+    held: list[socket.socket] = []
+
+    def make() -> Address:
+        sock = socket.socket()
+        held.append(sock)
+        sock.bind(("127.0.0.1", 0))
+        return Address("127.0.0.1", sock.getsockname()[1])
+
+    yield make
+    for sock in held:
+        sock.close()
 
 
-async def wait_listening(address: Address, deadline: float = 15.0) -> None:
-    with trio.fail_after(deadline):
+#: seconds between two looks of ``wait_until``
+POLL_INTERVAL = 0.01
+
+T = TypeVar("T")
+
+
+async def wait_until(predicate: Callable[[], T | Awaitable[T]], *, within: float = 5.0) -> T:
+    """Poll ``predicate`` until it returns something true; return that.
+
+    For state that tells no one when it changes: another process, a file, a counter the
+    data path bumps. Where there is an event to wait on, wait on the event instead.
+    ``predicate`` may be a coroutine function (one that makes a request, say). The test
+    fails once ``within`` seconds pass without it coming true: the bound is the helper's
+    own (not a cancel scope left to each caller) so that no poll can go on unbounded.
+    """
+    with trio.move_on_after(within):
         while True:
-            try:
-                stream = await trio.open_tcp_stream(address.host, address.port)
-            except OSError:
-                await trio.sleep(0.05)
-                continue
-            await stream.aclose()
-            return
+            result = predicate()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return result  # type: ignore[return-value]
+            await trio.sleep(POLL_INTERVAL)
+    name = getattr(predicate, "__qualname__", repr(predicate))
+    raise AssertionError(f"{name} did not come true within {within} s")
+
+
+@attrs.define(eq=False)
+class GatewayProcess:
+    """``triogate run`` as a child process: what it printed so far, and where it listens."""
+
+    process: trio.Process
+    #: the lines of its stdout read so far
+    lines: list[str] = attrs.Factory(list)
+    _partial: bytes = b""
+
+    async def wait_for(self, pattern: str) -> re.Match[str]:
+        """The first line printed (so far, or from now on) that ``pattern`` matches."""
+        stdout = self.process.stdout
+        assert stdout is not None
+        with trio.fail_after(20):
+            while True:
+                for line in self.lines:
+                    if found := re.search(pattern, line):
+                        return found
+                piece = await stdout.receive_some()
+                assert piece, f"the gateway exited; it printed {self.lines}"
+                *done, self._partial = (self._partial + piece).split(b"\n")
+                self.lines += [line.decode() for line in done]
+
+    @property
+    def listeners(self) -> dict[str, Address]:
+        """Each listener's bound address, as ``triogate run`` printed it once serving."""
+        found = (re.fullmatch(r"listener (\S+): \w+://(\S+)", line) for line in self.lines)
+        return {m[1]: Address.parse(m[2]) for m in found if m}
+
+    @property
+    def admin(self) -> Address:
+        [address] = (m[1] for line in self.lines if (m := ADMIN_LINE.fullmatch(line)))
+        return Address.parse(address)
+
+
+ADMIN_LINE = re.compile(r"admin API: http://(\S+)/")
 
 
 @asynccontextmanager
-async def gateway_process(config: Path, listen: Address) -> AsyncIterator[trio.Process]:
-    """``triogate run CONFIG`` as a real process, once ``listen`` accepts; stopped after."""
+async def gateway_process(
+    config: Path, *, state_file: Path | None = None
+) -> AsyncIterator[GatewayProcess]:
+    """``triogate run CONFIG`` as a real process, once serving; stopped after.
+
+    Its config binds port 0: the ports are read back from what it prints once serving
+    (each listener's address, then the admin API's).
+    """
+    state = ["--no-state"] if state_file is None else ["--state-file", str(state_file)]
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "triogate.cli", "run", "--no-state", str(config)],
-        stdout=subprocess.DEVNULL,
+        [sys.executable, "-m", "triogate.cli", "run", *state, str(config)],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        await wait_listening(listen)
-        yield process
+        gateway = GatewayProcess(process)
+        await gateway.wait_for(ADMIN_LINE.pattern)
+        yield gateway
     finally:
         if process.returncode is None:
             process.terminate()
@@ -78,6 +156,75 @@ async def gateway_process(config: Path, listen: Address) -> AsyncIterator[trio.P
 
 
 StartGateway = Callable[..., Awaitable[Gateway]]
+
+
+@attrs.define(eq=False)
+class HeldUpstream:
+    """An upstream that holds every request until ``release()``, then answers 200.
+
+    A request sent to it stays in flight for exactly as long as the test needs, and
+    ``wait_received`` says when it has arrived: no delay for the test's next steps to
+    fit into, and no sleep to guess when the request got there.
+    """
+
+    name: str
+    address: Address
+    #: the target of every request that arrived, in order
+    received: list[str] = attrs.Factory(list)
+    _arrived: trio.Event = attrs.Factory(trio.Event)
+    _released: trio.Event = attrs.Factory(trio.Event)
+
+    async def wait_received(self, count: int = 1) -> None:
+        """Until ``count`` requests have arrived in all (held, or answered once released)."""
+        while len(self.received) < count:
+            await self._arrived.wait()
+
+    def release(self) -> None:
+        """Answer the requests held, and every later one at once."""
+        self._released.set()
+
+    async def serve(self, stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        try:
+            async with stream:
+                while True:
+                    event = conn.next_event()
+                    if event is h11.NEED_DATA:
+                        data = await stream.receive_some(65536)
+                        if not data:
+                            return
+                        conn.receive_data(data)
+                    elif isinstance(event, h11.Request):
+                        self.received.append(event.target.decode())
+                        self._arrived.set()
+                        self._arrived = trio.Event()
+                    elif isinstance(event, h11.EndOfMessage):
+                        await self._released.wait()
+                        body = f"{self.name}\n".encode()
+                        headers = [("x-upstream", self.name), ("content-length", str(len(body)))]
+                        reply = conn.send(h11.Response(status_code=200, headers=headers))
+                        reply += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
+                        await stream.send_all(reply)
+                        conn.start_next_cycle()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
+            pass  # the gateway closed the connection (a route timeout, a test that ended)
+
+
+StartHeldUpstream = Callable[[str], Awaitable[HeldUpstream]]
+
+
+@pytest.fixture
+def start_held_upstream(nursery: trio.Nursery) -> StartHeldUpstream:
+    """Start an upstream named ``name`` that holds its requests until released."""
+
+    async def start(name: str) -> HeldUpstream:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        upstream = HeldUpstream(name, Address("127.0.0.1", port))
+        nursery.start_soon(trio.serve_listeners, upstream.serve, listeners)
+        return upstream
+
+    return start
 
 
 @pytest.fixture
@@ -115,7 +262,13 @@ def simple_config(
 
 @pytest.fixture
 def start_gateway(nursery: trio.Nursery) -> StartGateway:
-    """Start a gateway for a config given as plain data; returns its handle."""
+    """Start a gateway for a config given as plain data; returns its handle.
+
+    Its stats windows move only when the test calls ``gateway.stats.tick(now)``: the
+    ticker is turned off before any request (its tick at startup saw only zeros), so a
+    recent figure (success rate, recent quantiles, series) never depends on where a
+    once-a-second tick fell among the test's requests.
+    """
 
     async def start(
         data: dict[str, Any], *, admin: bool = False, api_key: str | None = None, **kwargs: Any
@@ -127,6 +280,7 @@ def start_gateway(nursery: trio.Nursery) -> StartGateway:
                 config, services=services, task_status=task_status, **kwargs
             )
         )
+        gateway.stats.ticking = False
         return gateway
 
     return start

@@ -4,6 +4,9 @@ Host keys are unique ``10.x.y.z:port`` addresses. Statistical tests draw a seed 
 example and run a fixed number of picks, so every example is deterministic; the bound
 each test checks comes from ``share_tolerance`` and is chosen so that a correct
 balancer fails it with probability below 1e-9 per host per example.
+
+For HTTP/1: header names and values as a peer may send them, body pieces, and the
+ways one byte stream can arrive (``splits``).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterable, Sequence
+from itertools import pairwise
 from typing import Any
 
 from hypothesis import settings
@@ -23,6 +27,9 @@ __all__ = [
     "ScriptedRandom",
     "at_most",
     "balancer_options",
+    "body_pieces",
+    "header_names",
+    "header_values",
     "host_keys",
     "host_lists",
     "host_sets",
@@ -30,6 +37,7 @@ __all__ = [
     "policies",
     "seeds",
     "share_tolerance",
+    "splits",
     "weights",
 ]
 
@@ -149,3 +157,28 @@ class ScriptedRandom(random.Random):
         if self._script:
             return self._script.pop(0)
         return super().random()
+
+
+# -- HTTP/1 -----------------------------------------------------------------------------
+
+#: RFC 9110's tchar: what a header name is made of
+_TCHAR = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+#: visible ASCII and the space: a header value, without obs-text
+_VCHAR = "".join(map(chr, range(0x21, 0x7F))) + " "
+
+header_names = st.text(_TCHAR, min_size=1, max_size=16).map(str.encode)
+#: no space at either end: the parser drops it (optional whitespace around a value)
+header_values = st.text(_VCHAR, max_size=24).map(lambda v: v.strip(" ").encode())
+#: a body as the pieces its sender wrote (each one chunk when chunked)
+body_pieces = st.lists(st.binary(min_size=1, max_size=40), max_size=6)
+
+
+@st.composite
+def splits(draw: st.DrawFn, data: bytes) -> list[bytes]:
+    """``data`` cut into pieces at any points: how it may arrive from a socket.
+
+    No piece is empty: a read of nothing is the end of the stream (``feed_eof``).
+    """
+    cuts = draw(st.lists(st.integers(0, len(data)), max_size=12).map(sorted))
+    bounds = [0, *cuts, len(data)]
+    return [data[a:b] for a, b in pairwise(bounds) if b > a]

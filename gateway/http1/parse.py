@@ -224,10 +224,11 @@ class ResponseParser:
         self._in_head = True
         self._in_message = True
         self._headers = []
+        self._reason = b""
         self._head_bytes = 0
 
     def on_status(self, reason: bytes) -> None:
-        self._reason = reason
+        self._reason += reason  # in pieces when a read cuts the status line
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._in_head:
@@ -271,9 +272,8 @@ class ResponseParser:
             self.events.append(DataReceived(body))
 
     def on_message_complete(self) -> None:
+        # a final response to HEAD never gets here (its head ends it); a 1xx before it does
         self._in_message = False
-        if self._no_body:
-            return
         self.events.append(MESSAGE_ENDED)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import trio
 
 from tests.admin.admin_support import AdminSetup
+from tests.conftest import StartHeldUpstream
 
 
 async def upstream_of(setup: AdminSetup, path: str = "/") -> str:
@@ -160,27 +161,31 @@ async def test_endpoints_add_weight_state_remove(setup: AdminSetup) -> None:
     ]
 
 
-async def test_removed_endpoint_finishes_its_requests(setup: AdminSetup) -> None:
+async def test_removed_endpoint_finishes_its_requests(
+    setup: AdminSetup, start_held_upstream: StartHeldUpstream
+) -> None:
     """Remove (draining): the request in flight finishes, no new request goes there."""
-    b = str(setup.upstreams["b"])
+    held = await start_held_upstream("held")
     config, _ = await setup.config()
-    config["clusters"][0]["endpoints"] = [{"address": b}]
+    config["clusters"][0]["endpoints"] = [{"address": str(held.address)}]
     assert (await setup.admin.put("/config", json=config)).is_success
     results: list[Any] = []
 
     async def slow() -> None:
-        r = await setup.web.get("/delay/300")
+        r = await setup.web.get("/")
         results.append((r.status_code, r.headers["x-upstream"]))
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(slow)
-        await trio.sleep(0.1)
+        await held.wait_received()
         r = await setup.admin.put(
             "/clusters/a", json={"name": "a", "endpoints": [{"address": str(setup.upstreams["c"])}]}
         )
         assert r.status_code == 200
         assert await upstream_of(setup) == "c"
-    assert results == [(200, "b")]
+        assert results == []  # still in flight on the endpoint that was removed
+        held.release()
+    assert results == [(200, "held")]
 
 
 async def test_put_config_replaces_it_whole(setup: AdminSetup) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -20,7 +21,14 @@ from gateway.config import AccessLogConfig, Config
 from gateway.http1.events import NO_BODY, RequestReceived
 from gateway.observe.accesslog import ENTRY_OVERHEAD, AccessLog, format_entries
 from gateway.observe.stats import ListenerStats
-from tests.conftest import StartGateway, StartUpstream, closed_address, simple_config
+from tests.conftest import (
+    ClosedAddress,
+    StartGateway,
+    StartHeldUpstream,
+    StartUpstream,
+    simple_config,
+    wait_until,
+)
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
@@ -44,16 +52,14 @@ FIELDS = [
 ]
 
 
-async def read_lines(path: Path, count: int) -> list[dict[str, Any]]:
-    """The first ``count`` lines of the log, once the writer has written them."""
-    file = trio.Path(path)
-    with trio.fail_after(5):
-        while True:
-            if await file.exists():
-                lines = (await file.read_bytes()).splitlines()
-                if len(lines) >= count:
-                    return [json.loads(line) for line in lines]
-            await trio.sleep(0.02)
+async def read_lines(gateway: Gateway, path: Path, count: int) -> list[dict[str, Any]]:
+    """The lines of the log, once the writer has written at least ``count``.
+
+    The writer counts a batch once its write returned: by then the lines are in the file.
+    """
+    stats = gateway.stats.listeners["web"]
+    await wait_until(lambda: stats.access_log_written >= count)
+    return [json.loads(line) for line in (await trio.Path(path).read_bytes()).splitlines()]
 
 
 async def raw_request(gateway: Gateway, request: bytes) -> bytes:
@@ -69,7 +75,10 @@ async def raw_request(gateway: Gateway, request: bytes) -> bytes:
 
 
 async def test_one_line_per_request_field_by_field(
-    start_upstream: StartUpstream, start_gateway: StartGateway, tmp_path: Path
+    start_upstream: StartUpstream,
+    start_gateway: StartGateway,
+    closed_address: ClosedAddress,
+    tmp_path: Path,
 ) -> None:
     live, dead = await start_upstream("live"), closed_address()
     log_path = tmp_path / "access.log"
@@ -111,7 +120,7 @@ async def test_one_line_per_request_field_by_field(
         gw, b'GET /q"uo\\te HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n'
     )
     assert escaped.startswith(b"HTTP/1.1 200")
-    lines = await read_lines(log_path, 6)
+    lines = await read_lines(gw, log_path, 6)
     assert len(lines) == 6
     for line in lines:
         assert list(line) == FIELDS
@@ -166,7 +175,7 @@ async def test_request_id_in_the_log_is_the_one_sent_upstream(
     gw = await start_gateway(data)
     async with httpx.AsyncClient() as client:
         seen = (await client.get(f"http://{gw.listener_address('web')}/")).json()["headers"]
-    [line] = await read_lines(log_path, 1)
+    [line] = await read_lines(gw, log_path, 1)
     assert line["request_id"] == seen["x-request-id"]
     assert line["traceparent"] == seen["traceparent"]
     # a trace the gateway starts takes its own request id as trace id
@@ -174,11 +183,15 @@ async def test_request_id_in_the_log_is_the_one_sent_upstream(
 
 
 async def test_retries_exhausted_and_overflow_flags(
-    start_upstream: StartUpstream, start_gateway: StartGateway, tmp_path: Path
+    start_held_upstream: StartHeldUpstream,
+    start_gateway: StartGateway,
+    closed_address: ClosedAddress,
+    tmp_path: Path,
 ) -> None:
     log_path = tmp_path / "access.log"
+    held = await start_held_upstream("u")
     data = simple_config(
-        {"dead": [closed_address()], "tight": [await start_upstream("u")]},
+        {"dead": [closed_address()], "tight": [held.address]},
         routes=[
             {
                 "match": {"prefix": "/dead"},
@@ -200,11 +213,12 @@ async def test_retries_exhausted_and_overflow_flags(
             statuses.append((await client.get(path)).status_code)
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(get, one, "/delay/300")
-            await trio.sleep(0.1)
-            nursery.start_soon(get, two, "/")  # the one connection allowed is busy
-    assert sorted(statuses) == [200, 503]
-    lines = await read_lines(log_path, 3)
+            nursery.start_soon(get, one, "/held")
+            await held.wait_received()
+            await get(two, "/")  # the one connection allowed is busy
+            held.release()
+    assert statuses == [503, 200]
+    lines = await read_lines(gw, log_path, 3)
     assert lines[0]["response_flags"] == "UF,URX"
     assert [(x["response_code"], x["response_flags"]) for x in lines[1:]] == [
         (503, "UO"),
@@ -233,12 +247,15 @@ async def test_switched_on_and_off_at_runtime(
         await client.get(f"{url}/before")
         await gw.control.apply(logging_to(True))
         await client.get(f"{url}/during")
-        await read_lines(log_path, 1)
+        await read_lines(gw, log_path, 1)
         await gw.control.apply(logging_to(False))
         await client.get(f"{url}/after")
-    await trio.sleep(0.2)
+        await gw.control.apply(logging_to(True))
+        await client.get(f"{url}/again")
     assert gw.control.listeners["web"] is handle  # not rebound for a log switch
-    assert [x["path"] for x in await read_lines(log_path, 1)] == ["/during"]
+    # lines keep the requests' order: a line for /after would come before /again's
+    assert [x["path"] for x in await read_lines(gw, log_path, 2)] == ["/during", "/again"]
+    assert gw.stats.listeners["web"].access_log_written == 2
 
 
 async def test_off_by_default_costs_nothing(
@@ -308,38 +325,46 @@ async def test_a_stalled_sink_never_blocks_and_loses_only_what_it_counts(
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # nobody reads it for now
+    filler = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    filled = 0
+    with contextlib.suppress(BlockingIOError):  # the pipe is full: the writer's first write stalls
+        while True:
+            filled += os.write(filler, bytes(4096))
+    os.close(filler)
     stats = ListenerStats("l")
     log = AccessLog(AccessLogConfig(enabled=True, path=str(fifo), buffer_kb=64), stats)
+    holds = log.limit // (40 + ENTRY_OVERHEAD)  # entries the buffer has room for: 273
     nursery.start_soon(log.run_writer)
     total = 0
-    for _ in range(5):  # the pipe (64 KiB) fills, the writer stalls, the buffer fills
+    for n in range(5):
         for _ in range(400):
             record(log, total)
             total += 1
-        await trio.sleep(0.1)
-    assert stats.access_log_dropped > 0
+        if n == 0:
+            assert stats.access_log_dropped == 400 - holds
+            # the writer takes the buffer, then stalls writing it to the full pipe
+            await wait_until(lambda: not log.pending)
+    # the buffer filled once more behind the stalled writer; everything else was dropped
+    assert stats.access_log_dropped == total - 2 * holds
+    assert stats.access_log_written == 0
     received = b""
+
+    def everything_read() -> bool:
+        nonlocal received
+        with contextlib.suppress(BlockingIOError):
+            while piece := os.read(reader, 1 << 20):
+                received += piece
+        return stats.access_log_written == received[filled:].count(b"\n") == 2 * holds
+
     try:
-        with trio.fail_after(10):
-            while True:
-                try:
-                    received += os.read(reader, 1 << 20)
-                except BlockingIOError:
-                    lines = received.count(b"\n")
-                    # every line read, and the writer back from its last write
-                    if (
-                        lines + stats.access_log_dropped
-                        == total
-                        == (stats.access_log_written + stats.access_log_dropped)
-                    ):
-                        break
-                    await trio.sleep(0.01)
+        await wait_until(everything_read, within=10)
     finally:
         os.close(reader)
-    lines = received.splitlines()
+    lines = received[filled:].splitlines()
     assert len(lines) == stats.access_log_written == total - stats.access_log_dropped
     ids = [json.loads(line)["request_id"] for line in lines]
-    assert ids == sorted(ids, key=lambda x: int(x.removeprefix("id-")))  # in order, no dupes
+    # in order, no duplicates: the first buffer of the first batch, then of the second
+    assert ids == [f"id-{i}" for i in [*range(holds), *range(400, 400 + holds)]]
 
 
 async def test_the_writer_flushes_what_is_pending_when_it_stops(tmp_path: Path) -> None:

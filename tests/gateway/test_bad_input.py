@@ -10,8 +10,9 @@ from __future__ import annotations
 import pytest
 import trio
 
+from gateway.app import Gateway
 from gateway.config import Address
-from tests.conftest import StartGateway, simple_config
+from tests.conftest import StartGateway, simple_config, wait_until
 
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -107,10 +108,13 @@ class Recorder:
 
     def __init__(self) -> None:
         self.received: list[bytearray] = []
+        #: connections accepted and not yet closed
+        self.open = 0
 
     async def serve(self, stream: trio.SocketStream) -> None:
         buf = bytearray()
         self.received.append(buf)
+        self.open += 1
         async with stream:
             try:
                 while data := await stream.receive_some(65536):
@@ -119,6 +123,8 @@ class Recorder:
                         await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             except trio.BrokenResourceError:
                 pass
+            finally:
+                self.open -= 1
 
     @property
     def everything(self) -> bytes:
@@ -128,13 +134,13 @@ class Recorder:
 @pytest.fixture
 async def recorder_and_gateway(
     nursery: trio.Nursery, start_gateway: StartGateway
-) -> tuple[Recorder, Address]:
+) -> tuple[Recorder, Gateway]:
     recorder = Recorder()
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     nursery.start_soon(trio.serve_listeners, recorder.serve, listeners)
     port = listeners[0].socket.getsockname()[1]
     gw = await start_gateway(simple_config({"rec": [Address("127.0.0.1", port)]}))
-    return recorder, gw.listener_address("web")
+    return recorder, gw
 
 
 async def exchange(address: Address, payload: bytes) -> tuple[bytes, bool]:
@@ -159,10 +165,10 @@ async def exchange(address: Address, payload: bytes) -> tuple[bytes, bool]:
 
 @pytest.mark.parametrize(("name", "payload", "status"), CASES, ids=[c[0] for c in CASES])
 async def test_malformed_head_is_refused_and_nothing_reaches_upstream(
-    recorder_and_gateway: tuple[Recorder, Address], name: str, payload: bytes, status: int
+    recorder_and_gateway: tuple[Recorder, Gateway], name: str, payload: bytes, status: int
 ) -> None:
-    recorder, address = recorder_and_gateway
-    reply, closed = await exchange(address, payload)
+    recorder, gw = recorder_and_gateway
+    reply, closed = await exchange(gw.listener_address("web"), payload)
     assert reply.startswith(b"HTTP/1.1 %d " % status), reply[:200]
     assert b"connection: close\r\n" in reply
     assert closed, "the gateway must close the connection after a malformed request"
@@ -171,13 +177,16 @@ async def test_malformed_head_is_refused_and_nothing_reaches_upstream(
 
 @pytest.mark.parametrize(("name", "payload", "status"), BODY_CASES, ids=[c[0] for c in BODY_CASES])
 async def test_malformed_body_is_refused_and_never_completes_upstream(
-    recorder_and_gateway: tuple[Recorder, Address], name: str, payload: bytes, status: int
+    recorder_and_gateway: tuple[Recorder, Gateway], name: str, payload: bytes, status: int
 ) -> None:
-    recorder, address = recorder_and_gateway
-    reply, closed = await exchange(address, payload)
+    recorder, gw = recorder_and_gateway
+    reply, closed = await exchange(gw.listener_address("web"), payload)
     assert reply.startswith(b"HTTP/1.1 %d " % status), reply[:200]
     assert closed
-    await trio.sleep(0.1)  # let the upstream read whatever reached it
+    # the upstream read whatever reached it: each connection the gateway opened to it
+    # was accepted, and has been closed
+    opened = gw.stats.clusters["rec"].upstream_cx_total
+    await wait_until(lambda: len(recorder.received) == opened and not recorder.open)
     seen = recorder.everything
     assert b"/smuggled" not in seen
     assert b"0\r\n\r\n" not in seen  # the upstream never saw the body end
@@ -194,7 +203,7 @@ async def test_slow_headers_are_cut_off(nursery: trio.Nursery, start_gateway: St
     stream = await trio.open_tcp_stream(address.host, address.port)
 
     async def trickle() -> None:
-        # a header line every 50 ms: the head never ends
+        # a header line every 50 ms: the head never ends (the slow client is the test)
         try:
             while True:
                 await stream.send_all(b"X: y\r\n")

@@ -17,7 +17,14 @@ import trio
 
 from gateway.app import Gateway
 from gateway.config import Address
-from tests.conftest import StartGateway, StartUpstream, simple_config
+from tests.conftest import (
+    HeldUpstream,
+    StartGateway,
+    StartHeldUpstream,
+    StartUpstream,
+    simple_config,
+    wait_until,
+)
 
 
 class KeepAliveClient:
@@ -135,102 +142,85 @@ async def test_hash_keyed_route_keeps_every_user_on_one_endpoint(
     assert set().union(*homes.values()) == {f"h{i}" for i in range(4)}
 
 
-async def serve_slow_upstream(
-    name: str,
-    delay: float,
-    received: list[int],
-    *,
-    task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """An upstream that answers every request after ``delay`` seconds, counting them."""
-
-    async def serve(stream: trio.SocketStream) -> None:
-        conn = h11.Connection(h11.SERVER)
-        async with stream:
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        return
-                    conn.receive_data(data)
-                elif isinstance(event, h11.EndOfMessage):
-                    received.append(1)
-                    await trio.sleep(delay)
-                    headers = [("x-upstream", name), ("content-length", "0")]
-                    reply = conn.send(h11.Response(status_code=200, headers=headers))
-                    await stream.send_all(reply + conn.send(h11.EndOfMessage()))
-                    conn.start_next_cycle()
-                elif isinstance(event, h11.ConnectionClosed):
-                    return
-
-    async def serve_quietly(stream: trio.SocketStream) -> None:
-        try:
-            await serve(stream)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
-            pass  # the test's client went away mid-request
-
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(trio.serve_listeners, serve_quietly, listeners)
-        task_status.started(Address("127.0.0.1", listeners[0].socket.getsockname()[1]))
+#: requests the clients of the least-request test send in all
+REQUESTS = 200
 
 
-async def _closed_loop_load(gw: Gateway, workers: int, seconds: float) -> Counter[str]:
-    """``workers`` clients each sending its next request when the last is answered."""
+async def _closed_loop_load(
+    gw: Gateway, held: HeldUpstream, workers: int, requests: int
+) -> Counter[str]:
+    """``workers`` clients each sending its next request when the last is answered.
+
+    A client sent to ``held`` is stuck there for good. Returns who answered, once each of
+    the ``requests`` is answered or held, or once every client is stuck.
+    """
     seen: Counter[str] = Counter()
+    unsent = requests
 
     async def worker() -> None:
+        nonlocal unsent
         client = await KeepAliveClient.open(gw.listener_address("web"))
         try:
-            while True:
+            while unsent:
+                unsent -= 1
                 seen[upstream(await client.get("/status/200"))] += 1
         finally:
             with trio.CancelScope(shield=True):
                 await client.aclose()
 
-    with trio.move_on_after(seconds):
-        async with trio.open_nursery() as nursery:
-            for _ in range(workers):
-                nursery.start_soon(worker)
-                # a request is counted on its endpoint once its upstream connection is
-                # open (gateway/proxy/http.py): clients starting at one instant would all
-                # see both endpoints idle
-                await trio.sleep(0.05)
+    def settled() -> bool:
+        stuck = len(held.received)
+        return stuck == workers or sum(seen.values()) + stuck == requests
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(workers):
+            nursery.start_soon(worker)
+        await wait_until(settled)
+        nursery.cancel_scope.cancel()
     return seen
 
 
 @pytest.mark.parametrize("policy", ["least_request", "round_robin"])
 async def test_least_request_prefers_the_idle_endpoint_when_one_is_slow(
-    nursery: trio.Nursery, start_upstream: StartUpstream, start_gateway: StartGateway, policy: str
+    start_upstream: StartUpstream,
+    start_held_upstream: StartHeldUpstream,
+    start_gateway: StartGateway,
+    policy: str,
 ) -> None:
     fast = await start_upstream("fast")
-    received: list[int] = []
     # the slow endpoint holds each request past the end of the test: each client that is
     # sent there is stuck, and only the balancer decides how many are
-    slow = await nursery.start(serve_slow_upstream, "slow", 5.0, received)
-    data = simple_config({"c": [fast, slow]})
+    slow = await start_held_upstream("slow")
+    data = simple_config({"c": [fast, slow.address]})
     data["clusters"][0]["lb_policy"] = policy
     # P2C samples with replacement (as Envoy's): with two hosts and 2 choices, a quarter of
-    # picks see only the slow one; 16 choices make that one pick in 65,536
-    data["clusters"][0]["lb_options"] = {"choice_count": 16}
+    # picks see only the slow one; 64 choices make that one pick in 2**63
+    data["clusters"][0]["lb_options"] = {"choice_count": 64}
     gw = await start_gateway(data)
-    seen = await _closed_loop_load(gw, workers=4, seconds=1.0)
-    assert seen["slow"] == 0 and len(received) <= 4
+    seen = await _closed_loop_load(gw, slow, workers=4, requests=REQUESTS)
+    stuck = len(slow.received)
     if policy == "least_request":
-        # a client goes to the slow endpoint only when the fast one is as busy: the fast
-        # one keeps serving the clients that are not stuck
-        assert seen["fast"] >= 100, (seen, len(received))
+        # a request is counted on its endpoint from its pick, so a client goes to the slow
+        # endpoint only when the fast one is at least as busy: with s clients stuck, the
+        # fast one has at most 3 - s other requests in flight, so s stops at 2, and the
+        # fast endpoint answers everything else
+        assert stuck <= 2, (seen, stuck)
+        assert seen == {"fast": REQUESTS - stuck}, (seen, stuck)
     else:
-        # the control: round robin sends every client there within its first few requests
-        assert seen["fast"] <= 8 and len(received) == 4, (seen, len(received))
+        # the control: round robin alternates whatever the load, so every client is
+        # stuck within the first 8 picks, 4 of them to the fast endpoint at most
+        assert stuck == 4 and seen["fast"] <= 4 and set(seen) <= {"fast"}, (seen, stuck)
 
 
 @pytest.mark.parametrize("how", ["config", "registry"])
 async def test_removed_endpoint_drains(
-    start_upstream: StartUpstream, start_gateway: StartGateway, how: str
+    start_upstream: StartUpstream,
+    start_held_upstream: StartHeldUpstream,
+    start_gateway: StartGateway,
+    how: str,
 ) -> None:
-    old, new = await start_upstream("old"), await start_upstream("new")
+    held, new = await start_held_upstream("old"), await start_upstream("new")
+    old = held.address
     data = simple_config({"c": [old]})
     if how == "registry":
         data["clusters"][0] = {"name": "c", "discovery": {"type": "registry"}}
@@ -248,15 +238,11 @@ async def test_removed_endpoint_drains(
         slow: dict[str, httpx.Response] = {}
 
         async def slow_request() -> None:
-            slow["r"] = await client.get("/delay/600")
+            slow["r"] = await client.get("/")
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(slow_request)
-            with trio.fail_after(5):
-                while True:  # the request has reached the endpoint
-                    if any(rt.active for rt in handle.snapshot.all_endpoints):
-                        break
-                    await trio.sleep(0.01)
+            await held.wait_received()
             # replace the endpoint while a request is in flight on it
             r = await admin.post("/clusters/c/endpoints", json={"address": str(new)})
             assert r.status_code == 201, r.text
@@ -267,6 +253,8 @@ async def test_removed_endpoint_drains(
             assert str(old) not in handle.snapshot.by_key
             for _ in range(5):  # new requests go to the new endpoint only
                 assert (await client.get("/")).headers["x-upstream"] == "new"
+            assert "r" not in slow and leaving.active == 1
+            held.release()
         assert slow["r"].status_code == 200 and slow["r"].headers["x-upstream"] == "old"
         # its connection was not kept: the drained endpoint's pool is empty
         assert leaving.active == 0 and leaving.pool.open == 0

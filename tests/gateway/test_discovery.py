@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import struct
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import attrs
 import httpx
 import pytest
 import trio
+import trio.testing
 
 from gateway.app import Gateway
 from gateway.cluster.actor import ClusterHandle, run_cluster
@@ -28,7 +29,7 @@ from gateway.discovery import (
 )
 from gateway.discovery.dnswire import AAAA, A, DnsFormatError, decode_response, encode_query
 from gateway.errors import ConfigError
-from tests.conftest import StartGateway, StartUpstream, simple_config
+from tests.conftest import StartGateway, StartUpstream, simple_config, wait_until
 
 # -- a DNS server on loopback whose records the test sets ------------------------------
 
@@ -294,7 +295,7 @@ async def test_dns_source_keeps_last_good_set_on_failure_and_empty_answer(
     )
     # started only once warm: the first answer is already in the snapshot
     assert _keys(handle) == ["10.0.0.1:80", "10.0.0.2:80"]
-    await trio.sleep(10.5)
+    await trio.sleep(10.5)  # virtual time: the resolution interval passing is the input
     assert _keys(handle) == ["10.0.0.1:80", "10.0.0.2:80"]
     assert handle.discovery_stats.failures == 1
     assert handle.discovery_stats.last_error == "svc.test: SERVFAIL"
@@ -335,7 +336,7 @@ async def test_registry_ttl_expiry_in_virtual_time(
     assert (await handle.register(a)).created
     await handle.register(b, ttl=0)  # never expires
     assert _keys(handle) == ["10.0.0.1:80", "10.0.0.2:80"]
-    await trio.sleep(9)
+    await trio.sleep(9)  # virtual time: the TTL running down is the input
     await handle.renew("10.0.0.1:80")
     await trio.sleep(9)
     assert _keys(handle) == ["10.0.0.1:80", "10.0.0.2:80"]
@@ -357,15 +358,6 @@ async def test_registry_ttl_expiry_in_virtual_time(
 async def upstream_of(client: httpx.AsyncClient, gateway: Gateway, path: str = "/") -> str:
     r = await client.get(f"http://{gateway.listener_address('web')}{path}")
     return r.headers.get("x-upstream", f"<{r.status_code}>")
-
-
-async def wait_until(check: Callable[[], Awaitable[bool]], *, within: float = 5.0) -> None:
-    """Poll ``check`` (it reads state over sockets, so there is no event to wait on)."""
-    with trio.fail_after(within):
-        while True:
-            if await check():
-                return
-            await trio.sleep(0.02)
 
 
 async def served_by(client: httpx.AsyncClient, gateway: Gateway, n: int = 6) -> set[str]:
@@ -417,16 +409,12 @@ async def test_dns_cluster_follows_a_change_of_records(
         # a failing server and an empty answer keep the last good set, and are counted
         failures = handle.discovery_stats.failures
         zone.rcode = 2
-        await wait_until(lambda: _gt(handle.discovery_stats.failures, failures + 2))
+        await wait_until(lambda: handle.discovery_stats.failures >= failures + 2)
         zone.rcode, zone.records = 0, {}
-        await wait_until(lambda: _gt(handle.discovery_stats.failures, failures + 5))
+        await wait_until(lambda: handle.discovery_stats.failures >= failures + 5)
         assert "no address records" in (handle.discovery_stats.last_error or "")
         assert await served_by(client, gw) == {"v4", "v6"}
     assert handle.discovery_stats.resolutions >= 3
-
-
-async def _gt(value: int, floor: int) -> bool:
-    return value >= floor
 
 
 async def _demo(
@@ -475,12 +463,12 @@ async def test_file_cluster_follows_atomic_replace_and_rejects_malformed(
         ]:
             failures = handle.discovery_stats.failures
             write_atomically(path, bad)
-            await wait_until(lambda f=failures: _gt(handle.discovery_stats.failures, f + 1))
+            await wait_until(lambda f=failures: handle.discovery_stats.failures >= f + 1)
             assert reason in (handle.discovery_stats.last_error or "")
             assert str(path) in (handle.discovery_stats.last_error or "")
             assert await served_by(client, gw) == {"u2"}  # the last good set
         path.unlink()
-        await wait_until(lambda: _gt(handle.discovery_stats.failures, failures + 2))
+        await wait_until(lambda: handle.discovery_stats.failures >= failures + 2)
         assert await served_by(client, gw) == {"u2"}
         write_atomically(path, json.dumps([{"address": str(u1)}, {"address": str(u2)}]))
 
@@ -494,8 +482,10 @@ async def test_file_cluster_follows_atomic_replace_and_rejects_malformed(
 
 
 async def test_registry_through_the_admin_api_with_ttl_expiry(
-    start_upstream: StartUpstream, start_gateway: StartGateway
+    mock_clock: trio.testing.MockClock, start_upstream: StartUpstream, start_gateway: StartGateway
 ) -> None:
+    # trio's clock stands still but for the test's jumps (the sockets are real): the TTLs
+    # run out when the test says, not when a loaded machine gets round to a heartbeat
     u1, u2, static = [await start_upstream(n) for n in ("u1", "u2", "static")]
     data = simple_config({"reg": [], "plain": [static]})
     data["clusters"][0] = {"name": "reg", "discovery": {"type": "registry", "default_ttl": 0.4}}
@@ -516,13 +506,14 @@ async def test_registry_through_the_admin_api_with_ttl_expiry(
         assert await served_by(client, gw) == {"u1", "u2"}
         # heartbeats keep u1 past several TTLs
         for _ in range(6):
-            await trio.sleep(0.15)
+            mock_clock.jump(0.15)
             r = await admin.put(f"/clusters/reg/endpoints/{u1}/heartbeat", json={})
             assert r.status_code == 200, r.text
         listed = (await admin.get("/clusters/reg/endpoints")).json()
         assert sorted(e["address"] for e in listed) == sorted([str(u1), str(u2)])
         # then u1 stops: its registration expires and no more requests go there
-        await trio.sleep(0.6)
+        mock_clock.jump(0.6)
+        await trio.testing.wait_all_tasks_blocked()  # the cluster actor woke and expired it
         assert [r.key for r in handle.registrations] == [str(u2)]
         assert await served_by(client, gw) == {"u2"}
         status = (await admin.get("/clusters/reg/discovery")).json()

@@ -8,55 +8,52 @@ from pathlib import Path
 import httpx
 import trio
 
-from gateway.config import Address
-from tests.conftest import StartUpstream, free_port, gateway_process
+from tests.conftest import StartHeldUpstream, gateway_process, wait_until
 
 
 async def test_sigterm_lets_the_request_in_flight_finish(
-    start_upstream: StartUpstream, tmp_path: Path
+    start_held_upstream: StartHeldUpstream, tmp_path: Path
 ) -> None:
-    upstream = await start_upstream("slow")
-    port, admin_port = free_port(), free_port()
+    upstream = await start_held_upstream("slow")
     config = tmp_path / "gw.yaml"
     config.write_text(
         f"""
-admin: {{address: "127.0.0.1:{admin_port}"}}
+admin: {{address: "127.0.0.1:0"}}
 listeners:
-  - {{name: web, address: "127.0.0.1:{port}", routes: [{{match: {{prefix: /}}, cluster: slow}}]}}
+  - {{name: web, address: "127.0.0.1:0", routes: [{{match: {{prefix: /}}, cluster: slow}}]}}
 clusters:
-  - {{name: slow, endpoints: [{{address: "{upstream}"}}]}}
+  - {{name: slow, endpoints: [{{address: "{upstream.address}"}}]}}
 """
     )
-    url = f"http://127.0.0.1:{port}"
-    async with gateway_process(config, Address("127.0.0.1", admin_port)) as gateway:
+    async with gateway_process(config) as gateway:
+        web = gateway.listeners["web"]
         async with httpx.AsyncClient() as client:
-            with trio.fail_after(15):  # serving once the whole tree has started
-                while True:  # another process: polling is the only way to know
-                    ready = await client.get(f"http://127.0.0.1:{admin_port}/ready")
-                    if ready.status_code == 200:
-                        break
-                    await trio.sleep(0.05)
+            ready = await client.get(f"http://{gateway.admin}/ready")
+            assert ready.status_code == 200  # serving once it printed its addresses
         result: dict[str, int] = {}
 
         async def slow_request() -> None:
             async with httpx.AsyncClient() as client:
-                r = await client.get(f"{url}/delay/800")
+                r = await client.get(f"http://{web}/")
                 result["status"] = r.status_code
+
+        async def refused() -> bool:
+            try:
+                stream = await trio.open_tcp_stream(web.host, web.port)
+            except OSError:
+                return True
+            await stream.aclose()
+            return False
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(slow_request)
-            await trio.sleep(0.3)  # the request is now in flight
-            gateway.send_signal(signal.SIGTERM)
-            # no new connections once draining (while the slow request is still open)
-            with trio.fail_after(0.4):
-                while True:
-                    try:
-                        stream = await trio.open_tcp_stream("127.0.0.1", port)
-                    except OSError:
-                        break
-                    await stream.aclose()
-                    await trio.sleep(0.02)
+            await upstream.wait_received()  # the request is in flight, held there
+            gateway.process.send_signal(signal.SIGTERM)
+            await gateway.wait_for("draining for up to")
+            # no new connections once draining, while the request in flight is still open
+            await wait_until(refused)
             assert "status" not in result
+            upstream.release()
         assert result["status"] == 200
         with trio.fail_after(5):
-            assert await gateway.wait() == 0
+            assert await gateway.process.wait() == 0

@@ -10,7 +10,7 @@ import trio
 
 from gateway.app import Gateway
 from gateway.config import Address
-from tests.conftest import StartGateway, StartUpstream, closed_address, simple_config
+from tests.conftest import ClosedAddress, StartGateway, StartUpstream, simple_config
 
 
 def url(gateway: Gateway, path: str = "/") -> str:
@@ -134,7 +134,9 @@ async def test_connection_close_from_upstream_is_never_reused(
     assert "connection" not in first.headers or first.headers["connection"] != "close"
 
 
-async def test_local_replies(start_upstream: StartUpstream, start_gateway: StartGateway) -> None:
+async def test_local_replies(
+    start_upstream: StartUpstream, start_gateway: StartGateway, closed_address: ClosedAddress
+) -> None:
     up = await start_upstream("u")
     closed = closed_address()
     data = simple_config(

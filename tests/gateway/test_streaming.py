@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from gateway.config import Address
-from tests.conftest import StartUpstream, free_port, gateway_process
+from tests.conftest import StartUpstream, gateway_process
 
 GIB = 1 << 30
 
@@ -27,23 +26,22 @@ async def test_one_gib_each_way_in_bounded_memory(
     start_upstream: StartUpstream, tmp_path: Path
 ) -> None:
     upstream = await start_upstream("sink")
-    port = free_port()
     config = tmp_path / "gw.yaml"
     config.write_text(
         f"""
-admin: {{address: "127.0.0.1:{free_port()}"}}
+admin: {{address: "127.0.0.1:0"}}
 listeners:
   - name: web
-    address: 127.0.0.1:{port}
+    address: 127.0.0.1:0
     routes: [{{match: {{prefix: /}}, cluster: sink, timeout: 0}}]
 clusters:
   - name: sink
     endpoints: [{{address: "{upstream}"}}]
 """
     )
-    async with gateway_process(config, Address("127.0.0.1", port)) as gateway:
-        baseline = peak_rss_mib(gateway.pid)
-        url = f"http://127.0.0.1:{port}"
+    async with gateway_process(config) as gateway:
+        baseline = peak_rss_mib(gateway.process.pid)
+        url = f"http://{gateway.listeners['web']}"
         # curl streams stdin as a chunked upload; the demo upstream counts the bytes
         upload = await trio.run_process(
             f"head -c {GIB} /dev/zero | curl -sS --fail -T - -H 'Expect:' {url}/count",
@@ -67,6 +65,6 @@ clusters:
             capture_stdout=True,
         )
         assert int(download.stdout) == GIB
-        peak = peak_rss_mib(gateway.pid)
+        peak = peak_rss_mib(gateway.process.pid)
         # bounded: a few read buffers per connection, never the body
         assert peak - baseline < 64, f"peak RSS grew {peak - baseline:.0f} MiB moving 2 GiB"

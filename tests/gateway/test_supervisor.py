@@ -59,7 +59,7 @@ def scripted(
         except trio.Cancelled:
             journal.append(f"{name} stopping")
             with trio.CancelScope(shield=True):
-                await trio.sleep(cleanup)
+                await trio.sleep(cleanup)  # a slow stop is the behaviour (virtual time)
             journal.append(f"{name} stopped")
             raise
 
@@ -155,7 +155,10 @@ async def test_handle_is_the_current_incarnations() -> None:
         await sup.aclose()
 
 
-async def test_crashing_past_the_intensity_escalates_from_the_original_error() -> None:
+async def test_crashing_past_the_intensity_escalates_from_the_original_error(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    # the clock stands still: the three crashes are in one period however slow the machine
     journal: Journal = []
     echo_spec, _ = echo("echo", journal)
     flaky = scripted("flaky", journal, after_ready=crash)
@@ -170,7 +173,7 @@ async def test_crashing_past_the_intensity_escalates_from_the_original_error() -
 
 def crash_every(seconds: float) -> Step:
     async def crash_later(n: int) -> None:
-        await trio.sleep(seconds)
+        await trio.sleep(seconds)  # how far apart the crashes are (virtual time)
         raise RuntimeError(f"crash {n}")
 
     return crash_later
@@ -304,7 +307,10 @@ async def test_a_child_returning_before_it_is_ready_escalates() -> None:
 
 
 @pytest.mark.parametrize(("max_restarts", "starts"), [(1, 2), (2, 3)])
-async def test_crashing_while_restarting_counts_as_a_crash(max_restarts: int, starts: int) -> None:
+async def test_crashing_while_restarting_counts_as_a_crash(
+    mock_clock: trio.testing.MockClock, max_restarts: int, starts: int
+) -> None:
+    # the clock stands still: the crashes are in one period however slow the machine
     async def fail_after_first(n: int) -> None:
         if n > 1:
             raise ValueError(f"restart {n} failed")

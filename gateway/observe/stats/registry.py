@@ -12,6 +12,9 @@ The data path writes the stats with plain increments and never calls the registr
 task, ``run_stats_ticker``, calls ``tick`` once a second: it records a frame per scope
 (the windows behind recent quantiles and success rates) and appends a point to each
 cluster's time series (requests/s, error rate, p50, p99), which the dashboard draws.
+With ``ticking`` off the ticker leaves the windows alone and whoever turned it off calls
+``tick`` itself: a test does, so that a window figure depends on the ticks it made and
+not on where the once-a-second tick fell in its requests.
 The admin API reads the registry directly: everything runs on one thread.
 """
 
@@ -69,6 +72,8 @@ class StatsRegistry:
         self._handles: dict[str, ClusterHandle] = {}
         #: wall-clock time of the start, or of the last reset
         self.since = time.time()
+        #: whether ``run_stats_ticker`` ticks; when False, ``tick`` is called by hand
+        self.ticking = True
 
     # -- scopes ------------------------------------------------------------------------
 
@@ -189,8 +194,9 @@ async def run_stats_ticker(
     *,
     task_status: trio.TaskStatus[StatsRegistry] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Tick ``registry`` once per interval, until cancelled."""
+    """Tick ``registry`` once per interval while it is ``ticking``, until cancelled."""
     task_status.started(registry)
     while True:
-        registry.tick(trio.current_time())
+        if registry.ticking:
+            registry.tick(trio.current_time())
         await trio.sleep(registry.tick_interval)
