@@ -188,15 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     wrk = find_wrk()
     if wrk is None:
         return 1
-    cores = CorePlan.for_machine()
-    print(f"pinning: {cores.describe()}")
-    if os.getloadavg()[0] > 0.5:
-        print(f"note: load average {os.getloadavg()[0]:.2f}: figures will be noisy")
     with bench_workspace("triogate-obs-bench-") as (tmp, servers, script):
         variants = []
         if not args.no_baseline:
             ref = args.baseline_ref or baseline_ref()
-            print(f"baseline: {ref} ({_describe(ref)})")
+            print(f"baseline: {ref} ({describe_ref(ref)})")
             variants.append(Variant("baseline", unpack(ref, tmp), ""))
 
         def log(name: str) -> str:
@@ -210,54 +206,88 @@ def main(argv: Sequence[str] | None = None) -> int:
             Variant("stats+log", REPO_ROOT, log("stats+log") + no_trace),
             Variant("stats+log+trace", REPO_ROOT, log("stats+log+trace")),
         ]
-        upstream, upstream_port = start_upstream(
-            servers, tmp, cores.load, use_nginx=not args.builtin_upstream
+        rounds, running = run_rounds(
+            variants,
+            servers=servers,
+            tmp=tmp,
+            script=script,
+            wrk=wrk,
+            duration=args.duration,
+            rounds=args.rounds,
+            builtin_upstream=args.builtin_upstream,
         )
-        print(f"upstream: {upstream}; {args.duration}s x {args.rounds} rounds per variant")
-        running: dict[str, tuple[int, int]] = {}
-        for variant in variants:
-            try:
-                port, pid = start_gateway(servers, tmp, variant, upstream_port, cores.proxy)
-                check_answers_hello(variant.name, port)
-                run_wrk(wrk, script, variant.name, port, 50, 2, cores.load)  # warm-up
-            except TargetUnavailable as exc:
-                print(f"  {variant.name}: not available: {exc}")
-                continue
-            running[variant.name] = (port, pid)
-        rounds: list[Round] = []
-        for i in range(args.rounds):
-            for variant in variants:
-                if variant.name not in running:
-                    continue
-                port, pid = running[variant.name]
-                r = measure_round(
-                    variant,
-                    port,
-                    pid,
-                    wrk=wrk,
-                    script=script,
-                    duration=args.duration,
-                    cpus=cores.load,
-                )
-                rounds.append(r)
-                print(
-                    f"  round {i + 1} {r.variant:<10} {r.requests_per_s:>9,.0f} req/s "
-                    f"{r.cpu_us_per_request:>6.1f} us CPU/request  errors {r.errors}",
-                    flush=True,
-                )
-        logged = {
-            v.name: sum(1 for _ in (tmp / f"{v.name}.access.jsonl").open("rb"))
-            for v in variants
-            if (tmp / f"{v.name}.access.jsonl").exists()
-        }
-    print(report(rounds, list(running), logged))
+        logged = count_logged(tmp, variants)
+    print(report(rounds, running, logged, dict.fromkeys(running, "baseline")))
     if any(r.errors for r in rounds):
         print("WARNING: some runs had errors; their figures are not comparable")
     return 0
 
 
-def report(rounds: list[Round], names: list[str], logged: dict[str, int]) -> str:
-    """Each variant's median and best round, against the baseline's.
+def run_rounds(
+    variants: Sequence[Variant],
+    *,
+    servers: Servers,
+    tmp: Path,
+    script: Path,
+    wrk: str,
+    duration: int,
+    rounds: int,
+    builtin_upstream: bool,
+) -> tuple[list[Round], list[str]]:
+    """Start every variant's gateway, then load them in turns; returns (rounds, names run).
+
+    Variants take turns (A B C A B C ...) so drift on the machine spreads over all of
+    them; a variant that does not start is reported and left out.
+    """
+    cores = CorePlan.for_machine()
+    print(f"pinning: {cores.describe()}")
+    if os.getloadavg()[0] > 0.5:
+        print(f"note: load average {os.getloadavg()[0]:.2f}: figures will be noisy")
+    upstream, upstream_port = start_upstream(
+        servers, tmp, cores.load, use_nginx=not builtin_upstream
+    )
+    print(f"upstream: {upstream}; {duration}s x {rounds} rounds per variant")
+    running: dict[str, tuple[int, int]] = {}
+    for variant in variants:
+        try:
+            port, pid = start_gateway(servers, tmp, variant, upstream_port, cores.proxy)
+            check_answers_hello(variant.name, port)
+            run_wrk(wrk, script, variant.name, port, 50, 2, cores.load)  # warm-up
+        except TargetUnavailable as exc:
+            print(f"  {variant.name}: not available: {exc}")
+            continue
+        running[variant.name] = (port, pid)
+    measured: list[Round] = []
+    for i in range(rounds):
+        for variant in variants:
+            if variant.name not in running:
+                continue
+            port, pid = running[variant.name]
+            r = measure_round(
+                variant, port, pid, wrk=wrk, script=script, duration=duration, cpus=cores.load
+            )
+            measured.append(r)
+            print(
+                f"  round {i + 1} {r.variant:<16} {r.requests_per_s:>9,.0f} req/s "
+                f"{r.cpu_us_per_request:>6.1f} us CPU/request  errors {r.errors}",
+                flush=True,
+            )
+    return measured, list(running)
+
+
+def count_logged(tmp: Path, variants: Sequence[Variant]) -> dict[str, int]:
+    """Access log lines each variant wrote to its file in ``tmp`` (variants without one: none)."""
+    return {
+        v.name: sum(1 for _ in (tmp / f"{v.name}.access.jsonl").open("rb"))
+        for v in variants
+        if (tmp / f"{v.name}.access.jsonl").exists()
+    }
+
+
+def report(
+    rounds: list[Round], names: list[str], logged: dict[str, int], against: dict[str, str]
+) -> str:
+    """Each variant's median and best round, against those of the variant ``against`` names.
 
     The best round is the one least disturbed by whatever else ran on the machine; on an
     idle machine median and best agree within a few percent.
@@ -266,22 +296,23 @@ def report(rounds: list[Round], names: list[str], logged: dict[str, int]) -> str
     median = {n: rs[len(rs) // 2] for n, rs in by_name.items() if rs}
     best = {n: rs[0] for n, rs in by_name.items() if rs}
     header = (
-        f"{'variant':<16} {'req/s':>8} {'CPU us/req':>10} {'vs base':>8}   "
+        f"{'variant':<20} {'req/s':>8} {'CPU us/req':>10} {'vs base':>8}   "
         f"{'best req/s':>10} {'best CPU':>8} {'vs base':>8}"
     )
     lines = ["", header, "-" * len(header)]
     for name in median:
         m, b = median[name], best[name]
+        base = against.get(name, "")
         lines.append(
-            f"{name:<16} {m.requests_per_s:>8,.0f} {m.cpu_us_per_request:>10.1f} "
-            f"{_versus(m, median.get('baseline')):>8}   "
+            f"{name:<20} {m.requests_per_s:>8,.0f} {m.cpu_us_per_request:>10.1f} "
+            f"{_versus(m, median.get(base)):>8}   "
             f"{b.requests_per_s:>10,.0f} {b.cpu_us_per_request:>8.1f} "
-            f"{_versus(b, best.get('baseline')):>8}"
+            f"{_versus(b, best.get(base)):>8}"
         )
     lines.append("")
     lines.append(
         f"{len(rounds) // max(len(names), 1)} rounds per variant; 'vs base': CPU per request "
-        "against the baseline's (median against median, best against best)"
+        "against its base variant's (median against median, best against best)"
     )
     for name, count in logged.items():
         lines.append(f"access log lines written by {name}: {count:,}")
@@ -298,7 +329,7 @@ def _versus(r: Round, base: Round | None) -> str:
     return f"{r.cpu_us_per_request / base.cpu_us_per_request - 1:+.1%}"
 
 
-def _describe(ref: str) -> str:
+def describe_ref(ref: str) -> str:
     return subprocess.run(
         ["git", "log", "-1", "--format=%h %s", ref],
         cwd=REPO_ROOT,
