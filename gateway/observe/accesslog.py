@@ -1,9 +1,9 @@
 """Access logs: one JSON line per request, written by the listener's own task.
 
-Theory of operation: the data path hands each finished request to ``AccessLog.record``
-(the connection, whose slots hold the request's figures), which keeps a tuple of the
-values on a list: no formatting, no I/O, no await; the first entry after a flush wakes
-the writer. ``run_writer`` waits a short moment so entries gather, takes the whole list,
+Theory of operation: the data path hands each finished request's ``RequestRecord``
+(``gateway.observe.record``) to ``AccessLog.record``, which keeps it on a list: no copy,
+no formatting, no I/O, no await; the first entry after a flush wakes the writer.
+``run_writer`` waits a short moment so entries gather, takes the whole list,
 formats it in one loop (one bytes ``%`` into one of four templates per line, strings
 JSON-escaped only when they need it, the timestamp's seconds formatted once per second)
 and writes the batch. While it is stalled entries pile up to ``buffer_kb`` (each is
@@ -37,25 +37,17 @@ from typing import TYPE_CHECKING
 import trio
 
 from gateway.config import AccessLogConfig
+from gateway.observe.record import RequestRecord
 
 if TYPE_CHECKING:
-    from gateway.http1.events import RequestReceived
     from gateway.observe.stats import ListenerStats
-    from gateway.proxy.http import HttpConnection
 
 log = logging.getLogger("triogate.accesslog")
 
 #: seconds the writer waits after being woken, so that lines gather into one batch
 FLUSH_DELAY = 0.1
-#: what an entry is charged beyond its request head (the tuple and its small values)
+#: what an entry is charged beyond its request head (the record and its small values)
 ENTRY_OVERHEAD = 200
-
-# start (perf_counter), method, path, protocol version, status, flags, bytes in, bytes out,
-# duration ms, upstream service ms (< 0: none), upstream host and cluster (as JSON strings,
-# or null), request id, authority, traceparent (b"" when none; never needs escaping)
-Entry = tuple[
-    float, bytes, bytes, bytes, int, str, int, int, float, float, bytes, bytes, bytes, bytes, bytes
-]
 
 
 def _template(upstream: bool, trace: bool) -> bytes:
@@ -100,7 +92,7 @@ class AccessLog:
 
     def __init__(self, config: AccessLogConfig, stats: ListenerStats) -> None:
         self.stats = stats
-        self.pending: list[Entry] = []
+        self.pending: list[RequestRecord] = []
         self.pending_bytes = 0
         self.wakeup = trio.Event()
         self._reconfigured = False
@@ -117,13 +109,9 @@ class AccessLog:
             self.limit = config.buffer_kb * 1024
             self.wakeup.set()
 
-    def record(self, conn: HttpConnection, head: RequestReceived, status: int, ms: float) -> None:
-        """Hand over a finished request; never blocks (dropped and counted when full).
-
-        The entry's other values are the connection's figures of the request (its
-        ``rq_*`` slots); ``ms`` is the request's duration.
-        """
-        size = self.pending_bytes + head.head_size + ENTRY_OVERHEAD
+    def record(self, request: RequestRecord) -> None:
+        """Hand over a finished request; never blocks (dropped and counted when full)."""
+        size = self.pending_bytes + request.head.head_size + ENTRY_OVERHEAD
         if size > self.limit:
             self.stats.access_log_dropped += 1
             return
@@ -131,27 +119,9 @@ class AccessLog:
         pending = self.pending
         if not pending:
             self.wakeup.set()
-        pending.append(
-            (
-                conn.rq_start,
-                head.method,
-                head.target,
-                head.version,
-                status,
-                conn.rq_flags,
-                conn.rq_bytes_in if head.framing else 0,  # NO_BODY is 0
-                conn.rq_bytes_out,
-                ms,
-                conn.rq_upstream_ms,
-                conn.rq_host,
-                conn.rq_cluster,
-                conn.request_id,
-                head.host,
-                conn.rq_traceparent,
-            )
-        )
+        pending.append(request)
 
-    def take(self) -> list[Entry]:
+    def take(self) -> list[RequestRecord]:
         """Every pending entry, oldest first; the buffer is empty afterwards."""
         batch = self.pending
         self.pending = []
@@ -190,7 +160,7 @@ class AccessLog:
             self.stats.access_log_written += len(batch)
 
 
-def format_entries(batch: list[Entry]) -> bytes:
+def format_entries(batch: list[RequestRecord]) -> bytes:
     """The JSON lines of ``batch``."""
     # perf_counter() stamps to wall-clock time; both clocks move together over a batch
     offset = time.time() - time.perf_counter()
@@ -201,24 +171,13 @@ def format_entries(batch: list[Entry]) -> bytes:
     stamp = b""
     flag_bytes: dict[str, bytes] = {"": b"-"}
     out = []
-    for (
-        start,
-        method,
-        path,
-        version,
-        status,
-        flags,
-        bytes_in,
-        bytes_out,
-        duration,
-        upstream_ms,
-        host,
-        cluster,
-        request_id,
-        authority,
-        traceparent,
-    ) in batch:
-        wall = start + offset
+    for request in batch:
+        head = request.head
+        path, request_id, authority = head.target, request.request_id, head.host
+        upstream_ms = request.upstream_ms
+        traceparent = request.traceparent  # b"" when none; never needs escaping
+        flags = request.flags
+        wall = request.start + offset
         s = int(wall)
         if s != second:
             second = s
@@ -236,17 +195,17 @@ def format_entries(batch: list[Entry]) -> bytes:
             % (
                 stamp,
                 int((wall - s) * 1000),
-                method,
+                head.method,
                 path,
-                version,
-                status,
+                head.version,
+                request.status,
                 flag,
-                bytes_in,
-                bytes_out,
-                duration,
+                request.bytes_in,
+                request.bytes_out,
+                request.duration_ms,
                 upstream_ms if has_upstream else b"",
-                host,
-                cluster,
+                request.host,
+                request.cluster,
                 request_id,
                 authority,
                 traceparent,
