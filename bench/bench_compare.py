@@ -28,13 +28,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_observability import (
     Variant,
-    count_logged,
+    add_round_options,
     describe_ref,
-    report,
-    run_rounds,
+    run_and_report,
     unpack,
 )
-from run_bench import REPO_ROOT, bench_workspace, find_wrk
+from run_bench import REPO_ROOT
 
 #: config name -> listener YAML (``{log}`` is the variant's access log file)
 CONFIGS = {
@@ -47,51 +46,33 @@ CONFIGS = {
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline-ref", required=True, help="git ref of the tree to compare with")
-    parser.add_argument("--duration", type=int, default=4, help="seconds per wrk run")
-    parser.add_argument("--rounds", type=int, default=3, help="turns per variant")
+    add_round_options(parser)
     parser.add_argument(
         "--config",
         action="append",
         choices=sorted(CONFIGS),
         help="the configs to run (repeatable; default: all)",
     )
-    parser.add_argument(
-        "--builtin-upstream", action="store_true", help="bench/upstream.py even if nginx is there"
-    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    wrk = find_wrk()
-    if wrk is None:
-        return 1
-    with bench_workspace("triogate-compare-bench-") as (tmp, servers, script):
+
+    def variants(tmp: Path) -> tuple[list[Variant], dict[str, str]]:
         print(f"base: {args.baseline_ref} ({describe_ref(args.baseline_ref)})")
         base_tree = unpack(args.baseline_ref, tmp)
-        variants: list[Variant] = []
+        found: list[Variant] = []
         against: dict[str, str] = {}
         for config in args.config or list(CONFIGS):
             for side, tree in (("base", base_tree), ("this", REPO_ROOT)):
                 name = f"{side} {config}"
                 yaml = CONFIGS[config].format(log=tmp / f"{name}.access.jsonl")
-                variants.append(Variant(name, tree, yaml))
+                found.append(Variant(name, tree, yaml))
             against[f"this {config}"] = f"base {config}"
-        rounds, running = run_rounds(
-            variants,
-            servers=servers,
-            tmp=tmp,
-            script=script,
-            wrk=wrk,
-            duration=args.duration,
-            rounds=args.rounds,
-            builtin_upstream=args.builtin_upstream,
-        )
-        logged = count_logged(tmp, variants)
-    print(report(rounds, running, logged, against))
-    if any(r.errors for r in rounds):
-        print("WARNING: some runs had errors; their figures are not comparable")
-    return 0
+        return found, against
+
+    return run_and_report(args, "triogate-compare-bench-", variants)
 
 
 if __name__ == "__main__":

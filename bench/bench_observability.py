@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import attrs
@@ -160,10 +160,18 @@ def measure_round(
     )
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_round_options(parser: argparse.ArgumentParser) -> None:
+    """The options of ``run_rounds``: --duration, --rounds, --builtin-upstream."""
     parser.add_argument("--duration", type=int, default=4, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="turns per variant")
+    parser.add_argument(
+        "--builtin-upstream", action="store_true", help="bench/upstream.py even if nginx is there"
+    )
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_round_options(parser)
     parser.add_argument(
         "--baseline-ref",
         default=None,
@@ -177,23 +185,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="where the access logs go (default: a file per variant in the run's temp dir; "
         "/dev/null separates formatting from the file system's cost)",
     )
-    parser.add_argument(
-        "--builtin-upstream", action="store_true", help="bench/upstream.py even if nginx is there"
-    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    wrk = find_wrk()
-    if wrk is None:
-        return 1
-    with bench_workspace("triogate-obs-bench-") as (tmp, servers, script):
-        variants = []
+
+    def variants(tmp: Path) -> tuple[list[Variant], dict[str, str]]:
+        found = []
         if not args.no_baseline:
             ref = args.baseline_ref or baseline_ref()
             print(f"baseline: {ref} ({describe_ref(ref)})")
-            variants.append(Variant("baseline", unpack(ref, tmp), ""))
+            found.append(Variant("baseline", unpack(ref, tmp), ""))
 
         def log(name: str) -> str:
             path = args.log_path or tmp / f"{name}.access.jsonl"
@@ -201,11 +204,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         no_log = "    access_log: {enabled: false}\n"
         no_trace = "    tracing: {start_traceparent: false}"
-        variants += [
+        found += [
             Variant("stats", REPO_ROOT, no_log + no_trace),
             Variant("stats+log", REPO_ROOT, log("stats+log") + no_trace),
             Variant("stats+log+trace", REPO_ROOT, log("stats+log+trace")),
         ]
+        return found, {v.name: "baseline" for v in found}
+
+    return run_and_report(args, "triogate-obs-bench-", variants)
+
+
+def run_and_report(
+    args: argparse.Namespace,
+    prefix: str,
+    make_variants: Callable[[Path], tuple[list[Variant], dict[str, str]]],
+) -> int:
+    """Run the variants ``make_variants(tmp)`` returns (with, per variant, the variant it
+    is compared with) under ``add_round_options``' options, and print the report."""
+    wrk = find_wrk()
+    if wrk is None:
+        return 1
+    with bench_workspace(prefix) as (tmp, servers, script):
+        variants, against = make_variants(tmp)
         rounds, running = run_rounds(
             variants,
             servers=servers,
@@ -217,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             builtin_upstream=args.builtin_upstream,
         )
         logged = count_logged(tmp, variants)
-    print(report(rounds, running, logged, dict.fromkeys(running, "baseline")))
+    print(report(rounds, running, logged, against))
     if any(r.errors for r in rounds):
         print("WARNING: some runs had errors; their figures are not comparable")
     return 0

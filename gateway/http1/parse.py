@@ -65,6 +65,13 @@ def _framing(headers: Headers, *, request: bool) -> tuple[int, int]:
     return (NO_BODY if request else UNTIL_CLOSE), -1
 
 
+def _ended(trailers: Headers) -> MessageEnded:
+    """The end of a message that had trailers; the list is emptied for the next one."""
+    event = MessageEnded(tuple(trailers))
+    trailers.clear()
+    return event
+
+
 class RequestParser:
     """Parses requests from one client connection, in order, across keep-alive."""
 
@@ -175,12 +182,7 @@ class RequestParser:
         self.events.append(DataReceived(body))
 
     def on_message_complete(self) -> None:
-        trailers = self._trailers
-        if trailers:
-            self._trailers = []
-            self.events.append(MessageEnded(tuple(trailers)))
-        else:
-            self.events.append(MESSAGE_ENDED)
+        self.events.append(_ended(self._trailers) if self._trailers else MESSAGE_ENDED)
 
 
 class ResponseParser:
@@ -286,12 +288,7 @@ class ResponseParser:
         self._in_message = False
         if self._no_body:
             return
-        trailers = self._trailers
-        if trailers:
-            self._trailers = []
-            self.events.append(MessageEnded(tuple(trailers)))
-        else:
-            self.events.append(MESSAGE_ENDED)
+        self.events.append(_ended(self._trailers) if self._trailers else MESSAGE_ENDED)
 
 
 class _HeadOnlyEnded(Exception):
