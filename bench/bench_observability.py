@@ -15,7 +15,7 @@ Each variant runs as ``triogate run --no-state CONFIG`` pinned to core 0, loaded
 ``wrk -t1 -c50`` pinned to core 1 (with the upstream). For every wrk run the gateway's
 CPU time (utime + stime from ``/proc/PID/stat``) is read before and after, so a row shows
 requests/s and microseconds of gateway CPU per request. Variants take turns for
-``--rounds`` rounds (A B C D A B C D ...) so drift on the machine spreads over all of
+``--rounds`` rounds (A B C D D C B A ...) so drift on the machine spreads over all of
 them; the table shows each variant's median round. It asserts nothing and never runs in
 CI. Other load on the machine (a test suite, another benchmark) shows as spread between
 rounds: run it on an idle machine.
@@ -256,7 +256,7 @@ def run_rounds(
 ) -> tuple[list[Round], list[str]]:
     """Start every variant's gateway, then load them in turns; returns (rounds, names run).
 
-    Variants take turns (A B C A B C ...) so drift on the machine spreads over all of
+    Variants take turns (A B C C B A ...) so drift on the machine spreads over all of
     them; a variant that does not start is reported and left out.
     """
     cores = CorePlan.for_machine()
@@ -279,7 +279,8 @@ def run_rounds(
         running[variant.name] = (port, pid)
     measured: list[Round] = []
     for i in range(rounds):
-        for variant in variants:
+        # every other round backwards, so no variant always runs right after another
+        for variant in variants if i % 2 == 0 else variants[::-1]:
             if variant.name not in running:
                 continue
             port, pid = running[variant.name]
