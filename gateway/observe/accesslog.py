@@ -1,15 +1,17 @@
 """Access logs: one JSON line per request, written by the listener's own task.
 
 Theory of operation: the data path hands each finished request's ``RequestRecord``
-(``gateway.observe.record``) to ``AccessLog.record``, which keeps it on a list: no copy,
-no formatting, no I/O, no await; the first entry after a flush wakes the writer.
-``run_writer`` waits a short moment so entries gather, takes the whole list,
-formats it in one loop (one bytes ``%`` into one of four templates per line, strings
-JSON-escaped only when they need it, the timestamp's seconds formatted once per second)
-and writes the batch. While it is stalled entries pile up to ``buffer_kb`` (each is
-charged the size of its request head, an upper bound of the bytes it holds); past that
-they are dropped and counted in the listener's ``access_log_dropped``, never queued
-without bound. A write that fails drops its batch, counted the same way.
+(``gateway.observe.record``) to ``AccessLog.record``, which keeps a tuple of the values
+on a list: no formatting, no I/O, no await; the first entry after a flush wakes the
+writer. A tuple, not the record: a record kept until the writer's batch keeps its
+request head alive, header list and all. ``run_writer`` waits a short moment so entries
+gather, takes the whole list, formats it in one loop (one bytes ``%`` into one of four
+templates per line, strings JSON-escaped only when they need it, the timestamp's seconds
+formatted once per second) and writes the batch. While it is stalled entries pile up to
+``buffer_kb`` (each is charged the size of its request head, an upper bound of the bytes
+it holds); past that they are dropped and counted in the listener's
+``access_log_dropped``, never queued without bound. A write that fails drops its batch,
+counted the same way.
 
 Why format in the writer: measured on the whole gateway, formatting each line where the
 request ends cost about 3.5 us a request more than formatting the same lines in a batch
@@ -37,17 +39,24 @@ from typing import TYPE_CHECKING
 import trio
 
 from gateway.config import AccessLogConfig
-from gateway.observe.record import RequestRecord
 
 if TYPE_CHECKING:
+    from gateway.observe.record import RequestRecord
     from gateway.observe.stats import ListenerStats
 
 log = logging.getLogger("triogate.accesslog")
 
 #: seconds the writer waits after being woken, so that lines gather into one batch
 FLUSH_DELAY = 0.1
-#: what an entry is charged beyond its request head (the record and its small values)
+#: what an entry is charged beyond its request head (the tuple and its small values)
 ENTRY_OVERHEAD = 200
+
+# start (perf_counter), method, path, protocol version, status, flags, bytes in, bytes out,
+# duration ms, upstream service ms (< 0: none), upstream host and cluster (as JSON strings,
+# or null), request id, authority, traceparent (b"" when none; never needs escaping)
+Entry = tuple[
+    float, bytes, bytes, bytes, int, str, int, int, float, float, bytes, bytes, bytes, bytes, bytes
+]
 
 
 def _template(upstream: bool, trace: bool) -> bytes:
@@ -92,7 +101,7 @@ class AccessLog:
 
     def __init__(self, config: AccessLogConfig, stats: ListenerStats) -> None:
         self.stats = stats
-        self.pending: list[RequestRecord] = []
+        self.pending: list[Entry] = []
         self.pending_bytes = 0
         self.wakeup = trio.Event()
         self._reconfigured = False
@@ -111,7 +120,8 @@ class AccessLog:
 
     def record(self, request: RequestRecord) -> None:
         """Hand over a finished request; never blocks (dropped and counted when full)."""
-        size = self.pending_bytes + request.head.head_size + ENTRY_OVERHEAD
+        head = request.head
+        size = self.pending_bytes + head.head_size + ENTRY_OVERHEAD
         if size > self.limit:
             self.stats.access_log_dropped += 1
             return
@@ -119,9 +129,27 @@ class AccessLog:
         pending = self.pending
         if not pending:
             self.wakeup.set()
-        pending.append(request)
+        pending.append(
+            (
+                request.start,
+                head.method,
+                head.target,
+                head.version,
+                request.status,
+                request.flags,
+                request.bytes_in,
+                request.bytes_out,
+                request.duration_ms,
+                request.upstream_ms,
+                request.host,
+                request.cluster,
+                request.request_id,
+                head.host,
+                request.traceparent,
+            )
+        )
 
-    def take(self) -> list[RequestRecord]:
+    def take(self) -> list[Entry]:
         """Every pending entry, oldest first; the buffer is empty afterwards."""
         batch = self.pending
         self.pending = []
@@ -160,7 +188,7 @@ class AccessLog:
             self.stats.access_log_written += len(batch)
 
 
-def format_entries(batch: list[RequestRecord]) -> bytes:
+def format_entries(batch: list[Entry]) -> bytes:
     """The JSON lines of ``batch``."""
     # perf_counter() stamps to wall-clock time; both clocks move together over a batch
     offset = time.time() - time.perf_counter()
@@ -171,13 +199,24 @@ def format_entries(batch: list[RequestRecord]) -> bytes:
     stamp = b""
     flag_bytes: dict[str, bytes] = {"": b"-"}
     out = []
-    for request in batch:
-        head = request.head
-        path, request_id, authority = head.target, request.request_id, head.host
-        upstream_ms = request.upstream_ms
-        traceparent = request.traceparent  # b"" when none; never needs escaping
-        flags = request.flags
-        wall = request.start + offset
+    for (
+        start,
+        method,
+        path,
+        version,
+        status,
+        flags,
+        bytes_in,
+        bytes_out,
+        duration,
+        upstream_ms,
+        host,
+        cluster,
+        request_id,
+        authority,
+        traceparent,
+    ) in batch:
+        wall = start + offset
         s = int(wall)
         if s != second:
             second = s
@@ -195,17 +234,17 @@ def format_entries(batch: list[RequestRecord]) -> bytes:
             % (
                 stamp,
                 int((wall - s) * 1000),
-                head.method,
+                method,
                 path,
-                head.version,
-                request.status,
+                version,
+                status,
                 flag,
-                request.bytes_in,
-                request.bytes_out,
-                request.duration_ms,
+                bytes_in,
+                bytes_out,
+                duration,
                 upstream_ms if has_upstream else b"",
-                request.host,
-                request.cluster,
+                host,
+                cluster,
                 request_id,
                 authority,
                 traceparent,

@@ -5,10 +5,10 @@ the clock) and fills it in as the request goes: the upstream cluster and host, t
 request id and traceparent it sent, the status, the body bytes each way, the response
 flags. When the request ends (however it ends) the connection closes it exactly once:
 the listener's stats and, for the first attempt's answer, the cluster's are charged, and
-the record itself is handed to the ``AccessLog`` (no copy, no formatting: the log's
-writer formats a batch of records later). A record is never reused, so the access log
-may keep it. It is a plain slotted object, not an attrs value: it is written field by
-field on the hot path, and ``__init__`` is the only place its fields get their defaults.
+the record is handed to the ``AccessLog``, which keeps the values it writes (no
+formatting: its writer formats a batch later). A record is never reused. It is a plain
+slotted object, not an attrs value: it is written field by field on the hot path, and
+``__init__`` is the only place its fields get their defaults.
 """
 
 from __future__ import annotations

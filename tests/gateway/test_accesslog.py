@@ -284,7 +284,7 @@ def request(
         "cluster": b'"c"',
         **figures,
     }
-    record = RequestRecord(rq_head or head(), values.pop("start"))
+    record = RequestRecord(rq_head or head(), float(values.pop("start")))
     for name, value in values.items():
         setattr(record, name, value)
     return record
