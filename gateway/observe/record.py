@@ -6,9 +6,10 @@ request id and traceparent it sent, the status, the body bytes each way, the res
 flags. When the request ends (however it ends) the connection closes it exactly once:
 the listener's stats and, for the first attempt's answer, the cluster's are charged, and
 the record is handed to the ``AccessLog``, which keeps the values it writes (no
-formatting: its writer formats a batch later). A record is never reused. It is a plain
-slotted object, not an attrs value: it is written field by field on the hot path, and
-``__init__`` is the only place its fields get their defaults.
+formatting: its writer formats a batch later). So a connection keeps one record and
+``begin``s it again for each request: no allocation per request. It is a plain slotted
+object, not an attrs value: it is written field by field on the hot path, and ``begin``
+is the only place its fields get their defaults.
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ class RequestRecord:
     )
 
     def __init__(self, head: RequestReceived, start: float) -> None:
+        self.begin(head, start)
+
+    def begin(self, head: RequestReceived, start: float) -> None:
+        """A request starts: its head, the clock, every other figure at its default."""
         #: the request's head (a stand-in for one that never parsed: 400, 408)
         self.head = head
         #: ``perf_counter()`` at the head's arrival

@@ -88,6 +88,7 @@ class HttpConnection:
     """
 
     __slots__ = (
+        "_figures",
         "client_ip",
         "ctx",
         "deadline",
@@ -111,7 +112,9 @@ class HttpConnection:
         self.phase = _IDLE
         self.scope = trio.CancelScope()
         self.deadline = inf
-        #: the request in progress (None between requests)
+        #: this connection's record, begun again for each request
+        self._figures = RequestRecord(NO_REQUEST, 0.0)
+        #: the request in progress: ``_figures`` while there is one, None between requests
         self.record: RequestRecord | None = None
         #: whether the connection may serve another request after a local reply
         self.keep_after_local = False
@@ -126,7 +129,8 @@ class HttpConnection:
             self.ctx.stats.downstream_cx_protocol_error += 1
             record = self.record
             if record is None:  # a malformed head is a request answered 400
-                self.record = record = RequestRecord(NO_REQUEST, perf_counter())
+                self.record = record = self._figures
+                record.begin(NO_REQUEST, perf_counter())
             record.add_flag("DPE")
             if not record.head_sent:
                 record.status = e.status_hint
@@ -159,7 +163,8 @@ class HttpConnection:
                     return False
             return False
         if self.phase == _HEAD:
-            self.record = record = RequestRecord(NO_REQUEST, perf_counter())
+            self.record = record = self._figures
+            record.begin(NO_REQUEST, perf_counter())
             self.ctx.stats.downstream_rq_header_timeout += 1
             record.status = 408
             await self._send_quietly(local_reply(408, "request headers timed out", close=True))
@@ -257,7 +262,8 @@ class HttpConnection:
     async def _handle(self, head: RequestReceived) -> bool:
         """Proxy one request; True if the connection may serve another."""
         ctx = self.ctx
-        self.record = record = RequestRecord(head, perf_counter())
+        self.record = record = self._figures
+        record.begin(head, perf_counter())
         dp = ctx.dataplane.current
         entry = dp.routes[ctx.name].match(head.host, head.target)
         keep_alive = head.keep_alive and not ctx.draining
