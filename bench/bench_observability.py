@@ -15,7 +15,7 @@ Each variant runs as ``triogate run --no-state CONFIG`` pinned to core 0, loaded
 ``wrk -t1 -c50`` pinned to core 1 (with the upstream). For every wrk run the gateway's
 CPU time (utime + stime from ``/proc/PID/stat``) is read before and after, so a row shows
 requests/s and microseconds of gateway CPU per request. Variants take turns for
-``--rounds`` rounds (A B C D A B C D ...) so drift on the machine spreads over all of
+``--rounds`` rounds (A B C D D C B A ...) so drift on the machine spreads over all of
 them; the table shows each variant's median round. It asserts nothing and never runs in
 CI. Other load on the machine (a test suite, another benchmark) shows as spread between
 rounds: run it on an idle machine.
@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import attrs
@@ -160,10 +160,18 @@ def measure_round(
     )
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_round_options(parser: argparse.ArgumentParser) -> None:
+    """The options of ``run_rounds``: --duration, --rounds, --builtin-upstream."""
     parser.add_argument("--duration", type=int, default=4, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="turns per variant")
+    parser.add_argument(
+        "--builtin-upstream", action="store_true", help="bench/upstream.py even if nginx is there"
+    )
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_round_options(parser)
     parser.add_argument(
         "--baseline-ref",
         default=None,
@@ -177,27 +185,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="where the access logs go (default: a file per variant in the run's temp dir; "
         "/dev/null separates formatting from the file system's cost)",
     )
-    parser.add_argument(
-        "--builtin-upstream", action="store_true", help="bench/upstream.py even if nginx is there"
-    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    wrk = find_wrk()
-    if wrk is None:
-        return 1
-    cores = CorePlan.for_machine()
-    print(f"pinning: {cores.describe()}")
-    if os.getloadavg()[0] > 0.5:
-        print(f"note: load average {os.getloadavg()[0]:.2f}: figures will be noisy")
-    with bench_workspace("triogate-obs-bench-") as (tmp, servers, script):
-        variants = []
+
+    def variants(tmp: Path) -> tuple[list[Variant], dict[str, str]]:
+        found = []
         if not args.no_baseline:
             ref = args.baseline_ref or baseline_ref()
-            print(f"baseline: {ref} ({_describe(ref)})")
-            variants.append(Variant("baseline", unpack(ref, tmp), ""))
+            print(f"baseline: {ref} ({describe_ref(ref)})")
+            found.append(Variant("baseline", unpack(ref, tmp), ""))
 
         def log(name: str) -> str:
             path = args.log_path or tmp / f"{name}.access.jsonl"
@@ -205,59 +204,111 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         no_log = "    access_log: {enabled: false}\n"
         no_trace = "    tracing: {start_traceparent: false}"
-        variants += [
+        found += [
             Variant("stats", REPO_ROOT, no_log + no_trace),
             Variant("stats+log", REPO_ROOT, log("stats+log") + no_trace),
             Variant("stats+log+trace", REPO_ROOT, log("stats+log+trace")),
         ]
-        upstream, upstream_port = start_upstream(
-            servers, tmp, cores.load, use_nginx=not args.builtin_upstream
+        return found, {v.name: "baseline" for v in found}
+
+    return run_and_report(args, "triogate-obs-bench-", variants)
+
+
+def run_and_report(
+    args: argparse.Namespace,
+    prefix: str,
+    make_variants: Callable[[Path], tuple[list[Variant], dict[str, str]]],
+) -> int:
+    """Run the variants ``make_variants(tmp)`` returns (with, per variant, the variant it
+    is compared with) under ``add_round_options``' options, and print the report."""
+    wrk = find_wrk()
+    if wrk is None:
+        return 1
+    with bench_workspace(prefix) as (tmp, servers, script):
+        variants, against = make_variants(tmp)
+        rounds, running = run_rounds(
+            variants,
+            servers=servers,
+            tmp=tmp,
+            script=script,
+            wrk=wrk,
+            duration=args.duration,
+            rounds=args.rounds,
+            builtin_upstream=args.builtin_upstream,
         )
-        print(f"upstream: {upstream}; {args.duration}s x {args.rounds} rounds per variant")
-        running: dict[str, tuple[int, int]] = {}
-        for variant in variants:
-            try:
-                port, pid = start_gateway(servers, tmp, variant, upstream_port, cores.proxy)
-                check_answers_hello(variant.name, port)
-                run_wrk(wrk, script, variant.name, port, 50, 2, cores.load)  # warm-up
-            except TargetUnavailable as exc:
-                print(f"  {variant.name}: not available: {exc}")
-                continue
-            running[variant.name] = (port, pid)
-        rounds: list[Round] = []
-        for i in range(args.rounds):
-            for variant in variants:
-                if variant.name not in running:
-                    continue
-                port, pid = running[variant.name]
-                r = measure_round(
-                    variant,
-                    port,
-                    pid,
-                    wrk=wrk,
-                    script=script,
-                    duration=args.duration,
-                    cpus=cores.load,
-                )
-                rounds.append(r)
-                print(
-                    f"  round {i + 1} {r.variant:<10} {r.requests_per_s:>9,.0f} req/s "
-                    f"{r.cpu_us_per_request:>6.1f} us CPU/request  errors {r.errors}",
-                    flush=True,
-                )
-        logged = {
-            v.name: sum(1 for _ in (tmp / f"{v.name}.access.jsonl").open("rb"))
-            for v in variants
-            if (tmp / f"{v.name}.access.jsonl").exists()
-        }
-    print(report(rounds, list(running), logged))
+        logged = count_logged(tmp, variants)
+    print(report(rounds, running, logged, against))
     if any(r.errors for r in rounds):
         print("WARNING: some runs had errors; their figures are not comparable")
     return 0
 
 
-def report(rounds: list[Round], names: list[str], logged: dict[str, int]) -> str:
-    """Each variant's median and best round, against the baseline's.
+def run_rounds(
+    variants: Sequence[Variant],
+    *,
+    servers: Servers,
+    tmp: Path,
+    script: Path,
+    wrk: str,
+    duration: int,
+    rounds: int,
+    builtin_upstream: bool,
+) -> tuple[list[Round], list[str]]:
+    """Start every variant's gateway, then load them in turns; returns (rounds, names run).
+
+    Variants take turns (A B C C B A ...) so drift on the machine spreads over all of
+    them; a variant that does not start is reported and left out.
+    """
+    cores = CorePlan.for_machine()
+    print(f"pinning: {cores.describe()}")
+    if os.getloadavg()[0] > 0.5:
+        print(f"note: load average {os.getloadavg()[0]:.2f}: figures will be noisy")
+    upstream, upstream_port = start_upstream(
+        servers, tmp, cores.load, use_nginx=not builtin_upstream
+    )
+    print(f"upstream: {upstream}; {duration}s x {rounds} rounds per variant")
+    running: dict[str, tuple[int, int]] = {}
+    for variant in variants:
+        try:
+            port, pid = start_gateway(servers, tmp, variant, upstream_port, cores.proxy)
+            check_answers_hello(variant.name, port)
+            run_wrk(wrk, script, variant.name, port, 50, 2, cores.load)  # warm-up
+        except TargetUnavailable as exc:
+            print(f"  {variant.name}: not available: {exc}")
+            continue
+        running[variant.name] = (port, pid)
+    measured: list[Round] = []
+    for i in range(rounds):
+        # every other round backwards, so no variant always runs right after another
+        for variant in variants if i % 2 == 0 else variants[::-1]:
+            if variant.name not in running:
+                continue
+            port, pid = running[variant.name]
+            r = measure_round(
+                variant, port, pid, wrk=wrk, script=script, duration=duration, cpus=cores.load
+            )
+            measured.append(r)
+            print(
+                f"  round {i + 1} {r.variant:<16} {r.requests_per_s:>9,.0f} req/s "
+                f"{r.cpu_us_per_request:>6.1f} us CPU/request  errors {r.errors}",
+                flush=True,
+            )
+    return measured, list(running)
+
+
+def count_logged(tmp: Path, variants: Sequence[Variant]) -> dict[str, int]:
+    """Access log lines each variant wrote to its file in ``tmp`` (variants without one: none)."""
+    return {
+        v.name: sum(1 for _ in (tmp / f"{v.name}.access.jsonl").open("rb"))
+        for v in variants
+        if (tmp / f"{v.name}.access.jsonl").exists()
+    }
+
+
+def report(
+    rounds: list[Round], names: list[str], logged: dict[str, int], against: dict[str, str]
+) -> str:
+    """Each variant's median and best round, against those of the variant ``against`` names.
 
     The best round is the one least disturbed by whatever else ran on the machine; on an
     idle machine median and best agree within a few percent.
@@ -266,22 +317,23 @@ def report(rounds: list[Round], names: list[str], logged: dict[str, int]) -> str
     median = {n: rs[len(rs) // 2] for n, rs in by_name.items() if rs}
     best = {n: rs[0] for n, rs in by_name.items() if rs}
     header = (
-        f"{'variant':<16} {'req/s':>8} {'CPU us/req':>10} {'vs base':>8}   "
+        f"{'variant':<20} {'req/s':>8} {'CPU us/req':>10} {'vs base':>8}   "
         f"{'best req/s':>10} {'best CPU':>8} {'vs base':>8}"
     )
     lines = ["", header, "-" * len(header)]
     for name in median:
         m, b = median[name], best[name]
+        base = against.get(name, "")
         lines.append(
-            f"{name:<16} {m.requests_per_s:>8,.0f} {m.cpu_us_per_request:>10.1f} "
-            f"{_versus(m, median.get('baseline')):>8}   "
+            f"{name:<20} {m.requests_per_s:>8,.0f} {m.cpu_us_per_request:>10.1f} "
+            f"{_versus(m, median.get(base)):>8}   "
             f"{b.requests_per_s:>10,.0f} {b.cpu_us_per_request:>8.1f} "
-            f"{_versus(b, best.get('baseline')):>8}"
+            f"{_versus(b, best.get(base)):>8}"
         )
     lines.append("")
     lines.append(
         f"{len(rounds) // max(len(names), 1)} rounds per variant; 'vs base': CPU per request "
-        "against the baseline's (median against median, best against best)"
+        "against its base variant's (median against median, best against best)"
     )
     for name, count in logged.items():
         lines.append(f"access log lines written by {name}: {count:,}")
@@ -298,7 +350,7 @@ def _versus(r: Round, base: Round | None) -> str:
     return f"{r.cpu_us_per_request / base.cpu_us_per_request - 1:+.1%}"
 
 
-def _describe(ref: str) -> str:
+def describe_ref(ref: str) -> str:
     return subprocess.run(
         ["git", "log", "-1", "--format=%h %s", ref],
         cwd=REPO_ROOT,

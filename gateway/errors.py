@@ -3,12 +3,17 @@
     GatewayError
     ├── ConfigError(ValueError)        a config failed validation; carries every issue
     ├── UpstreamError                  talking to an upstream failed (maps to a local reply)
-    │   ├── UpstreamConnectError       connect refused, unreachable or timed out  -> 502 / UF
+    │   ├── UpstreamConnectError       connect refused or unreachable             -> 502 / UF
+    │   │   ├── UpstreamConnectTimeout     not connected within connect_timeout   -> 502 / UF
+    │   │   └── PoolExhausted              max_connections open and busy          -> 503 / UO
     │   ├── UpstreamResetError         connection reset or closed mid-exchange    -> 502 / UC
+    │   │   └── UpstreamClosedEarly        closed before any byte of a response   -> 502 / UC
     │   ├── UpstreamProtocolError      upstream sent bytes that do not parse      -> 502 / UPE
-    │   └── UpstreamTimeoutError       no full response within the route timeout -> 504 / UT
+    │   ├── UpstreamTimeoutError       no full response within the route timeout -> 504 / UT
+    │   └── RetriableResponse          a response the route retries (dropped, tried again)
     ├── NoHealthyUpstream              the cluster has no endpoint to pick       -> 503 / UH
     ├── DownstreamProtocolError        the client sent a malformed request        -> 400 / 431
+    ├── DownstreamClosed               the client went away mid-request           (no reply)
     ├── ListenerBindError(OSError)     a listener's address cannot be bound
     ├── SupervisorEscalation           a child crashed past its restart intensity
     ├── ActorStopped                   an actor ended before answering a request  -> 503
@@ -16,8 +21,11 @@
     ├── ChangeFailed                   a valid change could not be applied; rolled back -> 503
     └── StateFileError(OSError)        the state file cannot be read or written   -> 503
 
-``status_hint`` is the HTTP status a local reply uses for the error.
-``trio.BrokenResourceError`` is translated into these at the socket edge.
+``status_hint`` is the HTTP status a local reply uses for the error, ``flag`` the
+access log's response flag (Envoy's). ``trio.BrokenResourceError`` is translated into
+these at the socket edge. The route timeout is a cancel scope (STYLE.md): when it fires
+no exception unwinds the exchange (trio's ``Cancelled`` does), so the proxy makes the
+``UpstreamTimeoutError`` that its local reply and stats are drawn from at that point.
 """
 
 from __future__ import annotations
@@ -63,8 +71,23 @@ class UpstreamConnectError(UpstreamError):
     flag = "UF"
 
 
+class UpstreamConnectTimeout(UpstreamConnectError):
+    """The connection was not established within ``connect_timeout``."""
+
+
+class PoolExhausted(UpstreamConnectError):
+    """``max_connections`` are open and busy."""
+
+    status_hint = 503
+    flag = "UO"
+
+
 class UpstreamResetError(UpstreamError):
     flag = "UC"
+
+
+class UpstreamClosedEarly(UpstreamResetError):
+    """The upstream closed the connection before sending any byte of a response."""
 
 
 class UpstreamProtocolError(UpstreamError):
@@ -74,6 +97,15 @@ class UpstreamProtocolError(UpstreamError):
 class UpstreamTimeoutError(UpstreamError):
     status_hint = 504
     flag = "UT"
+
+
+class RetriableResponse(UpstreamError):
+    """The upstream answered with a status its route retries on: the response is dropped
+    (nothing of it went downstream) and the request is tried again."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"upstream answered {status}, retried")
+        self.status = status
 
 
 class NoHealthyUpstream(GatewayError):
@@ -88,6 +120,10 @@ class DownstreamProtocolError(GatewayError):
         super().__init__(reason)
         self.status_hint = status_hint
         self.reason = reason
+
+
+class DownstreamClosed(GatewayError):
+    """The client went away; nothing more can be written to it."""
 
 
 class SupervisorEscalation(GatewayError):

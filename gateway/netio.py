@@ -22,9 +22,25 @@ from __future__ import annotations
 import errno
 import socket
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import trio
 from trio.lowlevel import notify_closing, wait_readable, wait_writable
+
+
+class ByteStream(Protocol):
+    """What the data path needs of a connection: ``SocketIO``, or in tests any trio
+    half-closeable stream that also closes at once (``close``, as ``SocketIO`` does)."""
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes: ...
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    async def send_eof(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class SocketIO(trio.abc.HalfCloseableStream):

@@ -12,8 +12,6 @@ swaps it in, so a request keeps the table it started with.
 
 from __future__ import annotations
 
-import bisect
-import itertools
 import random
 
 import attrs
@@ -21,26 +19,28 @@ import attrs
 from gateway.config import HashPolicy, Listener, Route, VirtualHost
 from gateway.http1.events import Headers
 from policies.balancing import hash_key
+from policies.retry import RetryRules
+from policies.split import WeightedSplit
 
 
 @attrs.frozen
 class RouteEntry:
-    """A compiled route: where its requests go."""
+    """A compiled route: where its requests go, and when they are tried again."""
 
     route: Route
-    #: target clusters and the running sums of their weights, for a weighted pick
-    clusters: tuple[str, ...]
-    cumulative: tuple[int, ...]
+    #: the target clusters (one, or a weighted split)
+    split: WeightedSplit
+    retry: RetryRules
 
     @classmethod
     def compile(cls, route: Route) -> RouteEntry:
-        if route.cluster is not None:
-            return cls(route, (route.cluster,), (1,))
-        live = [wc for wc in route.split if wc.weight > 0]
+        r = route.retry
         return cls(
             route,
-            tuple(wc.cluster for wc in live),
-            tuple(itertools.accumulate(wc.weight for wc in live)),
+            WeightedSplit.single(route.cluster)
+            if route.cluster is not None
+            else WeightedSplit.of((wc.cluster, wc.weight) for wc in route.split),
+            RetryRules.compile(r.attempts, r.retry_on, r.retriable_status_codes),
         )
 
     def hash_key(self, headers: Headers, client_ip: bytes) -> int | None:
@@ -60,10 +60,7 @@ class RouteEntry:
 
     def pick_cluster(self, rng: random.Random) -> str:
         """The cluster for one request: weighted by the split, or the only one."""
-        if len(self.clusters) == 1:
-            return self.clusters[0]
-        point = rng.random() * self.cumulative[-1]
-        return self.clusters[bisect.bisect_right(self.cumulative, point)]
+        return self.split.pick(rng)
 
 
 _MASK64 = (1 << 64) - 1

@@ -9,6 +9,8 @@ from __future__ import annotations
 import attrs
 
 Headers = list[tuple[bytes, bytes]]
+#: a chunked message's trailer fields, in wire order (empty for nearly every message)
+Trailers = tuple[tuple[bytes, bytes], ...]
 
 #: how a message's body is framed on the wire
 NO_BODY = 0
@@ -59,9 +61,12 @@ class DataReceived:
 
 @attrs.define(slots=True)
 class MessageEnded:
-    """The current message's body is complete."""
+    """The current message's body is complete; a chunked one may end with trailers."""
+
+    trailers: Trailers = ()
 
 
+#: the end of a message without trailers (one object for all of them)
 MESSAGE_ENDED = MessageEnded()
 
 Event = RequestReceived | ResponseReceived | DataReceived | MessageEnded

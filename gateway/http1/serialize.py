@@ -9,7 +9,9 @@ passes unchanged because the proxy never changes a body's length.
 
 from __future__ import annotations
 
-from gateway.http1.events import Headers
+from collections.abc import Iterable
+
+from gateway.http1.events import Headers, Trailers
 
 HOP_BY_HOP = frozenset(
     {
@@ -42,7 +44,9 @@ REASONS: dict[int, bytes] = {
 }
 
 
-def write_headers(parts: list[bytes], headers: Headers, connection: frozenset[bytes]) -> None:
+def write_headers(
+    parts: list[bytes], headers: Iterable[tuple[bytes, bytes]], connection: frozenset[bytes]
+) -> None:
     """Append the end-to-end headers (not hop-by-hop, not named in ``Connection``)."""
     for name, value in headers:
         n = name.lower()
@@ -69,6 +73,22 @@ def chunk(data: bytes) -> bytes:
 
 
 LAST_CHUNK = b"0\r\n\r\n"
+
+
+#: fields a trailer must not carry besides the hop-by-hop ones (RFC 9110 §6.5.1: framing
+#: and routing are decided by the head); a proxy drops them rather than pass them on
+NOT_TRAILERS = frozenset({b"content-length", b"host"})
+
+
+def last_chunk(trailers: Trailers) -> bytes:
+    """The end of a chunked body: the zero-size chunk, the trailer fields that may cross
+    a proxy (not hop-by-hop, not framing), then the empty line."""
+    if not trailers:
+        return LAST_CHUNK
+    parts = [b"0\r\n"]
+    write_headers(parts, trailers, NOT_TRAILERS)
+    parts.append(b"\r\n")
+    return b"".join(parts)
 
 
 def local_reply(

@@ -1,15 +1,17 @@
 """Access logs: one JSON line per request, written by the listener's own task.
 
-Theory of operation: the data path hands each finished request to ``AccessLog.record``
-(the connection, whose slots hold the request's figures), which keeps a tuple of the
-values on a list: no formatting, no I/O, no await; the first entry after a flush wakes
-the writer. ``run_writer`` waits a short moment so entries gather, takes the whole list,
-formats it in one loop (one bytes ``%`` into one of four templates per line, strings
-JSON-escaped only when they need it, the timestamp's seconds formatted once per second)
-and writes the batch. While it is stalled entries pile up to ``buffer_kb`` (each is
-charged the size of its request head, an upper bound of the bytes it holds); past that
-they are dropped and counted in the listener's ``access_log_dropped``, never queued
-without bound. A write that fails drops its batch, counted the same way.
+Theory of operation: the data path hands each finished request's ``RequestRecord``
+(``gateway.observe.record``) to ``AccessLog.record``, which keeps a tuple of the values
+on a list: no formatting, no I/O, no await; the first entry after a flush wakes the
+writer. A tuple, not the record: a record kept until the writer's batch keeps its
+request head alive, header list and all. ``run_writer`` waits a short moment so entries
+gather, takes the whole list, formats it in one loop (one bytes ``%`` into one of four
+templates per line, strings JSON-escaped only when they need it, the timestamp's seconds
+formatted once per second) and writes the batch. While it is stalled entries pile up to
+``buffer_kb`` (each is charged the size of its request head, an upper bound of the bytes
+it holds); past that they are dropped and counted in the listener's
+``access_log_dropped``, never queued without bound. A write that fails drops its batch,
+counted the same way.
 
 Why format in the writer: measured on the whole gateway, formatting each line where the
 request ends cost about 3.5 us a request more than formatting the same lines in a batch
@@ -39,9 +41,8 @@ import trio
 from gateway.config import AccessLogConfig
 
 if TYPE_CHECKING:
-    from gateway.http1.events import RequestReceived
+    from gateway.observe.record import RequestRecord
     from gateway.observe.stats import ListenerStats
-    from gateway.proxy.http import HttpConnection
 
 log = logging.getLogger("triogate.accesslog")
 
@@ -117,12 +118,9 @@ class AccessLog:
             self.limit = config.buffer_kb * 1024
             self.wakeup.set()
 
-    def record(self, conn: HttpConnection, head: RequestReceived, status: int, ms: float) -> None:
-        """Hand over a finished request; never blocks (dropped and counted when full).
-
-        The entry's other values are the connection's figures of the request (its
-        ``rq_*`` slots); ``ms`` is the request's duration.
-        """
+    def record(self, request: RequestRecord) -> None:
+        """Hand over a finished request; never blocks (dropped and counted when full)."""
+        head = request.head
         size = self.pending_bytes + head.head_size + ENTRY_OVERHEAD
         if size > self.limit:
             self.stats.access_log_dropped += 1
@@ -133,21 +131,21 @@ class AccessLog:
             self.wakeup.set()
         pending.append(
             (
-                conn.rq_start,
+                request.start,
                 head.method,
                 head.target,
                 head.version,
-                status,
-                conn.rq_flags,
-                conn.rq_bytes_in if head.framing else 0,  # NO_BODY is 0
-                conn.rq_bytes_out,
-                ms,
-                conn.rq_upstream_ms,
-                conn.rq_host,
-                conn.rq_cluster,
-                conn.request_id,
+                request.status,
+                request.flags,
+                request.bytes_in,
+                request.bytes_out,
+                request.duration_ms,
+                request.upstream_ms,
+                request.host,
+                request.cluster,
+                request.request_id,
                 head.host,
-                conn.rq_traceparent,
+                request.traceparent,
             )
         )
 

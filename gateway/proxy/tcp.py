@@ -4,8 +4,9 @@ Each direction is a copy loop with backpressure (a piece is written before the n
 read); a half-close is passed on (``send_eof``), and the connection ends when both
 directions have ended or either side resets.
 
-Stats: the connection to the endpoint counts in the cluster's ``upstream_cx_*`` and the
-endpoint's ``cx_*`` (a TCP listener has no requests to count).
+Stats: the connection to the endpoint is the attempt, charged as HTTP attempts are
+(``gateway.proxy.outcome``) but without a request: it counts in the cluster's
+``upstream_cx_*`` and the endpoint's ``cx_*`` only.
 """
 
 from __future__ import annotations
@@ -16,14 +17,17 @@ import trio
 
 from gateway.errors import UpstreamConnectError
 from gateway.listener.context import ListenerContext
-from gateway.netio import SocketIO, open_connection
+from gateway.netio import ByteStream, SocketIO
+from gateway.proxy.outcome import charge_attempt, charge_opened
 from policies.balancing import hash_key
 
 log = logging.getLogger("triogate.tcp")
 
 
 async def _copy(
-    src: trio.abc.HalfCloseableStream, dst: trio.abc.HalfCloseableStream, scope: trio.CancelScope
+    src: trio.abc.HalfCloseableStream | ByteStream,
+    dst: trio.abc.HalfCloseableStream | ByteStream,
+    scope: trio.CancelScope,
 ) -> None:
     try:
         while data := await src.receive_some(65536):
@@ -38,33 +42,27 @@ async def serve_tcp_connection(
 ) -> None:
     """Proxy one client connection to an endpoint picked from ``cluster``."""
     async with client:
-        handle = ctx.dataplane.current.clusters[cluster]
-        snapshot = handle.snapshot
+        snapshot = ctx.dataplane.current.clusters[cluster].snapshot
         client_ip = client.peer_ip() if isinstance(client, SocketIO) else b""
         endpoint = snapshot.pick(ctx.now, hash_key(client_ip) if snapshot.uses_hash else None)
-        cs = ctx.registry.cluster(cluster)
+        cluster_stats = ctx.cluster_stats.get(cluster) or ctx.registry.cluster(cluster)
         if endpoint is None:
-            cs.upstream_cx_none_healthy += 1
+            cluster_stats.upstream_cx_none_healthy += 1
             log.info("tcp %s: no endpoint in cluster %r", ctx.name, cluster)
             return
-        es = cs.endpoint(endpoint.key)
-        cs.upstream_cx_total += 1
-        es.cx_total += 1
-        address = endpoint.pool.address
+        endpoint_stats = cluster_stats.endpoint(endpoint.key)
         try:
-            with trio.fail_after(endpoint.pool.config.connect_timeout):
-                upstream = await open_connection(address.host, address.port)
-        except (OSError, trio.TooSlowError) as e:
-            cs.upstream_cx_connect_fail += 1
-            es.cx_connect_fail += 1
-            if isinstance(e, trio.TooSlowError):
-                cs.upstream_cx_connect_timeout += 1
-            log.info("tcp %s: %s", ctx.name, UpstreamConnectError(f"connect to {address}: {e}"))
+            upstream = await endpoint.pool.connect()
+        except UpstreamConnectError as e:
+            charge_attempt(cluster_stats, endpoint_stats, e, request=False)
+            log.info("tcp %s: %s", ctx.name, e)
             return
+        charge_opened(cluster_stats, endpoint_stats)
         endpoint.active += 1
         try:
-            async with upstream, trio.open_nursery() as nursery:
+            async with trio.open_nursery() as nursery:
                 nursery.start_soon(_copy, client, upstream, nursery.cancel_scope)
                 nursery.start_soon(_copy, upstream, client, nursery.cancel_scope)
         finally:
             endpoint.active -= 1
+            upstream.close()

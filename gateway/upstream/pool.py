@@ -8,6 +8,11 @@ open. ``release(conn, reusable)`` returns it; only a connection whose last excha
 ended cleanly (whole response read, no framing error, no ``Connection: close``) is kept.
 A draining pool keeps no idle connections: each closes as its request finishes.
 
+Connections are opened by the pool's ``connector`` (``open_upstream``, a TCP connection,
+unless a test passes another: any ``netio.ByteStream``, such as an in-memory one).
+The liveness peek needs a socket; a connection without one is taken as open (a close
+that raced with reuse is caught by the caller's retry, as on a socket).
+
 Only the event loop's thread touches a pool, so plain attributes suffice: the hot path
 rule (no actor round trip per request) holds.
 """
@@ -16,36 +21,41 @@ from __future__ import annotations
 
 import socket
 from collections import deque
+from collections.abc import Awaitable, Callable
 
 import trio
 
 from gateway.config import Address, PoolConfig
-from gateway.errors import UpstreamConnectError, UpstreamResetError
+from gateway.errors import (
+    PoolExhausted,
+    UpstreamConnectError,
+    UpstreamConnectTimeout,
+    UpstreamResetError,
+)
 from gateway.http1.parse import ResponseParser
-from gateway.netio import SocketIO, open_connection
+from gateway.netio import ByteStream, SocketIO, open_connection
 
 #: seconds idle after which a pooled connection is checked before reuse
 PEEK_AFTER_IDLE = 1.0
 
-
-class PoolExhausted(UpstreamConnectError):
-    """``max_connections`` are open and busy."""
-
-    status_hint = 503
-    flag = "UO"
+#: opens a connection to an address; raises ``OSError`` when it cannot
+Connector = Callable[[Address], Awaitable[ByteStream]]
 
 
-class UpstreamConnectTimeout(UpstreamConnectError):
-    """The connection was not established within ``connect_timeout``."""
+async def open_upstream(address: Address) -> SocketIO:
+    """A TCP connection to ``address``: the connector of every pool outside tests."""
+    return await open_connection(address.host, address.port)
 
 
 class UpstreamConnection:
     """One connection to an endpoint, with the parser of its responses."""
 
-    __slots__ = ("idle_since", "io", "parser", "pool")
+    __slots__ = ("idle_since", "io", "parser", "pool", "sock")
 
-    def __init__(self, io: SocketIO, pool: EndpointPool) -> None:
+    def __init__(self, io: ByteStream, pool: EndpointPool) -> None:
         self.io = io
+        #: the socket to peek at before reuse; None for a stream without one
+        self.sock = io.sock if isinstance(io, SocketIO) else None
         self.pool = pool
         self.parser = ResponseParser()
         self.idle_since = 0.0
@@ -64,8 +74,11 @@ class UpstreamConnection:
 
     def is_open(self) -> bool:
         """False if the peer has closed (or sent unsolicited bytes) while idle."""
+        sock = self.sock
+        if sock is None:
+            return True
         try:
-            self.io.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except BlockingIOError:
             return True
         except OSError:
@@ -79,11 +92,14 @@ class UpstreamConnection:
 class EndpointPool:
     """Connections to one endpoint: bounded, reused, expired when idle too long."""
 
-    __slots__ = ("_idle", "address", "config", "connecting", "draining", "open")
+    __slots__ = ("_idle", "address", "config", "connecting", "connector", "draining", "open")
 
-    def __init__(self, address: Address, config: PoolConfig) -> None:
+    def __init__(
+        self, address: Address, config: PoolConfig, connector: Connector = open_upstream
+    ) -> None:
         self.address = address
         self.config = config
+        self.connector = connector
         self._idle: deque[UpstreamConnection] = deque()
         #: connections open (busy and idle)
         self.open = 0
@@ -116,22 +132,26 @@ class EndpointPool:
         self.open += 1
         self.connecting += 1
         try:
-            with trio.fail_after(self.config.connect_timeout):
-                io = await open_connection(self.address.host, self.address.port)
-        except trio.TooSlowError:
-            self.open -= 1
-            raise UpstreamConnectTimeout(f"connect to {self.address} timed out") from None
-        except OSError as e:
-            self.open -= 1
-            raise UpstreamConnectError(
-                f"connect to {self.address} failed: {e.strerror or e}"
-            ) from None
+            io = await self.connect()
         except BaseException:
             self.open -= 1
             raise
         finally:
             self.connecting -= 1
         return UpstreamConnection(io, self), False
+
+    async def connect(self) -> ByteStream:
+        """A new connection to the endpoint, not counted in the pool (the TCP proxy's);
+        raises ``UpstreamConnectError``, ``UpstreamConnectTimeout`` after ``connect_timeout``."""
+        try:
+            with trio.fail_after(self.config.connect_timeout):
+                return await self.connector(self.address)
+        except trio.TooSlowError:
+            raise UpstreamConnectTimeout(f"connect to {self.address} timed out") from None
+        except OSError as e:
+            raise UpstreamConnectError(
+                f"connect to {self.address} failed: {e.strerror or e}"
+            ) from None
 
     def release(self, conn: UpstreamConnection, reusable: bool) -> None:
         """Give a connection back; kept only if ``reusable`` and there is room."""

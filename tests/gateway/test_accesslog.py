@@ -7,7 +7,6 @@ import json
 import os
 import re
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import attrs
@@ -20,6 +19,7 @@ from gateway.app import Gateway
 from gateway.config import AccessLogConfig, Config
 from gateway.http1.events import NO_BODY, RequestReceived
 from gateway.observe.accesslog import ENTRY_OVERHEAD, AccessLog, format_entries
+from gateway.observe.record import RequestRecord
 from gateway.observe.stats import ListenerStats
 from tests.conftest import (
     ClosedAddress,
@@ -286,25 +286,29 @@ def head(path: bytes = b"/p", authority: bytes = b"h") -> RequestReceived:
     )
 
 
-def conn(request_id: bytes, **figures: Any) -> Any:
-    """What ``AccessLog.record`` reads of a connection: the request's figures."""
+def request(
+    request_id: bytes, rq_head: RequestReceived | None = None, **figures: Any
+) -> RequestRecord:
+    """A finished request's record, as the proxy hands it to ``AccessLog.record``."""
     values = {
-        "rq_start": 1000.0,
+        "start": 1000.0,
         "request_id": request_id,
-        "rq_upstream_ms": 0.125,
-        "rq_traceparent": b"",
-        "rq_flags": "",
-        "rq_bytes_in": 0,
-        "rq_bytes_out": 13,
-        "rq_host": b'"127.0.0.1:1"',
-        "rq_cluster": b'"c"',
+        "status": 200,
+        "duration_ms": 0.25,
+        "upstream_ms": 0.125,
+        "bytes_out": 13,
+        "host": b'"127.0.0.1:1"',
+        "cluster": b'"c"',
         **figures,
     }
-    return SimpleNamespace(**values)
+    record = RequestRecord(rq_head or head(), float(values.pop("start")))
+    for name, value in values.items():
+        setattr(record, name, value)
+    return record
 
 
 def record(log: AccessLog, i: int) -> None:
-    log.record(conn(b"id-%d" % i, rq_start=1000.0 + i), head(), 200, 0.25)
+    log.record(request(b"id-%d" % i, start=1000.0 + i))
 
 
 def test_a_full_buffer_drops_and_counts() -> None:
@@ -390,8 +394,11 @@ def test_every_line_is_json_whatever_the_bytes(
     path: bytes, request_id: bytes, authority: bytes, flags: str, upstream_ms: float
 ) -> None:
     log = AccessLog(AccessLogConfig(enabled=True), ListenerStats("l"))
-    figures = conn(request_id, rq_flags=flags, rq_upstream_ms=upstream_ms, rq_host=b"null")
-    log.record(figures, head(path, authority), 200, 3.0)
+    log.record(
+        request(
+            request_id, head(path, authority), flags=flags, upstream_ms=upstream_ms, host=b"null"
+        )
+    )
     line = format_entries(log.take())
     assert line.endswith(b"}\n") and line.count(b"\n") == 1
     parsed = json.loads(line)

@@ -1,0 +1,79 @@
+"""How an attempt's outcome is charged to its cluster's and endpoint's stats (HTTP and TCP).
+
+An *attempt* is one try on one endpoint: an HTTP request sent on one upstream
+connection, or a TCP connection. Every upstream figure the data path keeps is charged
+here, exactly once per attempt, when the attempt ends (``ClusterStats`` and
+``EndpointStats`` say what each counter means):
+
+- a response: its status class, ``upstream_rq_time``, the endpoint's ``rq_total`` (and
+  ``rq_error`` for a 5xx);
+- a failure, an ``UpstreamError``: the status class of the local reply it maps to (as
+  Envoy charges aborted upstream requests) and why: a connect failure or timeout, the
+  route timeout (``upstream_rq_timeout``), a full pool (``upstream_cx_overflow``, the
+  gateway's limit and not the endpoint's failure, so not in its ``rq_error``);
+- cut short by the client going away or a drain (status 0): slot 0, not the endpoint's
+  fault.
+
+A TCP attempt carries no request (``request=False``): only its connection is counted.
+An HTTP attempt that opened a new connection counts it with ``opened``.
+"""
+
+from __future__ import annotations
+
+from gateway.errors import (
+    PoolExhausted,
+    UpstreamConnectError,
+    UpstreamConnectTimeout,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+from gateway.observe.stats import ClusterStats, EndpointStats
+
+
+def charge_opened(cluster: ClusterStats, endpoint: EndpointStats) -> None:
+    """An attempt opened a connection to the endpoint."""
+    cluster.upstream_cx_total += 1
+    endpoint.cx_total += 1
+
+
+def charge_attempt(
+    cluster: ClusterStats,
+    endpoint: EndpointStats,
+    outcome: int | UpstreamError,
+    ms: float = -1.0,
+    *,
+    request: bool = True,
+) -> None:
+    """Charge one attempt's outcome: a status (0: no response), or how it failed.
+
+    ``ms`` is the attempt's time to the end of its response (a response only).
+    """
+    if type(outcome) is int:  # the common case first: a response
+        cluster.upstream_rq_xx[outcome // 100] += 1
+        if not outcome:
+            return  # cut short: not the endpoint's doing
+        endpoint.rq_total += 1
+        if outcome >= 500:
+            endpoint.rq_error += 1
+        cluster.upstream_rq_time.record(ms)
+        return
+    assert isinstance(outcome, UpstreamError)
+    if isinstance(outcome, PoolExhausted):
+        cluster.upstream_cx_overflow += 1
+        if request:
+            cluster.upstream_rq_xx[outcome.status_hint // 100] += 1
+        return
+    if isinstance(outcome, UpstreamConnectError):
+        charge_opened(cluster, endpoint)
+        cluster.upstream_cx_connect_fail += 1
+        endpoint.cx_connect_fail += 1
+        if isinstance(outcome, UpstreamConnectTimeout):
+            cluster.upstream_cx_connect_timeout += 1
+    if not request:
+        return
+    cluster.upstream_rq_xx[outcome.status_hint // 100] += 1
+    endpoint.rq_total += 1
+    endpoint.rq_error += 1
+    if isinstance(outcome, UpstreamTimeoutError):
+        cluster.upstream_rq_timeout += 1
+        endpoint.rq_timeout += 1

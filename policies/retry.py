@@ -1,0 +1,148 @@
+"""Retries: whether a request whose attempt failed, or was answered badly, is tried again.
+
+Theory of operation
+-------------------
+A request is sent in *attempts*, each one try on one endpoint. An attempt ends in a
+failure before any response (``Failure``) or in a response with a status. After each,
+the proxy asks the route's ``RetryRules`` for a ``Decision``:
+
+    RETRY      the route retries this outcome and a try is left: pick again, try again
+    FINAL      the outcome stands (a success, or a condition the route does not retry)
+    EXHAUSTED  the route retries this outcome but every try was used up, after at least
+               one retry (Envoy's ``URX`` response flag)
+
+Which outcomes a route retries is its ``retry_on`` list, with Envoy's meanings:
+
+    connect-failure          the connection could not be opened (refused, timed out, or
+                             no room in the pool)
+    reset                    the connection was reset or closed before a whole response
+    gateway-error            either of those, or a 502, 503 or 504 response
+    5xx                      either of those, or any 5xx response
+    retriable-status-codes   a response whose status is in ``retriable_status_codes``
+
+A route has ``1 + attempts`` tries, but only for a request that can be sent again: the
+proxy streams a request body and never keeps it, so a request with a body has one try.
+
+One case is retried whatever the route says (``retry_stale``): a pooled connection that
+the upstream closed while it sat idle (the race every keep-alive client has) fails the
+request before the upstream took it. An idempotent request is then sent once more on a
+fresh connection, as browsers and Go's transport do; a POST is not, since the proxy
+cannot know whether it was processed.
+
+Pure and synchronous: no clock, no I/O, nothing random; ``attempt`` counts from 0.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+
+import attrs
+
+from policies.errors import PolicyError
+
+#: methods a proxy may send again when it cannot know whether the upstream processed them
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+
+#: every ``retry_on`` condition
+CONDITIONS = frozenset(
+    {"connect-failure", "reset", "gateway-error", "5xx", "retriable-status-codes"}
+)
+
+GATEWAY_ERRORS = frozenset({502, 503, 504})
+SERVER_ERRORS = frozenset(range(500, 600))
+
+
+class UnknownCondition(PolicyError, ValueError):
+    """A ``retry_on`` condition this policy does not know."""
+
+
+class Failure(enum.Enum):
+    """How an attempt failed before a response."""
+
+    #: no connection: refused, unreachable, timed out, or the pool full
+    CONNECT = "connect"
+    #: the connection was reset or closed before the whole response
+    RESET = "reset"
+    #: anything else (a malformed response, the route timeout): never retried
+    OTHER = "other"
+
+
+class Decision(enum.Enum):
+    """What the proxy does after an attempt."""
+
+    RETRY = "retry"
+    FINAL = "final"
+    EXHAUSTED = "exhausted"
+
+
+NO_STATUSES: frozenset[int] = frozenset()
+
+
+@attrs.frozen
+class RetryRules:
+    """One route's retry policy, compiled from its config."""
+
+    #: tries for a request that can be sent again (1 + the route's ``attempts``)
+    tries: int = 1
+    #: failures retried
+    failures: frozenset[Failure] = frozenset()
+    #: response statuses retried
+    statuses: frozenset[int] = NO_STATUSES
+
+    @classmethod
+    def compile(
+        cls, attempts: int, retry_on: Iterable[str], retriable_status_codes: Iterable[int] = ()
+    ) -> RetryRules:
+        """The rules of a route with ``attempts`` retries on the ``retry_on`` conditions."""
+        on = frozenset(retry_on)
+        unknown = on - CONDITIONS
+        if unknown:
+            raise UnknownCondition(f"unknown retry_on conditions: {sorted(unknown)}")
+        failures: set[Failure] = set()
+        statuses: set[int] = set()
+        if on & {"connect-failure", "gateway-error", "5xx"}:
+            failures.add(Failure.CONNECT)
+        if on & {"reset", "gateway-error", "5xx"}:
+            failures.add(Failure.RESET)
+        if "gateway-error" in on:
+            statuses |= GATEWAY_ERRORS
+        if "5xx" in on:
+            statuses |= SERVER_ERRORS
+        if "retriable-status-codes" in on:
+            statuses.update(retriable_status_codes)
+        return cls(1 + attempts, frozenset(failures), frozenset(statuses))
+
+    def tries_for(self, replayable: bool) -> int:
+        """Tries a request gets: all of them if it can be sent again (no body), else one."""
+        return self.tries if replayable else 1
+
+    def after_failure(self, failure: Failure, attempt: int, tries: int) -> Decision:
+        """The decision after attempt ``attempt`` (of ``tries``) failed with ``failure``."""
+        return self._decide(failure in self.failures, attempt, tries)
+
+    def after_response(self, status: int, attempt: int, tries: int) -> Decision:
+        """The decision after attempt ``attempt`` (of ``tries``) was answered ``status``."""
+        return self._decide(status in self.statuses, attempt, tries)
+
+    def statuses_to_retry(self, attempt: int, tries: int) -> frozenset[int]:
+        """The statuses for which ``after_response`` says RETRY at ``attempt``: a set the
+        data path checks a response's status against before sending it on."""
+        return self.statuses if attempt + 1 < tries else NO_STATUSES
+
+    @staticmethod
+    def _decide(covered: bool, attempt: int, tries: int) -> Decision:
+        if not covered:
+            return Decision.FINAL
+        if attempt + 1 < tries:
+            return Decision.RETRY
+        return Decision.EXHAUSTED if attempt else Decision.FINAL
+
+
+NO_RETRIES = RetryRules()
+
+
+def retry_stale(method: bytes, reused: bool) -> bool:
+    """Whether a request whose connection turned out closed before any response byte is
+    sent again on a fresh one: only over a reused (pooled) connection, only if idempotent."""
+    return reused and method in IDEMPOTENT
