@@ -202,8 +202,6 @@ class _ControlActor:
         self.config = Config()
         self.listeners: dict[str, ListenerHandle] = {}
         self.clusters: dict[str, ClusterHandle] = {}
-        #: supervisor child names of the listeners (a removed one may still be draining)
-        self.listener_children: dict[str, str] = {}
         self.draining = control.view.draining
         self._serial = 0
 
@@ -388,11 +386,9 @@ class _ControlActor:
             close_sockets(sockets)
             raise
         self.listeners[config.name] = handle
-        self.listener_children[config.name] = child
 
         async def stop() -> None:
             del self.listeners[config.name]
-            del self.listener_children[config.name]
             await self.workers.stop_child(child)
 
         undo.append(stop)
@@ -413,7 +409,6 @@ class _ControlActor:
 
         async def remove() -> None:
             handle = self.listeners.pop(name)
-            self.listener_children.pop(name)
             self.stats.forget_listener(name)
             try:
                 await handle.drain(REMOVED_LISTENER_GRACE)

@@ -118,7 +118,6 @@ class ListenerHandle:
         sockets: Sockets = (),
     ) -> None:
         self.name = config.name
-        self.config = config
         self.ctx = ListenerContext(
             config, dataplane, registry=stats if stats is not None else StatsRegistry()
         )
@@ -133,6 +132,11 @@ class ListenerHandle:
         self.inbox, self._inbox_rx = trio.open_memory_channel[ListenerMsg](16)
         # bound by the control plane for the first incarnation; later ones bind themselves
         self._first_sockets = sockets
+
+    @property
+    def config(self) -> Listener:
+        """The config in force: the context's, which only the actor's task replaces."""
+        return self.ctx.config
 
     async def reconfigure(self, config: Listener) -> None:
         """Take a config of the same address; ``ActorStopped`` if the listener is gone."""
@@ -225,7 +229,6 @@ class _ListenerActor:
 
     def _reconfigure(self, config: Listener) -> None:
         self.ctx.reconfigure(config)
-        self.handle.config = config
 
     def _drain(self, grace: float) -> None:
         ctx = self.ctx
