@@ -7,6 +7,11 @@
     ├── stats ticker (windows and time series of the stats registry, once a second)
     └── services given by the command that composes the process (the admin API)
 
+With ``workers`` > 1 the control plane also owns a worker pool, and the listeners run
+in the worker processes (``gateway.runtime.workers``); this process's stats registry
+then holds the workers' figures summed, refreshed before each tick and each read
+(``Gateway.refresh_stats``).
+
 The gateway knows nothing of the admin API: ``triogate run`` passes it in as a service
 (a function from the ``Gateway`` to a ``ChildSpec``), so the layers stay admin above
 gateway above policies.
@@ -18,6 +23,7 @@ snapshot, the stats registry) are made here, outside the child that is restarted
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +35,9 @@ from gateway.config import Address, Config
 from gateway.control.plane import ControlPlane, run_control_plane
 from gateway.dataplane import DataPlane, DataPlaneRef
 from gateway.observe.stats import StatsRegistry, run_stats_ticker
+from gateway.observe.stats.merge import absorb, dump, total
 from gateway.runtime.supervisor import ChildSpec, SupervisorHandle, run_supervisor
+from gateway.runtime.workers import WorkerPool
 
 log = logging.getLogger("triogate")
 
@@ -47,10 +55,57 @@ class Gateway:
         """The stats registry: what the gateway is doing, for the admin API."""
         return self.control.stats
 
+    @property
+    def workers(self) -> WorkerPool | None:
+        """The worker processes serving the listeners; None when this process serves them."""
+        return self.control.workers
+
+    async def refresh_stats(self) -> StatsRegistry:
+        """The stats registry, brought up to date with every worker's figures first."""
+        pool = self.control.workers
+        if pool is not None:
+            absorb(self.stats, await pool.collect())
+        return self.stats
+
+    async def workers_view(self) -> list[dict[str, Any]]:
+        """Each process serving the listeners: its pid, restarts, config version, load."""
+        pool = self.control.workers
+        if pool is None:
+            figures = dump(self.stats)
+            return [_worker_view(0, os.getpid(), 0, self.control.version, figures)]
+        dumps = {d["worker"]: d for d in await pool.collect()}
+        absorb(self.stats, dumps.values())
+        return [
+            _worker_view(w.index, w.pid, w.restarts, w.version, dumps.get(w.index))
+            for w in pool.workers
+        ]
+
+    async def reset_stats(self) -> StatsRegistry:
+        """Counters and histograms to zero, in every worker too."""
+        pool = self.control.workers
+        if pool is not None:
+            await pool.reset_stats()
+        self.stats.reset()
+        return self.stats
+
     def listener_address(self, name: str) -> Address:
         handle = self.control.listeners[name]
         assert handle.bound is not None, f"listener {name!r} is not bound"
         return handle.bound
+
+
+def _worker_view(
+    index: int, pid: int | None, restarts: int, version: int, figures: dict[str, Any] | None
+) -> dict[str, Any]:
+    """One worker's line of ``Gateway.workers_view``; its figures None while it restarts."""
+    return {
+        "index": index,
+        "pid": pid,
+        "restarts": restarts,
+        "version": version,
+        "downstream_rq_total": None if figures is None else total(figures, "downstream_rq_xx"),
+        "downstream_cx_active": None if figures is None else total(figures, "downstream_cx_active"),
+    }
 
 
 def _control_child(control: ControlPlane) -> ChildSpec:
@@ -60,9 +115,11 @@ def _control_child(control: ControlPlane) -> ChildSpec:
     return ChildSpec(name="control", start=start)
 
 
-def _stats_child(stats: StatsRegistry) -> ChildSpec:
+def _stats_child(gateway: Gateway) -> ChildSpec:
+    refresh = None if gateway.workers is None else gateway.refresh_stats
+
     async def start(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-        await run_stats_ticker(stats, task_status=task_status)
+        await run_stats_ticker(gateway.stats, refresh=refresh, task_status=task_status)
 
     return ChildSpec(name="stats", start=start)
 
@@ -76,14 +133,23 @@ async def run_gateway(
     *,
     state_path: Path | None = None,
     services: Sequence[Service] = (),
+    workers: int = 1,
+    verbosity: int = 0,
     task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run a gateway for ``config`` until cancelled; reports a ``Gateway`` once serving."""
+    """Run a gateway for ``config`` until cancelled; reports a ``Gateway`` once serving.
+
+    ``workers`` > 1 serves the listeners from that many worker processes (logging at
+    ``verbosity``, as ``-v`` counts); 1 serves them in this process.
+    """
     dataplane = DataPlaneRef(DataPlane(config=Config(), routes={}, clusters={}))
     stats = StatsRegistry()
-    control = ControlPlane(config, dataplane, state_path, stats)
+    pool = WorkerPool(workers, verbosity=verbosity) if workers > 1 else None
+    if pool is not None:
+        stats.local_gauges = False  # the workers' gauges, summed
+    control = ControlPlane(config, dataplane, state_path, stats, workers=pool)
     gateway = Gateway(control)
-    children = [_control_child(control), _stats_child(stats)]
+    children = [_control_child(control), _stats_child(gateway)]
     children += [service(gateway) for service in services]
     async with trio.open_nursery() as nursery:
         gateway.supervisor = await nursery.start(

@@ -147,8 +147,15 @@ async def open_connection(host: str, port: int) -> SocketIO:
     raise error
 
 
-def open_listening_sockets(host: str | None, port: int, backlog: int = 1024) -> list[socket.socket]:
-    """Bound, listening, non-blocking sockets for ``host:port`` (all addresses if None)."""
+def open_listening_sockets(
+    host: str | None, port: int, backlog: int = 1024, *, listen: bool = True
+) -> list[socket.socket]:
+    """Bound, listening, non-blocking sockets for ``host:port`` (all addresses if None).
+
+    With ``listen`` False the sockets are only bound: they hold the port (and resolve
+    port 0) for worker processes that listen on it with ``SO_REUSEPORT``, while the
+    kernel hands no connection to them (only listening sockets share the load).
+    """
     infos = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE | socket.AI_ADDRCONFIG
     )
@@ -165,7 +172,8 @@ def open_listening_sockets(host: str | None, port: int, backlog: int = 1024) -> 
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(sockaddr)
-            sock.listen(backlog)
+            if listen:
+                sock.listen(backlog)
             sock.setblocking(False)
             if port == 0:
                 break  # one socket: each family would get its own random port

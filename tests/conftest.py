@@ -128,16 +128,26 @@ ADMIN_LINE = re.compile(r"admin API: http://(\S+)/")
 
 @asynccontextmanager
 async def gateway_process(
-    config: Path, *, state_file: Path | None = None
+    config: Path, *, state_file: Path | None = None, workers: int = 1
 ) -> AsyncIterator[GatewayProcess]:
     """``triogate run CONFIG`` as a real process, once serving; stopped after.
 
     Its config binds port 0: the ports are read back from what it prints once serving
-    (each listener's address, then the admin API's).
+    (each listener's address, then the admin API's). ``workers`` > 1 runs it with that
+    many worker processes.
     """
     state = ["--no-state"] if state_file is None else ["--state-file", str(state_file)]
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "triogate.cli", "run", *state, str(config)],
+        [
+            sys.executable,
+            "-m",
+            "triogate.cli",
+            "run",
+            *state,
+            "--workers",
+            str(workers),
+            str(config),
+        ],
         stdout=subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )

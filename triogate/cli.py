@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import click
@@ -17,6 +18,7 @@ from gateway import Gateway, run_gateway
 from gateway.config import Config, config_from_text, load_config
 from gateway.control.state import check_state_path, default_state_path, load_state
 from gateway.errors import ConfigError, StateFileError, root_cause
+from gateway.runtime.workers import resolve_workers
 from triogate.ctl import ctl
 from triogate.demo import DEMO_CONFIG, serve_demo_upstream
 
@@ -51,7 +53,14 @@ def _api_key(config: Config) -> str | None:
     return None
 
 
-async def _serve(config: Config, state_path: Path | None, *, on_ready: str = "") -> None:
+async def _serve(
+    config: Config,
+    state_path: Path | None,
+    *,
+    on_ready: str = "",
+    workers: int = 1,
+    verbosity: int = 0,
+) -> None:
     api_key = _api_key(config)
     if not config.admin.address.is_loopback and api_key is None:
         raise click.ClickException(
@@ -65,9 +74,15 @@ async def _serve(config: Config, state_path: Path | None, *, on_ready: str = "")
                     config,
                     state_path=state_path,
                     services=[admin_service(api_key)],
+                    workers=workers,
+                    verbosity=verbosity,
                     task_status=task_status,
                 )
             )
+            pool = gateway.workers
+            if pool is not None:
+                pids = ", ".join(str(w.pid) for w in pool.workers)
+                click.echo(f"{pool.count} worker processes serving the listeners (pids {pids})")
             for name, handle in gateway.control.listeners.items():
                 click.echo(f"listener {name}: {handle.config.protocol}://{handle.bound}")
             if gateway.admin_address is not None:
@@ -122,8 +137,23 @@ def validate(config_file: Path) -> None:
     help="Where runtime changes persist (default: CONFIG_FILE.state.json).",
 )
 @click.option("--no-state", is_flag=True, help="Ignore and do not write the state file.")
-def run(config_file: Path, state_file: Path | None, no_state: bool) -> None:
+@click.option(
+    "--workers",
+    default="1",
+    show_default=True,
+    metavar="N|auto",
+    help="Worker processes serving the listeners (auto: one per core); "
+    "1 serves them in this process.",
+)
+@click.pass_context
+def run(
+    ctx: click.Context, config_file: Path, state_file: Path | None, no_state: bool, workers: str
+) -> None:
     """Serve the listeners of CONFIG_FILE until SIGTERM/SIGINT (then drain)."""
+    try:
+        count = resolve_workers(workers)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--workers") from None
     try:
         config = load_config(config_file)
     except ConfigError as e:
@@ -148,7 +178,8 @@ def run(config_file: Path, state_file: Path | None, no_state: bool) -> None:
             config = saved
         else:
             click.echo(f"loaded {config_file} (no runtime state at {state_path})")
-    _run_trio(_serve, config, state_path)
+    verbosity = ctx.find_root().params.get("verbose", 0)
+    _run_trio(partial(_serve, workers=count, verbosity=verbosity), config, state_path)
 
 
 def _run_trio(fn: Callable[..., Awaitable[None]], *args: object) -> None:

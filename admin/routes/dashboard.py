@@ -57,7 +57,7 @@ async def dashboard_data(request: Request) -> dict[str, Any]:
     """Everything the dashboard shows, as of now."""
     gateway = gateway_of(request)
     control = gateway.control
-    stats = gateway.stats
+    stats = await gateway.refresh_stats()
     config = control.config
     clusters = clusters_view(stats)
     for name, view in clusters.items():

@@ -7,12 +7,17 @@
 - ``GET /stats/prometheus``: the Prometheus text exposition, scopes as labels.
 - ``POST /stats/reset``: counters and histograms back to zero (gauges are levels and
   stay); a POST needs a JSON body like every admin mutation, ``{}`` will do.
+- ``GET /stats/workers``: each process serving the listeners (``--workers N``; one line
+  for a single process) with its pid, restarts, config version and its own share of
+  requests and connections; the other reads show the workers' figures summed.
 - ``GET /stats/clusters``: each cluster's endpoints with address, weight, health
   flags, requests in flight and recent success rate. (Envoy serves this as
   ``/clusters``; here ``/clusters`` is the config resource, so the live view sits
   beside the other stats.)
 
-Handlers only read the registry (``gateway.stats``); nothing here waits on an actor.
+Handlers read the registry (``gateway.stats``). With worker processes the registry is
+first set to the sum of the workers' figures (``Gateway.refresh_stats``: one request to
+each worker), so a read counts every request any worker has finished.
 """
 
 from __future__ import annotations
@@ -93,6 +98,19 @@ class ClusterState(BaseModel):
     endpoints: list[EndpointState]
 
 
+class WorkerState(BaseModel):
+    index: int
+    #: null while it is being started again
+    pid: int | None
+    #: times it was started again after exiting unasked (a crash, a kill -9)
+    restarts: int
+    #: the config version it serves
+    version: int
+    #: requests it has finished and connections it has open; null if it did not answer
+    downstream_rq_total: int | None
+    downstream_cx_active: int | None
+
+
 class ResetAnswer(BaseModel):
     reset: bool
     since: float
@@ -113,7 +131,7 @@ async def get_stats(
             pattern = re.compile(filter_)
         except re.error as e:
             raise RequestRefused(400, f"filter is not a regular expression: {e}") from None
-    return JSONResponse(stats_json(gateway_of(request).stats, pattern))
+    return JSONResponse(stats_json(await gateway_of(request).refresh_stats(), pattern))
 
 
 @router.get(
@@ -128,7 +146,8 @@ async def get_stats(
     },
 )
 async def get_prometheus(request: Request) -> Response:
-    return Response(prometheus_text(gateway_of(request).stats), media_type=PROMETHEUS_CONTENT_TYPE)
+    stats = await gateway_of(request).refresh_stats()
+    return Response(prometheus_text(stats), media_type=PROMETHEUS_CONTENT_TYPE)
 
 
 @router.post(
@@ -138,8 +157,7 @@ async def get_prometheus(request: Request) -> Response:
 )
 async def reset_stats(request: Request) -> dict[str, Any]:
     """Counters and histograms to zero; gauges (levels) are left as they are."""
-    stats = gateway_of(request).stats
-    stats.reset()
+    stats = await gateway_of(request).reset_stats()
     return {"reset": True, "since": stats.since}
 
 
@@ -147,4 +165,9 @@ async def reset_stats(request: Request) -> dict[str, Any]:
     "/stats/clusters", response_model=dict[str, ClusterState], responses=responses(*GUARDED)
 )
 async def get_cluster_stats(request: Request) -> Response:
-    return JSONResponse(clusters_view(gateway_of(request).stats))
+    return JSONResponse(clusters_view(await gateway_of(request).refresh_stats()))
+
+
+@router.get("/stats/workers", response_model=list[WorkerState], responses=responses(*GUARDED))
+async def get_worker_stats(request: Request) -> Response:
+    return JSONResponse(await gateway_of(request).workers_view())

@@ -28,6 +28,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import attrs
 import trio
@@ -100,6 +101,19 @@ class Deregister:
 ClusterMsg = Reconfigure | Register | Renew | Deregister | EndpointsDiscovered | DiscoveryFailed
 
 
+@attrs.frozen
+class MembersPublished:
+    """Report (to a handle's ``watcher``): the cluster published a new set of members."""
+
+    cluster: str
+
+
+class MembersWatcher(Protocol):
+    """Who is told of new members: an inbox that takes ``MembersPublished`` without waiting."""
+
+    def send_nowait(self, value: MembersPublished, /) -> None: ...
+
+
 class ClusterHandle:
     """How others reach a cluster actor: its inbox and its latest snapshot.
 
@@ -108,9 +122,12 @@ class ClusterHandle:
     the actor replaces; read them freely.
     """
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, watcher: MembersWatcher | None = None) -> None:
         self.name = cluster.name
         self.inbox, self._inbox_rx = trio.open_memory_channel[ClusterMsg](16)
+        #: told (without waiting) when the members change: a primary's control plane,
+        #: which installs them on its workers
+        self.watcher = watcher
         self.snapshot = build_snapshot(cluster, None, now=0.0)
         self.discovery_stats = DiscoveryStats(source=cluster.discovery.type)
         #: registry clusters: every registered instance, by address
@@ -271,9 +288,19 @@ class _ClusterActor:
 
     def _publish(self, cluster: Cluster) -> None:
         now = trio.current_time()
+        before = self.snapshot.members
         self.snapshot = build_snapshot(cluster, self.snapshot, now, self._members(cluster))
         self.handle.snapshot = self.snapshot
         self.handle.registrations = self.registry.registrations()
+        watcher = self.handle.watcher
+        if watcher is not None and self.snapshot.members != before:
+            try:
+                watcher.send_nowait(MembersPublished(self.handle.name))
+            except trio.WouldBlock:
+                # the watcher syncs every cluster on each report: a later one covers it
+                log.warning("cluster %s: members changed; watcher busy", self.handle.name)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the watcher is gone (the gateway stops)
 
     # -- commands and reports ----------------------------------------------------------
 

@@ -27,6 +27,15 @@ only then.
 
 Writes are serialized by the actor's inbox, so ``If-Match`` (the version the writer
 read) detects a lost update.
+
+With worker processes (``ControlPlane(workers=WorkerPool(n))``) the listeners are
+served by the workers, not here: step 1 binds each new or moved listener's address
+without listening (it holds the port, resolves port 0, and refuses the change if the
+address is taken), and step 4 installs the worker config on every worker
+(``gateway.runtime.workers``), acknowledged once each has applied it; undoing it
+installs the previous one again. The cluster actors still run here (discovery, the
+registry); when one publishes new members (``MembersPublished``) they are installed
+on the workers too.
 """
 
 from __future__ import annotations
@@ -40,10 +49,10 @@ from typing import Any
 import attrs
 import trio
 
-from gateway.cluster.actor import ClusterHandle, run_cluster
-from gateway.config import Cluster, Config, Listener, ensure_valid, needs_rebind
+from gateway.cluster.actor import ClusterHandle, MembersPublished, run_cluster
+from gateway.config import Address, Cluster, Config, Endpoint, Listener, ensure_valid, needs_rebind
 from gateway.control.state import save_state
-from gateway.control.view import RuntimeView
+from gateway.control.view import ListenerView, RuntimeView
 from gateway.dataplane import DataPlane, DataPlaneRef
 from gateway.errors import (
     ActorStopped,
@@ -65,6 +74,7 @@ from gateway.observe.stats import StatsRegistry
 from gateway.routing import RouteTable
 from gateway.runtime.actor import ask, command
 from gateway.runtime.supervisor import ChildSpec, SupervisorHandle, run_supervisor
+from gateway.runtime.workers import RemoteListener, WorkerPool, run_worker_pool, worker_config
 
 __all__ = ["ApplyChange", "Change", "ControlPlane", "Drain", "run_control_plane"]
 
@@ -94,7 +104,7 @@ class Drain:
     reply: trio.MemorySendChannel[Exception | None]
 
 
-ControlMsg = ApplyChange | Drain
+ControlMsg = ApplyChange | Drain | MembersPublished
 
 
 class ControlPlane:
@@ -110,6 +120,7 @@ class ControlPlane:
         dataplane: DataPlaneRef,
         state_path: Path | None,
         stats: StatsRegistry | None = None,
+        workers: WorkerPool | None = None,
     ) -> None:
         #: what the gateway runs now; replaced whole by the actor, never edited
         self.view = RuntimeView(config)
@@ -117,6 +128,8 @@ class ControlPlane:
         self.stats = stats if stats is not None else StatsRegistry()
         self.dataplane = dataplane
         self.state_path = state_path
+        #: the worker processes serving the listeners; None: this process serves them
+        self.workers = workers
         self.inbox, self._inbox_rx = trio.open_memory_channel[ControlMsg](64)
 
     # the parts of the view most callers want
@@ -137,7 +150,7 @@ class ControlPlane:
         return self.view.draining
 
     @property
-    def listeners(self) -> MappingProxyType[str, ListenerHandle]:
+    def listeners(self) -> MappingProxyType[str, ListenerView]:
         return self.view.listeners
 
     @property
@@ -165,7 +178,11 @@ class ControlPlane:
 
     async def wait_listeners_stopped(self) -> None:
         """Return once every listener has stopped (after a drain: its last connection closed)."""
+        if self.workers is not None:
+            await self.workers.stopped.wait()
+            return
         for handle in self.view.listeners.values():
+            assert isinstance(handle, ListenerHandle)
             await handle.stopped.wait()
 
 
@@ -177,6 +194,8 @@ async def run_control_plane(
         workers: SupervisorHandle = await nursery.start(
             lambda task_status: run_supervisor([], name="workers", task_status=task_status)
         )
+        if control.workers is not None:
+            await nursery.start(run_worker_pool, control.workers)
         actor = _ControlActor(control, workers)
         # a restarted control plane rebuilds the running parts from the config it held
         await actor.start()
@@ -190,6 +209,8 @@ async def run_control_plane(
                     with reply:
                         await actor.drain(grace)
                         reply.send_nowait(None)
+                case MembersPublished():
+                    await actor.sync_members()
 
 
 class _ControlActor:
@@ -204,13 +225,20 @@ class _ControlActor:
         self.clusters: dict[str, ClusterHandle] = {}
         self.draining = control.view.draining
         self._serial = 0
+        # with workers: the pool, the sockets holding each listener's address, the
+        # listeners as the workers serve them, and the worker config they have
+        self.pool = control.workers
+        self.held: dict[str, Sockets] = {}
+        self.remote: dict[str, RemoteListener] = {}
+        self.installed: Config | None = None
 
     def _publish(self, ready: bool) -> None:
+        listeners: dict[str, ListenerView] = {**self.listeners, **self.remote}
         self.control.view = RuntimeView(
             self.config,
             ready=ready and not self.draining,
             draining=self.draining,
-            listeners=MappingProxyType(dict(self.listeners)),
+            listeners=MappingProxyType(listeners),
             clusters=MappingProxyType(dict(self.clusters)),
         )
 
@@ -248,6 +276,8 @@ class _ControlActor:
     async def drain(self, grace: float) -> None:
         self.draining = True
         self._publish(ready=False)
+        if self.pool is not None:
+            await self.pool.drain(grace)
         for handle in self.listeners.values():
             try:
                 await handle.drain(grace)
@@ -287,7 +317,10 @@ class _ControlActor:
         bound = self._bind(old, new, undo)
         await self._move_clusters(old, new, undo)
         self._swap_dataplane(old, new, undo)
-        await self._move_listeners(old, new, bound, undo, commit)
+        if self.pool is None:
+            await self._move_listeners(old, new, bound, undo, commit)
+        else:
+            await self._install_on_workers(self.pool, new, bound, undo, commit)
         if persist and self.control.state_path is not None:
             await trio.to_thread.run_sync(save_state, self.control.state_path, new)
         for name in _names(old.clusters) - _names(new.clusters):
@@ -306,12 +339,14 @@ class _ControlActor:
 
         undo.append(close_bound)
         issues = []
+        running = self.listeners if self.pool is None else self.remote
         for i, lst in enumerate(new.listeners):
             before = old.listener(lst.name)
-            if before is not None and lst.name in self.listeners and not needs_rebind(before, lst):
+            if before is not None and lst.name in running and not needs_rebind(before, lst):
                 continue
             try:
-                bound[lst.name] = bind_listener(lst)
+                # with workers, the address is only held here: they listen on it
+                bound[lst.name] = bind_listener(lst, listen=self.pool is None)
             except ListenerBindError as e:
                 issues.append((i, e))
         if issues:
@@ -324,7 +359,7 @@ class _ControlActor:
         for cluster in new.clusters:
             before = old.cluster(cluster.name)
             if cluster.name not in self.clusters:
-                handle = ClusterHandle(cluster)
+                handle = ClusterHandle(cluster, self.control.inbox if self.pool else None)
                 await self.workers.start_child(_cluster_child(handle))
                 self.clusters[cluster.name] = handle
                 self.stats.track_cluster(handle)
@@ -376,6 +411,64 @@ class _ControlActor:
                 undo.append(_reconfiguration(handle, before))
                 await handle.reconfigure(lst)
 
+    async def _install_on_workers(
+        self,
+        pool: WorkerPool,
+        new: Config,
+        bound: dict[str, Sockets],
+        undo: list[Undo],
+        commit: list[Undo],
+    ) -> None:
+        """Step 4 with workers: every worker serves ``new``, its listeners where they are held."""
+        held_before, remote_before, installed_before = (
+            dict(self.held),
+            dict(self.remote),
+            self.installed,
+        )
+        for name in _names(self.config.listeners) - _names(new.listeners):
+            commit.append(_closing(self.held.pop(name, ())))
+        for name, sockets in bound.items():
+            if name in self.held:
+                commit.append(_closing(self.held[name]))
+            self.held[name] = sockets
+        bound.clear()  # held now: closed by the commit, or by the undo below
+
+        async def restore() -> None:
+            for name, sockets in self.held.items():
+                if held_before.get(name) is not sockets:
+                    close_sockets(sockets)
+            self.held, self.remote = held_before, remote_before
+            self.installed = installed_before
+            if installed_before is not None:
+                await pool.install(installed_before)
+
+        undo.append(restore)
+        addresses = {lst.name: _held_address(lst, self.held[lst.name]) for lst in new.listeners}
+        self.remote = {
+            lst.name: RemoteListener(lst, addresses[lst.name], self.stats.listener(lst.name))
+            for lst in new.listeners
+        }
+        self.installed = worker_config(new, addresses, self._members())
+        await pool.install(self.installed)
+
+    def _members(self) -> dict[str, tuple[Endpoint, ...]]:
+        return {name: handle.snapshot.members for name, handle in self.clusters.items()}
+
+    async def sync_members(self) -> None:
+        """A cluster published new members: the workers get them (same config version)."""
+        if self.pool is None or self.installed is None:
+            return
+        addresses = {name: remote.bound for name, remote in self.remote.items()}
+        synced = worker_config(self.config, addresses, self._members())
+        if synced == self.installed:
+            return
+        try:
+            await self.pool.install(synced)
+        except Exception:
+            log.exception("installing new cluster members on the workers")
+            return
+        self.installed = synced
+
     async def _start_listener(self, config: Listener, sockets: Sockets, undo: list[Undo]) -> None:
         handle = ListenerHandle(config, self.control.dataplane, self.stats, sockets)
         self._serial += 1
@@ -408,8 +501,10 @@ class _ControlActor:
         """A removed listener drains and stops by itself; its stats go with it."""
 
         async def remove() -> None:
-            handle = self.listeners.pop(name)
             self.stats.forget_listener(name)
+            if self.pool is not None:
+                return  # each worker drains it, as the config it installed says
+            handle = self.listeners.pop(name)
             try:
                 await handle.drain(REMOVED_LISTENER_GRACE)
             except ActorStopped:
@@ -423,6 +518,11 @@ class _ControlActor:
                 await action()
             except Exception:
                 log.exception("undoing a failed change")
+
+
+def _held_address(config: Listener, sockets: Sockets) -> Address:
+    """The listener's address with the port its held socket got (port 0 resolved)."""
+    return attrs.evolve(config.address, port=int(sockets[0].getsockname()[1]))
 
 
 def _names(items: tuple[Listener, ...] | tuple[Cluster, ...]) -> set[str]:

@@ -9,17 +9,31 @@ a read never waits, and never sees a change half made.
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 
-from gateway.config import Config
+from gateway.config import Address, Config, Listener
 
 if TYPE_CHECKING:
     from gateway.cluster.actor import ClusterHandle
-    from gateway.listener.actor import ListenerHandle
 
-_NO_LISTENERS: MappingProxyType[str, ListenerHandle] = MappingProxyType({})
+
+class ListenerView(Protocol):
+    """What the view shows of a listener: a ``ListenerHandle`` in a single process, a
+    ``RemoteListener`` (served by the worker processes) in a primary."""
+
+    @property
+    def config(self) -> Listener: ...
+
+    @property
+    def bound(self) -> Address | None: ...
+
+    @property
+    def connections(self) -> int: ...
+
+
+_NO_LISTENERS: MappingProxyType[str, ListenerView] = MappingProxyType({})
 _NO_CLUSTERS: MappingProxyType[str, ClusterHandle] = MappingProxyType({})
 
 
@@ -33,5 +47,5 @@ class RuntimeView:
     ready: bool = False
     draining: bool = False
     #: the listener and cluster actors of ``config``, by name
-    listeners: MappingProxyType[str, ListenerHandle] = _NO_LISTENERS
+    listeners: MappingProxyType[str, ListenerView] = _NO_LISTENERS
     clusters: MappingProxyType[str, ClusterHandle] = _NO_CLUSTERS

@@ -85,11 +85,14 @@ class Drain:
 ListenerMsg = Reconfigure | Rebind | Drain
 
 
-def bind_listener(config: Listener) -> Sockets:
-    """Listening sockets for ``config.address``; ``ListenerBindError`` if it cannot be bound."""
+def bind_listener(config: Listener, *, listen: bool = True) -> Sockets:
+    """Listening sockets for ``config.address``; ``ListenerBindError`` if it cannot be bound.
+
+    ``listen`` False: bound only, to hold the address for worker processes.
+    """
     host = None if config.address.host in ("", "*") else config.address.host
     try:
-        return tuple(open_listening_sockets(host, config.address.port))
+        return tuple(open_listening_sockets(host, config.address.port, listen=listen))
     except OSError as e:
         raise ListenerBindError(
             f"listener {config.name!r}: cannot bind {config.address}: {e.strerror or e}"

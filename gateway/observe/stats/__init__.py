@@ -6,7 +6,8 @@
         └── EndpointStats            cluster.<name>.endpoint.<address>.rq_*
 
 The data path increments attributes of these objects directly (``scopes.py``);
-``export.py`` renders them for the admin API (JSON, Prometheus, per endpoint).
+``export.py`` renders them for the admin API (JSON, Prometheus, per endpoint);
+``merge.py`` dumps a worker's registry and sums the dumps into the primary's.
 """
 
 from __future__ import annotations

@@ -239,8 +239,9 @@ def clusters_view(registry: StatsRegistry) -> dict[str, Any]:
                     "state": rt.config.state,
                     "serving": is_serving,
                     "health_flags": health_flags(rt, is_serving),
-                    "active_requests": rt.active,
-                    "open_connections": rt.pool.open,
+                    # the gauges, not the runtime: in a primary they are the workers' sums
+                    "active_requests": es.rq_active,
+                    "open_connections": es.cx_active,
                     "rq_total": es.rq_total,
                     "rq_error": es.rq_error,
                     "rq_timeout": es.rq_timeout,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 import attrs
@@ -74,6 +74,9 @@ class StatsRegistry:
         self.since = time.time()
         #: whether ``run_stats_ticker`` ticks; when False, ``tick`` is called by hand
         self.ticking = True
+        #: whether gauges are read from this process's endpoint runtimes; False in a
+        #: primary whose figures are the sums of its workers' (``merge.absorb``)
+        self.local_gauges = True
 
     # -- scopes ------------------------------------------------------------------------
 
@@ -118,6 +121,8 @@ class StatsRegistry:
 
     def refresh_gauges(self) -> None:
         """Gauges whose truth lives in the endpoints' runtimes, read now."""
+        if not self.local_gauges:
+            return
         for name, cs in self.clusters.items():
             cx = rq = pending = 0
             for rt in self.endpoints(name):
@@ -160,13 +165,14 @@ class StatsRegistry:
 
     def reset(self) -> None:
         """Every counter and histogram to zero, windows and series restarted."""
-        for scope in self._scopes():
+        for scope in self.scopes():
             scope.reset()
         for series in self.series.values():
             series.clear()
         self.since = time.time()
 
-    def _scopes(self) -> Iterable[Scope]:
+    def scopes(self) -> Iterable[Scope]:
+        """Every listener, cluster and endpoint scope."""
         yield from self.listeners.values()
         for cs in self.clusters.values():
             yield cs
@@ -192,11 +198,18 @@ def _series_point(previous: Frame, frame: Frame, wall: float) -> SeriesPoint | N
 async def run_stats_ticker(
     registry: StatsRegistry,
     *,
+    refresh: Callable[[], Awaitable[object]] | None = None,
     task_status: trio.TaskStatus[StatsRegistry] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Tick ``registry`` once per interval while it is ``ticking``, until cancelled."""
+    """Tick ``registry`` once per interval while it is ``ticking``, until cancelled.
+
+    ``refresh``, when given, is awaited before each tick: a primary's, which sets the
+    registry to the sums of its workers' figures.
+    """
     task_status.started(registry)
     while True:
         if registry.ticking:
+            if refresh is not None:
+                await refresh()
             registry.tick(trio.current_time())
         await trio.sleep(registry.tick_interval)

@@ -1,0 +1,122 @@
+"""Stats across processes: each worker dumps its registry, the primary sums the dumps.
+
+Theory of operation: with ``--workers N`` every worker process keeps its own
+``StatsRegistry`` (the data path's plain increments stay process-local: nothing
+cross-process per request). When the primary needs figures (an admin read, its
+once-a-second tick) it asks each worker for a ``dump``: plain data, every counter,
+gauge, status-class list and histogram of every scope, with the gauges refreshed from
+the worker's runtimes first. ``absorb`` then sets the primary's registry to the sum of
+the dumps, scope by scope: counters and gauges add, status classes add slot by slot,
+histograms add bucket by bucket (Envoy merges its workers' histograms the same way).
+The primary's registry is then read by the unchanged exporters, and its windows and
+series are ticked from these sums, so recent quantiles and the dashboard cover the
+whole gateway.
+
+A sum is exact: a counter summed over workers is the number of events in all of them,
+and a worker restarted after a crash starts from zero (what the dead one counted is
+lost with it, as in Envoy after a hot restart without stats handoff).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from gateway.observe.stats.registry import StatsRegistry
+from gateway.observe.stats.scopes import (
+    COUNTER,
+    GAUGE,
+    HISTOGRAM,
+    STATUS_CLASSES,
+    Scope,
+    stat_names,
+)
+
+__all__ = ["absorb", "dump", "total"]
+
+ScopeDump = dict[str, Any]
+
+
+def _dump_scope(scope: Scope) -> ScopeDump:
+    cls = type(scope)
+    out: ScopeDump = {}
+    for name in stat_names(cls, COUNTER) + stat_names(cls, GAUGE):
+        out[name] = getattr(scope, name)
+    for name in stat_names(cls, STATUS_CLASSES):
+        out[name] = list(getattr(scope, name))
+    for name in stat_names(cls, HISTOGRAM):
+        hist = getattr(scope, name)
+        out[name] = (list(hist.counts), hist.sum)
+    return out
+
+
+def dump(registry: StatsRegistry) -> dict[str, Any]:
+    """Every figure of ``registry`` as plain data, gauges read from the runtimes now."""
+    registry.refresh_gauges()
+    return {
+        "listeners": {name: _dump_scope(ls) for name, ls in registry.listeners.items()},
+        "clusters": {
+            name: {
+                "stats": _dump_scope(cs),
+                "endpoints": {key: _dump_scope(es) for key, es in cs.endpoints.items()},
+            }
+            for name, cs in registry.clusters.items()
+        },
+    }
+
+
+def _zero(scope: Scope) -> None:
+    """Every figure to zero, gauges too (they are summed afresh); frames are kept."""
+    cls = type(scope)
+    for name in stat_names(cls, COUNTER) + stat_names(cls, GAUGE):
+        setattr(scope, name, 0)
+    for name in stat_names(cls, STATUS_CLASSES):
+        counts = getattr(scope, name)
+        counts[:] = [0] * len(counts)
+    for name in stat_names(cls, HISTOGRAM):
+        hist = getattr(scope, name)
+        hist.counts[:] = [0] * len(hist.counts)
+        hist.sum = 0.0
+
+
+def _add(scope: Scope, part: ScopeDump) -> None:
+    cls = type(scope)
+    for name in stat_names(cls, COUNTER) + stat_names(cls, GAUGE):
+        setattr(scope, name, getattr(scope, name) + part.get(name, 0))
+    for name in stat_names(cls, STATUS_CLASSES):
+        counts = getattr(scope, name)
+        for i, n in enumerate(part.get(name, ())):
+            counts[i] += n
+    for name in stat_names(cls, HISTOGRAM):
+        hist = getattr(scope, name)
+        counts, total_ms = part.get(name, ((), 0.0))
+        for i, n in enumerate(counts):
+            hist.counts[i] += n
+        hist.sum += total_ms
+
+
+def absorb(registry: StatsRegistry, dumps: Iterable[dict[str, Any]]) -> None:
+    """Set every scope of ``registry`` to the sum of ``dumps`` (one per worker).
+
+    Scopes only the registry has (a listener no worker has served yet) read zero; scopes
+    only a dump has are made (an endpoint the primary has not seen yet).
+    """
+    for scope in registry.scopes():
+        _zero(scope)
+    for part in dumps:
+        for name, figures in part["listeners"].items():
+            _add(registry.listener(name), figures)
+        for name, cluster in part["clusters"].items():
+            cluster_stats = registry.cluster(name)
+            _add(cluster_stats, cluster["stats"])
+            for key, figures in cluster["endpoints"].items():
+                _add(cluster_stats.endpoint(key), figures)
+
+
+def total(part: dict[str, Any], stat: str) -> int:
+    """One listener stat (or status class list, summed) over every listener of a dump."""
+    out = 0
+    for figures in part["listeners"].values():
+        value = figures.get(stat, 0)
+        out += sum(value) if isinstance(value, list) else value
+    return out

@@ -1,0 +1,303 @@
+"""``triogate run --workers N``: worker processes under one control plane, end to end.
+
+Each test runs the real command with two workers on loopback and drives it with real
+clients. New connections are spread over the workers by the kernel (``SO_REUSEPORT``),
+so the tests send each request on a connection of its own and read from
+``/stats/workers`` which worker served what.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from gateway.config import Address
+from tests.conftest import (
+    StartHeldUpstream,
+    StartUpstream,
+    gateway_process,
+    simple_config,
+    wait_until,
+)
+
+RUN = (sys.executable, "-m", "triogate.cli", "run", "--no-state")
+#: every request on a connection of its own, so that the kernel spreads them
+FRESH = httpx.Limits(max_keepalive_connections=0)
+
+
+def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
+    path = tmp_path / "gw.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+async def _workers(admin: Address) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient() as client:
+        r = await client.get(f"http://{admin}/stats/workers")
+        assert r.status_code == 200
+        workers: list[dict[str, Any]] = r.json()
+        return workers
+
+
+async def _counter(admin: Address, name: str) -> int:
+    async with httpx.AsyncClient() as client:
+        r = await client.get(f"http://{admin}/stats", params={"filter": f"^{name}$"})
+        value: int = r.json()["counters"][name]
+        return value
+
+
+async def _get_many(web: Address, count: int, path: str = "/") -> list[httpx.Response]:
+    answers: list[httpx.Response] = []
+
+    async def one(client: httpx.AsyncClient) -> None:
+        answers.append(await client.get(f"http://{web}{path}"))
+
+    async with httpx.AsyncClient(limits=FRESH) as client:
+        for _ in range(count // 10):
+            async with trio.open_nursery() as nursery:
+                for _ in range(10):
+                    nursery.start_soon(one, client)
+    return answers
+
+
+async def test_counters_are_exact_over_the_workers(
+    start_upstream: StartUpstream, tmp_path: Path
+) -> None:
+    upstream = await start_upstream("u1")
+    config = _write(tmp_path, simple_config({"api": [upstream]}))
+    async with gateway_process(config, workers=2) as gateway:
+        web, admin = gateway.listeners["web"], gateway.admin
+        answers = await _get_many(web, 300)
+        assert [r.status_code for r in answers] == [200] * 300
+        workers = await _workers(admin)
+        assert [w["index"] for w in workers] == [0, 1]
+        assert len({w["pid"] for w in workers}) == 2
+        assert gateway.process.pid not in {w["pid"] for w in workers}
+        # both served (the kernel spread 300 connections), and their shares add up
+        shares = [w["downstream_rq_total"] for w in workers]
+        assert all(share > 0 for share in shares), shares
+        assert sum(shares) == 300
+        async with httpx.AsyncClient() as client:
+            stats = (await client.get(f"http://{admin}/stats")).json()
+            prometheus = (await client.get(f"http://{admin}/stats/prometheus")).text
+            clusters = (await client.get(f"http://{admin}/stats/clusters")).json()
+        assert stats["counters"]["listener.web.downstream_rq_total"] == 300
+        assert stats["counters"]["listener.web.downstream_rq_2xx"] == 300
+        assert stats["counters"]["listener.web.downstream_cx_total"] == 300
+        assert stats["counters"]["cluster.api.upstream_rq_total"] == 300
+        assert stats["counters"][f"cluster.api.endpoint.{upstream}.rq_total"] == 300
+        assert stats["histograms"]["listener.web.downstream_rq_time"]["count"] == 300
+        assert stats["histograms"]["cluster.api.upstream_rq_time"]["count"] == 300
+        assert 'triogate_listener_downstream_rq_total{listener="web"} 300\n' in prometheus
+        assert (
+            'triogate_listener_downstream_rq_xx{listener="web",response_code_class="2xx"}'
+            " 300\n" in prometheus
+        )
+        assert clusters["api"]["upstream_rq_total"] == 300
+        assert clusters["api"]["endpoints"][0]["rq_total"] == 300
+        # a reset reaches every worker
+        async with httpx.AsyncClient() as client:
+            r = await client.post(f"http://{admin}/stats/reset", json={})
+            assert r.status_code == 200
+        assert await _counter(admin, "listener.web.downstream_rq_total") == 0
+        assert [w["downstream_rq_total"] for w in await _workers(admin)] == [0, 0]
+
+
+async def test_an_acknowledged_write_holds_on_every_worker(
+    start_upstream: StartUpstream, tmp_path: Path
+) -> None:
+    u1, u2 = await start_upstream("u1"), await start_upstream("u2")
+    config = _write(tmp_path, simple_config({"one": [u1], "two": [u2]}))
+    async with gateway_process(config, workers=2) as gateway:
+        web, admin = gateway.listeners["web"], gateway.admin
+        async with httpx.AsyncClient() as client:
+            for target, version in (("two", 2), ("one", 3), ("two", 4)):
+                route = {"match": {"prefix": "/"}, "cluster": target}
+                r = await client.put(f"http://{admin}/listeners/web/routes/0", json=route)
+                assert r.status_code == 200, r.text
+                # acknowledged: every worker has it, so every new request sees it
+                answers = await _get_many(web, 40)
+                upstream = "u2" if target == "two" else "u1"
+                assert {r.headers["x-upstream"] for r in answers} == {upstream}
+                assert [w["version"] for w in await _workers(admin)] == [version, version]
+
+
+async def test_a_refused_write_leaves_every_worker_as_it_was(
+    start_upstream: StartUpstream, tmp_path: Path
+) -> None:
+    upstream = await start_upstream("u1")
+    config = _write(tmp_path, simple_config({"api": [upstream]}))
+    taken = socket.socket()  # a port held without SO_REUSEPORT: no one else may bind it
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        async with gateway_process(config, workers=2) as gateway:
+            admin = gateway.admin
+            async with httpx.AsyncClient() as client:
+                second = {
+                    "name": "second",
+                    "address": f"127.0.0.1:{taken.getsockname()[1]}",
+                    "routes": [{"match": {"prefix": "/"}, "cluster": "api"}],
+                }
+                r = await client.post(f"http://{admin}/listeners", json=second)
+                assert r.status_code == 422
+                assert "listeners[1].address" in r.text
+                assert (await client.get(f"http://{admin}/config")).json()["version"] == 1
+            assert [w["version"] for w in await _workers(admin)] == [1, 1]
+            answers = await _get_many(gateway.listeners["web"], 20)
+            assert [r.status_code for r in answers] == [200] * 20
+    finally:
+        taken.close()
+
+
+async def test_registered_instances_reach_the_workers(
+    start_upstream: StartUpstream, tmp_path: Path
+) -> None:
+    upstream = await start_upstream("registered")
+    data = simple_config({"api": []})
+    data["clusters"] = [{"name": "api", "discovery": {"type": "registry"}}]
+    config = _write(tmp_path, data)
+    async with gateway_process(config, workers=2) as gateway:
+        web, admin = gateway.listeners["web"], gateway.admin
+        answers = await _get_many(web, 10)
+        assert {r.status_code for r in answers} == {503}  # no instance yet
+        async with httpx.AsyncClient() as client:
+            r = await client.post(
+                f"http://{admin}/clusters/api/endpoints", json={"address": str(upstream)}
+            )
+            assert r.status_code == 201, r.text
+
+        async def every_worker_has_it() -> bool:
+            answers = await _get_many(web, 20)
+            return {r.status_code for r in answers} == {200}
+
+        # members reach the workers right after the registration (not with a write)
+        await wait_until(every_worker_has_it)
+        answers = await _get_many(web, 40)
+        assert {r.headers["x-upstream"] for r in answers} == {"registered"}
+
+
+async def test_a_killed_worker_costs_only_its_requests_in_flight(
+    start_held_upstream: StartHeldUpstream, tmp_path: Path
+) -> None:
+    upstream = await start_held_upstream("held")
+    config = _write(tmp_path, simple_config({"held": [upstream.address]}))
+    async with gateway_process(config, workers=2) as gateway:
+        web, admin = gateway.listeners["web"], gateway.admin
+        statuses: list[int | None] = []
+
+        async def held_request() -> None:
+            async with httpx.AsyncClient(limits=FRESH, timeout=10) as client:
+                try:
+                    statuses.append((await client.get(f"http://{web}/")).status_code)
+                except httpx.TransportError:
+                    statuses.append(None)  # the connection died with its worker
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(20):
+                nursery.start_soon(held_request)
+            await upstream.wait_received(20)
+            workers = await _workers(admin)
+            in_flight = [w["downstream_cx_active"] for w in workers]
+            assert sum(in_flight) == 20
+            victim = workers[0]
+            os.kill(victim["pid"], signal.SIGKILL)
+
+            async def restarted() -> bool:
+                now = await _workers(admin)
+                return now[0]["restarts"] == 1 and now[0]["pid"] not in (None, victim["pid"])
+
+            await wait_until(restarted, within=15)
+            upstream.release()
+        # exactly the dead worker's requests failed; the other worker's all finished
+        assert statuses.count(None) == in_flight[0]
+        assert statuses.count(200) == 20 - in_flight[0]
+        # and the restarted worker serves again, with the config in force
+        answers = await _get_many(web, 40)
+        assert [r.status_code for r in answers] == [200] * 40
+        shares = [w["downstream_rq_total"] for w in await _workers(admin)]
+        assert all(share > 0 for share in shares), shares
+
+
+async def test_sigterm_drains_every_worker(
+    start_held_upstream: StartHeldUpstream, tmp_path: Path
+) -> None:
+    upstream = await start_held_upstream("held")
+    config = _write(tmp_path, simple_config({"held": [upstream.address]}))
+    async with gateway_process(config, workers=2) as gateway:
+        web = gateway.listeners["web"]
+        pids = [w["pid"] for w in await _workers(gateway.admin)]
+        statuses: list[int] = []
+
+        async def held_request() -> None:
+            async with httpx.AsyncClient(limits=FRESH, timeout=10) as client:
+                statuses.append((await client.get(f"http://{web}/")).status_code)
+
+        async def refused() -> bool:
+            try:
+                stream = await trio.open_tcp_stream(web.host, web.port)
+            except OSError:
+                return True
+            await stream.aclose()
+            return False
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(10):
+                nursery.start_soon(held_request)
+            await upstream.wait_received(10)
+            gateway.process.send_signal(signal.SIGTERM)
+            await gateway.wait_for("draining for up to")
+            await wait_until(refused)  # no worker accepts any more
+            assert statuses == []
+            upstream.release()
+        assert statuses == [200] * 10
+        with trio.fail_after(10):
+            assert await gateway.process.wait() == 0
+        for pid in pids:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+
+
+def test_a_listener_that_cannot_be_bound_stops_the_start_in_one_line(tmp_path: Path) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        data = simple_config({"api": [Address("127.0.0.1", 1)]})
+        data["listeners"][0]["address"] = f"127.0.0.1:{taken.getsockname()[1]}"
+        config = _write(tmp_path, data)
+        run = subprocess.run(
+            [*RUN, "--workers", "2", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        taken.close()
+    assert run.returncode == 1
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert "cannot bind" in lines[0] and "'web'" in lines[0]
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "many"])
+def test_a_bad_worker_count_is_refused(tmp_path: Path, value: str) -> None:
+    config = _write(tmp_path, simple_config({"api": [Address("127.0.0.1", 1)]}))
+    run = subprocess.run(
+        [*RUN, "--workers", value, str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert "--workers" in run.stderr
