@@ -7,18 +7,22 @@ One run, all on loopback:
    production; ``--no-state`` to leave that out);
 2. **propagation**: ``--writes`` times (default 1,000), sets the route's split all on the
    other upstream with ``PUT /listeners/web/routes/main/split``, and from the moment the
-   write is acknowledged sends requests on a warm keep-alive connection until one is
-   served by the new upstream. Reported: time from the acknowledgement to the first
-   request served under the new version (p50/p99; it includes that request's own round
-   trip), how many requests after an acknowledgement still saw the old version (the
-   control plane swaps the data plane before it acknowledges, so this should be 0), and
-   the write latency itself;
+   write is acknowledged sends requests on each of ``--connections`` warm keep-alive
+   connections (spread over the workers by the kernel) until one is served by the new
+   upstream. Reported: the write latency itself, which is write-to-applied (a write is
+   acknowledged once every worker has applied it), the time from the acknowledgement
+   to the first request served under the new version (p50/p99; it includes that
+   request's own round trip), and how many requests after an acknowledgement still saw
+   the old version (this should be 0);
 3. **flipping**: for ``--flip-seconds``, flips the split as fast as writes go while
    ``--clients`` clients send a steady stream of requests; reports failed requests.
 
 It asserts nothing and is not part of the test suite; the figures are printed.
 
-Run: ``.venv/bin/python bench/bench_admin.py [--writes 1000] [--flip-seconds 5] [--no-state]``.
+Each of ``--workers`` (default ``1 2``) is one gateway, measured in turn in the same run.
+
+Run: ``.venv/bin/python bench/bench_admin.py [--writes 1000] [--flip-seconds 5] [--no-state]
+[--workers 1 2]``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import httpx
@@ -75,8 +80,12 @@ async def read_until(stdout: trio.abc.ReceiveStream, pattern: str, seen: list[st
             seen += [line.decode() for line in lines]
 
 
-async def propagation(admin: httpx.AsyncClient, web: httpx.AsyncClient, writes: int) -> None:
+async def propagation(
+    admin: httpx.AsyncClient, webs: list[httpx.AsyncClient], writes: int
+) -> dict[str, float]:
+    """``writes`` split flips; each acknowledged one is checked on every warm connection."""
     to_first: list[float] = []
+    to_all: list[float] = []
     write_time: list[float] = []
     stale = 0
     for n in range(writes):
@@ -87,23 +96,37 @@ async def propagation(admin: httpx.AsyncClient, web: httpx.AsyncClient, writes: 
         acked = trio.current_time()
         r.raise_for_status()
         write_time.append(acked - sent)
-        while True:
-            served = await web.get("/")
-            if served.headers["x-upstream"] == target:
-                to_first.append(trio.current_time() - acked)
-                break
-            stale += 1
-    print(f"propagation over {writes} writes:")
+        for i, web in enumerate(webs):
+            while True:
+                served = await web.get("/")
+                if served.headers["x-upstream"] == target:
+                    if i == 0:
+                        to_first.append(trio.current_time() - acked)
+                    break
+                stale += 1
+        to_all.append(trio.current_time() - acked)
+    print(f"propagation over {writes} writes, checked on {len(webs)} warm connections:")
+    print(
+        f"  write -> applied on every worker, acknowledged (PUT split, validated, applied, "
+        f"persisted): p50 {ms(statistics.median(write_time))}, "
+        f"p99 {ms(percentile(write_time, 99))}"
+    )
     print(
         f"  acknowledged write -> first request served under the new version: "
         f"p50 {ms(statistics.median(to_first))}, p99 {ms(percentile(to_first, 99))}, "
         f"max {ms(max(to_first))}"
     )
-    print(f"  requests after an acknowledgement that saw the old version: {stale}")
     print(
-        f"  write latency (PUT split, validated, applied, persisted): "
-        f"p50 {ms(statistics.median(write_time))}, p99 {ms(percentile(write_time, 99))}"
+        f"  acknowledged write -> one request on each connection served under it: "
+        f"p50 {ms(statistics.median(to_all))}, p99 {ms(percentile(to_all, 99))}"
     )
+    print(f"  requests after an acknowledgement that saw the old version: {stale}")
+    return {
+        "write_p50": statistics.median(write_time),
+        "write_p99": percentile(write_time, 99),
+        "first_p99": percentile(to_first, 99),
+        "stale": stale,
+    }
 
 
 async def flipping(admin: httpx.AsyncClient, web_url: str, seconds: float, clients: int) -> None:
@@ -136,37 +159,63 @@ async def flipping(admin: httpx.AsyncClient, web_url: str, seconds: float, clien
     )
 
 
+async def run_one(args: argparse.Namespace, workers: int, a: object, b: object) -> dict[str, float]:
+    """One gateway with ``workers`` worker processes: propagation, then flipping."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "bench.yaml"
+        config.write_text(CONFIG.format(a=a, b=b))
+        state = ["--no-state"] if args.no_state else ["--state-file", f"{config}.state.json"]
+        count = ["--workers", str(workers)]
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "triogate.cli", "run", str(config), *state, *count],
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        try:
+            assert process.stdout is not None
+            seen: list[str] = []
+            web_url = await read_until(process.stdout, r"listener web: http://(\S+)", seen)
+            admin_url = await read_until(process.stdout, r"admin API: (http://\S+?)/?$", seen)
+            print(f"\n== {workers} worker(s): triogate pid {process.pid}: {', '.join(seen)}")
+            async with AsyncExitStack() as stack:
+                admin = await stack.enter_async_context(httpx.AsyncClient(base_url=admin_url))
+                webs = [
+                    await stack.enter_async_context(
+                        httpx.AsyncClient(
+                            base_url=f"http://{web_url}", limits=httpx.Limits(max_connections=1)
+                        )
+                    )
+                    for _ in range(args.connections)
+                ]
+                for web in webs:
+                    await web.get("/")  # one warm keep-alive connection each
+                if workers > 1:
+                    spread = (await admin.get("/stats/workers")).json()
+                    print(
+                        "  connections per worker: "
+                        + ", ".join(str(w["downstream_cx_active"]) for w in spread)
+                    )
+                figures = await propagation(admin, webs, args.writes)
+                if args.flip_seconds > 0:
+                    await flipping(admin, f"http://{web_url}", args.flip_seconds, args.clients)
+                return figures
+        finally:
+            process.kill()
+            await process.wait()
+
+
 async def main(args: argparse.Namespace) -> None:
     async with trio.open_nursery() as nursery:
         a = await nursery.start(serve_demo_upstream, "a")
         b = await nursery.start(serve_demo_upstream, "b")
-        with tempfile.TemporaryDirectory() as tmp:
-            config = Path(tmp) / "bench.yaml"
-            config.write_text(CONFIG.format(a=a, b=b))
-            state = ["--no-state"] if args.no_state else ["--state-file", f"{config}.state.json"]
-            process = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "gateway.cli", "run", str(config), *state],
-                stdout=subprocess.PIPE,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-            try:
-                assert process.stdout is not None
-                seen: list[str] = []
-                web_url = await read_until(process.stdout, r"listener web: http://(\S+)", seen)
-                admin_url = await read_until(process.stdout, r"admin API: (http://\S+?)/?$", seen)
-                print(f"triogate pid {process.pid}: {', '.join(seen)}")
-                async with (
-                    httpx.AsyncClient(base_url=admin_url) as admin,
-                    httpx.AsyncClient(base_url=f"http://{web_url}") as web,
-                ):
-                    await web.get("/")  # warm the keep-alive connections
-                    await propagation(admin, web, args.writes)
-                    if args.flip_seconds > 0:
-                        await flipping(admin, f"http://{web_url}", args.flip_seconds, args.clients)
-            finally:
-                process.kill()
-                await process.wait()
+        results = {n: await run_one(args, n, a, b) for n in args.workers}
         nursery.cancel_scope.cancel()
+    print("\nworkers  write->applied p50   p99     ack->first request p99   stale")
+    for n, f in results.items():
+        print(
+            f"{n:>7}  {ms(f['write_p50']):>12} {ms(f['write_p99']):>10}"
+            f" {ms(f['first_p99']):>20}   {f['stale']:>5.0f}"
+        )
 
 
 if __name__ == "__main__":
@@ -174,5 +223,15 @@ if __name__ == "__main__":
     parser.add_argument("--writes", type=int, default=1000)
     parser.add_argument("--flip-seconds", type=float, default=5.0)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument(
+        "--connections", type=int, default=8, help="warm connections each write is checked on"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="worker counts to measure in turn (default: 1 2)",
+    )
     parser.add_argument("--no-state", action="store_true", help="do not persist writes")
     trio.run(main, parser.parse_args())

@@ -74,6 +74,8 @@ class Variant:
     tree: Path
     #: extra YAML lines under the listener
     listener_yaml: str
+    #: extra arguments of ``triogate run`` (``--workers 2``)
+    run_args: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -85,10 +87,26 @@ class Round:
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    # after the command name: state is field 3, utime field 14, stime field 15
-    return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
+    """utime + stime of a process and of its live descendants (worker processes), in seconds."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # after the command name: state is field 3, ppid 4, utime 14, stime 15
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # exited meanwhile
+        child = int(stat.parent.name)
+        parents[child] = int(fields[1])
+        times[child] = (int(fields[11]) + int(fields[12])) / TICKS_PER_S
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return sum(times.get(p, 0.0) for p in tree)
 
 
 def baseline_ref() -> str:
@@ -132,7 +150,7 @@ def start_gateway(
     # moved from gateway/cli.py to triogate/cli.py
     cli = "triogate.cli" if (variant.tree / "triogate" / "cli.py").exists() else "gateway.cli"
     boot = f"import sys; sys.path.insert(0, {str(variant.tree)!r}); from {cli} import main; main()"
-    argv = [sys.executable, "-c", boot, "run", "--no-state", str(config)]
+    argv = [sys.executable, "-c", boot, "run", "--no-state", *variant.run_args, str(config)]
     servers.start(variant.name, argv, port, cpus)
     proc = servers._procs[-1][1]
     return port, proc.pid
@@ -218,6 +236,7 @@ def run_and_report(
     args: argparse.Namespace,
     prefix: str,
     make_variants: Callable[[Path], tuple[list[Variant], dict[str, str]]],
+    cores: CorePlan | None = None,
 ) -> int:
     """Run the variants ``make_variants(tmp)`` returns (with, per variant, the variant it
     is compared with) under ``add_round_options``' options, and print the report."""
@@ -235,6 +254,7 @@ def run_and_report(
             duration=args.duration,
             rounds=args.rounds,
             builtin_upstream=args.builtin_upstream,
+            cores=cores,
         )
         logged = count_logged(tmp, variants)
     print(report(rounds, running, logged, against))
@@ -253,13 +273,15 @@ def run_rounds(
     duration: int,
     rounds: int,
     builtin_upstream: bool,
+    cores: CorePlan | None = None,
 ) -> tuple[list[Round], list[str]]:
     """Start every variant's gateway, then load them in turns; returns (rounds, names run).
 
     Variants take turns (A B C C B A ...) so drift on the machine spreads over all of
-    them; a variant that does not start is reported and left out.
+    them; a variant that does not start is reported and left out. ``cores``: where the
+    gateways and the load run (default: ``CorePlan.for_machine()``).
     """
-    cores = CorePlan.for_machine()
+    cores = cores or CorePlan.for_machine()
     print(f"pinning: {cores.describe()}")
     if os.getloadavg()[0] > 0.5:
         print(f"note: load average {os.getloadavg()[0]:.2f}: figures will be noisy")

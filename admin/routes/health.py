@@ -2,7 +2,8 @@
 
 ``/status`` is the runtime side the config does not show: bound listener addresses and
 each endpoint's live state (taking requests or not, requests in flight, pooled
-connections), read from the snapshots the actors publish.
+connections), read from the snapshots the actors publish and the stats' gauges (with
+worker processes, the sums of the workers').
 """
 
 from __future__ import annotations
@@ -107,11 +108,16 @@ class Status(BaseModel):
 
 @router.get("/status", response_model=Status, responses=responses(*GUARDED))
 async def status(request: Request) -> dict[str, Any]:
-    control = gateway_of(request).control
+    gateway = gateway_of(request)
+    control = gateway.control
+    # the load figures are the stats' gauges: with workers, the sums of theirs
+    stats = await gateway.refresh_stats()
+    stats.refresh_gauges()
     clusters: dict[str, Any] = {}
     for name, handle in control.clusters.items():
         snapshot = handle.snapshot
         serving = {id(rt) for rt in snapshot.endpoints}
+        cluster_stats = stats.cluster(name)
         clusters[name] = {
             "endpoints": [
                 {
@@ -119,9 +125,9 @@ async def status(request: Request) -> dict[str, Any]:
                     "state": rt.config.state,
                     "weight": rt.config.weight,
                     "serving": id(rt) in serving,
-                    "active_requests": rt.active,
-                    "open_connections": rt.pool.open,
-                    "idle_connections": rt.pool.idle,
+                    "active_requests": cluster_stats.endpoint(rt.key).rq_active,
+                    "open_connections": cluster_stats.endpoint(rt.key).cx_active,
+                    "idle_connections": cluster_stats.endpoint(rt.key).cx_idle,
                 }
                 for rt in snapshot.all_endpoints
             ]

@@ -38,11 +38,13 @@ import os
 import socket
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
 import trio
 
+import gateway
 from gateway.config import Address, Config, Discovery, Endpoint, Listener
 from gateway.errors import ChangeFailed, GatewayError
 from gateway.observe.stats import ListenerStats
@@ -308,7 +310,7 @@ class _PoolActor:
             # a session of its own: a terminal's Ctrl-C reaches the primary only, which
             # drains the workers itself
             process = await trio.lowlevel.open_process(
-                argv, pass_fds=(theirs.fileno(),), start_new_session=True
+                argv, pass_fds=(theirs.fileno(),), start_new_session=True, env=_worker_env()
             )
         finally:
             theirs.close()
@@ -421,6 +423,14 @@ class _PoolActor:
         for worker in self.workers:
             if worker.process is not None:
                 _kill(worker.process)
+
+
+def _worker_env() -> dict[str, str]:
+    """The environment of a worker: ours, with this very ``gateway`` package found first
+    (the primary may run from a source tree that is not the installed one)."""
+    root = str(Path(gateway.__file__).resolve().parent.parent)
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{path}" if path else root}
 
 
 def _kill(process: trio.Process) -> None:

@@ -210,6 +210,11 @@ async def test_a_killed_worker_costs_only_its_requests_in_flight(
             workers = await _workers(admin)
             in_flight = [w["downstream_cx_active"] for w in workers]
             assert sum(in_flight) == 20
+            async with httpx.AsyncClient() as client:
+                status = (await client.get(f"http://{admin}/status")).json()
+            assert status["listeners"]["web"]["connections"] == 20
+            [endpoint] = status["clusters"]["held"]["endpoints"]
+            assert endpoint["active_requests"] == endpoint["open_connections"] == 20
             victim = workers[0]
             os.kill(victim["pid"], signal.SIGKILL)
 

@@ -132,6 +132,7 @@ class StatsRegistry:
                 connecting = rt.pool.connecting
                 es.rq_active = max(rt.active - connecting, 0)
                 es.cx_active = rt.pool.open
+                es.cx_idle = rt.pool.idle
                 cx += rt.pool.open
                 rq += es.rq_active
                 pending += connecting

@@ -204,9 +204,11 @@ class EndpointStats(Scope):
     rq_timeout: int = counter()
     cx_total: int = counter()
     cx_connect_fail: int = counter()
-    #: refreshed when read, from the endpoint's runtime
+    #: refreshed when read, from the endpoint's runtime: requests in flight (connected),
+    #: open connections, and of those the idle ones in the pool
     rq_active: int = gauge()
     cx_active: int = gauge()
+    cx_idle: int = gauge()
 
     def frame_values(self) -> tuple[int, ...]:
         return (self.rq_total, self.rq_error)

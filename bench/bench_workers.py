@@ -1,0 +1,80 @@
+"""What worker processes cost and give: requests/s and CPU per request per worker count.
+
+The method of ``bench_observability.py`` (whose functions this reuses): one upstream
+(nginx, else ``bench/upstream.py``), one gateway per worker count (``triogate run
+--workers N``, this tree, default listener config), each loaded in turn by ``wrk -t1
+-c50`` for ``--rounds`` interleaved rounds. CPU per request is the utime + stime of the
+whole process tree (the primary and its workers) over each wrk run, divided by the
+requests served.
+
+Two questions, two ways to run it:
+
+- **Does a worker add cost per request?** Pin every gateway to the same cores as one
+  worker count's (default on this 2-core machine: the proxy's core 0, wrk and the
+  upstream on core 1). With N workers sharing one core, CPU per request should stay
+  within a few percent of one worker: nothing crosses a process per request, and
+  only the primary's once-a-second stats pull is added. Requests/s are then the same
+  core's, so they say nothing about scaling.
+- **How far does it scale?** On a machine with more cores, ``--proxy-cores K`` gives
+  the gateways K cores (wrk and the upstream get the rest): requests/s per worker count
+  then show the scaling, with CPU per request beside it.
+
+It asserts nothing and never runs in CI; run it on an otherwise idle machine.
+
+Run: ``.venv/bin/python bench/bench_workers.py [--workers 1 2] [--proxy-cores 1]
+[--duration 4] [--rounds 3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_observability import Variant, add_round_options, run_and_report
+from run_bench import REPO_ROOT, CorePlan
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_round_options(parser)
+    parser.add_argument(
+        "--workers",
+        nargs="+",
+        default=["1", "2"],
+        help="worker counts, one gateway each (default: 1 2; 'auto' is one per core)",
+    )
+    parser.add_argument(
+        "--proxy-cores",
+        type=int,
+        default=1,
+        help="cores the gateways are pinned to; wrk and the upstream get the others",
+    )
+    return parser.parse_args(argv)
+
+
+def core_plan(proxy_cores: int) -> CorePlan:
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) <= proxy_cores:
+        return CorePlan(proxy=None, load=None)
+    return CorePlan(proxy=frozenset(cores[:proxy_cores]), load=frozenset(cores[proxy_cores:]))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def variants(tmp: Path) -> tuple[list[Variant], dict[str, str]]:
+        found = [Variant(f"workers={n}", REPO_ROOT, "", ("--workers", n)) for n in args.workers]
+        first = found[0].name
+        return found, {v.name: first for v in found if v.name != first}
+
+    return run_and_report(
+        args, "triogate-workers-bench-", variants, cores=core_plan(args.proxy_cores)
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
