@@ -1,7 +1,7 @@
 """The composition root: builds the supervision tree for one gateway process.
 
     root supervisor (one-for-one)
-    ├── control plane actor ── workers supervisor
+    ├── control plane actor ── actors supervisor
     │                          ├── cluster actors   (one per cluster)
     │                          └── listener actors  (one per listener, connections inside)
     ├── stats ticker (windows and time series of the stats registry, once a second)

@@ -1,7 +1,7 @@
 """The control plane actor: the only writer of the running config and the data plane.
 
 Theory of operation: the actor's task holds the running ``Config`` and the handles of
-the cluster and listener actors it started (under its own ``workers`` supervisor).
+the cluster and listener actors it started (under its own ``actors`` supervisor).
 After each message it publishes an immutable ``RuntimeView`` on its handle, which is
 all the admin API reads. A change arrives as ``ApplyChange(change, if_match)``, where
 ``change`` is a pure function from the current config to the next; the actor runs it,
@@ -189,14 +189,14 @@ class ControlPlane:
 async def run_control_plane(
     control: ControlPlane, *, task_status: trio.TaskStatus[ControlPlane] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """The control plane actor; owns the workers supervisor (clusters and listeners)."""
+    """The control plane actor; owns the actors supervisor (clusters and listeners)."""
     async with trio.open_nursery() as nursery:
-        workers: SupervisorHandle = await nursery.start(
-            lambda task_status: run_supervisor([], name="workers", task_status=task_status)
+        actors: SupervisorHandle = await nursery.start(
+            lambda task_status: run_supervisor([], name="actors", task_status=task_status)
         )
         if control.workers is not None:
             await nursery.start(run_worker_pool, control.workers)
-        actor = _ControlActor(control, workers)
+        actor = _ControlActor(control, actors)
         # a restarted control plane rebuilds the running parts from the config it held
         await actor.start()
         task_status.started(control)
@@ -216,9 +216,9 @@ async def run_control_plane(
 class _ControlActor:
     """The control plane's state; only its own task calls it."""
 
-    def __init__(self, control: ControlPlane, workers: SupervisorHandle) -> None:
+    def __init__(self, control: ControlPlane, actors: SupervisorHandle) -> None:
         self.control = control
-        self.workers = workers
+        self.actors = actors
         self.stats = control.stats
         self.config = Config()
         self.listeners: dict[str, ListenerHandle] = {}
@@ -360,7 +360,7 @@ class _ControlActor:
             before = old.cluster(cluster.name)
             if cluster.name not in self.clusters:
                 handle = ClusterHandle(cluster, self.control.inbox if self.pool else None)
-                await self.workers.start_child(_cluster_child(handle))
+                await self.actors.start_child(_cluster_child(handle))
                 self.clusters[cluster.name] = handle
                 self.stats.track_cluster(handle)
                 undo.append(self._removal_of_cluster(cluster.name))
@@ -474,7 +474,7 @@ class _ControlActor:
         self._serial += 1
         child = f"listener:{config.name}#{self._serial}"
         try:
-            await self.workers.start_child(_listener_child(handle, child))
+            await self.actors.start_child(_listener_child(handle, child))
         except BaseException:
             close_sockets(sockets)
             raise
@@ -482,7 +482,7 @@ class _ControlActor:
 
         async def stop() -> None:
             del self.listeners[config.name]
-            await self.workers.stop_child(child)
+            await self.actors.stop_child(child)
 
         undo.append(stop)
 
@@ -490,8 +490,8 @@ class _ControlActor:
         async def remove() -> None:
             handle = self.clusters.pop(name)
             self.stats.forget_cluster(name)
-            if f"cluster:{name}" in self.workers:
-                await self.workers.stop_child(f"cluster:{name}")
+            if f"cluster:{name}" in self.actors:
+                await self.actors.stop_child(f"cluster:{name}")
             for state in handle.snapshot.all_endpoints:
                 state.pool.drain()
 
