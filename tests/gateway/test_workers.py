@@ -306,3 +306,65 @@ def test_a_bad_worker_count_is_refused(tmp_path: Path, value: str) -> None:
     )
     assert run.returncode == 2
     assert "--workers" in run.stderr
+
+
+async def test_listeners_added_and_moved_at_runtime_are_served_by_every_worker(
+    start_upstream: StartUpstream, tmp_path: Path
+) -> None:
+    upstream = await start_upstream("u1")
+    config = _write(tmp_path, simple_config({"api": [upstream]}))
+    async with gateway_process(config, workers=2) as gateway:
+        admin = gateway.admin
+        second = {
+            "name": "second",
+            "address": "127.0.0.1:0",
+            "routes": [{"match": {"prefix": "/"}, "cluster": "api"}],
+        }
+        async with httpx.AsyncClient() as client:
+            r = await client.post(f"http://{admin}/listeners", json=second)
+            assert r.status_code == 201, r.text
+            status = (await client.get(f"http://{admin}/status")).json()
+        added = Address.parse(status["listeners"]["second"]["address"])
+        assert added.port != 0  # port 0 resolved once, by the primary, for every worker
+        answers = await _get_many(added, 60)
+        assert [r.status_code for r in answers] == [200] * 60
+        shares = [w["downstream_rq_total"] for w in await _workers(admin)]
+        assert all(share > 0 for share in shares), shares
+        # the first listener moves to another address (127.0.0.2 is loopback too): the
+        # old one is let go by every worker
+        old = gateway.listeners["web"]
+        async with httpx.AsyncClient() as client:
+            r = await client.patch(f"http://{admin}/listeners/web", json={"address": "127.0.0.2:0"})
+            assert r.status_code == 200, r.text
+            status = (await client.get(f"http://{admin}/status")).json()
+        moved = Address.parse(status["listeners"]["web"]["address"])
+        assert moved.host == "127.0.0.2" and moved.port != 0
+        answers = await _get_many(moved, 20)
+        assert [r.status_code for r in answers] == [200] * 20
+        with pytest.raises(OSError):
+            await trio.open_tcp_stream(old.host, old.port)
+
+
+async def test_workers_stop_when_the_primary_is_killed(
+    start_upstream: StartUpstream, tmp_path: Path
+) -> None:
+    upstream = await start_upstream("u1")
+    config = _write(tmp_path, simple_config({"api": [upstream]}))
+    async with gateway_process(config, workers=2) as gateway:
+        pids = [w["pid"] for w in await _workers(gateway.admin)]
+        gateway.process.kill()
+        await gateway.process.wait()
+
+        def all_gone() -> bool:
+            for pid in pids:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    continue
+                # a zombie has exited: only its parent (gone) would reap it
+                state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+                if state != "Z":
+                    return False
+            return True
+
+        await wait_until(all_gone, within=10)
