@@ -88,6 +88,16 @@ async def wait_until(predicate: Callable[[], T | Awaitable[T]], *, within: float
     raise AssertionError(f"{name} did not come true within {within} s")
 
 
+async def refuses_connections(address: Address) -> bool:
+    """Whether a connect to ``address`` is refused now (nothing listens there)."""
+    try:
+        stream = await trio.open_tcp_stream(address.host, address.port)
+    except OSError:
+        return True
+    await stream.aclose()
+    return False
+
+
 @attrs.define(eq=False)
 class GatewayProcess:
     """``triogate run`` as a child process: what it printed so far, and where it listens."""

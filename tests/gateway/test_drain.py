@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from tests.conftest import StartHeldUpstream, gateway_process, wait_until
+from tests.conftest import StartHeldUpstream, gateway_process, refuses_connections, wait_until
 
 
 async def test_sigterm_lets_the_request_in_flight_finish(
@@ -37,21 +37,13 @@ clusters:
                 r = await client.get(f"http://{web}/")
                 result["status"] = r.status_code
 
-        async def refused() -> bool:
-            try:
-                stream = await trio.open_tcp_stream(web.host, web.port)
-            except OSError:
-                return True
-            await stream.aclose()
-            return False
-
         async with trio.open_nursery() as nursery:
             nursery.start_soon(slow_request)
             await upstream.wait_received()  # the request is in flight, held there
             gateway.process.send_signal(signal.SIGTERM)
             await gateway.wait_for("draining for up to")
             # no new connections once draining, while the request in flight is still open
-            await wait_until(refused)
+            await wait_until(lambda: refuses_connections(web))
             assert "status" not in result
             upstream.release()
         assert result["status"] == 200

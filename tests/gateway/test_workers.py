@@ -14,6 +14,8 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +25,11 @@ import trio
 
 from gateway.config import Address
 from tests.conftest import (
+    GatewayProcess,
     StartHeldUpstream,
     StartUpstream,
     gateway_process,
+    refuses_connections,
     simple_config,
     wait_until,
 )
@@ -39,6 +43,17 @@ def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
     path = tmp_path / "gw.json"
     path.write_text(json.dumps(data))
     return path
+
+
+@asynccontextmanager
+async def _two_workers(
+    start_upstream: StartUpstream, tmp_path: Path
+) -> AsyncIterator[GatewayProcess]:
+    """A gateway with two workers in front of one upstream, ``u1``, in cluster ``api``."""
+    upstream = await start_upstream("u1")
+    config = _write(tmp_path, simple_config({"api": [upstream]}))
+    async with gateway_process(config, workers=2) as gateway:
+        yield gateway
 
 
 async def _workers(admin: Address) -> list[dict[str, Any]]:
@@ -248,21 +263,13 @@ async def test_sigterm_drains_every_worker(
             async with httpx.AsyncClient(limits=FRESH, timeout=10) as client:
                 statuses.append((await client.get(f"http://{web}/")).status_code)
 
-        async def refused() -> bool:
-            try:
-                stream = await trio.open_tcp_stream(web.host, web.port)
-            except OSError:
-                return True
-            await stream.aclose()
-            return False
-
         async with trio.open_nursery() as nursery:
             for _ in range(10):
                 nursery.start_soon(held_request)
             await upstream.wait_received(10)
             gateway.process.send_signal(signal.SIGTERM)
             await gateway.wait_for("draining for up to")
-            await wait_until(refused)  # no worker accepts any more
+            await wait_until(lambda: refuses_connections(web))  # no worker accepts any more
             assert statuses == []
             upstream.release()
         assert statuses == [200] * 10
@@ -311,9 +318,7 @@ def test_a_bad_worker_count_is_refused(tmp_path: Path, value: str) -> None:
 async def test_listeners_added_and_moved_at_runtime_are_served_by_every_worker(
     start_upstream: StartUpstream, tmp_path: Path
 ) -> None:
-    upstream = await start_upstream("u1")
-    config = _write(tmp_path, simple_config({"api": [upstream]}))
-    async with gateway_process(config, workers=2) as gateway:
+    async with _two_workers(start_upstream, tmp_path) as gateway:
         admin = gateway.admin
         second = {
             "name": "second",
@@ -348,9 +353,7 @@ async def test_listeners_added_and_moved_at_runtime_are_served_by_every_worker(
 async def test_workers_stop_when_the_primary_is_killed(
     start_upstream: StartUpstream, tmp_path: Path
 ) -> None:
-    upstream = await start_upstream("u1")
-    config = _write(tmp_path, simple_config({"api": [upstream]}))
-    async with gateway_process(config, workers=2) as gateway:
+    async with _two_workers(start_upstream, tmp_path) as gateway:
         pids = [w["pid"] for w in await _workers(gateway.admin)]
         gateway.process.kill()
         await gateway.process.wait()
