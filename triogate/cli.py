@@ -88,7 +88,11 @@ async def _serve(
             if gateway.admin_address is not None:
                 click.echo(f"admin API: http://{gateway.admin_address}/")
             if on_ready:
-                click.echo(on_ready.format(port=gateway.listener_address("web").port))
+                click.echo(
+                    on_ready.format(
+                        port=gateway.listener_address("web").port, admin=gateway.admin_address
+                    )
+                )
             async for _ in signals:
                 click.echo(
                     f"draining for up to {DRAIN_GRACE:.0f} s (a second signal stops at once)"
@@ -220,7 +224,7 @@ def demo(port: int, admin_port: int) -> None:
                     "  curl -s http://127.0.0.1:{port}/api/hello    # alternates api-1 / api-2\n"
                     "  curl -s http://127.0.0.1:{port}/            # web-1\n"
                     "  curl -s http://127.0.0.1:{port}/api/status/503\n"
-                    f"  curl -s http://127.0.0.1:{admin_port}/config   # the admin API\n"
+                    "  curl -s http://{admin}/config   # the admin API\n"
                     "Ctrl-C to stop."
                 ),
             )
