@@ -86,27 +86,38 @@ class Round:
     errors: int
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process and of its live descendants (worker processes), in seconds."""
-    parents: dict[int, int] = {}
-    times: dict[int, float] = {}
+def _processes() -> dict[int, tuple[int, float]]:
+    """Every process: pid -> (parent pid, utime + stime in seconds)."""
+    found: dict[int, tuple[int, float]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             # after the command name: state is field 3, ppid 4, utime 14, stime 15
             fields = stat.read_text().rpartition(")")[2].split()
         except OSError:
             continue  # exited meanwhile
-        child = int(stat.parent.name)
-        parents[child] = int(fields[1])
-        times[child] = (int(fields[11]) + int(fields[12])) / TICKS_PER_S
-    tree, frontier = {pid}, [pid]
+        cpu = (int(fields[11]) + int(fields[12])) / TICKS_PER_S
+        found[int(stat.parent.name)] = (int(fields[1]), cpu)
+    return found
+
+
+def descendants(pid: int, processes: dict[int, tuple[int, float]] | None = None) -> set[int]:
+    """The live descendants of ``pid`` (a gateway's worker processes)."""
+    processes = _processes() if processes is None else processes
+    tree: set[int] = set()
+    frontier = [pid]
     while frontier:
         parent = frontier.pop()
-        for child, ppid in parents.items():
+        for child, (ppid, _) in processes.items():
             if ppid == parent and child not in tree:
                 tree.add(child)
                 frontier.append(child)
-    return sum(times.get(p, 0.0) for p in tree)
+    return tree
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and of its live descendants (worker processes), in seconds."""
+    processes = _processes()
+    return sum(processes[p][1] for p in {pid} | descendants(pid, processes) if p in processes)
 
 
 def baseline_ref() -> str:

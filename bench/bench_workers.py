@@ -21,21 +21,43 @@ Two questions, two ways to run it:
 
 It asserts nothing and never runs in CI; run it on an otherwise idle machine.
 
+``--kill`` measures something else: two workers under ``wrk -c50``, one SIGKILLed
+halfway through; it prints the requests served and wrk's errors (the connections the
+dead worker held) and the workers' pids before and after (the primary starts a new one).
+
 Run: ``.venv/bin/python bench/bench_workers.py [--workers 1 2] [--proxy-cores 1]
-[--duration 4] [--rounds 3]``.
+[--duration 4] [--rounds 3]``, or ``... --kill [--duration 6]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_observability import Variant, add_round_options, run_and_report
-from run_bench import REPO_ROOT, CorePlan
+from bench_observability import (
+    Variant,
+    add_round_options,
+    descendants,
+    run_and_report,
+    start_gateway,
+)
+from run_bench import (
+    REPO_ROOT,
+    CorePlan,
+    Measurement,
+    bench_workspace,
+    check_answers_hello,
+    find_wrk,
+    run_wrk,
+    start_upstream,
+)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -53,6 +75,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=1,
         help="cores the gateways are pinned to; wrk and the upstream get the others",
     )
+    parser.add_argument(
+        "--kill",
+        action="store_true",
+        help="instead: SIGKILL one of two workers halfway through a wrk run, report the cost",
+    )
     return parser.parse_args(argv)
 
 
@@ -63,8 +90,45 @@ def core_plan(proxy_cores: int) -> CorePlan:
     return CorePlan(proxy=frozenset(cores[:proxy_cores]), load=frozenset(cores[proxy_cores:]))
 
 
+def kill_one_under_load(args: argparse.Namespace, cores: CorePlan) -> int:
+    """Two workers under wrk; worker 0 is SIGKILLed halfway: what did that cost?"""
+    wrk = find_wrk()
+    if wrk is None:
+        return 1
+    with bench_workspace("triogate-workers-kill-") as (tmp, servers, script):
+        _, upstream_port = start_upstream(
+            servers, tmp, cores.load, use_nginx=not args.builtin_upstream
+        )
+        variant = Variant("workers=2", REPO_ROOT, "", ("--workers", "2"))
+        port, pid = start_gateway(servers, tmp, variant, upstream_port, cores.proxy)
+        check_answers_hello(variant.name, port)
+        before = descendants(pid)
+        result: list[Measurement] = []
+        load = threading.Thread(
+            target=lambda: result.append(
+                run_wrk(wrk, script, "kill", port, 50, args.duration, cores.load)
+            )
+        )
+        load.start()
+        time.sleep(args.duration / 2)
+        victim = min(before)
+        os.kill(victim, signal.SIGKILL)
+        load.join()
+        after = descendants(pid)
+    [m] = result
+    requests = m.requests_per_s * args.duration
+    print(
+        f"\nworker pid {victim} SIGKILLed halfway through {args.duration} s of wrk -c50 on "
+        f"2 workers: {requests:,.0f} requests, {m.error_count} errors {m.errors or ''}; "
+        f"workers after: {sorted(after)} (started again: {sorted(after - before)})"
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.kill:
+        return kill_one_under_load(args, core_plan(args.proxy_cores))
 
     def variants(tmp: Path) -> tuple[list[Variant], dict[str, str]]:
         found = [Variant(f"workers={n}", REPO_ROOT, "", ("--workers", n)) for n in args.workers]
