@@ -79,7 +79,9 @@ START_TIMEOUT = 30.0
 #: crashes of workers tolerated: at most 5 in 30 s, then the pool escalates
 WORKER_INTENSITY = RestartIntensity(max_restarts=5, period=30.0)
 #: seconds a stats report or a reset may take before that worker is left out
-REPORT_TIMEOUT = 2.0
+REPORT_TIMEOUT = 5.0
+#: seconds a worker may take to apply a config (bind, clusters, listeners)
+INSTALL_TIMEOUT = 30.0
 
 
 def resolve_workers(value: str | int) -> int:
@@ -264,19 +266,42 @@ class _PoolActor:
 
     async def _install_on(self, worker: _Worker, config: Config) -> Exception | None:
         """``config`` on one worker; None once it serves it (or will: it is restarting)."""
-        async with worker.lock:
-            link = worker.link
-            if link is None:
-                return None  # restarting: its watcher gives it ``self.target``
-            try:
-                answer = await link.call(Install(config))
-            except LinkClosed:
-                return None  # it died: restarted with ``self.target``
+        answer = None
+        with trio.move_on_after(INSTALL_TIMEOUT):
+            answer = await self._call(worker, Install(config))
+        if answer is None:
+            return None  # dead or silent: started again with ``self.target``
         if isinstance(answer, Refused):
             return answer.error(f"worker {worker.index}")
         assert isinstance(answer, Installed), answer
         worker.version = config.version
         return None
+
+    async def _call(self, worker: _Worker, message: object) -> Any:
+        """``message``'s answer from ``worker``; None if it has no live link.
+
+        Callers bound the wait with a cancel scope (the lock included: a restart may be
+        in progress). A worker cut off mid-answer is killed, since its link could no
+        longer tell which answer is whose; its watcher starts it again.
+        """
+        async with worker.lock:
+            link = worker.link
+            if link is None:
+                return None
+            try:
+                return await link.call(message)
+            except LinkClosed:
+                return None
+            except trio.Cancelled:
+                log.warning(
+                    "worker %d did not answer %s in time; starting it again",
+                    worker.index,
+                    type(message).__name__,
+                )
+                worker.link = None
+                if worker.process is not None:
+                    _kill(worker.process)
+                raise
 
     async def _start_all(self, config: Config) -> Exception | None:
         errors: list[Exception] = []
@@ -375,15 +400,10 @@ class _PoolActor:
         answers: list[Any] = []
 
         async def one(worker: _Worker) -> None:
-            async with worker.lock:
-                link = worker.link
-                if link is None:
-                    return
-                with trio.move_on_after(REPORT_TIMEOUT):
-                    try:
-                        answers.append(await link.call(message))
-                    except LinkClosed:
-                        pass
+            with trio.move_on_after(REPORT_TIMEOUT):
+                answer = await self._call(worker, message)
+                if answer is not None:
+                    answers.append(answer)
 
         async with trio.open_nursery() as nursery:
             for worker in self.workers:
@@ -399,15 +419,9 @@ class _PoolActor:
             self.nursery.start_soon(self._drain_one, worker, grace)
 
     async def _drain_one(self, worker: _Worker, grace: float) -> None:
-        async with worker.lock:
-            link = worker.link
-            if link is not None:
-                with trio.move_on_after(grace + 1):
-                    try:
-                        answer = await link.call(DrainWorker(grace))
-                    except LinkClosed:
-                        answer = None
-                    assert answer is None or isinstance(answer, Done)
+        with trio.move_on_after(grace + 1):
+            answer = await self._call(worker, DrainWorker(grace))
+            assert answer is None or isinstance(answer, Done), answer
         process = worker.process
         if process is not None:
             with trio.move_on_after(grace + 2):

@@ -57,7 +57,7 @@ async def _two_workers(
 
 
 async def _workers(admin: Address) -> list[dict[str, Any]]:
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(timeout=20) as client:
         r = await client.get(f"http://{admin}/stats/workers")
         assert r.status_code == 200
         workers: list[dict[str, Any]] = r.json()
@@ -65,7 +65,7 @@ async def _workers(admin: Address) -> list[dict[str, Any]]:
 
 
 async def _counter(admin: Address, name: str) -> int:
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(timeout=20) as client:
         r = await client.get(f"http://{admin}/stats", params={"filter": f"^{name}$"})
         value: int = r.json()["counters"][name]
         return value
@@ -371,3 +371,34 @@ async def test_workers_stop_when_the_primary_is_killed(
             return True
 
         await wait_until(all_gone, within=10)
+
+
+async def test_a_worker_that_stops_answering_is_replaced(
+    start_upstream: StartUpstream, tmp_path: Path
+) -> None:
+    async with _two_workers(start_upstream, tmp_path) as gateway:
+        admin = gateway.admin
+        answers = await _get_many(gateway.listeners["web"], 40)
+        assert [r.status_code for r in answers] == [200] * 40
+        before = await _workers(admin)
+        frozen = before[1]["pid"]
+        os.kill(frozen, signal.SIGSTOP)  # alive, but it answers nothing
+        try:
+            # the read still answers, without the silent worker's figures...
+            with trio.fail_after(15):
+                left = await _counter(admin, "listener.web.downstream_rq_total")
+            assert left == before[0]["downstream_rq_total"]
+
+            # ...and the silent worker is killed and started again
+            async def replaced() -> bool:
+                now = await _workers(admin)
+                return now[1]["restarts"] == 1 and now[1]["pid"] not in (None, frozen)
+
+            await wait_until(replaced, within=15)
+        finally:
+            try:
+                os.kill(frozen, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        answers = await _get_many(gateway.listeners["web"], 40)
+        assert [r.status_code for r in answers] == [200] * 40
