@@ -402,3 +402,26 @@ async def test_a_worker_that_stops_answering_is_replaced(
                 pass
         answers = await _get_many(gateway.listeners["web"], 40)
         assert [r.status_code for r in answers] == [200] * 40
+
+
+async def test_every_worker_logs_to_the_one_access_log(
+    start_upstream: StartUpstream, tmp_path: Path
+) -> None:
+    upstream = await start_upstream("u1")
+    log = tmp_path / "access.jsonl"
+    data = simple_config({"api": [upstream]}, access_log={"enabled": True, "path": str(log)})
+    async with gateway_process(_write(tmp_path, data), workers=2) as gateway:
+        answers = await _get_many(gateway.listeners["web"], 200)
+        assert [r.status_code for r in answers] == [200] * 200
+
+        def lines() -> list[str]:
+            return log.read_text().splitlines() if log.exists() else []
+
+        await wait_until(lambda: len(lines()) >= 200)
+        # whole lines from both processes (O_APPEND writes), one per request
+        entries = [json.loads(line) for line in lines()]
+        assert len(entries) == 200
+        assert {e["response_code"] for e in entries} == {200}
+        assert len({e["request_id"] for e in entries}) == 200
+        shares = [w["downstream_rq_total"] for w in await _workers(gateway.admin)]
+        assert all(share > 0 for share in shares), shares
