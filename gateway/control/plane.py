@@ -197,20 +197,25 @@ async def run_control_plane(
         if control.workers is not None:
             await nursery.start(run_worker_pool, control.workers)
         actor = _ControlActor(control, actors)
-        # a restarted control plane rebuilds the running parts from the config it held
-        await actor.start()
-        task_status.started(control)
-        async for msg in control._inbox_rx:
-            match msg:
-                case ApplyChange(change=change, if_match=if_match, reply=reply):
-                    with reply:
-                        reply.send_nowait(await actor.apply(change, if_match))
-                case Drain(grace=grace, reply=reply):
-                    with reply:
-                        await actor.drain(grace)
-                        reply.send_nowait(None)
-                case MembersPublished():
-                    await actor.sync_members()
+        try:
+            # a restarted control plane rebuilds the running parts from the config it held
+            await actor.start()
+            task_status.started(control)
+            async for msg in control._inbox_rx:
+                match msg:
+                    case ApplyChange(change=change, if_match=if_match, reply=reply):
+                        with reply:
+                            reply.send_nowait(await actor.apply(change, if_match))
+                    case Drain(grace=grace, reply=reply):
+                        with reply:
+                            await actor.drain(grace)
+                            reply.send_nowait(None)
+                    case MembersPublished():
+                        await actor.sync_members()
+        finally:
+            # the addresses held for the workers are this incarnation's to let go
+            for sockets in actor.held.values():
+                close_sockets(sockets)
 
 
 class _ControlActor:
