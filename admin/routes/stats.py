@@ -4,7 +4,9 @@
   (``cluster.api.upstream_rq_5xx``), only the names the regular expression finds when
   ``filter`` is given; histograms carry cumulative buckets and p50/p90/p99 since start
   and over the recent window.
-- ``GET /stats/prometheus``: the Prometheus text exposition, scopes as labels.
+- ``GET /stats/prometheus``: the Prometheus text exposition, scopes as labels (with
+  worker processes, also each worker's requests, connections and restarts by a
+  ``worker`` label).
 - ``POST /stats/reset``: counters and histograms back to zero (gauges are levels and
   stay); a POST needs a JSON body like every admin mutation, ``{}`` will do.
 - ``GET /stats/workers``: each process serving the listeners (``--workers N``; one line
@@ -146,8 +148,13 @@ async def get_stats(
     },
 )
 async def get_prometheus(request: Request) -> Response:
-    stats = await gateway_of(request).refresh_stats()
-    return Response(prometheus_text(stats), media_type=PROMETHEUS_CONTENT_TYPE)
+    gateway = gateway_of(request)
+    if gateway.workers is None:
+        text = prometheus_text(await gateway.refresh_stats())
+    else:  # the workers' figures are summed by the same read
+        workers = await gateway.workers_view()
+        text = prometheus_text(gateway.stats, workers)
+    return Response(text, media_type=PROMETHEUS_CONTENT_TYPE)
 
 
 @router.post(

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import Address
 from tests.conftest import (
@@ -118,6 +119,15 @@ async def test_counters_are_exact_over_the_workers(
             'triogate_listener_downstream_rq_xx{listener="web",response_code_class="2xx"}'
             " 300\n" in prometheus
         )
+        per_worker = [
+            f'triogate_worker_downstream_rq_total{{worker="{w["index"]}"}} '
+            f"{w['downstream_rq_total']}\n"
+            for w in workers
+        ]
+        assert all(line in prometheus for line in per_worker)
+        assert 'triogate_worker_restarts_total{worker="1"} 0\n' in prometheus
+        families = {f.name: f for f in text_string_to_metric_families(prometheus)}
+        assert families["triogate_worker_downstream_rq"].type == "counter"
         assert clusters["api"]["upstream_rq_total"] == 300
         assert clusters["api"]["endpoints"][0]["rq_total"] == 300
         # a reset reaches every worker

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from gateway.observe.stats.histogram import BOUNDS_MS, Histogram, difference, quantiles
@@ -117,8 +117,12 @@ def _metric(kind: str, stat: str) -> str:
     return f"triogate_{kind}_{stat}"
 
 
-def prometheus_text(registry: StatsRegistry) -> str:
-    """The Prometheus text exposition (format 0.0.4) of every stat, grouped by family."""
+def prometheus_text(registry: StatsRegistry, workers: Sequence[Mapping[str, Any]] = ()) -> str:
+    """The Prometheus text exposition (format 0.0.4) of every stat, grouped by family.
+
+    ``workers``: the rows of ``Gateway.workers_view`` with worker processes, exported
+    per ``worker`` label (requests, open connections, restarts).
+    """
     registry.refresh_gauges()
     # family name -> (type, sample lines); insertion order is the output order
     families: dict[str, tuple[str, list[str]]] = {}
@@ -159,6 +163,13 @@ def prometheus_text(registry: StatsRegistry) -> str:
                 family = "triogate_endpoint_success_rate"
                 lab = _labels({"cluster": name, "endpoint": key})
                 add(family, "gauge", f"{family}{lab} {_number(rate)}")
+    for row in workers:
+        lab = _labels({"worker": str(row["index"])})
+        for stat, typ in _WORKER_STATS:
+            value = row[stat.removesuffix("_total")] if stat == "restarts_total" else row[stat]
+            if value is not None:
+                family = f"triogate_worker_{stat}"
+                add(family, typ, f"{family}{lab} {value}")
     out: list[str] = []
     for family, (typ, lines) in families.items():
         out.append(f"# HELP {family} {_HELP.get(family, family)}")
@@ -167,11 +178,22 @@ def prometheus_text(registry: StatsRegistry) -> str:
     return "\n".join(out) + "\n"
 
 
+#: per worker process: (stat in ``Gateway.workers_view`` rows, Prometheus type)
+_WORKER_STATS = (
+    ("downstream_rq_total", "counter"),
+    ("downstream_cx_active", "gauge"),
+    ("restarts_total", "counter"),
+)
+
+
 def _number(value: float) -> str:
     return repr(float(value))
 
 
 _HELP = {
+    "triogate_worker_downstream_rq_total": "requests the worker process has finished",
+    "triogate_worker_downstream_cx_active": "client connections the worker process has open",
+    "triogate_worker_restarts_total": "times the worker process was started again",
     "triogate_endpoint_success_rate": "share of the endpoint's recent attempts that did not fail",
     "triogate_listener_downstream_cx_total": "client connections accepted",
     "triogate_listener_downstream_cx_active": "client connections open",
