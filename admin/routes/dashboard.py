@@ -57,7 +57,10 @@ async def dashboard_data(request: Request) -> dict[str, Any]:
     """Everything the dashboard shows, as of now."""
     gateway = gateway_of(request)
     control = gateway.control
-    stats = await gateway.refresh_stats()
+    # one read of the workers (with worker processes) both sums their figures and
+    # gives each one's share
+    workers = await gateway.workers_view()
+    stats = gateway.stats
     config = control.config
     clusters = clusters_view(stats)
     for name, view in clusters.items():
@@ -77,6 +80,7 @@ async def dashboard_data(request: Request) -> dict[str, Any]:
         "listeners": [_listener(lst, gateway) for lst in config.listeners],
         "routes": _routes(config),
         "clusters": clusters,
+        "workers": workers,
     }
 
 

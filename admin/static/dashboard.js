@@ -134,6 +134,10 @@ function render(data) {
   status.className = `pill ${data.ready && !data.draining ? "ok" : "bad"}`;
   document.getElementById("version").textContent = `config version ${data.version}`;
   document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+  document.getElementById("workers").textContent = data.workers.length > 1
+    ? `${data.workers.length} workers: ` + data.workers.map((w) =>
+      `#${w.index} ${w.downstream_rq_total ?? "?"} req` + (w.restarts ? ` (${w.restarts} restarts)` : "")).join(", ")
+    : "";
   const names = Object.keys(data.clusters);
   renderListeners(data.listeners);
   renderRoutes(data.routes, names);

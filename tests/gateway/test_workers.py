@@ -107,6 +107,7 @@ async def test_counters_are_exact_over_the_workers(
             stats = (await client.get(f"http://{admin}/stats")).json()
             prometheus = (await client.get(f"http://{admin}/stats/prometheus")).text
             clusters = (await client.get(f"http://{admin}/stats/clusters")).json()
+            dashboard = (await client.get(f"http://{admin}/dashboard/data")).json()
         assert stats["counters"]["listener.web.downstream_rq_total"] == 300
         assert stats["counters"]["listener.web.downstream_rq_2xx"] == 300
         assert stats["counters"]["listener.web.downstream_cx_total"] == 300
@@ -129,6 +130,8 @@ async def test_counters_are_exact_over_the_workers(
         families = {f.name: f for f in text_string_to_metric_families(prometheus)}
         assert families["triogate_worker_downstream_rq"].type == "counter"
         assert clusters["api"]["upstream_rq_total"] == 300
+        assert dashboard["listeners"][0]["requests"]["total"] == 300
+        assert [w["downstream_rq_total"] for w in dashboard["workers"]] == shares
         assert clusters["api"]["endpoints"][0]["rq_total"] == 300
         # a reset reaches every worker
         async with httpx.AsyncClient() as client:
