@@ -14,7 +14,8 @@ by the control plane actor and answers:
                          ``worker_config``); answered once each has applied it. A
                          worker that refuses (a port it cannot bind) refuses the whole
                          install: those that took it are put back on the previous one.
-    Collect()            each live worker's stats dump (for ``merge.absorb``).
+    Collect()            each live worker's stats dump (for ``merge.absorb``), and the
+                         last figures of the workers that died (``merge.retired``).
     ResetStats()         each live worker's counters to zero.
     DrainAll(grace)      every worker stops accepting and exits once its connections end.
 
@@ -48,6 +49,7 @@ import gateway
 from gateway.config import Address, Config, Discovery, Endpoint, Listener
 from gateway.errors import ChangeFailed, GatewayError
 from gateway.observe.stats import ListenerStats
+from gateway.observe.stats.merge import combine, retired
 from gateway.runtime.actor import ask, command
 from gateway.runtime.link import (
     Done,
@@ -78,6 +80,8 @@ log = logging.getLogger("triogate.workers")
 START_TIMEOUT = 30.0
 #: crashes of workers tolerated: at most 5 in 30 s, then the pool escalates
 WORKER_INTENSITY = RestartIntensity(max_restarts=5, period=30.0)
+#: the ``worker`` of the dump that sums the figures of workers that died
+RETIRED = -1
 #: seconds a stats report or a reset may take before that worker is left out
 REPORT_TIMEOUT = 5.0
 #: seconds a worker may take to apply a config (bind, clusters, listeners)
@@ -200,7 +204,7 @@ async def run_worker_pool(
                             reply.send_nowait(await actor.collect())
                     case ResetAll(reply=reply):
                         with reply:
-                            await actor.each(ResetStats())
+                            await actor.reset_stats()
                             reply.send_nowait(None)
                     case DrainAll(grace=grace, reply=reply):
                         with reply:
@@ -235,6 +239,9 @@ class _PoolActor:
         self.target: Config | None = None
         self.draining = False
         self.budget = RestartBudget(WORKER_INTENSITY)
+        #: each live worker's last stats dump, and the sum of the dead ones' (``merge``)
+        self.reported: dict[int, dict[str, Any]] = {}
+        self.retired: dict[str, Any] | None = None
 
     def _publish(self) -> None:
         self.pool.workers = tuple(w.info() for w in self.workers)
@@ -364,6 +371,7 @@ class _PoolActor:
                 if worker.link is not None:
                     await worker.link.aclose()
                 worker.link = None
+                self._retire(worker)
                 if self.draining:
                     self._check_stopped()
                     return
@@ -392,8 +400,24 @@ class _PoolActor:
     # -- stats and drain -------------------------------------------------------------
 
     async def collect(self) -> list[dict[str, Any]]:
+        """Each live worker's dump, and the figures of those that died, ``retired``."""
         answers = await self.each(Report())
-        return [a.dump for a in answers if isinstance(a, Reported)]
+        dumps = [a.dump for a in answers if isinstance(a, Reported)]
+        for part in dumps:
+            self.reported[part["worker"]] = part
+        return dumps if self.retired is None else [*dumps, self.retired]
+
+    def _retire(self, worker: _Worker) -> None:
+        """``worker`` died: its last reported figures stay in the sums (counters only)."""
+        last = self.reported.pop(worker.index, None)
+        if last is not None:
+            parts = [retired(last)] if self.retired is None else [self.retired, retired(last)]
+            self.retired = {**combine(parts), "worker": RETIRED}
+
+    async def reset_stats(self) -> None:
+        await self.each(ResetStats())
+        self.reported.clear()
+        self.retired = None
 
     async def each(self, message: object) -> list[Any]:
         """Ask every live worker ``message``; a worker that does not answer in time is left out."""

@@ -14,7 +14,7 @@ from gateway.config import Address, Cluster, Config, Discovery, Endpoint, Listen
 from gateway.errors import ConfigError, ConfigIssue
 from gateway.observe.stats import StatsRegistry
 from gateway.observe.stats.export import stats_json
-from gateway.observe.stats.merge import absorb, dump, total
+from gateway.observe.stats.merge import absorb, combine, dump, retired, total
 from gateway.runtime.link import (
     MAX_FRAME,
     Install,
@@ -88,6 +88,19 @@ def test_absorb_replaces_rather_than_accumulates() -> None:
     assert primary.listener("web").downstream_rq_total == 5
     absorb(primary, [])  # no worker answered: nothing is invented
     assert primary.listener("web").downstream_rq_total == 0
+
+
+def test_a_dead_workers_figures_keep_their_counters_and_lose_their_gauges() -> None:
+    dead = _worker_registry([(200, 1.0)] * 4, "10.0.0.1:80")
+    dead.listener("web").downstream_cx_active = 3
+    alive = _worker_registry([(503, 2.0)] * 2, "10.0.0.1:80")
+    alive.listener("web").downstream_cx_active = 1
+    kept = retired(dump(dead))
+    assert kept["listeners"]["web"]["downstream_cx_active"] == 0
+    both = combine([kept, dump(alive)])
+    assert sum(both["listeners"]["web"]["downstream_rq_xx"]) == 6
+    assert both["listeners"]["web"]["downstream_cx_active"] == 1
+    assert both["clusters"]["api"]["endpoints"]["10.0.0.1:80"]["rq_error"] == 2
 
 
 def test_a_dump_is_plain_data() -> None:

@@ -216,18 +216,24 @@ async def test_registered_instances_reach_the_workers(
 
 
 async def test_a_killed_worker_costs_only_its_requests_in_flight(
-    start_held_upstream: StartHeldUpstream, tmp_path: Path
+    start_held_upstream: StartHeldUpstream, start_upstream: StartUpstream, tmp_path: Path
 ) -> None:
     upstream = await start_held_upstream("held")
-    config = _write(tmp_path, simple_config({"held": [upstream.address]}))
-    async with gateway_process(config, workers=2) as gateway:
+    routes = [
+        {"match": {"prefix": "/held"}, "cluster": "held"},
+        {"match": {"prefix": "/"}, "cluster": "api"},
+    ]
+    data = simple_config({"api": [await start_upstream("u1")], "held": [upstream.address]}, routes)
+    async with gateway_process(_write(tmp_path, data), workers=2) as gateway:
         web, admin = gateway.listeners["web"], gateway.admin
+        before = await _get_many(web, 40)  # both workers have served some
+        assert [r.status_code for r in before] == [200] * 40
         statuses: list[int | None] = []
 
         async def held_request() -> None:
             async with httpx.AsyncClient(limits=FRESH, timeout=10) as client:
                 try:
-                    statuses.append((await client.get(f"http://{web}/")).status_code)
+                    statuses.append((await client.get(f"http://{web}/held")).status_code)
                 except httpx.TransportError:
                     statuses.append(None)  # the connection died with its worker
 
@@ -260,6 +266,11 @@ async def test_a_killed_worker_costs_only_its_requests_in_flight(
         assert [r.status_code for r in answers] == [200] * 40
         shares = [w["downstream_rq_total"] for w in await _workers(admin)]
         assert all(share > 0 for share in shares), shares
+        # the dead worker's figures, as last read (just before the kill), stay in the
+        # sums: the whole gateway's counters never go down
+        total = await _counter(admin, "listener.web.downstream_rq_total")
+        assert total == 40 + (20 - in_flight[0]) + 40
+        assert total > sum(shares)
 
 
 async def test_sigterm_drains_every_worker(

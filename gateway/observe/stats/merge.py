@@ -12,9 +12,12 @@ The primary's registry is then read by the unchanged exporters, and its windows 
 series are ticked from these sums, so recent quantiles and the dashboard cover the
 whole gateway.
 
-A sum is exact: a counter summed over workers is the number of events in all of them,
-and a worker restarted after a crash starts from zero (what the dead one counted is
-lost with it, as in Envoy after a hot restart without stats handoff).
+A sum is exact: a counter summed over workers is the number of events in all of them.
+A worker restarted after a crash starts from zero; so that the whole gateway's
+counters never go down (Prometheus would read a drop as a reset of every series), the
+primary keeps the last dump it had of each dead worker, its gauges zeroed
+(``retired``), and adds it in. Only what the dead worker counted after its last
+report is lost.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from gateway.observe.stats.scopes import (
     stat_names,
 )
 
-__all__ = ["absorb", "dump", "total"]
+__all__ = ["absorb", "combine", "dump", "retired", "total"]
 
 ScopeDump = dict[str, Any]
 
@@ -120,3 +123,22 @@ def total(part: dict[str, Any], stat: str) -> int:
         value = figures.get(stat, 0)
         out += sum(value) if isinstance(value, list) else value
     return out
+
+
+def combine(dumps: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """One dump that is the sum of ``dumps``."""
+    registry = StatsRegistry()
+    registry.local_gauges = False
+    absorb(registry, dumps)
+    return dump(registry)
+
+
+def retired(part: dict[str, Any]) -> dict[str, Any]:
+    """A dead worker's last dump as it stays in the sums: its counters, no gauges."""
+    registry = StatsRegistry()
+    registry.local_gauges = False
+    absorb(registry, [part])
+    for scope in registry.scopes():
+        for name in stat_names(type(scope), GAUGE):
+            setattr(scope, name, 0)
+    return dump(registry)
