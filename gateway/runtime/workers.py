@@ -172,7 +172,7 @@ class WorkerPool:
         await command(self.inbox, lambda reply: InstallAll(config, reply), who="the worker pool")
 
     async def collect(self) -> list[dict[str, Any]]:
-        """Each live worker's stats dump."""
+        """Each live worker's stats dump, and one of the dead workers' last figures."""
         dumps: list[dict[str, Any]] = await ask(
             self.inbox, lambda reply: Collect(reply), who="the worker pool"
         )
