@@ -321,10 +321,10 @@ class _ControlActor:
         commit: list[Undo] = []
         bound = self._bind(old, new, undo)
         await self._move_clusters(old, new, undo)
-        self._swap_dataplane(old, new, undo)
         if self.pool is None:
+            self._swap_dataplane(old, new, undo)
             await self._move_listeners(old, new, bound, undo, commit)
-        else:
+        else:  # the workers swap their own data planes
             await self._install_on_workers(self.pool, new, bound, undo, commit)
         if persist and self.control.state_path is not None:
             await trio.to_thread.run_sync(save_state, self.control.state_path, new)
