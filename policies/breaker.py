@@ -321,13 +321,15 @@ class CircuitBreaker:
         bucket.requests += 1
         if outcome is Outcome.FAILURE:
             bucket.failures += 1
-            counts = self.window(now)
-            config = self.config
-            if (
-                counts.requests >= config.minimum_requests
-                and counts.failures * 100 >= config.failure_rate * counts.requests
-            ):
-                self._process(BreakerInput.FAILURE_RATE_EXCEEDED, now)
+        # judged after a success too: it may be the one that brings the window up to
+        # ``minimum_requests`` with the failures already in it
+        counts = self.window(now)
+        config = self.config
+        if (
+            counts.requests >= config.minimum_requests
+            and counts.failures * 100 >= config.failure_rate * counts.requests
+        ):
+            self._process(BreakerInput.FAILURE_RATE_EXCEEDED, now)
 
     def _process(self, event: BreakerInput, now: float) -> None:
         effect, new = transition(self._state, event)

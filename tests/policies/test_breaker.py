@@ -111,6 +111,15 @@ def test_opens_at_the_failure_rate_not_below() -> None:
     assert breaker.state is OPEN  # 3 of 6 = 50%
 
 
+def test_the_success_that_makes_the_minimum_can_open() -> None:
+    breaker = CircuitBreaker(BreakerConfig(minimum_requests=3, failure_rate=50))
+    for outcome in (FAIL, FAIL):
+        send(breaker, outcome, 0.0)
+    assert breaker.state is CLOSED
+    send(breaker, OK, 0.0)
+    assert breaker.state is OPEN  # 2 of 3 failed
+
+
 def test_old_outcomes_leave_the_window() -> None:
     config = BreakerConfig(minimum_requests=4, window=10)
     breaker = CircuitBreaker(config)
