@@ -246,7 +246,7 @@ class OutlierDetector:
     def next_tick(self) -> float:
         """When ``tick`` next has work: the next sweep or the first ejection to end."""
         ends = (e.until for e in self._endpoints.values() if e.state is _EJECTED)
-        return min(self._next_sweep, *ends)
+        return min([self._next_sweep, *ends])
 
     # -- feeding ---------------------------------------------------------------------
 
