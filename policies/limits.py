@@ -26,10 +26,12 @@ pure function of them.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import attrs
 
 from policies import settings
+from policies.errors import InvalidSetting
 
 __all__ = ["CircuitBreakerThresholds", "RetryBudget", "retry_allowed"]
 
@@ -49,6 +51,11 @@ class RetryBudget:
         return max(self.min_retry_concurrency, share)
 
 
+def _budget_or_none(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and not isinstance(value, RetryBudget):
+        raise InvalidSetting(attribute.name, f"must be a retry budget or none, not {value!r}")
+
+
 @attrs.frozen
 class CircuitBreakerThresholds:
     """A cluster's concurrency ceilings (Envoy's defaults)."""
@@ -58,10 +65,7 @@ class CircuitBreakerThresholds:
     max_requests: int = attrs.field(default=1024, validator=settings.integer_at_least(1))
     max_retries: int = attrs.field(default=3, validator=settings.integer_at_least(0))
     #: when set, replaces ``max_retries``
-    retry_budget: RetryBudget | None = attrs.field(
-        default=None,
-        validator=attrs.validators.optional(attrs.validators.instance_of(RetryBudget)),
-    )
+    retry_budget: RetryBudget | None = attrs.field(default=None, validator=_budget_or_none)
 
     def connection_allowed(self, open_connections: int) -> bool:
         """Whether one more connection may be opened."""

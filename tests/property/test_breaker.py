@@ -38,6 +38,7 @@ from policies.breaker import (
     transition,
 )
 from policies.errors import ImpossibleTransition
+from tests.strategies import breaker_configs
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 
@@ -53,21 +54,8 @@ steps = st.sampled_from([0.0, 0.1, 0.5, 1.0, 5.0]) | st.floats(0.0, 20.0)
 outcomes = st.sampled_from(Outcome)
 
 
-@st.composite
-def configs(draw: st.DrawFn) -> BreakerConfig:
-    open_time = draw(st.sampled_from([0.5, 1.0, 5.0]))
-    return BreakerConfig(
-        failure_rate=draw(st.sampled_from([10.0, 50.0, 100.0]) | st.floats(1.0, 100.0)),
-        window=draw(st.sampled_from([1.0, 5.0, 10.0])),
-        minimum_requests=draw(st.integers(1, 5)),
-        open_time=open_time,
-        max_open_time=open_time * draw(st.sampled_from([1, 2, 3, 8])),
-        half_open_requests=draw(st.integers(1, 3)),
-    )
-
-
 class BreakerMachine(RuleBasedStateMachine):
-    @initialize(config=configs())
+    @initialize(config=breaker_configs())
     def new_breaker(self, config: BreakerConfig) -> None:
         self.config = config
         self.breaker = CircuitBreaker(config)

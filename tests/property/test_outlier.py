@@ -41,6 +41,7 @@ from policies.outlier import (
     transition,
 )
 from policies.retry import Failure
+from tests.strategies import outlier_configs
 
 SERVING, EJECTED = EjectionState.SERVING, EjectionState.EJECTED
 
@@ -55,25 +56,6 @@ results = st.sampled_from([200, 204, 404, 500, 501, 502, 503, 504, *Failure])
 steps = st.sampled_from([0.0, 0.5, 1.0, 5.0, 10.0, 30.0]) | st.floats(0.0, 60.0)
 
 
-@st.composite
-def configs(draw: st.DrawFn) -> OutlierConfig:
-    base = draw(st.sampled_from([1.0, 3.0, 30.0]))
-    return OutlierConfig(
-        consecutive_5xx=draw(st.integers(0, 4)),
-        consecutive_gateway_failure=draw(st.integers(0, 4)),
-        interval=draw(st.sampled_from([1.0, 5.0, 10.0])),
-        base_ejection_time=base,
-        max_ejection_time=base * draw(st.sampled_from([0.5, 1, 2, 3.5, 10])),
-        max_ejection_percent=draw(st.sampled_from([0, 10, 34, 50, 100])),
-        success_rate_minimum_hosts=draw(st.integers(1, 4)),
-        success_rate_request_volume=draw(st.integers(1, 6)),
-        success_rate_stdev_factor=draw(st.sampled_from([0, 1000, 1900])),
-        failure_percentage_threshold=draw(st.sampled_from([0, 50, 85, 100])),
-        failure_percentage_minimum_hosts=draw(st.integers(1, 4)),
-        failure_percentage_request_volume=draw(st.integers(1, 6)),
-    )
-
-
 def is_5xx(result: int | Failure) -> bool:
     return isinstance(result, Failure) or 500 <= result <= 599
 
@@ -83,7 +65,7 @@ def is_gateway_failure(result: int | Failure) -> bool:
 
 
 class OutlierMachine(RuleBasedStateMachine):
-    @initialize(config=configs(), size=st.integers(1, len(KEYS)))
+    @initialize(config=outlier_configs(), size=st.integers(1, len(KEYS)))
     def new_detector(self, config: OutlierConfig, size: int) -> None:
         self.config = config
         self.hosts = set(KEYS[:size])

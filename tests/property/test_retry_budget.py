@@ -18,18 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from policies.backoff import BackoffConfig, backoff_ceiling, backoff_delay
 from policies.limits import CircuitBreakerThresholds, RetryBudget, retry_allowed
-from tests.strategies import seeds
-
-budgets = st.builds(
-    RetryBudget,
-    budget_percent=st.sampled_from([0.0, 20.0, 50.0, 100.0]) | st.floats(0.0, 100.0),
-    min_retry_concurrency=st.integers(0, 5),
-)
-thresholds = st.builds(
-    CircuitBreakerThresholds,
-    max_retries=st.integers(0, 5),
-    retry_budget=st.none() | budgets,
-)
+from tests.strategies import retry_budgets, seeds, thresholds
 
 
 def ceiling(limits: CircuitBreakerThresholds, active: int) -> int:
@@ -52,7 +41,7 @@ def test_a_retry_is_allowed_exactly_below_the_ceiling(
             assert allowed == (retries < top)
 
 
-@given(budget=budgets, active=st.integers(0, 10_000))
+@given(budget=retry_budgets, active=st.integers(0, 10_000))
 def test_the_budget_grows_with_load_and_keeps_its_floor(budget: RetryBudget, active: int) -> None:
     assert budget.max_active_retries(active) >= budget.min_retry_concurrency
     assert budget.max_active_retries(active + 1) >= budget.max_active_retries(active)
