@@ -16,8 +16,8 @@ configured. It is in one of three states:
 
 Every transition is a row of ``TRANSITIONS``: ``(state, input) -> (effect, next
 state)``. An input with no row is an ``ImpossibleTransition``: the breaker never
-feeds one, so it would be a bug. Closing resets the open time to ``open_time`` and
-empties the window; so does opening (the window judged the closed era only).
+feeds one, so it would be a bug. Opening empties the window (it judged the closed era
+only); closing empties it too and resets the open time to ``open_time``.
 
 ``now`` is a monotonic reading in seconds on the caller's clock; it must never
 decrease. The breaker has no timer: an open time that has passed is noticed lazily by

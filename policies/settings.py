@@ -105,7 +105,8 @@ def integer_between(low: int, high: int) -> Validator:
 def problems(cls: type[Any], values: Mapping[str, Any]) -> list[InvalidSetting]:
     """Every problem of ``cls(**values)``: each field's own, else the cross-field ones.
 
-    Fields missing from ``values`` take their defaults; a field's converter runs before
+    Fields missing from ``values`` take their defaults, and keys that name no field are
+    left to the loader (it reports them as unknown fields); a field's converter runs before
     its validator, as in construction. An empty list means ``cls(**values)`` constructs.
     """
     found: list[InvalidSetting] = []
@@ -125,8 +126,9 @@ def problems(cls: type[Any], values: Mapping[str, Any]) -> list[InvalidSetting]:
         except InvalidSetting as e:
             found.append(e)
     if not found:
+        known = {f.name for f in attrs.fields(cls) if f.init}
         try:
-            cls(**values)
+            cls(**{name: value for name, value in values.items() if name in known})
         except InvalidSetting as e:
             found.append(e)
     return found

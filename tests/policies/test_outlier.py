@@ -148,6 +148,22 @@ def test_ten_percent_of_three_hosts_still_allows_one_ejection() -> None:
     assert detector.ejected(1.0) == {HOSTS[0]}
 
 
+def test_a_sweep_ejects_the_worst_first_when_the_cap_leaves_room_for_few() -> None:
+    config = OutlierConfig(
+        consecutive_5xx=0,
+        consecutive_gateway_failure=0,
+        success_rate_minimum_hosts=100,
+        failure_percentage_threshold=50,
+    )
+    detector = OutlierDetector(config, HOSTS)  # 10% of 5: one ejection
+    feed(detector, HOSTS[0], ok=40, failed=60, now=1.0)
+    feed(detector, HOSTS[1], ok=10, failed=90, now=1.0)
+    for host in HOSTS[2:]:
+        feed(detector, host, ok=100, failed=0, now=1.0)
+    detector.tick(10.0)
+    assert [e.host for e in ejections(detector)] == [HOSTS[1]]
+
+
 def test_the_cap_allows_the_percentage_of_hosts() -> None:
     hosts = [f"h{i}" for i in range(10)]
     detector = OutlierDetector(OutlierConfig(max_ejection_percent=30), hosts)

@@ -87,6 +87,7 @@ def test_problems_lists_every_bad_field_then_the_cross_field_rules() -> None:
     found = settings.problems(BreakerConfig, {"open_time": 100})
     assert [p.field for p in found] == ["max_open_time"]
     assert settings.problems(HealthCheckConfig, {"expected_statuses": [[200, 299]]}) == []
+    assert settings.problems(BreakerConfig, {"unknown": 1}) == []  # the loader's to report
     found = settings.problems(HealthCheckConfig, {"type": "http", "send": "x", "timeout": 0})
     assert [p.field for p in found] == ["timeout"]  # cross-field rules wait for the fields
 
