@@ -7,10 +7,13 @@ configured. It is in one of three states:
 
     CLOSED     requests flow; each outcome goes into a sliding window of ``window``
                seconds. When the window holds at least ``minimum_requests`` outcomes
-               and at least ``failure_rate`` percent of them are failures, it opens.
+               and at least ``failure_rate`` percent of them are failures, it opens
+               (judged after every counted outcome, successes included: the one that
+               completes ``minimum_requests`` may be a success).
     OPEN       every request fails fast (``allow`` returns None) for the current open
                time; once that has passed it half-opens.
-    HALF_OPEN  at most ``half_open_requests`` probes are let through. All of them
+    HALF_OPEN  at most ``half_open_requests`` probes are let through (an abandoned
+               probe gives its place back; a passed one does not). All of them
                passing closes the breaker; the first to fail opens it again for twice
                the previous open time, capped at ``max_open_time``.
 

@@ -213,19 +213,18 @@ class _Endpoint:
     returned_at: float | None = None
 
 
-@attrs.define
 class OutlierDetector:
     """One cluster's outlier detection; see the module docstring."""
 
-    config: OutlierConfig
-    _endpoints: dict[str, _Endpoint]
-    _next_sweep: float
-    _events: list[OutlierEvent]
-
     def __init__(self, config: OutlierConfig, hosts: Iterable[str] = (), now: float = 0.0):
-        self.__attrs_init__(  # type: ignore[attr-defined]
-            config, {h: _Endpoint() for h in sorted(set(hosts))}, now + config.interval, []
-        )
+        """A detector over ``hosts`` whose first interval starts at ``now``."""
+        self.config = config
+        self._endpoints = {h: _Endpoint() for h in sorted(set(hosts))}
+        self._next_sweep = now + config.interval
+        self._events: list[OutlierEvent] = []
+
+    def __repr__(self) -> str:
+        return f"OutlierDetector({self.config!r}, hosts={sorted(self._endpoints)!r})"
 
     # -- reading ---------------------------------------------------------------------
 
