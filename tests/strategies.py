@@ -20,24 +20,35 @@ from typing import Any
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from policies.backoff import BackoffConfig
 from policies.balancing import POLICY_NAMES, BalancerOptions
+from policies.breaker import BreakerConfig
+from policies.health import HealthCheckConfig
 from policies.hosts import Host, HostSet
+from policies.limits import CircuitBreakerThresholds, RetryBudget
+from policies.outlier import OutlierConfig
 
 __all__ = [
     "ScriptedRandom",
     "at_most",
+    "backoff_configs",
     "balancer_options",
     "body_pieces",
+    "breaker_configs",
     "header_names",
     "header_values",
+    "health_check_configs",
     "host_keys",
     "host_lists",
     "host_sets",
     "localities",
+    "outlier_configs",
     "policies",
+    "retry_budgets",
     "seeds",
     "share_tolerance",
     "splits",
+    "thresholds",
     "weights",
 ]
 
@@ -120,6 +131,91 @@ def balancer_options(
         panic_threshold=st.sampled_from([0.0, 50.0, 80.0]),
         overprovisioning_percent=st.sampled_from([100, 140, 200]),
     )
+
+
+# -- resilience configs: small figures, so that a few steps reach every state -------------
+
+
+@st.composite
+def breaker_configs(draw: st.DrawFn) -> BreakerConfig:
+    """Breakers that open after a few requests and probe after short open times."""
+    open_time = draw(st.sampled_from([0.5, 1.0, 5.0]))
+    return BreakerConfig(
+        failure_rate=draw(st.sampled_from([10.0, 50.0, 100.0]) | st.floats(1.0, 100.0)),
+        window=draw(st.sampled_from([1.0, 5.0, 10.0])),
+        minimum_requests=draw(st.integers(1, 5)),
+        open_time=open_time,
+        max_open_time=open_time * draw(st.sampled_from([1, 2, 3, 8])),
+        half_open_requests=draw(st.integers(1, 3)),
+        failure_statuses=draw(st.sampled_from([(502, 503, 504), (500,), ()])),
+    )
+
+
+@st.composite
+def outlier_configs(draw: st.DrawFn) -> OutlierConfig:
+    """Detectors with low thresholds and volumes; ``max_ejection_time`` may be below base."""
+    base = draw(st.sampled_from([1.0, 3.0, 30.0]))
+    return OutlierConfig(
+        consecutive_5xx=draw(st.integers(0, 4)),
+        consecutive_gateway_failure=draw(st.integers(0, 4)),
+        interval=draw(st.sampled_from([1.0, 5.0, 10.0])),
+        base_ejection_time=base,
+        max_ejection_time=base * draw(st.sampled_from([0.5, 1, 2, 3.5, 10])),
+        max_ejection_percent=draw(st.sampled_from([0, 10, 34, 50, 100])),
+        success_rate_minimum_hosts=draw(st.integers(1, 4)),
+        success_rate_request_volume=draw(st.integers(1, 6)),
+        success_rate_stdev_factor=draw(st.sampled_from([0, 1000, 1900])),
+        failure_percentage_threshold=draw(st.sampled_from([0, 50, 85, 100])),
+        failure_percentage_minimum_hosts=draw(st.integers(1, 4)),
+        failure_percentage_request_volume=draw(st.integers(1, 6)),
+    )
+
+
+_payloads = st.sampled_from(["", "PING", "hex:50494e47", "hex:00 ff"])
+
+
+@st.composite
+def health_check_configs(draw: st.DrawFn) -> HealthCheckConfig:
+    """HTTP and TCP checks within the valid ranges."""
+    tcp = draw(st.booleans())
+    first = draw(st.integers(100, 599))
+    return HealthCheckConfig(
+        type="tcp" if tcp else "http",
+        path=draw(st.sampled_from(["/healthz", "/", "/status?full=1"])),
+        host=draw(st.sampled_from([None, "example.com"])),
+        expected_statuses=((first, draw(st.integers(first, 599))),),
+        interval=draw(st.sampled_from([0.1, 5.0, 30.0])),
+        interval_jitter=draw(st.sampled_from([0.0, 0.5, 2.0])),
+        timeout=draw(st.sampled_from([0.5, 1.0])),
+        unhealthy_threshold=draw(st.integers(1, 5)),
+        healthy_threshold=draw(st.integers(1, 5)),
+        no_traffic_interval=draw(st.sampled_from([10.0, 60.0])),
+        send=draw(_payloads) if tcp else "",
+        expect=draw(_payloads) if tcp else "",
+    )
+
+
+retry_budgets = st.builds(
+    RetryBudget,
+    budget_percent=st.sampled_from([0.0, 20.0, 50.0, 100.0]) | st.floats(0.0, 100.0),
+    min_retry_concurrency=st.integers(0, 5),
+)
+
+#: circuit breaker thresholds, with or without a retry budget
+thresholds = st.builds(
+    CircuitBreakerThresholds,
+    max_connections=st.integers(1, 2048),
+    max_pending_requests=st.integers(0, 2048),
+    max_requests=st.integers(1, 2048),
+    max_retries=st.integers(0, 5),
+    retry_budget=st.none() | retry_budgets,
+)
+
+
+@st.composite
+def backoff_configs(draw: st.DrawFn) -> BackoffConfig:
+    base = draw(st.sampled_from([0.001, 0.025, 0.1, 1.0]) | st.floats(1e-4, 10.0))
+    return BackoffConfig(base=base, max=base * draw(st.floats(1.0, 1000.0)))
 
 
 def share_tolerance(picks: int, share: float, delta: float = 1e-9) -> float:
