@@ -21,8 +21,10 @@ Everything a layer above (``admin``, ``triogate``) needs is named here or in
 
 from gateway.app import Gateway, Service, run_gateway
 from gateway.cluster.actor import ClusterHandle
+from gateway.cluster.view import health_view
 from gateway.discovery import NotRegistered, Registration
 from gateway.errors import ConfigError, ConfigIssue, GatewayError, VersionMismatch
+from gateway.observe.events import Event, EventLog
 from gateway.observe.stats.export import (
     PROMETHEUS_CONTENT_TYPE,
     clusters_view,
@@ -37,6 +39,8 @@ __all__ = [
     "ClusterHandle",
     "ConfigError",
     "ConfigIssue",
+    "Event",
+    "EventLog",
     "Gateway",
     "GatewayError",
     "NotRegistered",
@@ -44,6 +48,7 @@ __all__ = [
     "Service",
     "VersionMismatch",
     "clusters_view",
+    "health_view",
     "prometheus_text",
     "run_gateway",
     "stats_json",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from admin.routes import clusters, config, health, listeners, registry
+from admin.routes import clusters, config, endpoint_health, health, listeners, registry
 
 ROUTERS: tuple[APIRouter, ...] = (
     config.router,
@@ -16,4 +16,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     registry.router,  # before clusters: it takes the endpoints of registry clusters only
     clusters.router,
     registry.status_router,
+    endpoint_health.router,
 )

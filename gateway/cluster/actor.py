@@ -20,21 +20,36 @@ source's timeout) for the source's first report before it reports itself started
 a cluster is not published empty while its first DNS answer is on the way (Envoy's
 cluster warming). ``handle.discovery_stats`` counts answers and failures;
 ``handle.registrations`` shows the registry.
+
+Active health checks (``health_check`` on the cluster, ``gateway.cluster.health``):
+the actor runs one checking task per member in its nursery, started when the member
+appears, cancelled when it leaves, and all restarted when ``health_check`` changes
+(removed: they stop and every verdict goes). Results come back as ``HealthChecked``;
+the actor owns each member's ``HealthThresholds``, and a verdict change (a new member
+starts ``unknown``, and serves) republishes the snapshot, records an event on the
+handle's ``EventLog`` and counts ``health_check.*`` stats. ``handle.health`` holds
+the verdicts and ``handle.checks`` each member's last result. With worker processes
+the primary's actors check and the workers' actors never do (a worker config has no
+``health_check``): the primary's verdicts arrive as ``HealthVerdicts`` and go through
+the same ``_publish`` as the primary's own.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Protocol
 
 import attrs
 import trio
 
+from gateway.cluster.health import CheckOutcome, HealthChecked, run_endpoint_checks
 from gateway.cluster.snapshot import ClusterSnapshot, build_snapshot
-from gateway.config import Cluster, Endpoint, check_endpoint
+from gateway.config import Address, Cluster, Endpoint, check_endpoint
 from gateway.discovery import (
     DiscoveryFailed,
     DiscoveryStats,
@@ -48,7 +63,10 @@ from gateway.discovery import (
     run_source,
 )
 from gateway.errors import ConfigError, ConfigIssue
+from gateway.observe.events import EventLog
+from gateway.observe.stats.scopes import ClusterStats
 from gateway.runtime.actor import ask
+from policies.health import HealthCheckConfig, HealthState, HealthThresholds
 
 log = logging.getLogger("triogate.cluster")
 
@@ -98,7 +116,24 @@ class Deregister:
     reply: trio.MemorySendChannel[RegistryAnswer]
 
 
-ClusterMsg = Reconfigure | Register | Renew | Deregister | EndpointsDiscovered | DiscoveryFailed
+@attrs.frozen
+class HealthVerdicts:
+    """Command: serve with these health verdicts by address (what the primary's checks
+    decided, on a worker process); replaces the ones the actor had."""
+
+    states: Mapping[str, HealthState]
+
+
+ClusterMsg = (
+    Reconfigure
+    | Register
+    | Renew
+    | Deregister
+    | EndpointsDiscovered
+    | DiscoveryFailed
+    | HealthChecked
+    | HealthVerdicts
+)
 
 
 @attrs.frozen
@@ -108,10 +143,21 @@ class MembersPublished:
     cluster: str
 
 
-class MembersWatcher(Protocol):
-    """Who is told of new members: an inbox that takes ``MembersPublished`` without waiting."""
+@attrs.frozen
+class VerdictsPublished:
+    """Report (to a handle's ``watcher``): the cluster's health verdicts changed
+    (``handle.health``)."""
 
-    def send_nowait(self, value: MembersPublished, /) -> None: ...
+    cluster: str
+
+
+ClusterReport = MembersPublished | VerdictsPublished
+
+
+class MembersWatcher(Protocol):
+    """Who is told of new members and verdicts: an inbox that takes reports without waiting."""
+
+    def send_nowait(self, value: ClusterReport, /) -> None: ...
 
 
 class ClusterHandle:
@@ -122,12 +168,27 @@ class ClusterHandle:
     the actor replaces; read them freely.
     """
 
-    def __init__(self, cluster: Cluster, watcher: MembersWatcher | None = None) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        watcher: MembersWatcher | None = None,
+        *,
+        events: EventLog | None = None,
+        stats: ClusterStats | None = None,
+    ) -> None:
         self.name = cluster.name
         self.inbox, self._inbox_rx = trio.open_memory_channel[ClusterMsg](16)
-        #: told (without waiting) when the members change: a primary's control plane,
-        #: which installs them on its workers
+        #: told (without waiting) when the members or verdicts change: a primary's
+        #: control plane, which installs them on its workers
         self.watcher = watcher
+        #: where health verdict changes are recorded (the control side's event log)
+        self.events = events
+        #: where ``health_check.*`` is counted
+        self.stats = stats
+        #: the health checks' verdicts by address (empty: not checked)
+        self.health: Mapping[str, HealthState] = MappingProxyType({})
+        #: each checked member's last check, by address
+        self.checks: Mapping[str, CheckOutcome] = MappingProxyType({})
         self.snapshot = build_snapshot(cluster, None, now=0.0)
         self.discovery_stats = DiscoveryStats(source=cluster.discovery.type)
         #: registry clusters: every registered instance, by address
@@ -187,13 +248,15 @@ async def run_cluster(
     *,
     sweep_interval: Callable[[Cluster], float] = lambda c: max(0.5, c.pool.idle_timeout / 4),
     resolver: Resolver | None = None,
+    rng: random.Random | None = None,
     task_status: trio.TaskStatus[ClusterHandle] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The cluster actor: applies commands and discovery reports, expires idle connections
-    and registrations, until cancelled. ``resolver`` replaces the dns source's (tests)."""
+    and registrations, runs health checks, until cancelled. ``resolver`` replaces the dns
+    source's and ``rng`` the health checks' jitter (tests)."""
     try:
         async with trio.open_nursery() as nursery:
-            actor = _ClusterActor(handle, nursery, sweep_interval, resolver)
+            actor = _ClusterActor(handle, nursery, sweep_interval, resolver, rng)
             discovery = handle.snapshot.config.discovery
             if has_source_task(discovery):
                 with trio.move_on_after(discovery.timeout + WARM_SLACK):
@@ -216,6 +279,7 @@ class _ClusterActor:
         nursery: trio.Nursery,
         sweep_interval: Callable[[Cluster], float],
         resolver: Resolver | None,
+        rng: random.Random | None = None,
     ) -> None:
         self.handle = handle
         self.nursery = nursery
@@ -235,7 +299,18 @@ class _ClusterActor:
         #: whether the source's last report was a failure (to log a streak once)
         self.failing = False
         self.next_sweep = trio.current_time() + sweep_interval(snapshot.config)
+        self.rng = rng if rng is not None else random.Random()
+        #: per checked member: its thresholds and the scope of its checking task
+        self.thresholds: dict[str, HealthThresholds] = {}
+        self.checkers: dict[str, trio.CancelScope] = {}
+        #: the verdicts the snapshot is built with (a worker's: the primary's); after a
+        #: restart the checks start again, from unknown
+        self.health: dict[str, HealthState] = (
+            {} if snapshot.config.health_check is not None else dict(handle.health)
+        )
         self._start_source()
+        if snapshot.config.health_check is not None:
+            self._publish(snapshot.config)  # every member unknown, its checks started
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -275,6 +350,12 @@ class _ClusterActor:
             case Deregister(key=key, reply=reply):
                 with reply:
                     reply.send_nowait(self._deregister(key))
+            case HealthChecked(key=key, config=config, outcome=outcome):
+                if config == cluster.health_check and key in self.thresholds:
+                    self._checked(key, outcome)
+            case HealthVerdicts(states=states):
+                self.health = dict(states)
+                self._publish(cluster)
 
     # -- publishing --------------------------------------------------------------------
 
@@ -289,22 +370,120 @@ class _ClusterActor:
     def _publish(self, cluster: Cluster) -> None:
         now = trio.current_time()
         before = self.snapshot.members
-        self.snapshot = build_snapshot(cluster, self.snapshot, now, self._members(cluster))
+        members = self._members(cluster)
+        if cluster.health_check is not None:
+            self._track_checks(cluster, members)
+        self.snapshot = build_snapshot(cluster, self.snapshot, now, members, self.health)
         self.handle.snapshot = self.snapshot
         self.handle.registrations = self.registry.registrations()
+        if self.snapshot.members != before:
+            self._report(MembersPublished(self.handle.name))
+        if self.health != self.handle.health:
+            self.handle.health = MappingProxyType(dict(self.health))
+            if self.handle.stats is not None:
+                self.handle.stats.health_check_healthy = sum(
+                    state is HealthState.HEALTHY for state in self.health.values()
+                )
+            self._report(VerdictsPublished(self.handle.name))
+
+    def _report(self, report: ClusterReport) -> None:
         watcher = self.handle.watcher
-        if watcher is not None and self.snapshot.members != before:
-            try:
-                watcher.send_nowait(MembersPublished(self.handle.name))
-            except trio.WouldBlock:
-                # the watcher syncs every cluster on each report: a later one covers it
-                log.warning("cluster %s: members changed; watcher busy", self.handle.name)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass  # the watcher is gone (the gateway stops)
+        if watcher is None:
+            return
+        try:
+            watcher.send_nowait(report)
+        except trio.WouldBlock:
+            # the watcher reads the handle's latest state on each report: a later one
+            # covers it
+            log.warning("cluster %s: %s; watcher busy", self.handle.name, type(report).__name__)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the watcher is gone (the gateway stops)
+
+    # -- health checks -----------------------------------------------------------------
+
+    def _track_checks(self, cluster: Cluster, members: tuple[Endpoint, ...]) -> None:
+        """A checking task and thresholds for each member, none for those that left."""
+        config = cluster.health_check
+        assert config is not None
+        addresses = {str(ep.address): ep.address for ep in members}
+        for key in list(self.checkers):
+            if key not in addresses:
+                self.checkers.pop(key).cancel()
+                del self.thresholds[key]
+                self.health.pop(key, None)
+        if len(self.handle.checks.keys() - addresses.keys()):
+            self.handle.checks = MappingProxyType(
+                {k: v for k, v in self.handle.checks.items() if k in addresses}
+            )
+        for key, address in addresses.items():
+            if key in self.checkers:
+                continue
+            self.thresholds[key] = HealthThresholds.of(config)
+            self.health[key] = HealthState.UNKNOWN
+            self.checkers[key] = self._start_checker(cluster.name, config, key, address)
+
+    def _start_checker(
+        self, cluster: str, config: HealthCheckConfig, key: str, address: Address
+    ) -> trio.CancelScope:
+        scope = trio.CancelScope()
+
+        async def check() -> None:
+            with scope:
+                await run_endpoint_checks(
+                    key, address, config, cluster, self.handle.inbox, self.rng
+                )
+
+        self.nursery.start_soon(check, name=f"health-check:{cluster}:{key}")
+        return scope
+
+    def _stop_checks(self) -> None:
+        for scope in self.checkers.values():
+            scope.cancel()
+        self.checkers.clear()
+        self.thresholds.clear()
+        self.health.clear()
+        self.handle.checks = MappingProxyType({})
+
+    def _checked(self, key: str, outcome: CheckOutcome) -> None:
+        stats = self.handle.stats
+        if stats is not None:
+            stats.health_check_attempt += 1
+            if outcome.passed:
+                stats.health_check_success += 1
+            else:
+                stats.health_check_failure += 1
+        self.handle.checks = MappingProxyType({**self.handle.checks, key: outcome})
+        thresholds = self.thresholds[key]
+        thresholds.record(outcome.passed, trio.current_time())
+        changes = thresholds.drain_events()
+        if not changes:
+            return
+        events = self.handle.events
+        for change in changes:
+            (log.warning if change.new is HealthState.UNHEALTHY else log.info)(
+                "cluster %s: %s is %s (%s)",
+                self.handle.name,
+                key,
+                change.new.value,
+                outcome.detail,
+            )
+            if events is not None:
+                events.record(
+                    self.handle.name,
+                    key,
+                    "health",
+                    change.old.value,
+                    change.new.value,
+                    outcome.detail,
+                )
+        self.health[key] = thresholds.state
+        self._publish(self.snapshot.config)
 
     # -- commands and reports ----------------------------------------------------------
 
     def _reconfigure(self, new: Cluster) -> None:
+        if new.health_check != self.snapshot.config.health_check:
+            self._stop_checks()  # new checkers, from unknown (or none)
         old = self.snapshot.config.discovery
         if new.discovery != old:
             self.source_scope.cancel()

@@ -27,6 +27,8 @@ import attrs
 from gateway.config import Address, Cluster, Endpoint
 from gateway.upstream.pool import EndpointPool
 from policies.balancing import ClusterBalancer, make_balancer
+from policies.endpoint_health import EndpointHealth, endpoint_health
+from policies.health import HealthState
 from policies.hosts import Host, HostSet
 
 
@@ -50,6 +52,13 @@ class EndpointState:
     #: when it joined (or came back to ``active``): slow start ramps from here
     ready_at: float
     runtime: EndpointRuntime = attrs.field(eq=False)
+    #: what the active health checks say (None: not checked)
+    check: HealthState | None = None
+
+    @property
+    def health(self) -> EndpointHealth:
+        """Config state and health check folded into one verdict (Envoy's flags)."""
+        return endpoint_health(self.config.state, self.check)
 
     @property
     def key(self) -> str:
@@ -70,7 +79,7 @@ class EndpointState:
             weight=ep.weight,
             priority=ep.priority,
             locality=ep.locality,
-            healthy=True,
+            healthy=self.health.healthy,
             ready_at=self.ready_at,
         )
 
@@ -117,6 +126,7 @@ def build_snapshot(
     previous: ClusterSnapshot | None,
     now: float,
     endpoints: tuple[Endpoint, ...] | None = None,
+    checks: Mapping[str, HealthState] | None = None,
 ) -> ClusterSnapshot:
     """The snapshot for ``cluster`` after ``previous`` (None: the first one).
 
@@ -125,7 +135,9 @@ def build_snapshot(
     in-flight counts go on). Endpoints removed stay in ``all_endpoints``, draining,
     while they still have requests in flight. ``now`` is the ``ready_at`` of endpoints
     that are new or back to ``active`` (0 for the first snapshot: endpoints present at
-    start skip slow start, as in Envoy).
+    start skip slow start, as in Envoy). ``checks`` are the active health checks'
+    verdicts by address (an endpoint not in it is not checked): an unhealthy endpoint
+    stays in the balancer's host set, unhealthy, so that panic routing can still use it.
     """
     if endpoints is None:
         endpoints = cluster.endpoints
@@ -149,7 +161,8 @@ def build_snapshot(
             runtime.pool.draining = False
         else:
             runtime.pool.drain()
-        kept[key] = EndpointState(ep, ready_at, runtime)
+        check = None if checks is None else checks.get(key)
+        kept[key] = EndpointState(ep, ready_at, runtime, check)
     leaving = []
     kept_runtimes = {id(s.runtime) for s in kept.values()}
     for state in before.values():
@@ -157,7 +170,7 @@ def build_snapshot(
             state.runtime.pool.drain()
             if state.runtime.active:
                 leaving.append(state)
-    serving = tuple(s for s in kept.values() if s.config.state == "active")
+    serving = tuple(s for s in kept.values() if s.health.in_host_set)
     balancer = make_balancer(
         cluster.lb_policy,
         HostSet(s.host() for s in serving),

@@ -15,6 +15,7 @@ from typing import Literal
 import attrs
 
 from policies.balancing import DEFAULT_OPTIONS, BalancerOptions
+from policies.health import HealthCheckConfig
 
 LbPolicy = Literal["round_robin", "least_request", "random", "ring_hash", "maglev"]
 EndpointState = Literal["active", "draining", "disabled"]
@@ -262,6 +263,8 @@ class Cluster:
     lb_options: BalancerOptions = DEFAULT_OPTIONS
     pool: PoolConfig = PoolConfig()
     discovery: Discovery = Discovery()
+    #: active health checks of every endpoint (``policies.health``); None: off
+    health_check: HealthCheckConfig | None = None
 
 
 @attrs.frozen

@@ -19,6 +19,7 @@ import attrs
 
 from gateway.config.model import Address
 from gateway.errors import ConfigError, ConfigIssue
+from policies.errors import InvalidSetting
 
 T = TypeVar("T")
 _NoneType = type(None)
@@ -121,6 +122,9 @@ def _structure_attrs(cls: Any, data: Any, path: str, issues: list[ConfigIssue]) 
         return None
     try:
         return cls(**kwargs)
+    except InvalidSetting as e:  # a policy's settings name the field they refuse
+        issues.append(ConfigIssue(_join(path, e.field), e.reason))
+        return None
     except ValueError as e:  # a model's own validation (e.g. BalancerOptions ranges)
         issues.append(ConfigIssue(path, str(e)))
         return None

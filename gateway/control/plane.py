@@ -35,7 +35,11 @@ address is taken), and step 4 installs the worker config on every worker
 (``gateway.runtime.workers``), acknowledged once each has applied it; undoing it
 installs the previous one again. The cluster actors still run here (discovery, the
 registry); when one publishes new members (``MembersPublished``) they are installed
-on the workers too.
+on the workers too, and when one's health checks change a verdict
+(``VerdictsPublished``) the verdicts go to every worker (``WorkerPool.publish_health``).
+
+The control plane owns the ``EventLog`` (``control.events``) its cluster actors record
+state changes in, which the admin API reads.
 """
 
 from __future__ import annotations
@@ -49,7 +53,12 @@ from typing import Any
 import attrs
 import trio
 
-from gateway.cluster.actor import ClusterHandle, MembersPublished, run_cluster
+from gateway.cluster.actor import (
+    ClusterHandle,
+    MembersPublished,
+    VerdictsPublished,
+    run_cluster,
+)
 from gateway.config import Address, Cluster, Config, Endpoint, Listener, ensure_valid, needs_rebind
 from gateway.control.state import save_state
 from gateway.control.view import ListenerView, RuntimeView
@@ -70,6 +79,7 @@ from gateway.listener.actor import (
     close_sockets,
     run_listener,
 )
+from gateway.observe.events import EventLog
 from gateway.observe.stats import StatsRegistry
 from gateway.routing import RouteTable
 from gateway.runtime.actor import ask, command
@@ -104,7 +114,7 @@ class Drain:
     reply: trio.MemorySendChannel[Exception | None]
 
 
-ControlMsg = ApplyChange | Drain | MembersPublished
+ControlMsg = ApplyChange | Drain | MembersPublished | VerdictsPublished
 
 
 class ControlPlane:
@@ -130,6 +140,8 @@ class ControlPlane:
         self.state_path = state_path
         #: the worker processes serving the listeners; None: this process serves them
         self.workers = workers
+        #: the clusters' state changes (health verdicts), newest last
+        self.events = EventLog()
         self.inbox, self._inbox_rx = trio.open_memory_channel[ControlMsg](64)
 
     # the parts of the view most callers want
@@ -212,6 +224,8 @@ async def run_control_plane(
                             reply.send_nowait(None)
                     case MembersPublished():
                         await actor.sync_members()
+                    case VerdictsPublished(cluster=name):
+                        await actor.sync_health(name)
         finally:
             # the addresses held for the workers are this incarnation's to let go
             for sockets in actor.held.values():
@@ -364,7 +378,12 @@ class _ControlActor:
         for cluster in new.clusters:
             before = old.cluster(cluster.name)
             if cluster.name not in self.clusters:
-                handle = ClusterHandle(cluster, self.control.inbox if self.pool else None)
+                handle = ClusterHandle(
+                    cluster,
+                    self.control.inbox if self.pool else None,
+                    events=self.control.events,
+                    stats=self.stats.cluster(cluster.name),
+                )
                 await self.actors.start_child(_cluster_child(handle))
                 self.clusters[cluster.name] = handle
                 self.stats.track_cluster(handle)
@@ -473,6 +492,16 @@ class _ControlActor:
             log.exception("installing new cluster members on the workers")
             return
         self.installed = synced
+
+    async def sync_health(self, name: str) -> None:
+        """A cluster's health verdicts changed: the workers get them."""
+        handle = self.clusters.get(name)
+        if self.pool is None or handle is None:
+            return
+        try:
+            await self.pool.publish_health(name, dict(handle.health))
+        except Exception:
+            log.exception("sending cluster %s's health verdicts to the workers", name)
 
     async def _start_listener(self, config: Listener, sockets: Sockets, undo: list[Undo]) -> None:
         handle = ListenerHandle(config, self.control.dataplane, self.stats, sockets)

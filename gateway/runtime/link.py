@@ -17,7 +17,12 @@ needed, and an end of stream on either side means the other process is gone:
     Install(config)          Installed(version) | Refused(message, issues, bind)
     Report()                 Reported(dump)              (stats, see observe.stats.merge)
     ResetStats()             Done()
+    HealthPublished(c, s)    Done()   cluster c serves with the health verdicts s
     DrainWorker(grace)       Done()   once its listeners have stopped; then it exits
+
+Health checks run only in the primary; ``HealthPublished`` carries one cluster's
+verdicts (address -> ``HealthState``, all of them, replacing the ones the worker had)
+whenever one changes, and to a worker that (re)starts right after its first Install.
 """
 
 from __future__ import annotations
@@ -31,10 +36,12 @@ import trio
 
 from gateway.config import Config
 from gateway.errors import ConfigError, ConfigIssue, GatewayError
+from policies.health import HealthState
 
 __all__ = [
     "Done",
     "DrainWorker",
+    "HealthPublished",
     "Install",
     "Installed",
     "LinkClosed",
@@ -102,6 +109,14 @@ class Reported:
 @attrs.frozen
 class ResetStats:
     """Request: counters and histograms to zero."""
+
+
+@attrs.frozen
+class HealthPublished:
+    """Request: cluster ``cluster`` serves with these health verdicts by address."""
+
+    cluster: str
+    states: dict[str, HealthState]
 
 
 @attrs.frozen

@@ -25,11 +25,13 @@ from typing import Any
 import trio
 
 from gateway.app import Gateway, run_gateway
+from gateway.cluster.actor import HealthVerdicts
 from gateway.errors import root_cause
 from gateway.observe.stats.merge import dump
 from gateway.runtime.link import (
     Done,
     DrainWorker,
+    HealthPublished,
     Install,
     Installed,
     LinkClosed,
@@ -76,6 +78,11 @@ async def _answer(gateway: Gateway, link: WorkerLink, index: int, message: Any) 
             await link.send(Reported({**dump(gateway.stats), "worker": index}))
         case ResetStats():
             gateway.stats.reset()
+            await link.send(Done())
+        case HealthPublished(cluster=name, states=states):
+            handle = gateway.control.clusters.get(name)
+            if handle is not None:  # else a cluster this worker has not been given yet
+                await handle.inbox.send(HealthVerdicts(states))
             await link.send(Done())
         case DrainWorker(grace=grace):
             await gateway.control.drain(grace)

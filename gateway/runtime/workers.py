@@ -26,10 +26,13 @@ crash, a ``kill -9``) is started again and given the config in force, under a re
 intensity (``policies.restart``); past it the pool crashes and its supervisor decides.
 Only the dead worker's connections are lost; the others never stop serving.
 
-A worker config differs from the admin's config in two ways only: each listener's
-address is the one the primary bound (port 0 resolved), and each cluster is ``static``
+A worker config differs from the admin's config in three ways only: each listener's
+address is the one the primary bound (port 0 resolved), each cluster is ``static``
 with the members the primary's cluster actor has now (discovery runs once, in the
-primary; a change of members is installed like a change of config, same version).
+primary; a change of members is installed like a change of config, same version), and
+no cluster has a ``health_check`` (checks run once, in the primary; its verdicts reach
+the workers as ``HealthPublished``, which the pool also keeps, per cluster, to give a
+worker that starts again right after its config).
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from gateway.runtime.actor import ask, command
 from gateway.runtime.link import (
     Done,
     DrainWorker,
+    HealthPublished,
     Install,
     Installed,
     LinkClosed,
@@ -63,6 +67,7 @@ from gateway.runtime.link import (
     ResetStats,
     WorkerLink,
 )
+from policies.health import HealthState
 from policies.restart import Decision, RestartBudget, RestartIntensity
 
 __all__ = [
@@ -107,9 +112,14 @@ def worker_config(
         for lst in config.listeners
     )
     clusters = tuple(
-        c
-        if c.discovery.type == "static"
-        else attrs.evolve(c, discovery=Discovery(), endpoints=members.get(c.name, c.endpoints))
+        attrs.evolve(
+            c,
+            discovery=Discovery(),
+            endpoints=c.endpoints
+            if c.discovery.type == "static"
+            else members.get(c.name, c.endpoints),
+            health_check=None,
+        )
         for c in config.clusters
     )
     return attrs.evolve(config, listeners=listeners, clusters=clusters)
@@ -152,7 +162,14 @@ class DrainAll:
     reply: trio.MemorySendChannel[Exception | None]
 
 
-PoolMsg = InstallAll | Collect | ResetAll | DrainAll
+@attrs.frozen
+class PublishHealth:
+    cluster: str
+    states: dict[str, HealthState]
+    reply: trio.MemorySendChannel[Exception | None]
+
+
+PoolMsg = InstallAll | Collect | ResetAll | DrainAll | PublishHealth
 
 
 class WorkerPool:
@@ -180,6 +197,13 @@ class WorkerPool:
 
     async def reset_stats(self) -> None:
         await command(self.inbox, lambda reply: ResetAll(reply), who="the worker pool")
+
+    async def publish_health(self, cluster: str, states: dict[str, HealthState]) -> None:
+        """Every worker serves ``cluster`` with these health verdicts (and a worker that
+        starts again gets them too)."""
+        await command(
+            self.inbox, lambda reply: PublishHealth(cluster, states, reply), who="the worker pool"
+        )
 
     async def drain(self, grace: float) -> None:
         """Every worker stops accepting; returns at once (``stopped`` is set when all exit)."""
@@ -209,6 +233,10 @@ async def run_worker_pool(
                     case DrainAll(grace=grace, reply=reply):
                         with reply:
                             actor.drain(grace)
+                            reply.send_nowait(None)
+                    case PublishHealth(cluster=cluster, states=states, reply=reply):
+                        with reply:
+                            await actor.publish_health(cluster, states)
                             reply.send_nowait(None)
         finally:
             actor.kill_all()
@@ -242,6 +270,8 @@ class _PoolActor:
         #: each live worker's last stats dump, and the sum of the dead ones' (``merge``)
         self.reported: dict[int, dict[str, Any]] = {}
         self.retired: dict[str, Any] | None = None
+        #: each cluster's latest health verdicts (a restarted worker is given them)
+        self.health: dict[str, dict[str, HealthState]] = {}
 
     def _publish(self) -> None:
         self.pool.workers = tuple(w.info() for w in self.workers)
@@ -351,6 +381,10 @@ class _PoolActor:
         try:
             with trio.fail_after(START_TIMEOUT):
                 answer = await link.call(Install(config))
+                if isinstance(answer, Installed):
+                    for cluster, states in self.health.items():
+                        done = await link.call(HealthPublished(cluster, states))
+                        assert isinstance(done, Done), done
         except (LinkClosed, trio.TooSlowError) as e:
             _kill(process)
             raise ChangeFailed(f"worker {worker.index} did not start: {e}") from None
@@ -413,6 +447,13 @@ class _PoolActor:
         if last is not None:
             parts = [retired(last)] if self.retired is None else [self.retired, retired(last)]
             self.retired = {**combine(parts), "worker": RETIRED}
+
+    async def publish_health(self, cluster: str, states: dict[str, HealthState]) -> None:
+        if states:
+            self.health[cluster] = states
+        else:
+            self.health.pop(cluster, None)
+        await self.each(HealthPublished(cluster, states))
 
     async def reset_stats(self) -> None:
         await self.each(ResetStats())

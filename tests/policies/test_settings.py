@@ -61,7 +61,7 @@ def test_a_range_error_comes_out_at_the_config_objects_path_naming_the_field() -
     with pytest.raises(ConfigError) as caught:
         structure(BreakerConfig, {"window": 0}, path="clusters[0].breaker")
     [issue] = caught.value.issues
-    assert str(issue) == "clusters[0].breaker: window must be a number > 0, not 0.0"
+    assert str(issue) == "clusters[0].breaker.window: must be a number > 0, not 0.0"
     with pytest.raises(ConfigError) as caught:
         structure(
             CircuitBreakerThresholds,
@@ -69,8 +69,8 @@ def test_a_range_error_comes_out_at_the_config_objects_path_naming_the_field() -
             path="clusters[1].circuit_breakers",
         )
     [issue] = caught.value.issues
-    assert issue.path == "clusters[1].circuit_breakers.retry_budget"
-    assert issue.message.startswith("budget_percent must be")
+    assert issue.path == "clusters[1].circuit_breakers.retry_budget.budget_percent"
+    assert issue.message.startswith("must be")
 
 
 def test_the_error_carries_the_field_for_a_path_per_field() -> None:

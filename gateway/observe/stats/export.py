@@ -16,6 +16,8 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from gateway.observe.stats.histogram import BOUNDS_MS, Histogram, difference, quantiles
 from gateway.observe.stats.registry import StatsRegistry
 from gateway.observe.stats.scopes import (
@@ -25,8 +27,11 @@ from gateway.observe.stats.scopes import (
     HISTOGRAM,
     STATUS_CLASSES,
     Scope,
+    exported_name,
     stat_names,
 )
+from policies.endpoint_health import HealthFlag
+from policies.health import HealthState
 
 if TYPE_CHECKING:
     from gateway.cluster.snapshot import EndpointState
@@ -117,6 +122,13 @@ def _metric(kind: str, stat: str) -> str:
     return f"triogate_{kind}_{stat}"
 
 
+def _prometheus_name(cls: type, stat: str) -> str:
+    """A stat's exported name with Prometheus's separator (``health_check_attempt``)."""
+    if stat not in attrs.fields_dict(cls):
+        return stat  # a derived counter (a property)
+    return exported_name(cls, stat).replace(".", "_")
+
+
 def prometheus_text(registry: StatsRegistry, workers: Sequence[Mapping[str, Any]] = ()) -> str:
     """The Prometheus text exposition (format 0.0.4) of every stat, grouped by family.
 
@@ -135,7 +147,8 @@ def prometheus_text(registry: StatsRegistry, workers: Sequence[Mapping[str, Any]
         cls = type(scope)
         lab = _labels(labels)
         for stat in (*scope.DERIVED_COUNTERS, *stat_names(cls, COUNTER)):
-            family = _metric(kind, stat if stat.endswith("_total") else stat + "_total")
+            name = _prometheus_name(cls, stat)
+            family = _metric(kind, name if name.endswith("_total") else name + "_total")
             add(family, "counter", f"{family}{lab} {getattr(scope, stat)}")
         for stat in stat_names(cls, STATUS_CLASSES):
             family = _metric(kind, stat)
@@ -144,7 +157,7 @@ def prometheus_text(registry: StatsRegistry, workers: Sequence[Mapping[str, Any]
                 cl = _labels({**labels, "response_code_class": f"{c}xx"})
                 add(family, "counter", f"{family}{cl} {counts[c]}")
         for stat in stat_names(cls, GAUGE):
-            family = _metric(kind, stat)
+            family = _metric(kind, _prometheus_name(cls, stat))
             add(family, "gauge", f"{family}{lab} {getattr(scope, stat)}")
         for stat in stat_names(cls, HISTOGRAM):
             family = _metric(kind, stat)
@@ -228,8 +241,8 @@ _HELP = {
 def health_flags(rt: EndpointState, serving: bool) -> list[str]:
     """Envoy-style health flags of an endpoint; ``["healthy"]`` when nothing is wrong.
 
-    Health checking and outlier ejection (later issues) add their flags here:
-    ``failed_active_hc``, ``failed_outlier_check``.
+    Active health checks add ``failed_active_hc`` (unhealthy) or ``pending_active_hc``
+    (no verdict yet); outlier ejection (a later issue) will add ``failed_outlier_check``.
     """
     flags: list[str] = []
     state: str = rt.config.state
@@ -239,6 +252,10 @@ def health_flags(rt: EndpointState, serving: bool) -> list[str]:
         flags.append("zero_weight")
     elif not serving:
         flags.append("pending_dynamic_removal")
+    if rt.check is HealthState.UNHEALTHY:
+        flags.append(HealthFlag.FAILED_ACTIVE_HC.value)
+    elif rt.check is HealthState.UNKNOWN:
+        flags.append(HealthFlag.PENDING_ACTIVE_HC.value)
     return flags or ["healthy"]
 
 

@@ -32,6 +32,7 @@ from gateway.observe.stats.scopes import (
     HISTOGRAM,
     STATUS_CLASSES,
     Scope,
+    control_stats,
     stat_names,
 )
 
@@ -69,10 +70,13 @@ def dump(registry: StatsRegistry) -> dict[str, Any]:
 
 
 def _zero(scope: Scope) -> None:
-    """Every figure to zero, gauges too (they are summed afresh); frames are kept."""
+    """Every figure to zero, gauges too (they are summed afresh), but the control side's
+    own (``control_stats``); frames are kept."""
     cls = type(scope)
+    own = control_stats(cls)
     for name in stat_names(cls, COUNTER) + stat_names(cls, GAUGE):
-        setattr(scope, name, 0)
+        if name not in own:
+            setattr(scope, name, 0)
     for name in stat_names(cls, STATUS_CLASSES):
         counts = getattr(scope, name)
         counts[:] = [0] * len(counts)
@@ -84,8 +88,10 @@ def _zero(scope: Scope) -> None:
 
 def _add(scope: Scope, part: ScopeDump) -> None:
     cls = type(scope)
+    own = control_stats(cls)
     for name in stat_names(cls, COUNTER) + stat_names(cls, GAUGE):
-        setattr(scope, name, getattr(scope, name) + part.get(name, 0))
+        if name not in own:
+            setattr(scope, name, getattr(scope, name) + part.get(name, 0))
     for name in stat_names(cls, STATUS_CLASSES):
         counts = getattr(scope, name)
         for i, n in enumerate(part.get(name, ())):

@@ -36,12 +36,23 @@ STATUS_CLASSES: Final = "status_classes"
 CLASSES = (1, 2, 3, 4, 5)
 
 
-def counter() -> Any:
-    return attrs.field(default=0, metadata={"kind": COUNTER})
+def counter(name: str | None = None, *, control: bool = False) -> Any:
+    """A counter field; ``name`` is its exported name when the attribute's cannot be
+    (Envoy's dotted ``health_check.attempt``); ``control``: see ``control_stats``."""
+    return attrs.field(default=0, metadata=_metadata(COUNTER, name, control))
 
 
-def gauge() -> Any:
-    return attrs.field(default=0, metadata={"kind": GAUGE})
+def gauge(name: str | None = None, *, control: bool = False) -> Any:
+    return attrs.field(default=0, metadata=_metadata(GAUGE, name, control))
+
+
+def _metadata(kind: str, name: str | None, control: bool) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"kind": kind}
+    if name is not None:
+        metadata["name"] = name
+    if control:
+        metadata["control"] = True
+    return metadata
 
 
 _HISTOGRAM = {"kind": HISTOGRAM}
@@ -89,7 +100,7 @@ class Scope:
         for f in self.DERIVED_COUNTERS:
             out[f] = getattr(self, f)
         for f in _fields(type(self), COUNTER):
-            out[f] = getattr(self, f)
+            out[exported_name(type(self), f)] = getattr(self, f)
         for f in _fields(type(self), STATUS_CLASSES):
             counts = getattr(self, f)
             for c in CLASSES:
@@ -97,7 +108,7 @@ class Scope:
         return out
 
     def gauges(self) -> dict[str, int]:
-        return {f: getattr(self, f) for f in _fields(type(self), GAUGE)}
+        return {exported_name(type(self), f): getattr(self, f) for f in _fields(type(self), GAUGE)}
 
     def histograms(self) -> dict[str, Histogram]:
         return {f: getattr(self, f) for f in _fields(type(self), HISTOGRAM)}
@@ -156,6 +167,20 @@ _FIELDS: dict[type, dict[str, list[str]]] = {}
 def stat_names(cls: type, kind: str) -> tuple[str, ...]:
     """The attribute names of ``cls``'s stats of one kind (``COUNTER``, ``GAUGE``, ...)."""
     return _fields(cls, kind)
+
+
+def exported_name(cls: type, field: str) -> str:
+    """The name a stat is exported under (after the scope's prefix): its attribute's
+    name unless its field says otherwise."""
+    name: str = attrs.fields_dict(cls)[field].metadata.get("name", field)
+    return name
+
+
+def control_stats(cls: type) -> frozenset[str]:
+    """The attribute names of stats that the control side counts (health checks run in
+    the primary process): with worker processes they are the primary's own, not a sum
+    of the workers' (``merge.absorb`` leaves them alone)."""
+    return frozenset(f.name for f in attrs.fields(cls) if f.metadata.get("control"))
 
 
 @attrs.define(slots=True, eq=False)
@@ -252,6 +277,12 @@ class ClusterStats(Scope):
     upstream_cx_active: int = gauge()
     upstream_rq_active: int = gauge()
     upstream_rq_pending_active: int = gauge()
+    #: active health checks made, passed and failed, and endpoints healthy now (Envoy's
+    #: ``health_check.*``); counted by the cluster actor, in the primary process
+    health_check_attempt: int = counter("health_check.attempt", control=True)
+    health_check_success: int = counter("health_check.success", control=True)
+    health_check_failure: int = counter("health_check.failure", control=True)
+    health_check_healthy: int = gauge("health_check.healthy", control=True)
 
     #: per endpoint address; an endpoint's stats outlive its runtime (a pool replaced by
     #: a config change, a restarted cluster actor) and go when it leaves the cluster

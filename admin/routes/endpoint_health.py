@@ -1,0 +1,102 @@
+"""Endpoint health and the state changes behind it.
+
+- ``GET /clusters/{cluster}/health``: per endpoint, its config state, what the active
+  health checks say (state and last result: time, passed, detail such as
+  ``status 503``, ``connect refused`` or ``timeout``), ejection and breaker (``null``:
+  outlier detection and breakers are not built yet), the combined verdict as Envoy
+  prints health flags (``healthy``, ``/failed_active_hc``...) and whether it serves.
+  404 for an unknown cluster.
+- ``GET /events?cluster=&limit=``: the newest state changes (health verdicts), newest
+  last; ``limit`` 1-1000 (default 100). A ``cluster`` the config does not have is 404
+  (a typo would otherwise read as "no events"); the events of a removed cluster are
+  still in the unfiltered list.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel
+
+from admin.edits import ItemNotFound
+from admin.errors import GUARDED, responses
+from admin.http import gateway_of
+from gateway import health_view
+
+router = APIRouter(tags=["health"])
+
+
+class LastCheck(BaseModel):
+    #: Unix time the check ended
+    at: float
+    passed: bool
+    detail: str
+
+
+class HealthCheckOut(BaseModel):
+    #: unknown, healthy, unhealthy; null before the first verdict
+    state: str | None
+    last: LastCheck | None
+
+
+class EndpointHealthOut(BaseModel):
+    address: str
+    config_state: str
+    #: null when the cluster has no health_check
+    health_check: HealthCheckOut | None
+    #: null: outlier detection is not built yet
+    ejection: dict[str, Any] | None
+    #: null: per-endpoint breakers are not built yet
+    breaker: dict[str, Any] | None
+    #: Envoy's health flags: "healthy", or "/failed_active_hc" and the like
+    verdict: str
+    serves: bool
+    in_host_set: bool
+
+
+class ClusterHealthOut(BaseModel):
+    cluster: str
+    health_check: bool
+    endpoints: list[EndpointHealthOut]
+
+
+class EventOut(BaseModel):
+    #: Unix time
+    at: float
+    cluster: str
+    endpoint: str
+    kind: str
+    old: str
+    new: str
+    reason: str
+
+
+class EventsOut(BaseModel):
+    events: list[EventOut]
+
+
+@router.get(
+    "/clusters/{cluster}/health",
+    response_model=ClusterHealthOut,
+    responses=responses(*GUARDED, 404),
+)
+async def cluster_health(request: Request, cluster: str) -> dict[str, Any]:
+    """Each endpoint's health check state and last result, and the combined verdict."""
+    handle = gateway_of(request).control.clusters.get(cluster)
+    if handle is None:
+        raise ItemNotFound(f"no cluster {cluster!r}")
+    return health_view(handle)
+
+
+@router.get("/events", response_model=EventsOut, responses=responses(*GUARDED, 404, 422))
+async def events(
+    request: Request,
+    cluster: str | None = None,
+    limit: int = Query(100, ge=1, le=1000),
+) -> dict[str, Any]:
+    """The newest state changes (health verdicts), newest last."""
+    control = gateway_of(request).control
+    if cluster is not None and cluster not in control.clusters:
+        raise ItemNotFound(f"no cluster {cluster!r}")
+    return {"events": [e.as_json() for e in control.events.recent(cluster, limit)]}

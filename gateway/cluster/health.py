@@ -1,0 +1,168 @@
+"""Active health checks: one check of one endpoint, and the loop that repeats it.
+
+Theory of operation: a cluster with a ``health_check`` has one checking task per
+endpoint, started in the cluster actor's nursery and cancelled by the actor (the
+endpoint left, or the cluster's ``health_check`` changed or went). The task only
+checks and reports: each result goes to the actor's inbox as ``HealthChecked``; the
+actor owns each endpoint's ``policies.health.HealthThresholds`` and decides what the
+results add up to. Checks of different endpoints run on their own schedules
+(``next_check_delay``: the interval plus a random jitter, so a cluster's checks spread
+out instead of arriving together).
+
+One check:
+
+    http   connect, send ``GET path`` with ``Host`` (the cluster's name unless
+           ``host`` is set), ``Connection: close`` and ``User-Agent:
+           triogate-health-check``; it passes iff the status is in
+           ``expected_statuses`` (the body is not read).
+    tcp    connect; send ``send`` (if any); if ``expect`` is set, read until those
+           bytes have arrived (anywhere in what was read).
+
+Each check is bounded by ``timeout`` (a cancel scope here, at the call site); a check
+that runs out of time fails with detail ``timeout``. Failures carry a short detail for
+the admin API: ``status 503``, ``connect refused``, ``closed before a response``...
+
+``no_traffic_interval`` is not used yet: every endpoint is checked every ``interval``
+(Envoy checks a cluster that has carried no traffic more slowly; telling "no traffic"
+apart needs the data side's counters, which with worker processes live in the workers).
+"""
+
+from __future__ import annotations
+
+import errno
+import random
+import time
+
+import attrs
+import trio
+
+from gateway.config import Address
+from gateway.errors import GatewayError
+from gateway.http1.events import ResponseReceived
+from gateway.http1.parse import ResponseParser
+from gateway.netio import open_connection
+from policies.health import HealthCheckConfig, next_check_delay, status_expected
+
+__all__ = ["USER_AGENT", "CheckOutcome", "HealthChecked", "check_endpoint", "run_endpoint_checks"]
+
+USER_AGENT = "triogate-health-check"
+#: the most a check reads while looking for a response head or ``expect``
+MAX_READ = 64 * 1024
+
+
+@attrs.frozen
+class CheckOutcome:
+    """One check's result: whether it passed, why not, and when it ended (Unix time)."""
+
+    passed: bool
+    detail: str
+    at: float
+
+
+@attrs.frozen
+class HealthChecked:
+    """Report (checker -> cluster actor): a check of the endpoint at ``key`` ended.
+
+    ``config`` is the health check it was made under: a report from a checker the
+    actor has since replaced is ignored.
+    """
+
+    key: str
+    config: HealthCheckConfig
+    outcome: CheckOutcome
+
+
+async def check_endpoint(address: Address, config: HealthCheckConfig, cluster: str) -> CheckOutcome:
+    """Check ``address`` once, bounded by ``config.timeout``; never raises ``Exception``."""
+    passed, detail = False, "timeout"
+    with trio.move_on_after(config.timeout):
+        try:
+            if config.type == "http":
+                passed, detail = await _check_http(address, config, cluster)
+            else:
+                passed, detail = await _check_tcp(address, config)
+        except OSError as e:
+            detail = _connect_detail(e)
+        except trio.BrokenResourceError:  # the stream's own translation of a reset
+            detail = "connection reset"
+        except GatewayError as e:  # a malformed response
+            detail = str(e)
+    return CheckOutcome(passed, detail, time.time())
+
+
+async def _check_http(
+    address: Address, config: HealthCheckConfig, cluster: str
+) -> tuple[bool, str]:
+    host = config.host if config.host is not None else cluster
+    request = (
+        f"GET {config.path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n"
+        f"User-Agent: {USER_AGENT}\r\n\r\n"
+    ).encode()
+    stream = await open_connection(address.host, address.port)
+    try:
+        await stream.send_all(request)
+        parser = ResponseParser()
+        read = 0
+        while True:
+            data = await stream.receive_some(MAX_READ)
+            if not data:
+                return False, "closed before a response"
+            read += len(data)
+            parser.feed(data)
+            for event in parser.events:
+                if isinstance(event, ResponseReceived) and event.status >= 200:
+                    status = event.status
+                    return status_expected(config, status), f"status {status}"
+            parser.events.clear()
+            if read > MAX_READ:
+                return False, "no response head within 64 KiB"
+    finally:
+        stream.close()
+
+
+async def _check_tcp(address: Address, config: HealthCheckConfig) -> tuple[bool, str]:
+    stream = await open_connection(address.host, address.port)
+    try:
+        send, expect = config.send_bytes, config.expect_bytes
+        if send:
+            await stream.send_all(send)
+        if not expect:
+            return True, "connected"
+        received = bytearray()
+        while expect not in received:
+            data = await stream.receive_some(MAX_READ)
+            if not data:
+                return False, "closed before the expected bytes"
+            received += data
+            if len(received) > MAX_READ:
+                return False, "expected bytes not within 64 KiB"
+        return True, "expected bytes received"
+    finally:
+        stream.close()
+
+
+def _connect_detail(error: OSError) -> str:
+    if error.errno == errno.ECONNREFUSED:
+        return "connect refused"
+    if error.errno in (errno.ECONNRESET, errno.EPIPE):
+        return "connection reset"
+    return f"connect failed: {error.strerror or error}"
+
+
+async def run_endpoint_checks(
+    key: str,
+    address: Address,
+    config: HealthCheckConfig,
+    cluster: str,
+    report: trio.MemorySendChannel[HealthChecked],
+    rng: random.Random,
+) -> None:
+    """Check one endpoint now and then every ``next_check_delay``, reporting each result
+    to ``report`` (the cluster actor's inbox), until cancelled."""
+    while True:
+        outcome = await check_endpoint(address, config, cluster)
+        try:
+            await report.send(HealthChecked(key, config, outcome))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return  # the actor is gone
+        await trio.sleep(next_check_delay(config, rng, had_traffic=True))
