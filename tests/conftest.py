@@ -304,3 +304,87 @@ def start_gateway(nursery: trio.Nursery) -> StartGateway:
         return gateway
 
     return start
+
+
+@attrs.define(eq=False)
+class CheckedUpstream:
+    """An upstream for health check tests: it can stop (its listener and connections
+    close), start again on the same port, and fail its health checks while it serves.
+
+    It answers ``/healthz`` with 200, or 503 while ``sick``; every other request with
+    200 and its name. ``received`` holds the targets of the other requests only.
+    """
+
+    name: str
+    #: port 0 until the first start, then the port it keeps
+    address: Address = attrs.Factory(lambda: Address("127.0.0.1", 0))
+    sick: bool = False
+    received: list[str] = attrs.Factory(list)
+    #: the Host header of each health check
+    checks: list[str] = attrs.Factory(list)
+    _scope: trio.CancelScope | None = None
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Listen (on the port it had, after the first start) and serve until ``stop``."""
+        listeners = await trio.open_tcp_listeners(self.address.port, host="127.0.0.1")
+        self.address = Address("127.0.0.1", listeners[0].socket.getsockname()[1])
+        self._scope = scope = trio.CancelScope()
+
+        async def serve() -> None:
+            with scope:
+                await trio.serve_listeners(self._serve, listeners)
+
+        nursery.start_soon(serve)
+
+    def stop(self) -> None:
+        """Close the listener and every connection now."""
+        assert self._scope is not None
+        self._scope.cancel()
+
+    async def _serve(self, stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        try:
+            async with stream:
+                while True:
+                    event = conn.next_event()
+                    if event is h11.NEED_DATA:
+                        data = await stream.receive_some(65536)
+                        if not data:
+                            return
+                        conn.receive_data(data)
+                    elif isinstance(event, h11.Request):
+                        target = event.target.decode()
+                        status = 200
+                        if target == "/healthz":
+                            self.checks.append(dict(event.headers).get(b"host", b"").decode())
+                            status = 503 if self.sick else 200
+                        else:
+                            self.received.append(target)
+                        body = f"{self.name}\n".encode()
+                        headers = [("x-upstream", self.name), ("content-length", str(len(body)))]
+                        reply = conn.send(h11.Response(status_code=status, headers=headers))
+                        reply += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
+                        await stream.send_all(reply)
+                    elif isinstance(event, h11.EndOfMessage):
+                        if conn.our_state is h11.MUST_CLOSE:
+                            return
+                        conn.start_next_cycle()
+                    elif isinstance(event, h11.ConnectionClosed):
+                        return
+        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
+            pass
+
+
+StartCheckedUpstream = Callable[[str], Awaitable[CheckedUpstream]]
+
+
+@pytest.fixture
+def start_checked_upstream(nursery: trio.Nursery) -> StartCheckedUpstream:
+    """Start a ``CheckedUpstream`` named ``name`` (``upstream.start(nursery)`` restarts it)."""
+
+    async def start(name: str) -> CheckedUpstream:
+        upstream = CheckedUpstream(name)
+        await upstream.start(nursery)
+        return upstream
+
+    return start

@@ -1,0 +1,153 @@
+"""Active health checks with worker processes: the primary checks, every worker routes
+by its verdicts (``HealthPublished`` over the worker link)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from gateway.config import Address
+from tests.conftest import (
+    CheckedUpstream,
+    StartCheckedUpstream,
+    gateway_process,
+    simple_config,
+    wait_until,
+)
+
+#: every request on a connection of its own, so that the kernel spreads them
+FRESH = httpx.Limits(max_keepalive_connections=0)
+
+
+async def _verdicts(admin: Address) -> dict[str, str]:
+    async with httpx.AsyncClient() as client:
+        r = await client.get(f"http://{admin}/clusters/api/health")
+        assert r.status_code == 200, r.text
+        return {e["address"]: e["verdict"] for e in r.json()["endpoints"]}
+
+
+async def _workers(admin: Address) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient() as client:
+        workers: list[dict[str, Any]] = (await client.get(f"http://{admin}/stats/workers")).json()
+    return workers
+
+
+async def _worker_shares(admin: Address) -> list[int]:
+    return [w["downstream_rq_total"] for w in await _workers(admin)]
+
+
+async def _send(web: Address, count: int) -> list[str]:
+    """``count`` requests, each on a fresh connection; who answered each (all 200)."""
+    served: list[str] = []
+
+    async def one(client: httpx.AsyncClient) -> None:
+        r = await client.get(f"http://{web}/")
+        assert r.status_code == 200, r.text
+        served.append(r.headers["x-upstream"])
+
+    async with httpx.AsyncClient(limits=FRESH) as client:
+        for _ in range(count // 10):
+            async with trio.open_nursery() as nursery:
+                for _ in range(10):
+                    nursery.start_soon(one, client)
+    return served
+
+
+async def _until_only(web: Address, upstream: CheckedUpstream) -> None:
+    """Until a batch of fresh connections all reach ``upstream`` (each worker has the
+    verdicts that leave it the only healthy endpoint)."""
+
+    async def only() -> bool:
+        return set(await _send(web, 20)) == {upstream.name}
+
+    await wait_until(only, within=10)
+
+
+async def test_workers_route_by_the_primarys_verdicts(
+    start_checked_upstream: StartCheckedUpstream, tmp_path: Path
+) -> None:
+    a, b = await start_checked_upstream("a"), await start_checked_upstream("b")
+    data = simple_config({"api": [a.address, b.address]})
+    data["clusters"][0]["health_check"] = {
+        "interval": 0.05,
+        "interval_jitter": 0.02,
+        "timeout": 0.5,
+        "unhealthy_threshold": 2,
+        "healthy_threshold": 2,
+    }
+    # one of two unhealthy is below any panic
+    data["clusters"][0]["lb_options"] = {"panic_threshold": 0}
+    config = tmp_path / "gw.json"
+    config.write_text(json.dumps(data))
+    async with gateway_process(config, workers=2) as gateway:
+        web, admin = gateway.listeners["web"], gateway.admin
+        healthy = {str(a.address): "healthy", str(b.address): "healthy"}
+        await wait_until(lambda: _verdicts(admin), within=10)
+        await wait_until(lambda: _verdicts_are(admin, healthy), within=10)
+
+        # a fails its checks but still serves: no worker may send it a request
+        a.sick = True
+        await wait_until(
+            lambda: _verdicts_are(
+                admin, {str(a.address): "/failed_active_hc", str(b.address): "healthy"}
+            ),
+            within=10,
+        )
+        await _until_only(web, b)
+        before = len(a.received)
+        shares = await _worker_shares(admin)
+        served = await _send(web, 100)
+        assert set(served) == {"b"} and len(a.received) == before
+        after = await _worker_shares(admin)
+        assert all(n > m for n, m in zip(after, shares, strict=True)), (shares, after)
+
+        # a worker killed and started again is given the verdicts with its config
+        [first, *_] = await _workers(admin)
+        os.kill(first["pid"], signal.SIGKILL)
+
+        async def restarted() -> bool:
+            [again, *_] = await _workers(admin)
+            return bool(again["restarts"] == 1 and again["pid"] != first["pid"])
+
+        await wait_until(restarted, within=15)
+        shares = await _worker_shares(admin)
+        served = await _send(web, 100)
+        assert set(served) == {"b"} and len(a.received) == before
+        after = await _worker_shares(admin)
+        assert after[0] > shares[0], (shares, after)
+
+        # a passes again, b fails: every worker sends all its requests to a
+        a.sick = False
+        await wait_until(lambda: _verdicts_are(admin, healthy), within=10)
+        b.sick = True
+        await wait_until(
+            lambda: _verdicts_are(
+                admin, {str(a.address): "healthy", str(b.address): "/failed_active_hc"}
+            ),
+            within=10,
+        )
+        await _until_only(web, a)
+        before_a, before_b = len(a.received), len(b.received)
+        shares = await _worker_shares(admin)
+        served = await _send(web, 100)
+        assert set(served) == {"a"} and len(a.received) == before_a + 100
+        assert len(b.received) == before_b
+        # both workers served in that batch: both sent a its traffic
+        after = await _worker_shares(admin)
+        assert all(n > m for n, m in zip(after, shares, strict=True)), (shares, after)
+
+        # health check stats are the primary's own (the workers' sums leave them alone)
+        async with httpx.AsyncClient() as client:
+            stats = (await client.get(f"http://{admin}/stats")).json()
+        assert stats["counters"]["cluster.api.health_check.attempt"] > 0
+        assert stats["gauges"]["cluster.api.health_check.healthy"] == 1
+
+
+async def _verdicts_are(admin: Address, expected: dict[str, str]) -> bool:
+    return await _verdicts(admin) == expected
