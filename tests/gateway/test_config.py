@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
 
 from gateway.config import (
     Address,
+    Cluster,
     Config,
     config_from_text,
     json_schema,
@@ -17,6 +20,8 @@ from gateway.config import (
     unstructure,
 )
 from gateway.errors import ConfigError
+from policies.health import HealthCheckConfig
+from tests.strategies import health_check_configs
 
 EXAMPLE = """
 admin: {address: 127.0.0.1:9901}
@@ -192,3 +197,17 @@ def test_run_reports_a_bind_failure_in_one_line(tmp_path: Path) -> None:
         f"triogate: listener 'web': cannot bind 127.0.0.1:{port}: Address already in use"
     )
     assert "Traceback" not in failed.stderr
+
+
+@given(health_check=health_check_configs())
+def test_a_health_check_round_trips_through_json(health_check: HealthCheckConfig) -> None:
+    # as the state file and the admin API carry it
+    config = Config(clusters=(Cluster("api", endpoints=(), health_check=health_check),), version=1)
+    assert structure(Config, json.loads(json.dumps(unstructure(config)))) == config
+
+
+def test_health_check_errors_name_the_field() -> None:
+    data = {"clusters": [{"name": "api", "health_check": {"type": "tcp", "expect": "hex:zz"}}]}
+    with pytest.raises(ConfigError) as caught:
+        structure(Config, data)
+    assert [i.path for i in caught.value.issues] == ["clusters[0].health_check.expect"]
