@@ -148,7 +148,6 @@ class HttpConnection:
             raise
         finally:
             self._finish()
-            self.ctx.idle.discard(self)
             self.ctx.connections.discard(self)
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await self.stream.aclose()
@@ -207,29 +206,33 @@ class HttpConnection:
         parser = self.parser
         events = parser.events
         if not events:
-            cfg = self.ctx.config
+            ctx = self.ctx
             self.phase = _IDLE
-            self.deadline = self.ctx.now + cfg.idle_timeout
-            idle = self.ctx.idle
-            idle.add(self)
-            try:
-                data = await self._receive()
-            finally:
-                idle.discard(self)
-            self.phase = _HEAD
-            # from the first byte on, the whole head must come within header_timeout
-            if data:
-                parser.feed(data)
-            if not events:
-                self.deadline = self.ctx.now + cfg.header_timeout
-                while not events:
-                    if not data:
-                        parser.feed_eof()
-                        return None
-                    data = await self._receive()
-                    if data:
-                        parser.feed(data)
-        return _take_head(events)
+            self.deadline = ctx.now + ctx.config.idle_timeout
+            stream = self.stream
+            while True:
+                # (the stream itself, not ``_receive``: one coroutine less per request)
+                try:
+                    data = await stream.receive_some(READ_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    raise DownstreamClosed from None
+                if not data:
+                    parser.feed_eof()
+                    return None
+                parser.feed(data)  # type: ignore[arg-type]  # sockets (and SSLStream) give bytes
+                if self.phase == _IDLE:
+                    self.phase = _HEAD
+                    if events:
+                        break
+                    # from the first byte on, the whole head must come within header_timeout
+                    self.deadline = ctx.now + ctx.config.header_timeout
+                elif events:
+                    break
+        head = events.popleft()
+        assert isinstance(head, RequestReceived)
+        if head.framing == NO_BODY:
+            events.popleft()  # a body-less request's end, from the same parse step
+        return head
 
     # -- one request --------------------------------------------------------------------
 
@@ -296,7 +299,7 @@ class HttpConnection:
         snapshot = handle.snapshot  # once: every attempt picks from the same endpoints
         affinity = (
             entry.hash_key(head.headers, self.client_ip)
-            if snapshot.uses_hash and route.hash_policy
+            if route.hash_policy and snapshot.uses_hash
             else None
         )
         error: GatewayError
@@ -502,12 +505,16 @@ class HttpConnection:
         http10_client = head.version == b"1.0"
         # the head, after any 1xx interim responses
         while True:
-            resp = await _next_event(conn)
+            while not events:
+                await conn.read()
+            resp = events.popleft()
             if not isinstance(resp, ResponseReceived):
                 raise UpstreamResetError("upstream sent a body without a head")
             if resp.status >= 200:
                 break
-            await _next_event(conn)  # the 1xx's MessageEnded
+            while not events:
+                await conn.read()
+            events.popleft()  # the 1xx's MessageEnded
             if resp.status != 101 and not http10_client:
                 await self._send(
                     response_head(resp.status, resp.reason, resp.headers, resp.connection, b"")
@@ -551,11 +558,7 @@ class HttpConnection:
                 out = []
             if done:
                 break
-            data = await conn.receive()
-            if data:
-                parser.feed(data)
-            else:
-                parser.feed_eof()
+            await conn.read()
         # llhttp's keep_alive already accounts for "Connection: close" and HTTP/1.0
         return keep_alive, resp.keep_alive and not parser.broken
 
@@ -587,29 +590,6 @@ def _failure(error: UpstreamError) -> Failure:
     if isinstance(error, UpstreamResetError):
         return Failure.RESET
     return Failure.OTHER
-
-
-def _take_head(events: deque[Event]) -> RequestReceived:
-    """Pop a request head; a body-less request's end (same parse step) goes with it."""
-    head = events.popleft()
-    assert isinstance(head, RequestReceived)
-    if head.framing == NO_BODY:
-        end = events.popleft()
-        assert isinstance(end, MessageEnded)
-    return head
-
-
-async def _next_event(conn: UpstreamConnection) -> Event:
-    events = conn.parser.events
-    while not events:
-        data = await conn.receive()
-        if data:
-            conn.parser.feed(data)
-        else:
-            conn.parser.feed_eof()
-            if not events:
-                raise UpstreamClosedEarly(f"upstream {conn.pool.address} closed without responding")
-    return events.popleft()
 
 
 class _BodyPump:

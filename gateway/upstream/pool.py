@@ -28,6 +28,7 @@ import trio
 from gateway.config import Address, PoolConfig
 from gateway.errors import (
     PoolExhausted,
+    UpstreamClosedEarly,
     UpstreamConnectError,
     UpstreamConnectTimeout,
     UpstreamResetError,
@@ -66,11 +67,25 @@ class UpstreamConnection:
         except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
             raise UpstreamResetError(f"upstream {self.pool.address} reset: {e}") from None
 
-    async def receive(self) -> bytes:
+    async def read(self) -> None:
+        """Receive what the upstream sent and feed it to ``parser``, whose ``events`` then
+        hold what it made of it.
+
+        Raises ``UpstreamResetError`` (a reset, or a close in the middle of a message),
+        ``UpstreamClosedEarly`` (a close before any byte of a response), or the parser's
+        ``UpstreamProtocolError``.
+        """
         try:
-            return await self.io.receive_some(65536)
+            data = await self.io.receive_some(65536)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
             raise UpstreamResetError(f"upstream {self.pool.address} reset: {e}") from None
+        parser = self.parser
+        if data:
+            parser.feed(data)
+        else:
+            parser.feed_eof()
+            if not parser.events:
+                raise UpstreamClosedEarly(f"upstream {self.pool.address} closed without responding")
 
     def is_open(self) -> bool:
         """False if the peer has closed (or sent unsolicited bytes) while idle."""
