@@ -123,8 +123,17 @@ class HttpConnection:
         """Serve requests until the client closes, errs, times out or the listener drains."""
         self.ctx.connections.add(self)
         try:
-            while await self._serve_until_timeout():
-                pass
+            # (the request loop runs in this frame, not one below: every frame between
+            # the task and the socket is resumed at each of a request's two checkpoints)
+            while True:
+                self.scope = scope = trio.CancelScope()
+                with scope:
+                    while not self.ctx.draining:
+                        head = await self._read_head()
+                        if head is None or not await self._handle(head):
+                            break
+                if not scope.cancelled_caught or not await self._after_timeout():
+                    break
         except DownstreamProtocolError as e:
             self.ctx.stats.downstream_cx_protocol_error += 1
             record = self.record
@@ -152,15 +161,8 @@ class HttpConnection:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await self.stream.aclose()
 
-    async def _serve_until_timeout(self) -> bool:
-        """Serve requests under one scope; True if a timeout fired and the connection goes on."""
-        self.scope = scope = trio.CancelScope()
-        with scope:
-            while not self.ctx.draining:
-                head = await self._read_head()
-                if head is None or not await self._handle(head):
-                    return False
-            return False
+    async def _after_timeout(self) -> bool:
+        """The connection's scope fired; True if the connection goes on (under a new one)."""
         if self.phase == _HEAD:
             self.record = record = self._figures
             record.begin(NO_REQUEST, perf_counter())
@@ -397,8 +399,10 @@ class HttpConnection:
         conn: UpstreamConnection | None = None
         reusable = False
         try:
-            conn, reused = await pool.acquire()
-            if not reused:
+            conn = pool.take_idle()
+            reused = conn is not None
+            if conn is None:
+                conn = await pool.open_new()
                 charge_opened(cluster_stats, endpoint_stats)
             if head.framing != NO_BODY:
                 keep_alive, reusable = await self._exchange_with_body(
@@ -416,9 +420,9 @@ class HttpConnection:
                     # a pooled connection the upstream closed while it was idle: the
                     # request was not taken, so one fresh connection gets it
                     pool.release(conn, False)
-                    conn = None
-                    conn, reused = await pool.acquire()
-                    if not reused:
+                    conn = pool.take_idle()
+                    if conn is None:
+                        conn = await pool.open_new()
                         charge_opened(cluster_stats, endpoint_stats)
                     await conn.send(up_head)
                     keep_alive, reusable = await self._relay_response(

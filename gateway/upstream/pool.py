@@ -1,12 +1,13 @@
 """A bounded pool of keep-alive HTTP/1.1 connections to one endpoint.
 
 Theory of operation: a connection is either *busy* (lent to one request) or *idle* (in
-``_idle``, most recently used last). ``acquire`` takes the freshest idle connection that
-is still open (a non-blocking peek tells; an upstream may have closed it while idle) and
-younger than the idle timeout, or opens a new one if fewer than ``max_connections`` are
-open. ``release(conn, reusable)`` returns it; only a connection whose last exchange
-ended cleanly (whole response read, no framing error, no ``Connection: close``) is kept.
-A draining pool keeps no idle connections: each closes as its request finishes.
+``_idle``, most recently used last). ``take_idle`` takes the freshest idle connection
+that is still open (a non-blocking peek tells; an upstream may have closed it while idle)
+and younger than the idle timeout; failing that, ``open_new`` opens one if fewer than
+``max_connections`` are open. ``release(conn, reusable)`` returns it; only a connection
+whose last exchange ended cleanly (whole response read, no framing error, no
+``Connection: close``) is kept. A draining pool keeps no idle connections: each closes as
+its request finishes.
 
 Connections are opened by the pool's ``connector`` (``open_upstream``, a TCP connection,
 unless a test passes another: any ``netio.ByteStream``, such as an in-memory one).
@@ -126,8 +127,9 @@ class EndpointPool:
     def idle(self) -> int:
         return len(self._idle)
 
-    async def acquire(self) -> tuple[UpstreamConnection, bool]:
-        """A connection and whether it was reused; raises ``UpstreamConnectError``."""
+    def take_idle(self) -> UpstreamConnection | None:
+        """The freshest idle connection fit for reuse; None when there is none (then
+        ``open_new``). Not async: the common case, a pooled connection, awaits nothing."""
         idle = self._idle
         if idle:
             now = trio.current_time()
@@ -139,9 +141,14 @@ class EndpointPool:
                 if conn.idle_since >= oldest_ok and (
                     now - conn.idle_since < PEEK_AFTER_IDLE or conn.is_open()
                 ):
-                    return conn, True
+                    return conn
                 self.open -= 1
                 conn.close()
+        return None
+
+    async def open_new(self) -> UpstreamConnection:
+        """A new connection, counted in the pool; raises ``PoolExhausted`` when
+        ``max_connections`` are open, else as ``connect``."""
         if self.open >= self.config.max_connections:
             raise PoolExhausted(f"{self.config.max_connections} connections to {self.address} busy")
         self.open += 1
@@ -153,7 +160,7 @@ class EndpointPool:
             raise
         finally:
             self.connecting -= 1
-        return UpstreamConnection(io, self), False
+        return UpstreamConnection(io, self)
 
     async def connect(self) -> ByteStream:
         """A new connection to the endpoint, not counted in the pool (the TCP proxy's);
