@@ -389,6 +389,7 @@ class HttpConnection:
         request). A response whose status is in ``retry_statuses`` is not relayed: it
         raises ``RetriableResponse``.
         """
+        ctx = self.ctx
         pool = endpoint.pool
         key = endpoint.key
         endpoint_stats = cluster_stats.endpoints.get(key) or cluster_stats.endpoint(key)
@@ -399,7 +400,7 @@ class HttpConnection:
         conn: UpstreamConnection | None = None
         reusable = False
         try:
-            conn = pool.take_idle()
+            conn = pool.take_idle(ctx.now)
             reused = conn is not None
             if conn is None:
                 conn = await pool.open_new()
@@ -419,8 +420,8 @@ class HttpConnection:
                         raise
                     # a pooled connection the upstream closed while it was idle: the
                     # request was not taken, so one fresh connection gets it
-                    pool.release(conn, False)
-                    conn = pool.take_idle()
+                    pool.release(conn, False, ctx.now)
+                    conn = pool.take_idle(ctx.now)
                     if conn is None:
                         conn = await pool.open_new()
                         charge_opened(cluster_stats, endpoint_stats)
@@ -446,7 +447,7 @@ class HttpConnection:
         finally:
             endpoint.active -= 1
             if conn is not None:
-                pool.release(conn, reusable)
+                pool.release(conn, reusable, ctx.now)
         if start == record.start:
             record.answered = (cluster_stats, endpoint_stats)  # charged by _finish
         else:

@@ -127,12 +127,16 @@ class EndpointPool:
     def idle(self) -> int:
         return len(self._idle)
 
-    def take_idle(self) -> UpstreamConnection | None:
+    def take_idle(self, now: float) -> UpstreamConnection | None:
         """The freshest idle connection fit for reuse; None when there is none (then
-        ``open_new``). Not async: the common case, a pooled connection, awaits nothing."""
+        ``open_new``). Not async: the common case, a pooled connection, awaits nothing.
+
+        ``now`` (and ``release``'s) is trio's clock as the caller has it: the proxy passes
+        its listener's coarse clock (``ListenerContext.now``, at most two timer ticks
+        ahead), which costs no clock read; ages of a second or more are all it decides.
+        """
         idle = self._idle
         if idle:
-            now = trio.current_time()
             oldest_ok = now - self.config.idle_timeout
             while idle:
                 conn = idle.pop()
@@ -175,12 +179,12 @@ class EndpointPool:
                 f"connect to {self.address} failed: {e.strerror or e}"
             ) from None
 
-    def release(self, conn: UpstreamConnection, reusable: bool) -> None:
+    def release(self, conn: UpstreamConnection, reusable: bool, now: float) -> None:
         """Give a connection back; kept only if ``reusable`` and there is room."""
         if reusable and not self.draining and len(self._idle) < self.config.max_idle:
             if conn.parser.broken:
                 conn.parser = ResponseParser()
-            conn.idle_since = trio.current_time()
+            conn.idle_since = now
             self._idle.append(conn)
             return
         self.open -= 1
