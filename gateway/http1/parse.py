@@ -287,6 +287,8 @@ class ResponseParser:
             return
         self._headers.append((name, value))
         kind = _FIELDS.get(name.lower())
+        if kind is None:  # most fields: nothing to note
+            return
         if kind == _CONTENT_LENGTH:
             self._content_length = int(value)  # llhttp refused a malformed or second one
         elif kind == _TRANSFER_ENCODING:
