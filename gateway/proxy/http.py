@@ -221,15 +221,14 @@ class HttpConnection:
                 if not data:
                     parser.feed_eof()
                     return None
+                first = self.phase == _IDLE
+                self.phase = _HEAD
                 parser.feed(data)  # type: ignore[arg-type]  # sockets (and SSLStream) give bytes
-                if self.phase == _IDLE:
-                    self.phase = _HEAD
-                    if events:
-                        break
+                if events:
+                    break
+                if first:
                     # from the first byte on, the whole head must come within header_timeout
                     self.deadline = ctx.now + ctx.config.header_timeout
-                elif events:
-                    break
         head = events.popleft()
         assert isinstance(head, RequestReceived)
         if head.framing == NO_BODY:
