@@ -48,21 +48,26 @@ def write_headers(
     parts: list[bytes], headers: Iterable[tuple[bytes, bytes]], connection: frozenset[bytes]
 ) -> None:
     """Append the end-to-end headers (not hop-by-hop, not named in ``Connection``)."""
+    # one set to test each name against; ``Connection`` nearly always names only
+    # hop-by-hop headers (keep-alive), and then no new set is made
+    dropped = HOP_BY_HOP if connection <= HOP_BY_HOP else HOP_BY_HOP | connection
     for name, value in headers:
-        n = name.lower()
-        if n in HOP_BY_HOP or n in connection:
-            continue
-        parts += (name, b": ", value, b"\r\n")
+        if name.lower() not in dropped:
+            parts += (name, b": ", value, b"\r\n")
 
 
 CHUNKED_LINE = b"transfer-encoding: chunked\r\n"
+
+#: ``HTTP/1.1 200 `` and the like, for the statuses upstreams send most
+_STATUS_LINE_STARTS = {s: b"HTTP/1.1 %d " % s for s in (200, 204, 206, 301, 302, 304)}
 
 
 def response_head(
     status: int, reason: bytes, headers: Headers, connection: frozenset[bytes], extra: bytes
 ) -> bytes:
     """A response head for the client: end-to-end headers of ``headers`` plus ``extra``."""
-    parts = [b"HTTP/1.1 %d " % status, reason or REASONS.get(status, b"Unknown"), b"\r\n"]
+    parts = [_STATUS_LINE_STARTS.get(status) or b"HTTP/1.1 %d " % status]
+    parts += (reason or REASONS.get(status, b"Unknown"), b"\r\n")
     write_headers(parts, headers, connection)
     parts += (extra, b"\r\n")
     return b"".join(parts)

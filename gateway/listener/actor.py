@@ -239,7 +239,7 @@ class _ListenerActor:
         if not self.drained.is_set():
             self.drained.set()
             close_sockets(self._accept_on(()))
-        for conn in list(ctx.idle):
+        for conn in list(ctx.connections):
             conn.cancel_if_idle()
         scope = self.conns.cancel_scope
         scope.deadline = min(scope.deadline, trio.current_time() + grace)

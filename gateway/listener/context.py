@@ -47,9 +47,8 @@ class ListenerContext:
     rng: random.Random = attrs.field(factory=random.Random)
     #: set when the listener drains: connections finish their request, then close
     draining: bool = False
-    #: connections waiting for their next request (closed at once on drain)
-    idle: set[TimedConnection] = attrs.field(factory=set)
-    #: every open connection, for the timer task
+    #: every open connection, for the timer task and the drain (which closes at once
+    #: those waiting for their next request)
     connections: set[TimedConnection] = attrs.field(factory=set)
     #: the clock as of the timer task's last tick, plus one tick: a deadline computed
     #: from it never fires early, and at most two ticks late

@@ -37,14 +37,16 @@ _SPECIAL: dict[bytes, int] = {
     b"traceparent": _TRACE,
     b"tracestate": _TRACE,
 }
-_VARIANT = b"89ab" * 4
+# a UUID4's fixed bits, set on 128 random ones: the version (4, the 13th hex digit) and
+# the variant (binary 10, the top bits of the 17th)
+_UUID4_KEEP = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
+_UUID4_SET = (0x4 << 76) | (0x2 << 62)
 
 
 def request_id(rng: random.Random) -> bytes:
     """A UUID4 string, as Envoy generates for ``x-request-id``."""
-    h = rng.getrandbits(128).to_bytes(16, "big").hex().encode()
-    # version 4, and the variant's two bits 10 (the 17th hex digit is one of 8, 9, a, b)
-    return b"%s-%s-4%s-%c%s-%s" % (h[:8], h[8:12], h[13:16], _VARIANT[h[16] & 15], h[17:20], h[20:])
+    h = (rng.getrandbits(128) & _UUID4_KEEP | _UUID4_SET).to_bytes(16, "big").hex().encode()
+    return b"-".join((h[:8], h[8:12], h[12:16], h[16:20], h[20:]))
 
 
 def given_request_id(head: RequestReceived) -> bytes:

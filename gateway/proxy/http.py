@@ -123,8 +123,17 @@ class HttpConnection:
         """Serve requests until the client closes, errs, times out or the listener drains."""
         self.ctx.connections.add(self)
         try:
-            while await self._serve_until_timeout():
-                pass
+            # (the request loop runs in this frame, not one below: every frame between
+            # the task and the socket is resumed at each of a request's two checkpoints)
+            while True:
+                self.scope = scope = trio.CancelScope()
+                with scope:
+                    while not self.ctx.draining:
+                        head = await self._read_head()
+                        if head is None or not await self._handle(head):
+                            break
+                if not scope.cancelled_caught or not await self._after_timeout():
+                    break
         except DownstreamProtocolError as e:
             self.ctx.stats.downstream_cx_protocol_error += 1
             record = self.record
@@ -148,20 +157,12 @@ class HttpConnection:
             raise
         finally:
             self._finish()
-            self.ctx.idle.discard(self)
             self.ctx.connections.discard(self)
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await self.stream.aclose()
 
-    async def _serve_until_timeout(self) -> bool:
-        """Serve requests under one scope; True if a timeout fired and the connection goes on."""
-        self.scope = scope = trio.CancelScope()
-        with scope:
-            while not self.ctx.draining:
-                head = await self._read_head()
-                if head is None or not await self._handle(head):
-                    return False
-            return False
+    async def _after_timeout(self) -> bool:
+        """The connection's scope fired; True if the connection goes on (under a new one)."""
         if self.phase == _HEAD:
             self.record = record = self._figures
             record.begin(NO_REQUEST, perf_counter())
@@ -207,29 +208,32 @@ class HttpConnection:
         parser = self.parser
         events = parser.events
         if not events:
-            cfg = self.ctx.config
+            ctx = self.ctx
             self.phase = _IDLE
-            self.deadline = self.ctx.now + cfg.idle_timeout
-            idle = self.ctx.idle
-            idle.add(self)
-            try:
-                data = await self._receive()
-            finally:
-                idle.discard(self)
-            self.phase = _HEAD
-            # from the first byte on, the whole head must come within header_timeout
-            if data:
-                parser.feed(data)
-            if not events:
-                self.deadline = self.ctx.now + cfg.header_timeout
-                while not events:
-                    if not data:
-                        parser.feed_eof()
-                        return None
-                    data = await self._receive()
-                    if data:
-                        parser.feed(data)
-        return _take_head(events)
+            self.deadline = ctx.now + ctx.config.idle_timeout
+            stream = self.stream
+            while True:
+                # (the stream itself, not ``_receive``: one coroutine less per request)
+                try:
+                    data = await stream.receive_some(READ_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    raise DownstreamClosed from None
+                if not data:
+                    parser.feed_eof()
+                    return None
+                first = self.phase == _IDLE
+                self.phase = _HEAD
+                parser.feed(data)  # type: ignore[arg-type]  # sockets (and SSLStream) give bytes
+                if events:
+                    break
+                if first:
+                    # from the first byte on, the whole head must come within header_timeout
+                    self.deadline = ctx.now + ctx.config.header_timeout
+        head = events.popleft()
+        assert isinstance(head, RequestReceived)
+        if head.framing == NO_BODY:
+            events.popleft()  # a body-less request's end, from the same parse step
+        return head
 
     # -- one request --------------------------------------------------------------------
 
@@ -296,7 +300,7 @@ class HttpConnection:
         snapshot = handle.snapshot  # once: every attempt picks from the same endpoints
         affinity = (
             entry.hash_key(head.headers, self.client_ip)
-            if snapshot.uses_hash and route.hash_policy
+            if route.hash_policy and snapshot.uses_hash
             else None
         )
         error: GatewayError
@@ -384,6 +388,7 @@ class HttpConnection:
         request). A response whose status is in ``retry_statuses`` is not relayed: it
         raises ``RetriableResponse``.
         """
+        ctx = self.ctx
         pool = endpoint.pool
         key = endpoint.key
         endpoint_stats = cluster_stats.endpoints.get(key) or cluster_stats.endpoint(key)
@@ -394,8 +399,10 @@ class HttpConnection:
         conn: UpstreamConnection | None = None
         reusable = False
         try:
-            conn, reused = await pool.acquire()
-            if not reused:
+            conn = pool.take_idle(ctx.now)
+            reused = conn is not None
+            if conn is None:
+                conn = await pool.open_new()
                 charge_opened(cluster_stats, endpoint_stats)
             if head.framing != NO_BODY:
                 keep_alive, reusable = await self._exchange_with_body(
@@ -412,10 +419,10 @@ class HttpConnection:
                         raise
                     # a pooled connection the upstream closed while it was idle: the
                     # request was not taken, so one fresh connection gets it
-                    pool.release(conn, False)
-                    conn = None
-                    conn, reused = await pool.acquire()
-                    if not reused:
+                    pool.release(conn, False, ctx.now)
+                    conn = pool.take_idle(ctx.now)
+                    if conn is None:
+                        conn = await pool.open_new()
                         charge_opened(cluster_stats, endpoint_stats)
                     await conn.send(up_head)
                     keep_alive, reusable = await self._relay_response(
@@ -439,7 +446,7 @@ class HttpConnection:
         finally:
             endpoint.active -= 1
             if conn is not None:
-                pool.release(conn, reusable)
+                pool.release(conn, reusable, ctx.now)
         if start == record.start:
             record.answered = (cluster_stats, endpoint_stats)  # charged by _finish
         else:
@@ -502,12 +509,16 @@ class HttpConnection:
         http10_client = head.version == b"1.0"
         # the head, after any 1xx interim responses
         while True:
-            resp = await _next_event(conn)
+            while not events:
+                await conn.read()
+            resp = events.popleft()
             if not isinstance(resp, ResponseReceived):
                 raise UpstreamResetError("upstream sent a body without a head")
             if resp.status >= 200:
                 break
-            await _next_event(conn)  # the 1xx's MessageEnded
+            while not events:
+                await conn.read()
+            events.popleft()  # the 1xx's MessageEnded
             if resp.status != 101 and not http10_client:
                 await self._send(
                     response_head(resp.status, resp.reason, resp.headers, resp.connection, b"")
@@ -551,11 +562,7 @@ class HttpConnection:
                 out = []
             if done:
                 break
-            data = await conn.receive()
-            if data:
-                parser.feed(data)
-            else:
-                parser.feed_eof()
+            await conn.read()
         # llhttp's keep_alive already accounts for "Connection: close" and HTTP/1.0
         return keep_alive, resp.keep_alive and not parser.broken
 
@@ -587,29 +594,6 @@ def _failure(error: UpstreamError) -> Failure:
     if isinstance(error, UpstreamResetError):
         return Failure.RESET
     return Failure.OTHER
-
-
-def _take_head(events: deque[Event]) -> RequestReceived:
-    """Pop a request head; a body-less request's end (same parse step) goes with it."""
-    head = events.popleft()
-    assert isinstance(head, RequestReceived)
-    if head.framing == NO_BODY:
-        end = events.popleft()
-        assert isinstance(end, MessageEnded)
-    return head
-
-
-async def _next_event(conn: UpstreamConnection) -> Event:
-    events = conn.parser.events
-    while not events:
-        data = await conn.receive()
-        if data:
-            conn.parser.feed(data)
-        else:
-            conn.parser.feed_eof()
-            if not events:
-                raise UpstreamClosedEarly(f"upstream {conn.pool.address} closed without responding")
-    return events.popleft()
 
 
 class _BodyPump:

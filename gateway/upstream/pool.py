@@ -1,12 +1,13 @@
 """A bounded pool of keep-alive HTTP/1.1 connections to one endpoint.
 
 Theory of operation: a connection is either *busy* (lent to one request) or *idle* (in
-``_idle``, most recently used last). ``acquire`` takes the freshest idle connection that
-is still open (a non-blocking peek tells; an upstream may have closed it while idle) and
-younger than the idle timeout, or opens a new one if fewer than ``max_connections`` are
-open. ``release(conn, reusable)`` returns it; only a connection whose last exchange
-ended cleanly (whole response read, no framing error, no ``Connection: close``) is kept.
-A draining pool keeps no idle connections: each closes as its request finishes.
+``_idle``, most recently used last). ``take_idle`` takes the freshest idle connection
+that is still open (a non-blocking peek tells; an upstream may have closed it while idle)
+and younger than the idle timeout; failing that, ``open_new`` opens one if fewer than
+``max_connections`` are open. ``release(conn, reusable)`` returns it; only a connection
+whose last exchange ended cleanly (whole response read, no framing error, no
+``Connection: close``) is kept. A draining pool keeps no idle connections: each closes as
+its request finishes.
 
 Connections are opened by the pool's ``connector`` (``open_upstream``, a TCP connection,
 unless a test passes another: any ``netio.ByteStream``, such as an in-memory one).
@@ -28,6 +29,7 @@ import trio
 from gateway.config import Address, PoolConfig
 from gateway.errors import (
     PoolExhausted,
+    UpstreamClosedEarly,
     UpstreamConnectError,
     UpstreamConnectTimeout,
     UpstreamResetError,
@@ -66,11 +68,25 @@ class UpstreamConnection:
         except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
             raise UpstreamResetError(f"upstream {self.pool.address} reset: {e}") from None
 
-    async def receive(self) -> bytes:
+    async def read(self) -> None:
+        """Receive what the upstream sent and feed it to ``parser``, whose ``events`` then
+        hold what it made of it.
+
+        Raises ``UpstreamResetError`` (a reset, or a close in the middle of a message),
+        ``UpstreamClosedEarly`` (a close before any byte of a response), or the parser's
+        ``UpstreamProtocolError``.
+        """
         try:
-            return await self.io.receive_some(65536)
+            data = await self.io.receive_some(65536)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
             raise UpstreamResetError(f"upstream {self.pool.address} reset: {e}") from None
+        parser = self.parser
+        if data:
+            parser.feed(data)
+        else:
+            parser.feed_eof()
+            if not parser.events:
+                raise UpstreamClosedEarly(f"upstream {self.pool.address} closed without responding")
 
     def is_open(self) -> bool:
         """False if the peer has closed (or sent unsolicited bytes) while idle."""
@@ -111,11 +127,16 @@ class EndpointPool:
     def idle(self) -> int:
         return len(self._idle)
 
-    async def acquire(self) -> tuple[UpstreamConnection, bool]:
-        """A connection and whether it was reused; raises ``UpstreamConnectError``."""
+    def take_idle(self, now: float) -> UpstreamConnection | None:
+        """The freshest idle connection fit for reuse; None when there is none (then
+        ``open_new``). Not async: the common case, a pooled connection, awaits nothing.
+
+        ``now`` (and ``release``'s) is trio's clock as the caller has it: the proxy passes
+        its listener's coarse clock (``ListenerContext.now``, at most two timer ticks
+        ahead), which costs no clock read; ages of a second or more are all it decides.
+        """
         idle = self._idle
         if idle:
-            now = trio.current_time()
             oldest_ok = now - self.config.idle_timeout
             while idle:
                 conn = idle.pop()
@@ -124,9 +145,14 @@ class EndpointPool:
                 if conn.idle_since >= oldest_ok and (
                     now - conn.idle_since < PEEK_AFTER_IDLE or conn.is_open()
                 ):
-                    return conn, True
+                    return conn
                 self.open -= 1
                 conn.close()
+        return None
+
+    async def open_new(self) -> UpstreamConnection:
+        """A new connection, counted in the pool; raises ``PoolExhausted`` when
+        ``max_connections`` are open, else as ``connect``."""
         if self.open >= self.config.max_connections:
             raise PoolExhausted(f"{self.config.max_connections} connections to {self.address} busy")
         self.open += 1
@@ -138,7 +164,7 @@ class EndpointPool:
             raise
         finally:
             self.connecting -= 1
-        return UpstreamConnection(io, self), False
+        return UpstreamConnection(io, self)
 
     async def connect(self) -> ByteStream:
         """A new connection to the endpoint, not counted in the pool (the TCP proxy's);
@@ -153,12 +179,12 @@ class EndpointPool:
                 f"connect to {self.address} failed: {e.strerror or e}"
             ) from None
 
-    def release(self, conn: UpstreamConnection, reusable: bool) -> None:
+    def release(self, conn: UpstreamConnection, reusable: bool, now: float) -> None:
         """Give a connection back; kept only if ``reusable`` and there is room."""
         if reusable and not self.draining and len(self._idle) < self.config.max_idle:
             if conn.parser.broken:
                 conn.parser = ResponseParser()
-            conn.idle_since = trio.current_time()
+            conn.idle_since = now
             self._idle.append(conn)
             return
         self.open -= 1

@@ -108,6 +108,26 @@ def test_a_request_body_comes_between_head_and_end(
     assert rest == [DataReceived(b"hello"), MESSAGE_ENDED]
 
 
+def test_a_request_takes_nothing_from_the_one_before_it_or_from_trailers() -> None:
+    # each head's fields are noted as they arrive: none of it may leak into the next head
+    first = (
+        b"POST /a HTTP/1.1\r\nHost: one\r\nConnection: X-Hop\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"
+        b"Host: trailer\r\nX-Sum: 9\r\n\r\n"
+    )
+    second = b"GET /b HTTP/1.1\r\nHost: two\r\n\r\n"
+    events = merged(feed(RequestParser(), first, second))
+    head1, data, end1, head2, end2 = events
+    assert isinstance(head1, RequestReceived) and isinstance(head2, RequestReceived)
+    assert (head1.host, head1.framing, head1.connection) == (b"one", CHUNKED, {b"x-hop"})
+    assert data == DataReceived(b"hello")
+    # the trailers ride on the end: a Host among them is not a second Host
+    assert end1 == MessageEnded(((b"Host", b"trailer"), (b"X-Sum", b"9")))
+    assert (head2.host, head2.framing, head2.content_length) == (b"two", NO_BODY, -1)
+    assert head2.connection == frozenset()
+    assert end2 == MESSAGE_ENDED
+
+
 def test_pipelined_requests_come_out_in_order_from_one_read() -> None:
     stream = (
         b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -331,6 +351,22 @@ def test_a_body_without_a_length_ends_when_the_upstream_closes(version: bytes) -
     assert feed(parser, b"world") == [DataReceived(b"world")]
     assert feed_eof(parser) == [MESSAGE_ENDED]
     assert parser.broken
+
+
+def test_a_response_takes_nothing_from_the_one_before_it() -> None:
+    first = CHUNKED_OK[:-2] + b"Connection: X-Hop\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    second = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: Keep-Alive\r\n\r\nok"
+    head1, data1, end1, head2, data2, end2 = feed(ResponseParser(), first, second)
+    assert isinstance(head1, ResponseReceived) and isinstance(head2, ResponseReceived)
+    assert (head1.framing, head1.connection) == (CHUNKED, {b"x-hop"})
+    assert (head2.framing, head2.content_length) == (LENGTH, 2)
+    assert head2.connection == frozenset({b"keep-alive"})
+    assert (data1, data2, end1, end2) == (
+        DataReceived(b"abc"),
+        DataReceived(b"ok"),
+        MESSAGE_ENDED,
+        MESSAGE_ENDED,
+    )
 
 
 def test_a_close_between_responses_is_no_error() -> None:

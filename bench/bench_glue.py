@@ -1,0 +1,124 @@
+"""The data path's Python per proxied request, without sockets: the figure a profiler or
+callgrind can pin down on a shared, noisy machine.
+
+``--connections`` ``HttpConnection``s of one listener (default 50, as wrk's) serve
+``--requests`` requests between them from fake streams that answer at once: each client
+stream hands over wrk's ``GET /`` whenever read, each upstream stream nginx's 13-byte
+answer; both take one checkpoint per read, as ``netio.SocketIO`` does when data is there.
+So what is measured is everything of a request but its four syscalls and the waits:
+parsing, routing, balancing, head rewriting, stats, the pool, Trio's two task steps.
+
+It prints CPU microseconds per request (noisy where other work runs). For a figure that
+does not move with the machine, count instructions with callgrind at two sizes and take
+the difference (startup cancels out)::
+
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+        .venv/bin/python bench/bench_glue.py --requests 1000    # then 3000: (b - a) / 2000
+
+``--tree DIR`` runs another source tree (``git archive REF | tar -x -C DIR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Wed, 02 Dec 2026 03:53:43 GMT\r\n"
+    b"Content-Type: application/octet-stream\r\nContent-Length: 13\r\n"
+    b"Connection: keep-alive\r\n\r\nhello, world\n"
+)
+
+
+class FakeStream:
+    """A stream whose every read returns ``answer`` (``count`` times, then EOF)."""
+
+    def __init__(self, answer: bytes, count: int) -> None:
+        self.answer = answer
+        self.count = count
+        self.sent = 0
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await trio.lowlevel.checkpoint()
+        if not self.count:
+            return b""
+        self.count -= 1
+        return self.answer
+
+    async def send_all(self, data: bytes) -> None:
+        self.sent += 1
+
+    async def send_eof(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+async def serve_all(requests: int, connections: int) -> float:
+    """Serve ``requests`` over ``connections``; the CPU seconds it took."""
+    from gateway.cluster.actor import ClusterHandle
+    from gateway.config import config_from_data
+    from gateway.dataplane import DataPlane, DataPlaneRef
+    from gateway.listener.context import ListenerContext
+    from gateway.proxy.http import HttpConnection
+    from gateway.routing import RouteTable
+
+    data: dict[str, Any] = {
+        "admin": {"address": "127.0.0.1:0"},
+        "listeners": [
+            {
+                "name": "web",
+                "address": "127.0.0.1:0",
+                "routes": [{"match": {"prefix": "/"}, "cluster": "c"}],
+            }
+        ],
+        "clusters": [{"name": "c", "endpoints": [{"address": "127.0.0.1:9"}]}],
+    }
+    config = config_from_data(data)
+    listener = config.listeners[0]
+    cluster = config.cluster("c")
+    assert cluster is not None
+    handle = ClusterHandle(cluster)
+    plane = DataPlane(config, {"web": RouteTable(listener)}, {"c": handle})
+    ctx = ListenerContext(listener, DataPlaneRef(plane), rng=random.Random(7))
+
+    async def connect(address: object) -> FakeStream:
+        return FakeStream(RESPONSE, -1)  # never ends
+
+    for endpoint in handle.snapshot.all_endpoints:
+        endpoint.pool.connector = connect
+    clients = [FakeStream(REQUEST, requests // connections) for _ in range(connections)]
+    start = time.process_time()
+    async with trio.open_nursery() as nursery:
+        for client in clients:
+            nursery.start_soon(HttpConnection(client, ctx, b"127.0.0.1").serve)  # type: ignore[arg-type]
+    took = time.process_time() - start
+    answered = sum(c.sent for c in clients)
+    assert answered == requests // connections * connections, answered
+    return took
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=100_000)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--tree", type=Path, default=Path(__file__).resolve().parent.parent)
+    args = parser.parse_args()
+    sys.path.insert(0, str(args.tree))
+    took = trio.run(serve_all, args.requests, args.connections)
+    print(f"{took / args.requests * 1e6:.2f} us CPU per request (no sockets)")
+
+
+if __name__ == "__main__":
+    main()
