@@ -69,14 +69,29 @@ class DnsZone:
         return struct.pack("!6H", qid, flags, 1, len(addresses), 0, 0) + question + answers
 
 
+async def _udp_and_tcp_on_one_port() -> tuple[trio.socket.SocketType, list[trio.SocketListener]]:
+    """A UDP socket and TCP listeners on one loopback port.
+
+    Port 0 picks a port free for UDP, which another socket of this machine (a test's
+    listener, an outgoing connection) may hold for TCP: then that port is given back
+    and another one tried, never a port taken by guesswork.
+    """
+    for _ in range(20):
+        udp = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        await udp.bind(("127.0.0.1", 0))
+        try:
+            return udp, await trio.open_tcp_listeners(udp.getsockname()[1], host="127.0.0.1")
+        except OSError:
+            udp.close()
+    raise AssertionError("no loopback port was free for both UDP and TCP in 20 tries")
+
+
 async def serve_dns(
     zone: DnsZone, *, task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """UDP and TCP on one loopback port until cancelled."""
-    udp = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
-    await udp.bind(("127.0.0.1", 0))
+    udp, tcp_listeners = await _udp_and_tcp_on_one_port()
     port = udp.getsockname()[1]
-    tcp_listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
 
     async def over_tcp(stream: trio.SocketStream) -> None:
         async with stream:
