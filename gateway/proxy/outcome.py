@@ -37,11 +37,22 @@ from gateway.errors import (
 from gateway.observe.stats import ClusterStats, EndpointStats
 from policies.retry import Failure
 
+#: what a TCP attempt that connected reports to the outlier detector: a success
+TCP_CONNECTED = 200
+
 
 def charge_opened(cluster: ClusterStats, endpoint: EndpointStats) -> None:
     """An attempt opened a connection to the endpoint."""
     cluster.upstream_cx_total += 1
     endpoint.cx_total += 1
+
+
+def charge_connected(cluster: ClusterStats, endpoint: EndpointStats) -> None:
+    """A TCP attempt connected: its connection is counted, and the outlier detector
+    hears of a success (a TCP attempt's only result besides a connect failure)."""
+    charge_opened(cluster, endpoint)
+    if cluster.outcomes is not None:
+        cluster.outcomes.add(endpoint.name, TCP_CONNECTED)
 
 
 def charge_attempt(

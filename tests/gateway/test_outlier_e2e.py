@@ -168,3 +168,49 @@ async def test_killed_endpoints_are_ejected_within_the_cap(
         assert stats["gauges"]["cluster.api.outlier_detection.ejections_active"] == 1
         name = "cluster.api.outlier_detection.ejections_enforced_consecutive_gateway_failure"
         assert stats["counters"][name] == 1
+
+
+async def test_outlier_detection_changes_through_the_admin_api(
+    start_gateway: StartGateway, start_checked_upstream: StartCheckedUpstream
+) -> None:
+    u1, u2 = await start_checked_upstream("u1"), await start_checked_upstream("u2")
+    gw = await start_gateway(simple_config({"api": [u1.address, u2.address]}), admin=True)
+    async with httpx.AsyncClient(base_url=f"http://{gw.admin_address}") as admin:
+        view = (await admin.get("/clusters/api/health")).json()
+        assert view["outlier_detection"] is False
+        assert [e["ejection"] for e in view["endpoints"]] == [None, None]
+
+        r = await admin.patch("/clusters/api", json={"outlier_detection": {"interval": -1}})
+        assert r.status_code == 422, r.text
+        assert [d["loc"] for d in r.json()["detail"]] == ["clusters[0].outlier_detection.interval"]
+
+        # on, with a health check that passes: an ejection ends at the next passing check
+        r = await admin.patch(
+            "/clusters/api",
+            json={
+                "outlier_detection": {**OUTLIER_DETECTION, "base_ejection_time": 60},
+                "health_check": {"interval": 0.05, "interval_jitter": 0.01, "timeout": 0.5},
+            },
+        )
+        assert r.status_code == 200, r.text
+        assert gw.control.config.clusters[0].outlier_detection is not None
+        u2.failing = True
+        await _send(gw, 6)
+
+        async def returned_by_its_check() -> bool:
+            events = (await admin.get("/events", params={"cluster": "api"})).json()["events"]
+            return [
+                (e["kind"], e["new"], e["reason"]) for e in events if e["kind"] == "ejection"
+            ] == [
+                ("ejection", "ejected", "consecutive_5xx"),
+                ("ejection", "serving", "health_check_passed"),
+            ]
+
+        await wait_until(returned_by_its_check)
+
+        # off again: no buffer on the data path, no ejection view
+        r = await admin.patch("/clusters/api", json={"outlier_detection": None})
+        assert r.status_code == 200, r.text
+        assert gw.stats.cluster("api").outcomes is None
+        view = (await admin.get("/clusters/api/health")).json()
+        assert view["outlier_detection"] is False

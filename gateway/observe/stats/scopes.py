@@ -313,6 +313,11 @@ class ClusterStats(Scope):
     #: attempts' results dropped on their way to the detector (a full ``OutcomeBuffer``);
     #: counted where the buffer is, so with workers the workers' sum
     outlier_detection_outcomes_dropped: int = counter("outlier_detection.outcomes_dropped")
+    #: with workers: a worker's report of results the primary's cluster actor had no
+    #: room for (its inbox full)
+    outlier_detection_outcome_batches_dropped: int = counter(
+        "outlier_detection.outcome_batches_dropped", control=True
+    )
     #: not a stat: where the data path leaves each attempt's result for the outlier
     #: detector (``gateway.cluster.outcomes``); None: the cluster has no outlier detection
     outcomes: OutcomeBuffer | None = attrs.field(default=None)
