@@ -624,7 +624,8 @@ class _ClusterActor:
         handle = self.handle
         stats = handle.stats
         wall = time.time() - now  # the detector's clock to Unix time
-        for event in detector.drain_events():
+        events = detector.drain_events()
+        for event in events:
             match event:
                 case EndpointEjected(host=host, reason=reason, at=at, until=until):
                     times = self.times_ejected[host] = self.times_ejected.get(host, 0) + 1
@@ -657,13 +658,15 @@ class _ClusterActor:
                         handle.events.record(
                             handle.name, host, "ejection", "ejected", "serving", trigger.value
                         )
-        for host in self.ejections.keys() - ejected:
-            del self.ejections[host]  # removed from the cluster while ejected
+        gone = self.ejections.keys() - ejected  # removed from the cluster while ejected
+        for host in gone:
+            del self.ejections[host]
         if stats is not None:
             stats.outlier_detection_ejections_overflow += detector.overflows - self.overflows
             stats.outlier_detection_ejections_active = len(ejected)
         self.overflows = detector.overflows
-        handle.ejections = MappingProxyType(dict(self.ejections))
+        if events or gone:
+            handle.ejections = MappingProxyType(dict(self.ejections))
         changed = ejected != self.ejected
         self.ejected = ejected
         return changed
