@@ -135,19 +135,24 @@ async def run_gateway(
     services: Sequence[Service] = (),
     workers: int = 1,
     verbosity: int = 0,
+    detect_outliers: bool = True,
     task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a gateway for ``config`` until cancelled; reports a ``Gateway`` once serving.
 
     ``workers`` > 1 serves the listeners from that many worker processes (logging at
     ``verbosity``, as ``-v`` counts); 1 serves them in this process.
+    ``detect_outliers`` False: the cluster actors leave outlier detection to another
+    process (a worker's, whose primary detects), keeping only the attempts' results.
     """
     dataplane = DataPlaneRef(DataPlane(config=Config(), routes={}, clusters={}))
     stats = StatsRegistry()
     pool = WorkerPool(workers, verbosity=verbosity) if workers > 1 else None
     if pool is not None:
         stats.local_gauges = False  # the workers' gauges, summed
-    control = ControlPlane(config, dataplane, state_path, stats, workers=pool)
+    control = ControlPlane(
+        config, dataplane, state_path, stats, workers=pool, detect_outliers=detect_outliers
+    )
     gateway = Gateway(control)
     children = [_control_child(control), _stats_child(gateway)]
     children += [service(gateway) for service in services]

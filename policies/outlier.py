@@ -222,6 +222,8 @@ class OutlierDetector:
         self._endpoints = {h: _Endpoint() for h in sorted(set(hosts))}
         self._next_sweep = now + config.interval
         self._events: list[OutlierEvent] = []
+        #: outliers the cap left in service (Envoy's ``ejections_overflow``)
+        self.overflows = 0
 
     def __repr__(self) -> str:
         return f"OutlierDetector({self.config!r}, hosts={sorted(self._endpoints)!r})"
@@ -352,6 +354,7 @@ class OutlierDetector:
         config = self.config
         out = sum(1 for e in self._endpoints.values() if e.state is _EJECTED)
         if out >= config.max_ejected(len(self._endpoints)):
+            self.overflows += 1
             return
         endpoint.state = transition(endpoint.state, EjectionTrigger.OUTLIER_FOUND)
         if config.base_ejection_time * endpoint.times < config.ejection_cap:

@@ -312,13 +312,15 @@ class CheckedUpstream:
     close), start again on the same port, and fail its health checks while it serves.
 
     It answers ``/healthz`` with 200, or 503 while ``sick``; every other request with
-    200 and its name. ``received`` holds the targets of the other requests only.
+    200 and its name, or 503 while ``failing``. ``received`` holds the targets of the
+    other requests only.
     """
 
     name: str
     #: port 0 until the first start, then the port it keeps
     address: Address = attrs.Factory(lambda: Address("127.0.0.1", 0))
     sick: bool = False
+    failing: bool = False
     received: list[str] = attrs.Factory(list)
     #: the Host header of each health check
     checks: list[str] = attrs.Factory(list)
@@ -360,6 +362,7 @@ class CheckedUpstream:
                             status = 503 if self.sick else 200
                         else:
                             self.received.append(target)
+                            status = 503 if self.failing else 200
                         body = f"{self.name}\n".encode()
                         headers = [("x-upstream", self.name), ("content-length", str(len(body)))]
                         reply = conn.send(h11.Response(status_code=status, headers=headers))

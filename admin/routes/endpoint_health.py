@@ -2,11 +2,14 @@
 
 - ``GET /clusters/{cluster}/health``: per endpoint, its config state, what the active
   health checks say (state and last result: time, passed, detail such as
-  ``status 503``, ``connect refused`` or ``timeout``), ejection and breaker (``null``:
-  outlier detection and breakers are not built yet), the combined verdict as Envoy
+  ``status 503``, ``connect refused`` or ``timeout``), its ejection by outlier detection
+  (``null`` when the cluster has none; else ``ejected`` and, while ejected, ``since``,
+  ``until``, ``times_ejected`` and ``reason``), breaker (``null``: breakers are not
+  built yet), the combined verdict as Envoy
   prints health flags (``healthy``, ``/failed_active_hc``...) and whether it serves.
   404 for an unknown cluster.
-- ``GET /events?cluster=&limit=``: the newest state changes (health verdicts), newest
+- ``GET /events?cluster=&limit=``: the newest state changes (health verdicts, ejections
+  and returns: ``kind`` ``health`` or ``ejection``; an ejection's ``until``), newest
   last; ``limit`` 1-1000 (default 100). A ``cluster`` the config does not have is 404
   (a typo would otherwise read as "no events"); the events of a removed cluster are
   still in the unfiltered list.
@@ -40,13 +43,25 @@ class HealthCheckOut(BaseModel):
     last: LastCheck | None
 
 
+class EjectionOut(BaseModel):
+    ejected: bool
+    #: while ejected: Unix times it started and ends
+    since: float | None = None
+    until: float | None = None
+    #: while ejected: how many times the endpoint has been ejected
+    times_ejected: int | None = None
+    #: while ejected: the detector (consecutive_5xx, consecutive_gateway_failure,
+    #: success_rate, failure_percentage)
+    reason: str | None = None
+
+
 class EndpointHealthOut(BaseModel):
     address: str
     config_state: str
     #: null when the cluster has no health_check
     health_check: HealthCheckOut | None
-    #: null: outlier detection is not built yet
-    ejection: dict[str, Any] | None
+    #: null when the cluster has no outlier_detection
+    ejection: EjectionOut | None
     #: null: per-endpoint breakers are not built yet
     breaker: dict[str, Any] | None
     #: Envoy's health flags: "healthy", or "/failed_active_hc" and the like
@@ -58,6 +73,7 @@ class EndpointHealthOut(BaseModel):
 class ClusterHealthOut(BaseModel):
     cluster: str
     health_check: bool
+    outlier_detection: bool
     endpoints: list[EndpointHealthOut]
 
 
@@ -70,6 +86,8 @@ class EventOut(BaseModel):
     old: str
     new: str
     reason: str
+    #: an ejection: when it ends (Unix time)
+    until: float | None = None
 
 
 class EventsOut(BaseModel):

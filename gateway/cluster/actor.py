@@ -32,6 +32,20 @@ the verdicts and ``handle.checks`` each member's last result. With worker proces
 the primary's actors check and the workers' actors never do (a worker config has no
 ``health_check``): the primary's verdicts arrive as ``HealthVerdicts`` and go through
 the same ``_publish`` as the primary's own.
+
+Outlier detection (``outlier_detection`` on the cluster, ``policies.outlier``): the
+actor owns the ``OutlierDetector`` and hangs an ``OutcomeBuffer`` on the cluster's
+stats, where the data path leaves every attempt's result without waiting
+(``gateway.cluster.outcomes``). Every ``FLUSH_INTERVAL`` the actor takes the buffer
+into the detector (``record_many``), ticks it at its ``next_tick()``, and gives it the
+members on each publish (``set_hosts``); a passing health check ends an ejection
+early (``uneject``). An ejection or a return republishes the snapshot (an ejected
+endpoint is unhealthy, ``failed_outlier_check``), records an ``ejection`` event and
+counts ``outlier_detection.*``; ``handle.ejections`` holds the current ones. With
+worker processes only the primary's actor detects (``detect_outliers``): a worker's
+actor keeps the buffer, which the worker's stats report ships to the primary
+(``OutcomesReported`` into the primary's actor), and serves with the primary's
+ejections, which arrive with its health verdicts (``HealthVerdicts.ejected``).
 """
 
 from __future__ import annotations
@@ -48,6 +62,7 @@ import attrs
 import trio
 
 from gateway.cluster.health import CheckOutcome, HealthChecked, run_endpoint_checks
+from gateway.cluster.outcomes import FLUSH_INTERVAL, Outcome, OutcomeBuffer
 from gateway.cluster.snapshot import ClusterSnapshot, build_snapshot
 from gateway.config import Address, Cluster, Endpoint, check_endpoint
 from gateway.discovery import (
@@ -67,6 +82,13 @@ from gateway.observe.events import EventLog
 from gateway.observe.stats.scopes import ClusterStats
 from gateway.runtime.actor import ask
 from policies.health import HealthCheckConfig, HealthState, HealthThresholds
+from policies.outlier import (
+    EjectionReason,
+    EndpointEjected,
+    EndpointReturned,
+    OutlierConfig,
+    OutlierDetector,
+)
 
 log = logging.getLogger("triogate.cluster")
 
@@ -122,6 +144,26 @@ class HealthVerdicts:
     decided, on a worker process); replaces the ones the actor had."""
 
     states: Mapping[str, HealthState]
+    #: the addresses the primary's outlier detection has ejected
+    ejected: frozenset[str] = frozenset()
+
+
+@attrs.frozen
+class OutcomesReported:
+    """Report: attempts' results for the outlier detector (a worker's, via the primary)."""
+
+    results: tuple[Outcome, ...]
+
+
+@attrs.frozen
+class Ejection:
+    """One endpoint's current ejection, as the admin API shows it (Unix times)."""
+
+    since: float
+    until: float
+    #: ejections of this endpoint since the detector was built
+    times_ejected: int
+    reason: EjectionReason
 
 
 ClusterMsg = (
@@ -133,6 +175,7 @@ ClusterMsg = (
     | DiscoveryFailed
     | HealthChecked
     | HealthVerdicts
+    | OutcomesReported
 )
 
 
@@ -175,6 +218,7 @@ class ClusterHandle:
         *,
         events: EventLog | None = None,
         stats: ClusterStats | None = None,
+        detect_outliers: bool = True,
     ) -> None:
         self.name = cluster.name
         self.inbox, self._inbox_rx = trio.open_memory_channel[ClusterMsg](16)
@@ -193,6 +237,15 @@ class ClusterHandle:
         self.discovery_stats = DiscoveryStats(source=cluster.discovery.type)
         #: registry clusters: every registered instance, by address
         self.registrations: tuple[Registration, ...] = ()
+        #: whether this actor runs the outlier detector (False on a worker process: the
+        #: primary's does, and its ejections arrive as ``HealthVerdicts``)
+        self.detect_outliers = detect_outliers
+        #: where the data path leaves attempts' results (None: no outlier detection)
+        self.outcomes: OutcomeBuffer | None = None
+        #: the endpoints ejected now, by address
+        self.ejections: Mapping[str, Ejection] = MappingProxyType({})
+        #: the addresses ejected now (the primary's, on a worker)
+        self.ejected: frozenset[str] = frozenset()
 
     async def reconfigure(self, cluster: Cluster) -> ClusterSnapshot:
         """Replace the cluster's config; returns the snapshot published for it.
@@ -308,18 +361,32 @@ class _ClusterActor:
         self.health: dict[str, HealthState] = (
             {} if snapshot.config.health_check is not None else dict(handle.health)
         )
+        #: the outlier detector (None: off, or a worker's actor); after a restart it
+        #: starts again with every endpoint in service
+        self.detector: OutlierDetector | None = None
+        #: the ejected addresses the snapshot is built with (a worker's: the primary's)
+        self.ejected: frozenset[str] = handle.ejected
+        self.ejections: dict[str, Ejection] = {}
+        #: ejections per address since the detector was built
+        self.times_ejected: dict[str, int] = {}
+        #: the detector's overflows already counted in the stats
+        self.overflows = 0
+        self.next_flush = math.inf
+        self._start_outliers(snapshot.config)
         self._start_source()
-        if snapshot.config.health_check is not None:
+        if snapshot.config.health_check is not None or self.ejected != handle.ejected:
             self._publish(snapshot.config)  # every member unknown, its checks started
 
     # -- the loop ----------------------------------------------------------------------
 
     async def serve(self) -> None:
         while True:
-            wake_at = min(self.next_sweep, self.registry.next_expiry())
+            wake_at = min(self.next_sweep, self.registry.next_expiry(), self._next_outlier())
             with trio.move_on_at(wake_at):
                 self.apply(await self.handle._inbox_rx.receive())
             now = trio.current_time()
+            if self._next_outlier() <= now:
+                self._tick_outliers(now)
             if self.registry.next_expiry() <= now:
                 self._expire_registrations(now)
             if now >= self.next_sweep:
@@ -353,9 +420,17 @@ class _ClusterActor:
             case HealthChecked(key=key, config=config, outcome=outcome):
                 if config == cluster.health_check and key in self.thresholds:
                     self._checked(key, outcome)
-            case HealthVerdicts(states=states):
+            case HealthVerdicts(states=states, ejected=ejected):
                 self.health = dict(states)
+                if self.detector is None:
+                    self.ejected = ejected
                 self._publish(cluster)
+            case OutcomesReported(results=results):
+                if self.detector is not None:
+                    now = trio.current_time()
+                    self.detector.record_many(results, now)
+                    if self._drain_outliers(now):
+                        self._publish(cluster)
 
     # -- publishing --------------------------------------------------------------------
 
@@ -373,13 +448,19 @@ class _ClusterActor:
         members = self._members(cluster)
         if cluster.health_check is not None:
             self._track_checks(cluster, members)
-        self.snapshot = build_snapshot(cluster, self.snapshot, now, members, self.health)
+        if self.detector is not None:
+            self.detector.set_hosts(str(ep.address) for ep in members)
+            self._drain_outliers(now)
+        self.snapshot = build_snapshot(
+            cluster, self.snapshot, now, members, self.health, self.ejected
+        )
         self.handle.snapshot = self.snapshot
         self.handle.registrations = self.registry.registrations()
         if self.snapshot.members != before:
             self._report(MembersPublished(self.handle.name))
-        if self.health != self.handle.health:
+        if self.health != self.handle.health or self.ejected != self.handle.ejected:
             self.handle.health = MappingProxyType(dict(self.health))
+            self.handle.ejected = self.ejected
             if self.handle.stats is not None:
                 self.handle.stats.health_check_healthy = sum(
                     state is HealthState.HEALTHY for state in self.health.values()
@@ -453,10 +534,17 @@ class _ClusterActor:
             else:
                 stats.health_check_failure += 1
         self.handle.checks = MappingProxyType({**self.handle.checks, key: outcome})
+        now = trio.current_time()
+        unejected = False
+        if outcome.passed and self.detector is not None:
+            self.detector.uneject(key, now)  # a passing check ends an ejection early
+            unejected = self._drain_outliers(now)
         thresholds = self.thresholds[key]
-        thresholds.record(outcome.passed, trio.current_time())
+        thresholds.record(outcome.passed, now)
         changes = thresholds.drain_events()
         if not changes:
+            if unejected:
+                self._publish(self.snapshot.config)
             return
         events = self.handle.events
         for change in changes:
@@ -479,11 +567,117 @@ class _ClusterActor:
         self.health[key] = thresholds.state
         self._publish(self.snapshot.config)
 
+    # -- outlier detection -------------------------------------------------------------
+
+    def _start_outliers(self, cluster: Cluster) -> None:
+        """The buffer and detector for ``cluster``'s ``outlier_detection`` (or none)."""
+        config: OutlierConfig | None = cluster.outlier_detection
+        handle = self.handle
+        buffer = None if config is None else (handle.outcomes or OutcomeBuffer())
+        handle.outcomes = buffer
+        if handle.stats is not None:
+            handle.stats.outcomes = buffer
+        if not handle.detect_outliers:
+            return  # a worker: the primary detects; its ejections come as HealthVerdicts
+        self.ejected = frozenset()
+        self.ejections.clear()
+        self.times_ejected.clear()
+        self.handle.ejections = MappingProxyType({})
+        if handle.stats is not None:
+            handle.stats.outlier_detection_ejections_active = 0
+        if config is None:
+            self.detector = None
+            self.next_flush = math.inf
+            return
+        now = trio.current_time()
+        members = (str(ep.address) for ep in self._members(cluster))
+        self.detector = OutlierDetector(config, members, now)
+        self.overflows = 0
+        self.next_flush = now + FLUSH_INTERVAL
+
+    def _next_outlier(self) -> float:
+        """When the detector next has work: a take from the buffer, or its tick."""
+        detector = self.detector
+        return math.inf if detector is None else min(self.next_flush, detector.next_tick())
+
+    def _tick_outliers(self, now: float) -> None:
+        detector, buffer = self.detector, self.handle.outcomes
+        assert detector is not None and buffer is not None
+        if now >= self.next_flush:
+            self.next_flush = now + FLUSH_INTERVAL
+            results = buffer.take()
+            if results:
+                detector.record_many(results, now)
+            dropped = buffer.take_dropped()
+            if dropped and self.handle.stats is not None:
+                self.handle.stats.outlier_detection_outcomes_dropped += dropped
+        detector.tick(now)
+        if self._drain_outliers(now):
+            self._publish(self.snapshot.config)
+
+    def _drain_outliers(self, now: float) -> bool:
+        """The detector's ejections and returns since the last call: logged, counted and
+        recorded; True if the ejected set changed (the caller publishes)."""
+        detector = self.detector
+        assert detector is not None
+        ejected = detector.ejected(now)  # returns whose time has passed, first
+        handle = self.handle
+        stats = handle.stats
+        wall = time.time() - now  # the detector's clock to Unix time
+        events = detector.drain_events()
+        for event in events:
+            match event:
+                case EndpointEjected(host=host, reason=reason, at=at, until=until):
+                    times = self.times_ejected[host] = self.times_ejected.get(host, 0) + 1
+                    self.ejections[host] = Ejection(wall + at, wall + until, times, reason)
+                    log.warning(
+                        "cluster %s: %s ejected (%s) for %.3gs",
+                        handle.name,
+                        host,
+                        reason.value,
+                        until - at,
+                    )
+                    if stats is not None:
+                        stats.outlier_detection_ejections_enforced_total += 1
+                        name = f"outlier_detection_ejections_enforced_{reason.value}"
+                        setattr(stats, name, getattr(stats, name) + 1)
+                    if handle.events is not None:
+                        handle.events.record(
+                            handle.name,
+                            host,
+                            "ejection",
+                            "serving",
+                            "ejected",
+                            reason.value,
+                            wall + until,
+                        )
+                case EndpointReturned(host=host, trigger=trigger):
+                    self.ejections.pop(host, None)
+                    log.info("cluster %s: %s returned (%s)", handle.name, host, trigger.value)
+                    if handle.events is not None:
+                        handle.events.record(
+                            handle.name, host, "ejection", "ejected", "serving", trigger.value
+                        )
+        gone = self.ejections.keys() - ejected  # removed from the cluster while ejected
+        for host in gone:
+            del self.ejections[host]
+        if stats is not None:
+            stats.outlier_detection_ejections_overflow += detector.overflows - self.overflows
+            stats.outlier_detection_ejections_active = len(ejected)
+        self.overflows = detector.overflows
+        if events or gone:
+            handle.ejections = MappingProxyType(dict(self.ejections))
+        changed = ejected != self.ejected
+        self.ejected = ejected
+        return changed
+
     # -- commands and reports ----------------------------------------------------------
 
     def _reconfigure(self, new: Cluster) -> None:
         if new.health_check != self.snapshot.config.health_check:
             self._stop_checks()  # new checkers, from unknown (or none)
+        if new.outlier_detection != self.snapshot.config.outlier_detection:
+            self._start_outliers(new)  # a new detector, every endpoint in service (or none)
         old = self.snapshot.config.discovery
         if new.discovery != old:
             self.source_scope.cancel()

@@ -54,11 +54,13 @@ class EndpointState:
     runtime: EndpointRuntime = attrs.field(eq=False)
     #: what the active health checks say (None: not checked)
     check: HealthState | None = None
+    #: whether outlier detection has it ejected
+    ejected: bool = False
 
     @property
     def health(self) -> EndpointHealth:
-        """Config state and health check folded into one verdict (Envoy's flags)."""
-        return endpoint_health(self.config.state, self.check)
+        """Config state, health check and ejection folded into one verdict (Envoy's flags)."""
+        return endpoint_health(self.config.state, self.check, self.ejected)
 
     @property
     def key(self) -> str:
@@ -127,6 +129,7 @@ def build_snapshot(
     now: float,
     endpoints: tuple[Endpoint, ...] | None = None,
     checks: Mapping[str, HealthState] | None = None,
+    ejected: frozenset[str] = frozenset(),
 ) -> ClusterSnapshot:
     """The snapshot for ``cluster`` after ``previous`` (None: the first one).
 
@@ -138,6 +141,7 @@ def build_snapshot(
     start skip slow start, as in Envoy). ``checks`` are the active health checks'
     verdicts by address (an endpoint not in it is not checked): an unhealthy endpoint
     stays in the balancer's host set, unhealthy, so that panic routing can still use it.
+    ``ejected`` are the addresses outlier detection has ejected: unhealthy the same way.
     """
     if endpoints is None:
         endpoints = cluster.endpoints
@@ -162,7 +166,7 @@ def build_snapshot(
         else:
             runtime.pool.drain()
         check = None if checks is None else checks.get(key)
-        kept[key] = EndpointState(ep, ready_at, runtime, check)
+        kept[key] = EndpointState(ep, ready_at, runtime, check, key in ejected)
     leaving = []
     kept_runtimes = {id(s.runtime) for s in kept.values()}
     for state in before.values():

@@ -15,11 +15,13 @@ __all__ = ["health_view"]
 
 def health_view(handle: ClusterHandle) -> dict[str, Any]:
     """Per endpoint (every member, draining ones included): config state, health check
-    (state, last result), ejection and breaker (None: not built yet), the combined
+    (state, last result), ejection (None: no outlier detection), breaker (None: not
+    built yet), the combined
     verdict as Envoy prints health flags, and whether the balancer may pick it."""
     snapshot = handle.snapshot
     in_host_set = {id(state) for state in snapshot.endpoints}
     checked = snapshot.config.health_check is not None or bool(handle.health)
+    detected = snapshot.config.outlier_detection is not None
     endpoints = []
     for state in snapshot.all_endpoints:
         health = state.health
@@ -36,8 +38,8 @@ def health_view(handle: ClusterHandle) -> dict[str, Any]:
                     if last is None
                     else {"at": last.at, "passed": last.passed, "detail": last.detail},
                 },
-                # outlier detection and breakers are not built yet (issue 10)
-                "ejection": None,
+                "ejection": _ejection(handle, state.key) if detected else None,
+                # per-endpoint breakers are not built yet (issue 10)
                 "breaker": None,
                 "verdict": str(health),
                 # healthy, or unhealthy but in the host set (it serves in panic)
@@ -45,4 +47,24 @@ def health_view(handle: ClusterHandle) -> dict[str, Any]:
                 "in_host_set": id(state) in in_host_set,
             }
         )
-    return {"cluster": handle.name, "health_check": checked, "endpoints": endpoints}
+    return {
+        "cluster": handle.name,
+        "health_check": checked,
+        "outlier_detection": detected,
+        "endpoints": endpoints,
+    }
+
+
+def _ejection(handle: ClusterHandle, key: str) -> dict[str, Any]:
+    """An endpoint's ejection now: ``ejected`` false, or since, until (Unix times), the
+    ejections it has had and why this one."""
+    ejection = handle.ejections.get(key)
+    if ejection is None:
+        return {"ejected": key in handle.ejected}
+    return {
+        "ejected": True,
+        "since": ejection.since,
+        "until": ejection.until,
+        "times_ejected": ejection.times_ejected,
+        "reason": ejection.reason.value,
+    }

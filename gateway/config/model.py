@@ -16,6 +16,7 @@ import attrs
 
 from policies.balancing import DEFAULT_OPTIONS, BalancerOptions
 from policies.health import HealthCheckConfig
+from policies.outlier import OutlierConfig
 
 LbPolicy = Literal["round_robin", "least_request", "random", "ring_hash", "maglev"]
 EndpointState = Literal["active", "draining", "disabled"]
@@ -265,6 +266,8 @@ class Cluster:
     discovery: Discovery = Discovery()
     #: active health checks of every endpoint (``policies.health``); None: off
     health_check: HealthCheckConfig | None = None
+    #: passive health checking: eject endpoints that fail (``policies.outlier``); None: off
+    outlier_detection: OutlierConfig | None = None
 
 
 @attrs.frozen

@@ -45,7 +45,7 @@ state changes in, which the admin API reads.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -56,9 +56,11 @@ import trio
 from gateway.cluster.actor import (
     ClusterHandle,
     MembersPublished,
+    OutcomesReported,
     VerdictsPublished,
     run_cluster,
 )
+from gateway.cluster.outcomes import Outcome
 from gateway.config import Address, Cluster, Config, Endpoint, Listener, ensure_valid, needs_rebind
 from gateway.control.state import save_state
 from gateway.control.view import ListenerView, RuntimeView
@@ -131,6 +133,8 @@ class ControlPlane:
         state_path: Path | None,
         stats: StatsRegistry | None = None,
         workers: WorkerPool | None = None,
+        *,
+        detect_outliers: bool = True,
     ) -> None:
         #: what the gateway runs now; replaced whole by the actor, never edited
         self.view = RuntimeView(config)
@@ -140,6 +144,11 @@ class ControlPlane:
         self.state_path = state_path
         #: the worker processes serving the listeners; None: this process serves them
         self.workers = workers
+        if workers is not None:
+            workers.on_outcomes = self.outcomes_reported
+        #: whether this process's cluster actors run outlier detection (not on a worker
+        #: process: its primary's do, fed the worker's attempts' results)
+        self.detect_outliers = detect_outliers
         #: the clusters' state changes (health verdicts), newest last
         self.events = EventLog()
         self.inbox, self._inbox_rx = trio.open_memory_channel[ControlMsg](64)
@@ -168,6 +177,20 @@ class ControlPlane:
     @property
     def clusters(self) -> MappingProxyType[str, ClusterHandle]:
         return self.view.clusters
+
+    def outcomes_reported(self, outcomes: Mapping[str, list[Outcome]]) -> None:
+        """Attempts' results a worker reported: each cluster's go to its actor's outlier
+        detector, without waiting (a full inbox drops the batch, counted)."""
+        for name, results in outcomes.items():
+            handle = self.view.clusters.get(name)
+            if handle is None:
+                continue  # removed since
+            try:
+                handle.inbox.send_nowait(OutcomesReported(tuple(results)))
+            except trio.WouldBlock:
+                self.stats.cluster(name).outlier_detection_outcome_batches_dropped += 1
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
 
     async def apply(self, change: Change, *, if_match: int | None = None) -> Config:
         """Apply ``change`` all or nothing; returns the new config once it is persisted.
@@ -383,6 +406,7 @@ class _ControlActor:
                     self.control.inbox if self.pool else None,
                     events=self.control.events,
                     stats=self.stats.cluster(cluster.name),
+                    detect_outliers=self.control.detect_outliers,
                 )
                 await self.actors.start_child(_cluster_child(handle))
                 self.clusters[cluster.name] = handle
@@ -499,7 +523,7 @@ class _ControlActor:
         if self.pool is None or handle is None:
             return
         try:
-            await self.pool.publish_health(name, dict(handle.health))
+            await self.pool.publish_health(name, dict(handle.health), handle.ejected)
         except Exception:
             log.exception("sending cluster %s's health verdicts to the workers", name)
 

@@ -33,11 +33,14 @@ class Event:
     at: float
     cluster: str
     endpoint: str
-    #: what changed: ``health`` (active checks); later ``ejection``, ``breaker``
+    #: what changed: ``health`` (active checks), ``ejection`` (outlier detection);
+    #: later ``breaker``
     kind: str
     old: str
     new: str
     reason: str
+    #: an ejection: when it ends (Unix time); None for every other change
+    until: float | None = None
 
     def as_json(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -50,10 +53,17 @@ class EventLog:
         self._events: deque[Event] = deque(maxlen=capacity)
 
     def record(
-        self, cluster: str, endpoint: str, kind: str, old: str, new: str, reason: str
+        self,
+        cluster: str,
+        endpoint: str,
+        kind: str,
+        old: str,
+        new: str,
+        reason: str,
+        until: float | None = None,
     ) -> Event:
         """Keep one event (stamped now) and log it as a JSON line."""
-        event = Event(time.time(), cluster, endpoint, kind, old, new, reason)
+        event = Event(time.time(), cluster, endpoint, kind, old, new, reason, until)
         self._events.append(event)
         log.info("%s", json.dumps(event.as_json()))
         return event

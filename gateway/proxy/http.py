@@ -43,7 +43,6 @@ from gateway.errors import (
     NoHealthyUpstream,
     RetriableResponse,
     UpstreamClosedEarly,
-    UpstreamConnectError,
     UpstreamError,
     UpstreamResetError,
     UpstreamTimeoutError,
@@ -64,9 +63,9 @@ from gateway.listener.context import ListenerContext
 from gateway.observe.record import RequestRecord
 from gateway.observe.stats import BOUNDS_MS, ClusterStats
 from gateway.proxy.head import VIA_LINE, given_request_id, request_id, upstream_head
-from gateway.proxy.outcome import charge_attempt, charge_opened
+from gateway.proxy.outcome import charge_attempt, charge_opened, failure_of
 from gateway.upstream.pool import UpstreamConnection
-from policies.retry import Decision, Failure, retry_stale
+from policies.retry import Decision, retry_stale
 
 log = logging.getLogger("triogate.proxy")
 
@@ -334,7 +333,7 @@ class HttpConnection:
                 error, flags = e, e.flag
                 if record.head_sent:
                     break
-                decision = rules.after_failure(_failure(e), attempt, tries)
+                decision = rules.after_failure(failure_of(e), attempt, tries)
                 if decision is not Decision.RETRY:
                     if decision is Decision.EXHAUSTED:
                         flags += ",URX"  # Envoy's: the last try failed the way retries are for
@@ -585,15 +584,6 @@ _NO_STATUSES: frozenset[int] = frozenset()
 
 def _ms_since(start: float) -> float:
     return (perf_counter() - start) * 1000.0
-
-
-def _failure(error: UpstreamError) -> Failure:
-    """How an attempt failed, in the retry policy's terms."""
-    if isinstance(error, UpstreamConnectError):
-        return Failure.CONNECT
-    if isinstance(error, UpstreamResetError):
-        return Failure.RESET
-    return Failure.OTHER
 
 
 class _BodyPump:

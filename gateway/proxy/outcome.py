@@ -14,6 +14,12 @@ here, exactly once per attempt, when the attempt ends (``ClusterStats`` and
 - cut short by the client going away or a drain (status 0): slot 0, not the endpoint's
   fault.
 
+When the cluster has outlier detection (``cluster.outcomes``, an ``OutcomeBuffer``),
+the attempt's result also goes there for the detector: a status, or the ``Failure`` the
+error was (a full pool is the gateway's limit, not the endpoint's failure, and an
+attempt cut short is nobody's: neither is reported). Without it the cost is one
+attribute test.
+
 A TCP attempt carries no request (``request=False``): only its connection is counted.
 An HTTP attempt that opened a new connection counts it with ``opened``.
 """
@@ -25,15 +31,28 @@ from gateway.errors import (
     UpstreamConnectError,
     UpstreamConnectTimeout,
     UpstreamError,
+    UpstreamResetError,
     UpstreamTimeoutError,
 )
 from gateway.observe.stats import ClusterStats, EndpointStats
+from policies.retry import Failure
+
+#: what a TCP attempt that connected reports to the outlier detector: a success
+TCP_CONNECTED = 200
 
 
 def charge_opened(cluster: ClusterStats, endpoint: EndpointStats) -> None:
     """An attempt opened a connection to the endpoint."""
     cluster.upstream_cx_total += 1
     endpoint.cx_total += 1
+
+
+def charge_connected(cluster: ClusterStats, endpoint: EndpointStats) -> None:
+    """A TCP attempt connected: its connection is counted, and the outlier detector
+    hears of a success (a TCP attempt's only result besides a connect failure)."""
+    charge_opened(cluster, endpoint)
+    if cluster.outcomes is not None:
+        cluster.outcomes.add(endpoint.name, TCP_CONNECTED)
 
 
 def charge_attempt(
@@ -56,6 +75,8 @@ def charge_attempt(
         if outcome >= 500:
             endpoint.rq_error += 1
         cluster.upstream_rq_time.record(ms)
+        if cluster.outcomes is not None:
+            cluster.outcomes.add(endpoint.name, outcome)
         return
     assert isinstance(outcome, UpstreamError)
     if isinstance(outcome, PoolExhausted):
@@ -63,6 +84,8 @@ def charge_attempt(
         if request:
             cluster.upstream_rq_xx[outcome.status_hint // 100] += 1
         return
+    if cluster.outcomes is not None:
+        cluster.outcomes.add(endpoint.name, failure_of(outcome))
     if isinstance(outcome, UpstreamConnectError):
         charge_opened(cluster, endpoint)
         cluster.upstream_cx_connect_fail += 1
@@ -77,3 +100,12 @@ def charge_attempt(
     if isinstance(outcome, UpstreamTimeoutError):
         cluster.upstream_rq_timeout += 1
         endpoint.rq_timeout += 1
+
+
+def failure_of(error: UpstreamError) -> Failure:
+    """How an attempt failed, as the retry policy and the outlier detector see it."""
+    if isinstance(error, UpstreamConnectError):
+        return Failure.CONNECT
+    if isinstance(error, UpstreamResetError):
+        return Failure.RESET
+    return Failure.OTHER

@@ -18,7 +18,7 @@ import trio
 from gateway.errors import UpstreamConnectError
 from gateway.listener.context import ListenerContext
 from gateway.netio import ByteStream, SocketIO
-from gateway.proxy.outcome import charge_attempt, charge_opened
+from gateway.proxy.outcome import charge_attempt, charge_connected
 from policies.balancing import hash_key
 
 log = logging.getLogger("triogate.tcp")
@@ -57,7 +57,7 @@ async def serve_tcp_connection(
             charge_attempt(cluster_stats, endpoint_stats, e, request=False)
             log.info("tcp %s: %s", ctx.name, e)
             return
-        charge_opened(cluster_stats, endpoint_stats)
+        charge_connected(cluster_stats, endpoint_stats)
         endpoint.active += 1
         try:
             async with trio.open_nursery() as nursery:

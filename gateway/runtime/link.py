@@ -15,14 +15,19 @@ needed, and an end of stream on either side means the other process is gone:
 
     primary -> worker        worker -> primary
     Install(config)          Installed(version) | Refused(message, issues, bind)
-    Report()                 Reported(dump)              (stats, see observe.stats.merge)
+    Report()                 Reported(dump, outcomes)    (stats, see observe.stats.merge;
+                                                          attempts' results since the last)
     ResetStats()             Done()
-    HealthPublished(c, s)    Done()   cluster c serves with the health verdicts s
+    HealthPublished(c, s, e) Done()   cluster c serves with the health verdicts s and
+                                      the ejected addresses e
     DrainWorker(grace)       Done()   once its listeners have stopped; then it exits
 
 Health checks run only in the primary; ``HealthPublished`` carries one cluster's
 verdicts (address -> ``HealthState``, all of them, replacing the ones the worker had)
 whenever one changes, and to a worker that (re)starts right after its first Install.
+Outlier detection runs only in the primary too: ``Reported.outcomes`` carries the
+results of the worker's attempts since its last report (its clusters' outcome
+buffers, by cluster), and the primary's ejections go back in ``HealthPublished``.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from typing import Any
 import attrs
 import trio
 
+from gateway.cluster.outcomes import Outcome
 from gateway.config import Config
 from gateway.errors import ConfigError, ConfigIssue, GatewayError
 from policies.health import HealthState
@@ -104,6 +110,8 @@ class Report:
 @attrs.frozen
 class Reported:
     dump: dict[str, Any]
+    #: per cluster with outlier detection: the attempts' results since the last report
+    outcomes: dict[str, list[Outcome]] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -117,6 +125,8 @@ class HealthPublished:
 
     cluster: str
     states: dict[str, HealthState]
+    #: the addresses the primary's outlier detection has ejected
+    ejected: frozenset[str] = frozenset()
 
 
 @attrs.frozen

@@ -20,12 +20,14 @@ from __future__ import annotations
 import logging
 import socket
 import sys
+from functools import partial
 from typing import Any
 
 import trio
 
 from gateway.app import Gateway, run_gateway
 from gateway.cluster.actor import HealthVerdicts
+from gateway.cluster.outcomes import Outcome
 from gateway.errors import root_cause
 from gateway.observe.stats.merge import dump
 from gateway.runtime.link import (
@@ -51,7 +53,9 @@ async def serve_worker(link: WorkerLink, index: int) -> None:
     assert isinstance(first, Install), f"a worker's first message is Install, not {first!r}"
     async with trio.open_nursery() as nursery:
         try:
-            gateway: Gateway = await nursery.start(run_gateway, first.config)
+            gateway: Gateway = await nursery.start(
+                partial(run_gateway, first.config, detect_outliers=False)
+            )
         except Exception as e:  # cannot serve (a port it cannot bind): say why, then exit
             await link.send(Refused.of(_plain(root_cause(e))))
             raise SystemExit(1) from None
@@ -75,14 +79,15 @@ async def _answer(gateway: Gateway, link: WorkerLink, index: int, message: Any) 
             else:
                 await link.send(Installed(config.version))
         case Report():
-            await link.send(Reported({**dump(gateway.stats), "worker": index}))
+            outcomes = _take_outcomes(gateway)
+            await link.send(Reported({**dump(gateway.stats), "worker": index}, outcomes))
         case ResetStats():
             gateway.stats.reset()
             await link.send(Done())
-        case HealthPublished(cluster=name, states=states):
+        case HealthPublished(cluster=name, states=states, ejected=ejected):
             handle = gateway.control.clusters.get(name)
             if handle is not None:  # else a cluster this worker has not been given yet
-                await handle.inbox.send(HealthVerdicts(states))
+                await handle.inbox.send(HealthVerdicts(states, ejected))
             await link.send(Done())
         case DrainWorker(grace=grace):
             await gateway.control.drain(grace)
@@ -93,6 +98,21 @@ async def _answer(gateway: Gateway, link: WorkerLink, index: int, message: Any) 
         case _:
             raise TypeError(f"a worker cannot answer {message!r}")
     return True
+
+
+def _take_outcomes(gateway: Gateway) -> dict[str, list[Outcome]]:
+    """The attempts' results in each cluster's outcome buffer since the last report (for
+    the primary's outlier detection); the results dropped are counted here."""
+    outcomes: dict[str, list[Outcome]] = {}
+    for name, handle in gateway.control.clusters.items():
+        buffer = handle.outcomes
+        if buffer is None:
+            continue
+        if handle.stats is not None:
+            handle.stats.outlier_detection_outcomes_dropped += buffer.take_dropped()
+        if len(buffer):
+            outcomes[name] = buffer.take()
+    return outcomes
 
 
 def _plain(error: BaseException) -> Exception:

@@ -33,6 +33,15 @@ primary; a change of members is installed like a change of config, same version)
 no cluster has a ``health_check`` (checks run once, in the primary; its verdicts reach
 the workers as ``HealthPublished``, which the pool also keeps, per cluster, to give a
 worker that starts again right after its config).
+
+Outlier detection also runs once, in the primary, while the attempts happen in the
+workers: a worker's clusters keep their ``outlier_detection`` (so its data path leaves
+each attempt's result in the cluster's ``OutcomeBuffer``), but its cluster actors do
+not detect (``run_gateway(detect_outliers=False)``). Each stats ``Report`` takes the
+buffers: the ``Reported`` answer carries them beside the dump, and ``collect`` hands
+them to ``on_outcomes`` (the control plane, which gives each batch to its cluster
+actor's detector), once a second and on every admin read: never a message per request.
+The primary's ejections go back with its health verdicts (``HealthPublished.ejected``).
 """
 
 from __future__ import annotations
@@ -41,7 +50,7 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +58,7 @@ import attrs
 import trio
 
 import gateway
+from gateway.cluster.outcomes import Outcome
 from gateway.config import Address, Config, Discovery, Endpoint, Listener
 from gateway.errors import ChangeFailed, GatewayError
 from gateway.observe.stats import ListenerStats
@@ -166,6 +176,7 @@ class DrainAll:
 class PublishHealth:
     cluster: str
     states: dict[str, HealthState]
+    ejected: frozenset[str]
     reply: trio.MemorySendChannel[Exception | None]
 
 
@@ -183,6 +194,8 @@ class WorkerPool:
         #: set once every worker has exited after a drain
         self.stopped = trio.Event()
         self.inbox, self._inbox_rx = trio.open_memory_channel[PoolMsg](16)
+        #: given the attempts' results each report brought, by cluster (never waits)
+        self.on_outcomes: Callable[[Mapping[str, list[Outcome]]], None] | None = None
 
     async def install(self, config: Config) -> None:
         """Every worker serves ``config``; raises the first refusal (all put back)."""
@@ -198,11 +211,15 @@ class WorkerPool:
     async def reset_stats(self) -> None:
         await command(self.inbox, lambda reply: ResetAll(reply), who="the worker pool")
 
-    async def publish_health(self, cluster: str, states: dict[str, HealthState]) -> None:
-        """Every worker serves ``cluster`` with these health verdicts (and a worker that
-        starts again gets them too)."""
+    async def publish_health(
+        self, cluster: str, states: dict[str, HealthState], ejected: frozenset[str] = frozenset()
+    ) -> None:
+        """Every worker serves ``cluster`` with these health verdicts and ejections (and a
+        worker that starts again gets them too)."""
         await command(
-            self.inbox, lambda reply: PublishHealth(cluster, states, reply), who="the worker pool"
+            self.inbox,
+            lambda reply: PublishHealth(cluster, states, ejected, reply),
+            who="the worker pool",
         )
 
     async def drain(self, grace: float) -> None:
@@ -234,9 +251,11 @@ async def run_worker_pool(
                         with reply:
                             actor.drain(grace)
                             reply.send_nowait(None)
-                    case PublishHealth(cluster=cluster, states=states, reply=reply):
+                    case PublishHealth(
+                        cluster=cluster, states=states, ejected=ejected, reply=reply
+                    ):
                         with reply:
-                            await actor.publish_health(cluster, states)
+                            await actor.publish_health(cluster, states, ejected)
                             reply.send_nowait(None)
         finally:
             actor.kill_all()
@@ -272,6 +291,8 @@ class _PoolActor:
         self.retired: dict[str, Any] | None = None
         #: each cluster's latest health verdicts (a restarted worker is given them)
         self.health: dict[str, dict[str, HealthState]] = {}
+        #: each cluster's latest ejected addresses (likewise)
+        self.ejected: dict[str, frozenset[str]] = {}
 
     def _publish(self) -> None:
         self.pool.workers = tuple(w.info() for w in self.workers)
@@ -382,8 +403,14 @@ class _PoolActor:
             with trio.fail_after(START_TIMEOUT):
                 answer = await link.call(Install(config))
                 if isinstance(answer, Installed):
-                    for cluster, states in self.health.items():
-                        done = await link.call(HealthPublished(cluster, states))
+                    for cluster in self.health.keys() | self.ejected.keys():
+                        done = await link.call(
+                            HealthPublished(
+                                cluster,
+                                self.health.get(cluster, {}),
+                                self.ejected.get(cluster, frozenset()),
+                            )
+                        )
                         assert isinstance(done, Done), done
         except (LinkClosed, trio.TooSlowError) as e:
             _kill(process)
@@ -437,6 +464,11 @@ class _PoolActor:
         """Each live worker's dump, and the figures of those that died, ``retired``."""
         answers = await self.each(Report())
         dumps = [a.dump for a in answers if isinstance(a, Reported)]
+        on_outcomes = self.pool.on_outcomes
+        if on_outcomes is not None:
+            for answer in answers:
+                if isinstance(answer, Reported) and answer.outcomes:
+                    on_outcomes(answer.outcomes)
         for part in dumps:
             self.reported[part["worker"]] = part
         return dumps if self.retired is None else [*dumps, self.retired]
@@ -448,12 +480,18 @@ class _PoolActor:
             parts = [retired(last)] if self.retired is None else [self.retired, retired(last)]
             self.retired = {**combine(parts), "worker": RETIRED}
 
-    async def publish_health(self, cluster: str, states: dict[str, HealthState]) -> None:
+    async def publish_health(
+        self, cluster: str, states: dict[str, HealthState], ejected: frozenset[str]
+    ) -> None:
         if states:
             self.health[cluster] = states
         else:
             self.health.pop(cluster, None)
-        await self.each(HealthPublished(cluster, states))
+        if ejected:
+            self.ejected[cluster] = ejected
+        else:
+            self.ejected.pop(cluster, None)
+        await self.each(HealthPublished(cluster, states, ejected))
 
     async def reset_stats(self) -> None:
         await self.each(ResetStats())

@@ -146,6 +146,8 @@ def test_ten_percent_of_three_hosts_still_allows_one_ejection() -> None:
         detector.record_many([(host, 503)] * 5, 1.0)
     assert [e.host for e in ejections(detector)] == [HOSTS[0]]
     assert detector.ejected(1.0) == {HOSTS[0]}
+    # the second host's fifth failure found it an outlier; the cap left it in service
+    assert detector.overflows == 1
 
 
 def test_a_sweep_ejects_the_worst_first_when_the_cap_leaves_room_for_few() -> None:

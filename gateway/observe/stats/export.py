@@ -242,7 +242,7 @@ def health_flags(rt: EndpointState, serving: bool) -> list[str]:
     """Envoy-style health flags of an endpoint; ``["healthy"]`` when nothing is wrong.
 
     Active health checks add ``failed_active_hc`` (unhealthy) or ``pending_active_hc``
-    (no verdict yet); outlier ejection (a later issue) will add ``failed_outlier_check``.
+    (no verdict yet); an outlier ejection adds ``failed_outlier_check``.
     """
     flags: list[str] = []
     state: str = rt.config.state
@@ -256,6 +256,8 @@ def health_flags(rt: EndpointState, serving: bool) -> list[str]:
         flags.append(HealthFlag.FAILED_ACTIVE_HC.value)
     elif rt.check is HealthState.UNKNOWN:
         flags.append(HealthFlag.PENDING_ACTIVE_HC.value)
+    if rt.ejected:
+        flags.append(HealthFlag.FAILED_OUTLIER_CHECK.value)
     return flags or ["healthy"]
 
 

@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from typing import Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import attrs
 
 from gateway.observe.stats.histogram import Histogram
+
+if TYPE_CHECKING:
+    from gateway.cluster.outcomes import OutcomeBuffer
 
 COUNTER: Final = "counter"
 GAUGE: Final = "gauge"
@@ -283,6 +286,41 @@ class ClusterStats(Scope):
     health_check_success: int = counter("health_check.success", control=True)
     health_check_failure: int = counter("health_check.failure", control=True)
     health_check_healthy: int = gauge("health_check.healthy", control=True)
+    #: outlier detection (Envoy's ``outlier_detection.*``), counted by the cluster actor
+    #: that runs the detector, in the primary process: endpoints ejected now, ejections
+    #: made (in all and by detector), and ejections the cap refused
+    outlier_detection_ejections_active: int = gauge(
+        "outlier_detection.ejections_active", control=True
+    )
+    outlier_detection_ejections_enforced_total: int = counter(
+        "outlier_detection.ejections_enforced_total", control=True
+    )
+    outlier_detection_ejections_enforced_consecutive_5xx: int = counter(
+        "outlier_detection.ejections_enforced_consecutive_5xx", control=True
+    )
+    outlier_detection_ejections_enforced_consecutive_gateway_failure: int = counter(
+        "outlier_detection.ejections_enforced_consecutive_gateway_failure", control=True
+    )
+    outlier_detection_ejections_enforced_success_rate: int = counter(
+        "outlier_detection.ejections_enforced_success_rate", control=True
+    )
+    outlier_detection_ejections_enforced_failure_percentage: int = counter(
+        "outlier_detection.ejections_enforced_failure_percentage", control=True
+    )
+    outlier_detection_ejections_overflow: int = counter(
+        "outlier_detection.ejections_overflow", control=True
+    )
+    #: attempts' results dropped on their way to the detector (a full ``OutcomeBuffer``);
+    #: counted where the buffer is, so with workers the workers' sum
+    outlier_detection_outcomes_dropped: int = counter("outlier_detection.outcomes_dropped")
+    #: with workers: a worker's report of results the primary's cluster actor had no
+    #: room for (its inbox full)
+    outlier_detection_outcome_batches_dropped: int = counter(
+        "outlier_detection.outcome_batches_dropped", control=True
+    )
+    #: not a stat: where the data path leaves each attempt's result for the outlier
+    #: detector (``gateway.cluster.outcomes``); None: the cluster has no outlier detection
+    outcomes: OutcomeBuffer | None = attrs.field(default=None)
 
     #: per endpoint address; an endpoint's stats outlive its runtime (a pool replaced by
     #: a config change, a restarted cluster actor) and go when it leaves the cluster
