@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import attrs
 import h11
+import httpx
 import pytest
 import trio
 from hypothesis import HealthCheck, settings
@@ -86,6 +87,35 @@ async def wait_until(predicate: Callable[[], T | Awaitable[T]], *, within: float
             await trio.sleep(POLL_INTERVAL)
     name = getattr(predicate, "__qualname__", repr(predicate))
     raise AssertionError(f"{name} did not come true within {within} s")
+
+
+#: every request on a connection of its own: the kernel spreads new connections over
+#: worker processes (``SO_REUSEPORT``)
+FRESH = httpx.Limits(max_keepalive_connections=0)
+
+
+async def fresh_requests(web: Address, count: int, path: str = "/") -> list[httpx.Response]:
+    """``count`` GETs of ``path``, ten at a time, each on a fresh connection."""
+    answers: list[httpx.Response] = []
+
+    async def one(client: httpx.AsyncClient) -> None:
+        answers.append(await client.get(f"http://{web}{path}"))
+
+    async with httpx.AsyncClient(limits=FRESH) as client:
+        for _ in range(count // 10):
+            async with trio.open_nursery() as nursery:
+                for _ in range(10):
+                    nursery.start_soon(one, client)
+    return answers
+
+
+async def worker_rows(admin: Address) -> list[dict[str, Any]]:
+    """``GET /stats/workers``: each process serving the listeners."""
+    async with httpx.AsyncClient(timeout=20) as client:
+        r = await client.get(f"http://{admin}/stats/workers")
+        assert r.status_code == 200
+        rows: list[dict[str, Any]] = r.json()
+        return rows
 
 
 async def refuses_connections(address: Address) -> bool:

@@ -7,22 +7,19 @@ import json
 import os
 import signal
 from pathlib import Path
-from typing import Any
 
 import httpx
-import trio
 
 from gateway.config import Address
 from tests.conftest import (
     CheckedUpstream,
     StartCheckedUpstream,
+    fresh_requests,
     gateway_process,
     simple_config,
     wait_until,
+    worker_rows,
 )
-
-#: every request on a connection of its own, so that the kernel spreads them
-FRESH = httpx.Limits(max_keepalive_connections=0)
 
 
 async def _verdicts(admin: Address) -> dict[str, str]:
@@ -32,31 +29,15 @@ async def _verdicts(admin: Address) -> dict[str, str]:
         return {e["address"]: e["verdict"] for e in r.json()["endpoints"]}
 
 
-async def _workers(admin: Address) -> list[dict[str, Any]]:
-    async with httpx.AsyncClient() as client:
-        workers: list[dict[str, Any]] = (await client.get(f"http://{admin}/stats/workers")).json()
-    return workers
-
-
 async def _worker_shares(admin: Address) -> list[int]:
-    return [w["downstream_rq_total"] for w in await _workers(admin)]
+    return [w["downstream_rq_total"] for w in await worker_rows(admin)]
 
 
 async def _send(web: Address, count: int) -> list[str]:
     """``count`` requests, each on a fresh connection; who answered each (all 200)."""
-    served: list[str] = []
-
-    async def one(client: httpx.AsyncClient) -> None:
-        r = await client.get(f"http://{web}/")
-        assert r.status_code == 200, r.text
-        served.append(r.headers["x-upstream"])
-
-    async with httpx.AsyncClient(limits=FRESH) as client:
-        for _ in range(count // 10):
-            async with trio.open_nursery() as nursery:
-                for _ in range(10):
-                    nursery.start_soon(one, client)
-    return served
+    answers = await fresh_requests(web, count)
+    assert [r.status_code for r in answers] == [200] * count, [r.text for r in answers]
+    return [r.headers["x-upstream"] for r in answers]
 
 
 async def _until_only(web: Address, upstream: CheckedUpstream) -> None:
@@ -108,11 +89,11 @@ async def test_workers_route_by_the_primarys_verdicts(
         assert all(n > m for n, m in zip(after, shares, strict=True)), (shares, after)
 
         # a worker killed and started again is given the verdicts with its config
-        [first, *_] = await _workers(admin)
+        [first, *_] = await worker_rows(admin)
         os.kill(first["pid"], signal.SIGKILL)
 
         async def restarted() -> bool:
-            [again, *_] = await _workers(admin)
+            [again, *_] = await worker_rows(admin)
             return bool(again["restarts"] == 1 and again["pid"] != first["pid"])
 
         await wait_until(restarted, within=15)

@@ -26,18 +26,19 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import Address
 from tests.conftest import (
+    FRESH,
     GatewayProcess,
     StartHeldUpstream,
     StartUpstream,
+    fresh_requests,
     gateway_process,
     refuses_connections,
     simple_config,
     wait_until,
+    worker_rows,
 )
 
 RUN = (sys.executable, "-m", "triogate.cli", "run", "--no-state")
-#: every request on a connection of its own, so that the kernel spreads them
-FRESH = httpx.Limits(max_keepalive_connections=0)
 
 
 def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
@@ -57,33 +58,11 @@ async def _two_workers(
         yield gateway
 
 
-async def _workers(admin: Address) -> list[dict[str, Any]]:
-    async with httpx.AsyncClient(timeout=20) as client:
-        r = await client.get(f"http://{admin}/stats/workers")
-        assert r.status_code == 200
-        workers: list[dict[str, Any]] = r.json()
-        return workers
-
-
 async def _counter(admin: Address, name: str) -> int:
     async with httpx.AsyncClient(timeout=20) as client:
         r = await client.get(f"http://{admin}/stats", params={"filter": f"^{name}$"})
         value: int = r.json()["counters"][name]
         return value
-
-
-async def _get_many(web: Address, count: int, path: str = "/") -> list[httpx.Response]:
-    answers: list[httpx.Response] = []
-
-    async def one(client: httpx.AsyncClient) -> None:
-        answers.append(await client.get(f"http://{web}{path}"))
-
-    async with httpx.AsyncClient(limits=FRESH) as client:
-        for _ in range(count // 10):
-            async with trio.open_nursery() as nursery:
-                for _ in range(10):
-                    nursery.start_soon(one, client)
-    return answers
 
 
 async def test_counters_are_exact_over_the_workers(
@@ -93,9 +72,9 @@ async def test_counters_are_exact_over_the_workers(
     config = _write(tmp_path, simple_config({"api": [upstream]}))
     async with gateway_process(config, workers=2) as gateway:
         web, admin = gateway.listeners["web"], gateway.admin
-        answers = await _get_many(web, 300)
+        answers = await fresh_requests(web, 300)
         assert [r.status_code for r in answers] == [200] * 300
-        workers = await _workers(admin)
+        workers = await worker_rows(admin)
         assert [w["index"] for w in workers] == [0, 1]
         assert len({w["pid"] for w in workers}) == 2
         assert gateway.process.pid not in {w["pid"] for w in workers}
@@ -138,7 +117,7 @@ async def test_counters_are_exact_over_the_workers(
             r = await client.post(f"http://{admin}/stats/reset", json={})
             assert r.status_code == 200
         assert await _counter(admin, "listener.web.downstream_rq_total") == 0
-        assert [w["downstream_rq_total"] for w in await _workers(admin)] == [0, 0]
+        assert [w["downstream_rq_total"] for w in await worker_rows(admin)] == [0, 0]
 
 
 async def test_an_acknowledged_write_holds_on_every_worker(
@@ -154,10 +133,10 @@ async def test_an_acknowledged_write_holds_on_every_worker(
                 r = await client.put(f"http://{admin}/listeners/web/routes/0", json=route)
                 assert r.status_code == 200, r.text
                 # acknowledged: every worker has it, so every new request sees it
-                answers = await _get_many(web, 40)
+                answers = await fresh_requests(web, 40)
                 upstream = "u2" if target == "two" else "u1"
                 assert {r.headers["x-upstream"] for r in answers} == {upstream}
-                assert [w["version"] for w in await _workers(admin)] == [version, version]
+                assert [w["version"] for w in await worker_rows(admin)] == [version, version]
 
 
 async def test_a_refused_write_leaves_every_worker_as_it_was(
@@ -181,8 +160,8 @@ async def test_a_refused_write_leaves_every_worker_as_it_was(
                 assert r.status_code == 422
                 assert "listeners[1].address" in r.text
                 assert (await client.get(f"http://{admin}/config")).json()["version"] == 1
-            assert [w["version"] for w in await _workers(admin)] == [1, 1]
-            answers = await _get_many(gateway.listeners["web"], 20)
+            assert [w["version"] for w in await worker_rows(admin)] == [1, 1]
+            answers = await fresh_requests(gateway.listeners["web"], 20)
             assert [r.status_code for r in answers] == [200] * 20
     finally:
         taken.close()
@@ -197,7 +176,7 @@ async def test_registered_instances_reach_the_workers(
     config = _write(tmp_path, data)
     async with gateway_process(config, workers=2) as gateway:
         web, admin = gateway.listeners["web"], gateway.admin
-        answers = await _get_many(web, 10)
+        answers = await fresh_requests(web, 10)
         assert {r.status_code for r in answers} == {503}  # no instance yet
         async with httpx.AsyncClient() as client:
             r = await client.post(
@@ -206,12 +185,12 @@ async def test_registered_instances_reach_the_workers(
             assert r.status_code == 201, r.text
 
         async def every_worker_has_it() -> bool:
-            answers = await _get_many(web, 20)
+            answers = await fresh_requests(web, 20)
             return {r.status_code for r in answers} == {200}
 
         # members reach the workers right after the registration (not with a write)
         await wait_until(every_worker_has_it)
-        answers = await _get_many(web, 40)
+        answers = await fresh_requests(web, 40)
         assert {r.headers["x-upstream"] for r in answers} == {"registered"}
 
 
@@ -226,7 +205,7 @@ async def test_a_killed_worker_costs_only_its_requests_in_flight(
     data = simple_config({"api": [await start_upstream("u1")], "held": [upstream.address]}, routes)
     async with gateway_process(_write(tmp_path, data), workers=2) as gateway:
         web, admin = gateway.listeners["web"], gateway.admin
-        before = await _get_many(web, 40)  # both workers have served some
+        before = await fresh_requests(web, 40)  # both workers have served some
         assert [r.status_code for r in before] == [200] * 40
         statuses: list[int | None] = []
 
@@ -241,7 +220,7 @@ async def test_a_killed_worker_costs_only_its_requests_in_flight(
             for _ in range(20):
                 nursery.start_soon(held_request)
             await upstream.wait_received(20)
-            workers = await _workers(admin)
+            workers = await worker_rows(admin)
             in_flight = [w["downstream_cx_active"] for w in workers]
             assert sum(in_flight) == 20
             async with httpx.AsyncClient() as client:
@@ -253,7 +232,7 @@ async def test_a_killed_worker_costs_only_its_requests_in_flight(
             os.kill(victim["pid"], signal.SIGKILL)
 
             async def restarted() -> bool:
-                now = await _workers(admin)
+                now = await worker_rows(admin)
                 return now[0]["restarts"] == 1 and now[0]["pid"] not in (None, victim["pid"])
 
             await wait_until(restarted, within=15)
@@ -262,9 +241,9 @@ async def test_a_killed_worker_costs_only_its_requests_in_flight(
         assert statuses.count(None) == in_flight[0]
         assert statuses.count(200) == 20 - in_flight[0]
         # and the restarted worker serves again, with the config in force
-        answers = await _get_many(web, 40)
+        answers = await fresh_requests(web, 40)
         assert [r.status_code for r in answers] == [200] * 40
-        shares = [w["downstream_rq_total"] for w in await _workers(admin)]
+        shares = [w["downstream_rq_total"] for w in await worker_rows(admin)]
         assert all(share > 0 for share in shares), shares
         # the dead worker's figures, as last read (just before the kill), stay in the
         # sums: the whole gateway's counters never go down
@@ -280,7 +259,7 @@ async def test_sigterm_drains_every_worker(
     config = _write(tmp_path, simple_config({"held": [upstream.address]}))
     async with gateway_process(config, workers=2) as gateway:
         web = gateway.listeners["web"]
-        pids = [w["pid"] for w in await _workers(gateway.admin)]
+        pids = [w["pid"] for w in await worker_rows(gateway.admin)]
         statuses: list[int] = []
 
         async def held_request() -> None:
@@ -355,9 +334,9 @@ async def test_listeners_added_and_moved_at_runtime_are_served_by_every_worker(
             status = (await client.get(f"http://{admin}/status")).json()
         added = Address.parse(status["listeners"]["second"]["address"])
         assert added.port != 0  # port 0 resolved once, by the primary, for every worker
-        answers = await _get_many(added, 60)
+        answers = await fresh_requests(added, 60)
         assert [r.status_code for r in answers] == [200] * 60
-        shares = [w["downstream_rq_total"] for w in await _workers(admin)]
+        shares = [w["downstream_rq_total"] for w in await worker_rows(admin)]
         assert all(share > 0 for share in shares), shares
         # the first listener moves to another address (127.0.0.2 is loopback too): the
         # old one is let go by every worker
@@ -368,7 +347,7 @@ async def test_listeners_added_and_moved_at_runtime_are_served_by_every_worker(
             status = (await client.get(f"http://{admin}/status")).json()
         moved = Address.parse(status["listeners"]["web"]["address"])
         assert moved.host == "127.0.0.2" and moved.port != 0
-        answers = await _get_many(moved, 20)
+        answers = await fresh_requests(moved, 20)
         assert [r.status_code for r in answers] == [200] * 20
         with pytest.raises(OSError):
             await trio.open_tcp_stream(old.host, old.port)
@@ -378,7 +357,7 @@ async def test_workers_stop_when_the_primary_is_killed(
     start_upstream: StartUpstream, tmp_path: Path
 ) -> None:
     async with _two_workers(start_upstream, tmp_path) as gateway:
-        pids = [w["pid"] for w in await _workers(gateway.admin)]
+        pids = [w["pid"] for w in await worker_rows(gateway.admin)]
         gateway.process.kill()
         await gateway.process.wait()
 
@@ -402,9 +381,9 @@ async def test_a_worker_that_stops_answering_is_replaced(
 ) -> None:
     async with _two_workers(start_upstream, tmp_path) as gateway:
         admin = gateway.admin
-        answers = await _get_many(gateway.listeners["web"], 40)
+        answers = await fresh_requests(gateway.listeners["web"], 40)
         assert [r.status_code for r in answers] == [200] * 40
-        before = await _workers(admin)
+        before = await worker_rows(admin)
         frozen = before[1]["pid"]
         os.kill(frozen, signal.SIGSTOP)  # alive, but it answers nothing
         try:
@@ -415,7 +394,7 @@ async def test_a_worker_that_stops_answering_is_replaced(
 
             # ...and the silent worker is killed and started again
             async def replaced() -> bool:
-                now = await _workers(admin)
+                now = await worker_rows(admin)
                 return now[1]["restarts"] == 1 and now[1]["pid"] not in (None, frozen)
 
             await wait_until(replaced, within=15)
@@ -424,7 +403,7 @@ async def test_a_worker_that_stops_answering_is_replaced(
                 os.kill(frozen, signal.SIGCONT)
             except ProcessLookupError:
                 pass
-        answers = await _get_many(gateway.listeners["web"], 40)
+        answers = await fresh_requests(gateway.listeners["web"], 40)
         assert [r.status_code for r in answers] == [200] * 40
 
 
@@ -435,7 +414,7 @@ async def test_every_worker_logs_to_the_one_access_log(
     log = tmp_path / "access.jsonl"
     data = simple_config({"api": [upstream]}, access_log={"enabled": True, "path": str(log)})
     async with gateway_process(_write(tmp_path, data), workers=2) as gateway:
-        answers = await _get_many(gateway.listeners["web"], 200)
+        answers = await fresh_requests(gateway.listeners["web"], 200)
         assert [r.status_code for r in answers] == [200] * 200
 
         def lines() -> list[str]:
@@ -447,5 +426,5 @@ async def test_every_worker_logs_to_the_one_access_log(
         assert len(entries) == 200
         assert {e["response_code"] for e in entries} == {200}
         assert len({e["request_id"] for e in entries}) == 200
-        shares = [w["downstream_rq_total"] for w in await _workers(gateway.admin)]
+        shares = [w["downstream_rq_total"] for w in await worker_rows(gateway.admin)]
         assert all(share > 0 for share in shares), shares
