@@ -208,6 +208,49 @@ async def gateway_process(
 StartGateway = Callable[..., Awaitable[Gateway]]
 
 
+async def serve_h11(
+    stream: trio.SocketStream,
+    name: str,
+    arrived: Callable[[h11.Request], None],
+    status_of: Callable[[h11.Request], Awaitable[int]],
+) -> None:
+    """Serve one connection of a test upstream named ``name``.
+
+    ``arrived`` is told of each request as its head comes; once its whole message is in,
+    it is answered with the status ``status_of`` gives, an ``x-upstream: name`` header
+    and the body ``name`` and a newline.
+    """
+    conn = h11.Connection(h11.SERVER)
+    request: h11.Request | None = None
+    try:
+        async with stream:
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    conn.receive_data(data)
+                elif isinstance(event, h11.Request):
+                    request = event
+                    arrived(event)
+                elif isinstance(event, h11.EndOfMessage):
+                    assert request is not None
+                    status = await status_of(request)
+                    body = f"{name}\n".encode()
+                    headers = [("x-upstream", name), ("content-length", str(len(body)))]
+                    reply = conn.send(h11.Response(status_code=status, headers=headers))
+                    reply += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
+                    await stream.send_all(reply)
+                    if conn.our_state is h11.MUST_CLOSE:
+                        return
+                    conn.start_next_cycle()
+                elif isinstance(event, h11.ConnectionClosed):
+                    return
+    except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
+        pass  # the gateway closed the connection (a route timeout, a test that ended)
+
+
 @attrs.define(eq=False)
 class HeldUpstream:
     """An upstream that holds every request until ``release()``, then answers 200.
@@ -234,30 +277,16 @@ class HeldUpstream:
         self._released.set()
 
     async def serve(self, stream: trio.SocketStream) -> None:
-        conn = h11.Connection(h11.SERVER)
-        try:
-            async with stream:
-                while True:
-                    event = conn.next_event()
-                    if event is h11.NEED_DATA:
-                        data = await stream.receive_some(65536)
-                        if not data:
-                            return
-                        conn.receive_data(data)
-                    elif isinstance(event, h11.Request):
-                        self.received.append(event.target.decode())
-                        self._arrived.set()
-                        self._arrived = trio.Event()
-                    elif isinstance(event, h11.EndOfMessage):
-                        await self._released.wait()
-                        body = f"{self.name}\n".encode()
-                        headers = [("x-upstream", self.name), ("content-length", str(len(body)))]
-                        reply = conn.send(h11.Response(status_code=200, headers=headers))
-                        reply += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
-                        await stream.send_all(reply)
-                        conn.start_next_cycle()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
-            pass  # the gateway closed the connection (a route timeout, a test that ended)
+        await serve_h11(stream, self.name, self._arrive, self._answer_when_released)
+
+    def _arrive(self, request: h11.Request) -> None:
+        self.received.append(request.target.decode())
+        self._arrived.set()
+        self._arrived = trio.Event()
+
+    async def _answer_when_released(self, request: h11.Request) -> int:
+        await self._released.wait()
+        return 200
 
 
 StartHeldUpstream = Callable[[str], Awaitable[HeldUpstream]]
@@ -374,38 +403,19 @@ class CheckedUpstream:
         self._scope.cancel()
 
     async def _serve(self, stream: trio.SocketStream) -> None:
-        conn = h11.Connection(h11.SERVER)
-        try:
-            async with stream:
-                while True:
-                    event = conn.next_event()
-                    if event is h11.NEED_DATA:
-                        data = await stream.receive_some(65536)
-                        if not data:
-                            return
-                        conn.receive_data(data)
-                    elif isinstance(event, h11.Request):
-                        target = event.target.decode()
-                        status = 200
-                        if target == "/healthz":
-                            self.checks.append(dict(event.headers).get(b"host", b"").decode())
-                            status = 503 if self.sick else 200
-                        else:
-                            self.received.append(target)
-                            status = 503 if self.failing else 200
-                        body = f"{self.name}\n".encode()
-                        headers = [("x-upstream", self.name), ("content-length", str(len(body)))]
-                        reply = conn.send(h11.Response(status_code=status, headers=headers))
-                        reply += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
-                        await stream.send_all(reply)
-                    elif isinstance(event, h11.EndOfMessage):
-                        if conn.our_state is h11.MUST_CLOSE:
-                            return
-                        conn.start_next_cycle()
-                    elif isinstance(event, h11.ConnectionClosed):
-                        return
-        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
-            pass
+        await serve_h11(stream, self.name, self._arrive, self._status)
+
+    def _arrive(self, request: h11.Request) -> None:
+        target = request.target.decode()
+        if target == "/healthz":
+            self.checks.append(dict(request.headers).get(b"host", b"").decode())
+        else:
+            self.received.append(target)
+
+    async def _status(self, request: h11.Request) -> int:
+        if request.target == b"/healthz":
+            return 503 if self.sick else 200
+        return 503 if self.failing else 200
 
 
 StartCheckedUpstream = Callable[[str], Awaitable[CheckedUpstream]]
