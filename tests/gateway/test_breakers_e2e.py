@@ -185,3 +185,37 @@ async def test_the_breaker_opens_half_opens_reopens_longer_and_closes(
         ]
         events = (await admin.get("/events", params={"cluster": "api"})).json()["events"]
         assert all(e["at"] > 0 and e["endpoint"] == "*" for e in events)
+
+
+async def test_breakers_change_through_the_admin_api(
+    start_gateway: StartGateway, start_upstream: StartUpstream
+) -> None:
+    gw = await start_gateway(simple_config({"api": [await start_upstream("u")]}), admin=True)
+    async with httpx.AsyncClient(base_url=f"http://{gw.admin_address}") as admin:
+        assert (await admin.get("/clusters/api/health")).json()["breaker"] is None
+        r = await admin.patch(
+            "/clusters/api",
+            json={"circuit_breakers": {"max_requests": 0}, "breaker": {"open_time": -1}},
+        )
+        assert r.status_code == 422, r.text
+        assert sorted(d["loc"] for d in r.json()["detail"]) == [
+            "clusters[0].breaker.open_time",
+            "clusters[0].circuit_breakers.max_requests",
+        ]
+        r = await admin.patch(
+            "/clusters/api",
+            json={"circuit_breakers": {"max_pending_requests": 0}, "breaker": BREAKER},
+        )
+        assert r.status_code == 200, r.text
+        stats = gw.stats.cluster("api")
+        assert stats.thresholds.max_pending_requests == 0
+        assert stats.breaker is not None
+        assert (await admin.get("/clusters/api/health")).json()["breaker"]["state"] == "closed"
+        r = await _get(gw, "/")  # a new connection is needed: none may be pending
+        assert r.status_code == 503 and r.headers["x-envoy-overloaded"] == "true"
+        # the gateway's own limit says nothing of the upstream: not a breaker failure
+        assert stats.breaker.breaker.window(trio.current_time()).requests == 0
+        r = await admin.patch("/clusters/api", json={"circuit_breakers": None, "breaker": None})
+        assert r.status_code == 200, r.text
+        assert stats.breaker is None and stats.thresholds.max_pending_requests == 1024
+        assert (await _get(gw, "/")).status_code == 200
