@@ -36,7 +36,7 @@ from time import perf_counter
 import trio
 
 from gateway.cluster.breaker import ClusterBreaker
-from gateway.cluster.snapshot import EndpointRuntime
+from gateway.cluster.snapshot import EndpointRuntime, EndpointState
 from gateway.errors import (
     CircuitBreakerOverflow,
     DownstreamClosed,
@@ -80,10 +80,17 @@ _OVERLOADED: Headers = [(b"x-envoy-overloaded", b"true")]
 _BREAKER_OPEN: Headers = [(b"x-triogate-breaker", b"open")]
 
 
-async def _open_new(pool: EndpointPool, cluster_stats: ClusterStats) -> UpstreamConnection:
+async def _open_new(
+    pool: EndpointPool, cluster_stats: ClusterStats, members: tuple[EndpointState, ...]
+) -> UpstreamConnection:
     """A new connection from ``pool``, counted as pending while it connects, unless the
-    cluster's ``circuit_breakers.max_pending_requests`` are waiting already."""
-    if cluster_stats.rq_connecting >= cluster_stats.thresholds.max_pending_requests:
+    cluster's ``circuit_breakers.max_pending_requests`` are waiting already, or its
+    ``max_connections`` are open over all its endpoints (``members``: counted only when
+    a connection is to be opened, never for a pooled one)."""
+    thresholds = cluster_stats.thresholds
+    if sum(m.runtime.pool.open for m in members) >= thresholds.max_connections:
+        raise PoolExhausted(f"cluster {cluster_stats.name!r} at circuit_breakers.max_connections")
+    if cluster_stats.rq_connecting >= thresholds.max_pending_requests:
         cluster_stats.upstream_rq_pending_overflow += 1
         raise CircuitBreakerOverflow(
             f"cluster {cluster_stats.name!r} at circuit_breakers.max_pending_requests"
@@ -372,6 +379,7 @@ class HttpConnection:
                     endpoint,
                     keep_alive,
                     cluster_stats,
+                    snapshot.all_endpoints,
                     start,
                     # (a request with one try retries nothing: no call for the common case)
                     rules.statuses_to_retry(attempt, tries) if tries > 1 else _NO_STATUSES,
@@ -433,6 +441,7 @@ class HttpConnection:
         endpoint: EndpointRuntime,
         keep_alive: bool,
         cluster_stats: ClusterStats,
+        members: tuple[EndpointState, ...],
         start: float,
         retry_statuses: frozenset[int],
     ) -> bool:
@@ -464,7 +473,7 @@ class HttpConnection:
             conn = pool.take_idle(ctx.now)
             reused = conn is not None
             if conn is None:
-                conn = await _open_new(pool, cluster_stats)
+                conn = await _open_new(pool, cluster_stats, members)
                 charge_opened(cluster_stats, endpoint_stats)
             if head.framing != NO_BODY:
                 keep_alive, reusable = await self._exchange_with_body(

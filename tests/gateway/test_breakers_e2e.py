@@ -94,6 +94,36 @@ async def test_max_pending_requests_zero_refuses_every_new_connection(
     assert sum(stats.upstream_rq_xx) == 0  # and is no attempt
 
 
+async def test_max_connections_counts_the_whole_cluster(
+    start_held_upstream: StartHeldUpstream, start_gateway: StartGateway
+) -> None:
+    a, b = await start_held_upstream("a"), await start_held_upstream("b")
+    data = simple_config({"c": [a.address, b.address]})
+    data["clusters"][0]["circuit_breakers"] = {"max_connections": 1}
+    gw = await start_gateway(data)
+    base = f"http://{gw.listener_address('web')}"
+    statuses: list[int] = []
+
+    async def get(path: str) -> None:
+        async with httpx.AsyncClient(base_url=base) as client:
+            statuses.append((await client.get(path)).status_code)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(get, "/one")  # round robin: one endpoint's one connection
+        await wait_until(lambda: len(a.received) + len(b.received) == 1)
+        gw.stats.refresh_gauges()
+        assert gw.stats.clusters["c"].circuit_breakers_cx_open == 1
+        # the other endpoint has no connection, but the cluster has its one
+        r = await _get(gw, "/two")
+        assert r.status_code == 503 and r.headers["x-envoy-overloaded"] == "true"
+        a.release()
+        b.release()
+    assert statuses == [200]
+    assert len(a.received) + len(b.received) == 1
+    stats = gw.stats.clusters["c"]
+    assert stats.upstream_cx_overflow == 1 and stats.upstream_cx_total == 1
+
+
 async def test_a_cluster_without_breaker_has_none_on_the_data_path(
     start_upstream: StartUpstream, start_gateway: StartGateway
 ) -> None:

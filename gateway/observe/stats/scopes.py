@@ -269,7 +269,8 @@ class ClusterStats(Scope):
     upstream_cx_total: int = counter()
     upstream_cx_connect_fail: int = counter()
     upstream_cx_connect_timeout: int = counter()
-    #: a connection was needed and ``pool.max_connections`` were busy (UO)
+    #: a connection was needed and ``pool.max_connections`` were busy, or the
+    #: cluster's ``circuit_breakers.max_connections`` were open (UO)
     upstream_cx_overflow: int = counter()
     #: refused at once (UO, 503) by ``circuit_breakers.max_requests`` or
     #: ``max_pending_requests`` (Envoy counts both here)
@@ -287,8 +288,9 @@ class ClusterStats(Scope):
     upstream_cx_active: int = gauge()
     upstream_rq_active: int = gauge()
     upstream_rq_pending_active: int = gauge()
-    #: 1 while requests in flight / waiting for a connection are at their
+    #: 1 while open connections / requests in flight / waiting for a connection are at their
     #: ``circuit_breakers`` threshold (refreshed when read; with workers, the workers' sum)
+    circuit_breakers_cx_open: int = gauge("circuit_breakers.cx_open")
     circuit_breakers_rq_open: int = gauge("circuit_breakers.rq_open")
     circuit_breakers_rq_pending_open: int = gauge("circuit_breakers.rq_pending_open")
     #: 1 while the classic breaker is open or half-open (refreshed when read); with
