@@ -82,6 +82,14 @@ class PoolExhausted(UpstreamConnectError):
     flag = "UO"
 
 
+class CircuitBreakerOverflow(UpstreamError):
+    """A ``circuit_breakers`` threshold (``max_requests``, ``max_pending_requests``) is
+    reached: the attempt is refused before it reaches the pool (Envoy's UO overflow)."""
+
+    status_hint = 503
+    flag = "UO"
+
+
 class UpstreamResetError(UpstreamError):
     flag = "UC"
 

@@ -4,12 +4,17 @@
   health checks say (state and last result: time, passed, detail such as
   ``status 503``, ``connect refused`` or ``timeout``), its ejection by outlier detection
   (``null`` when the cluster has none; else ``ejected`` and, while ejected, ``since``,
-  ``until``, ``times_ejected`` and ``reason``), breaker (``null``: breakers are not
-  built yet), the combined verdict as Envoy
+  ``until``, ``times_ejected`` and ``reason``), breaker (``null``: the classic breaker
+  guards the cluster, shown once as the cluster's ``breaker``), the combined verdict as Envoy
   prints health flags (``healthy``, ``/failed_active_hc``...) and whether it serves.
   404 for an unknown cluster.
+  The cluster's ``breaker``: ``null`` without one; in one process ``state``
+  (``closed``, ``open``, ``half_open``) and ``open_time``; with worker processes (each
+  has its own breaker) ``per_worker`` true and ``open_workers``, how many workers
+  reported theirs not closed.
 - ``GET /events?cluster=&limit=``: the newest state changes (health verdicts, ejections
-  and returns: ``kind`` ``health`` or ``ejection``; an ejection's ``until``), newest
+  and returns, breaker changes: ``kind`` ``health``, ``ejection`` or ``breaker``, whose
+  endpoint is ``*``; an ejection's ``until``), newest
   last; ``limit`` 1-1000 (default 100). A ``cluster`` the config does not have is 404
   (a typo would otherwise read as "no events"); the events of a removed cluster are
   still in the unfiltered list.
@@ -62,7 +67,7 @@ class EndpointHealthOut(BaseModel):
     health_check: HealthCheckOut | None
     #: null when the cluster has no outlier_detection
     ejection: EjectionOut | None
-    #: null: per-endpoint breakers are not built yet
+    #: null: the breaker guards the cluster (``ClusterHealthOut.breaker``)
     breaker: dict[str, Any] | None
     #: Envoy's health flags: "healthy", or "/failed_active_hc" and the like
     verdict: str
@@ -70,10 +75,23 @@ class EndpointHealthOut(BaseModel):
     in_host_set: bool
 
 
+class BreakerOut(BaseModel):
+    #: worker processes serve: each has its own breaker
+    per_worker: bool
+    #: one process: closed, open or half_open; null with workers
+    state: str | None
+    #: one process: seconds of the current (or next) open period
+    open_time: float | None = None
+    #: workers: how many reported their breaker not closed
+    open_workers: int | None = None
+
+
 class ClusterHealthOut(BaseModel):
     cluster: str
     health_check: bool
     outlier_detection: bool
+    #: null when the cluster has no breaker
+    breaker: BreakerOut | None = None
     endpoints: list[EndpointHealthOut]
 
 
@@ -104,7 +122,7 @@ async def cluster_health(request: Request, cluster: str) -> dict[str, Any]:
     handle = gateway_of(request).control.clusters.get(cluster)
     if handle is None:
         raise ItemNotFound(f"no cluster {cluster!r}")
-    return health_view(handle)
+    return health_view(handle, per_worker=gateway_of(request).control.workers is not None)
 
 
 @router.get("/events", response_model=EventsOut, responses=responses(*GUARDED, 404, 422))

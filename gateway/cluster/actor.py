@@ -61,6 +61,7 @@ from typing import Protocol
 import attrs
 import trio
 
+from gateway.cluster.breaker import ClusterBreaker
 from gateway.cluster.health import CheckOutcome, HealthChecked, run_endpoint_checks
 from gateway.cluster.outcomes import FLUSH_INTERVAL, Outcome, OutcomeBuffer
 from gateway.cluster.snapshot import ClusterSnapshot, build_snapshot
@@ -373,6 +374,7 @@ class _ClusterActor:
         self.overflows = 0
         self.next_flush = math.inf
         self._start_outliers(snapshot.config)
+        self._start_breaker(snapshot.config)
         self._start_source()
         if snapshot.config.health_check is not None or self.ejected != handle.ejected:
             self._publish(snapshot.config)  # every member unknown, its checks started
@@ -567,6 +569,19 @@ class _ClusterActor:
         self.health[key] = thresholds.state
         self._publish(self.snapshot.config)
 
+    # -- circuit breakers --------------------------------------------------------------
+
+    def _start_breaker(self, cluster: Cluster) -> None:
+        """``cluster``'s thresholds and a new classic breaker (or none) for the data path."""
+        stats = self.handle.stats
+        if stats is None:
+            return
+        stats.thresholds = cluster.circuit_breakers
+        config = cluster.breaker
+        stats.breaker = (
+            None if config is None else ClusterBreaker(cluster.name, config, self.handle.events)
+        )
+
     # -- outlier detection -------------------------------------------------------------
 
     def _start_outliers(self, cluster: Cluster) -> None:
@@ -678,6 +693,10 @@ class _ClusterActor:
             self._stop_checks()  # new checkers, from unknown (or none)
         if new.outlier_detection != self.snapshot.config.outlier_detection:
             self._start_outliers(new)  # a new detector, every endpoint in service (or none)
+        if new.breaker != self.snapshot.config.breaker:
+            self._start_breaker(new)  # a new breaker, closed (or none)
+        elif self.handle.stats is not None:
+            self.handle.stats.thresholds = new.circuit_breakers
         old = self.snapshot.config.discovery
         if new.discovery != old:
             self.source_scope.cancel()

@@ -10,12 +10,14 @@ Every field has a default where a user of Envoy would expect one.
 from __future__ import annotations
 
 import ipaddress
-from typing import Literal
+from typing import Final, Literal
 
 import attrs
 
 from policies.balancing import DEFAULT_OPTIONS, BalancerOptions
+from policies.breaker import BreakerConfig
 from policies.health import HealthCheckConfig
+from policies.limits import CircuitBreakerThresholds
 from policies.outlier import OutlierConfig
 
 LbPolicy = Literal["round_robin", "least_request", "random", "ring_hash", "maglev"]
@@ -255,6 +257,10 @@ class Discovery:
     default_ttl: float = 0.0
 
 
+#: Envoy's default ``circuit_breakers``: every cluster has thresholds
+DEFAULT_THRESHOLDS: Final = CircuitBreakerThresholds()
+
+
 @attrs.frozen
 class Cluster:
     name: str
@@ -268,6 +274,10 @@ class Cluster:
     health_check: HealthCheckConfig | None = None
     #: passive health checking: eject endpoints that fail (``policies.outlier``); None: off
     outlier_detection: OutlierConfig | None = None
+    #: Envoy's ``circuit_breakers`` thresholds, always on (Envoy's defaults, 1024)
+    circuit_breakers: CircuitBreakerThresholds = DEFAULT_THRESHOLDS
+    #: the classic breaker guarding the cluster (``policies.breaker``); None: off
+    breaker: BreakerConfig | None = None
 
 
 @attrs.frozen

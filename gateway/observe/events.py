@@ -33,8 +33,8 @@ class Event:
     at: float
     cluster: str
     endpoint: str
-    #: what changed: ``health`` (active checks), ``ejection`` (outlier detection);
-    #: later ``breaker``
+    #: what changed: ``health`` (active checks), ``ejection`` (outlier detection),
+    #: ``breaker`` (a cluster's classic breaker: endpoint ``*``)
     kind: str
     old: str
     new: str

@@ -35,12 +35,15 @@ from time import perf_counter
 
 import trio
 
-from gateway.cluster.snapshot import EndpointRuntime
+from gateway.cluster.breaker import ClusterBreaker
+from gateway.cluster.snapshot import EndpointRuntime, EndpointState
 from gateway.errors import (
+    CircuitBreakerOverflow,
     DownstreamClosed,
     DownstreamProtocolError,
     GatewayError,
     NoHealthyUpstream,
+    PoolExhausted,
     RetriableResponse,
     UpstreamClosedEarly,
     UpstreamError,
@@ -53,6 +56,7 @@ from gateway.http1.events import (
     NO_BODY,
     DataReceived,
     Event,
+    Headers,
     MessageEnded,
     RequestReceived,
     ResponseReceived,
@@ -64,10 +68,39 @@ from gateway.observe.record import RequestRecord
 from gateway.observe.stats import BOUNDS_MS, ClusterStats
 from gateway.proxy.head import VIA_LINE, given_request_id, request_id, upstream_head
 from gateway.proxy.outcome import charge_attempt, charge_opened, failure_of
-from gateway.upstream.pool import UpstreamConnection
-from policies.retry import Decision, retry_stale
+from gateway.upstream.pool import EndpointPool, UpstreamConnection
+from policies.breaker import Permit
+from policies.retry import Decision, Failure, retry_stale
 
 log = logging.getLogger("triogate.proxy")
+
+#: the local replies of a circuit breaker: a threshold reached (Envoy's header), or the
+#: classic breaker open
+_OVERLOADED: Headers = [(b"x-envoy-overloaded", b"true")]
+_BREAKER_OPEN: Headers = [(b"x-triogate-breaker", b"open")]
+
+
+async def _open_new(
+    pool: EndpointPool, cluster_stats: ClusterStats, members: tuple[EndpointState, ...]
+) -> UpstreamConnection:
+    """A new connection from ``pool``, counted as pending while it connects, unless the
+    cluster's ``circuit_breakers.max_pending_requests`` are waiting already, or its
+    ``max_connections`` are open over all its endpoints (``members``: counted only when
+    a connection is to be opened, never for a pooled one)."""
+    thresholds = cluster_stats.thresholds
+    if sum(m.runtime.pool.open for m in members) >= thresholds.max_connections:
+        raise PoolExhausted(f"cluster {cluster_stats.name!r} at circuit_breakers.max_connections")
+    if cluster_stats.rq_connecting >= thresholds.max_pending_requests:
+        cluster_stats.upstream_rq_pending_overflow += 1
+        raise CircuitBreakerOverflow(
+            f"cluster {cluster_stats.name!r} at circuit_breakers.max_pending_requests"
+        )
+    cluster_stats.rq_connecting += 1
+    try:
+        return await pool.open_new()
+    finally:
+        cluster_stats.rq_connecting -= 1
+
 
 READ_SIZE = 65536
 
@@ -88,11 +121,13 @@ class HttpConnection:
 
     __slots__ = (
         "_figures",
+        "breaker_result",
         "client_ip",
         "ctx",
         "deadline",
         "keep_after_local",
         "parser",
+        "permit",
         "phase",
         "record",
         "scope",
@@ -117,6 +152,10 @@ class HttpConnection:
         self.record: RequestRecord | None = None
         #: whether the connection may serve another request after a local reply
         self.keep_after_local = False
+        #: the cluster's breaker and its permit for the request in progress (only for a
+        #: cluster with ``breaker``), and what to record when it ends if not its status
+        self.permit: tuple[ClusterBreaker, Permit] | None = None
+        self.breaker_result: int | Failure | None = None
 
     async def serve(self) -> None:
         """Serve requests until the client closes, errs, times out or the listener drains."""
@@ -258,6 +297,12 @@ class HttpConnection:
             cluster_stats, endpoint_stats = answered
             charge_attempt(cluster_stats, endpoint_stats, status, ms)
             record.upstream_ms = ms
+        held = self.permit
+        if held is not None:
+            self.permit = None
+            result = self.breaker_result
+            self.breaker_result = None
+            held[0].record(held[1], status if result is None else result, ctx.now)
         access_log = ctx.access_log
         if access_log.enabled:
             access_log.record(record)
@@ -283,6 +328,17 @@ class HttpConnection:
             return await self._reply(record, 503, "cluster not found")
         cluster_stats = ctx.cluster_stats.get(name) or ctx.registry.cluster(name)
         record.cluster = cluster_stats.quoted
+        guard = cluster_stats.breaker
+        if guard is not None:  # the classic breaker: off unless configured
+            permit = guard.allow(ctx.now)
+            if permit is None:
+                cluster_stats.breaker_rq_rejected += 1
+                record.flags = "UO"
+                record.request_id = given_request_id(head) or request_id(ctx.rng)
+                return await self._reply(
+                    record, 503, f"circuit breaker open for cluster {name!r}", _BREAKER_OPEN
+                )
+            self.permit = (guard, permit)
         up_head, record.request_id, record.traceparent = upstream_head(
             head,
             self.client_ip,
@@ -323,6 +379,7 @@ class HttpConnection:
                     endpoint,
                     keep_alive,
                     cluster_stats,
+                    snapshot.all_endpoints,
                     start,
                     # (a request with one try retries nothing: no call for the common case)
                     rules.statuses_to_retry(attempt, tries) if tries > 1 else _NO_STATUSES,
@@ -331,7 +388,7 @@ class HttpConnection:
                 pass  # dropped before any of it went downstream: the next try
             except UpstreamError as e:
                 error, flags = e, e.flag
-                if record.head_sent:
+                if record.head_sent or isinstance(e, CircuitBreakerOverflow):
                     break
                 decision = rules.after_failure(failure_of(e), attempt, tries)
                 if decision is not Decision.RETRY:
@@ -351,18 +408,26 @@ class HttpConnection:
     async def _fail(self, record: RequestRecord, error: GatewayError, flags: str) -> bool:
         """The request failed: a local reply if no response byte went out, else close."""
         record.add_flag(flags)
+        overloaded = isinstance(error, CircuitBreakerOverflow | PoolExhausted)
+        if self.permit is not None and isinstance(error, UpstreamError):
+            # the breaker judges the upstream: the gateway's own limits say nothing of it
+            self.breaker_result = 0 if overloaded else failure_of(error)
         if record.head_sent:
             log.info("closing client connection after upstream failure mid-response: %s", error)
             self._finish()
             return False
-        return await self._reply(record, error.status_hint, str(error))
+        return await self._reply(
+            record, error.status_hint, str(error), _OVERLOADED if overloaded else None
+        )
 
-    async def _reply(self, record: RequestRecord, status: int, text: str) -> bool:
+    async def _reply(
+        self, record: RequestRecord, status: int, text: str, headers: Headers | None = None
+    ) -> bool:
         """End the request with a local reply; True if the connection may serve another."""
         keep = self.keep_after_local
         record.status = status
         record.bytes_out = len(text.encode()) + 1  # the body: the text and a newline
-        await self._send(local_reply(status, text, close=not keep))
+        await self._send(local_reply(status, text, close=not keep, extra_headers=headers))
         self._finish()
         return keep
 
@@ -376,6 +441,7 @@ class HttpConnection:
         endpoint: EndpointRuntime,
         keep_alive: bool,
         cluster_stats: ClusterStats,
+        members: tuple[EndpointState, ...],
         start: float,
         retry_statuses: frozenset[int],
     ) -> bool:
@@ -392,16 +458,22 @@ class HttpConnection:
         key = endpoint.key
         endpoint_stats = cluster_stats.endpoints.get(key) or cluster_stats.endpoint(key)
         record.host = endpoint_stats.quoted
+        if cluster_stats.rq_in_flight >= cluster_stats.thresholds.max_requests:
+            cluster_stats.upstream_rq_pending_overflow += 1
+            raise CircuitBreakerOverflow(
+                f"cluster {cluster_stats.name!r} at circuit_breakers.max_requests"
+            )
         # in flight from the pick on, connect included: least_request must see a request
         # that is still opening its connection (Envoy counts pending requests too)
         endpoint.active += 1
+        cluster_stats.rq_in_flight += 1
         conn: UpstreamConnection | None = None
         reusable = False
         try:
             conn = pool.take_idle(ctx.now)
             reused = conn is not None
             if conn is None:
-                conn = await pool.open_new()
+                conn = await _open_new(pool, cluster_stats, members)
                 charge_opened(cluster_stats, endpoint_stats)
             if head.framing != NO_BODY:
                 keep_alive, reusable = await self._exchange_with_body(
@@ -444,6 +516,7 @@ class HttpConnection:
             raise
         finally:
             endpoint.active -= 1
+            cluster_stats.rq_in_flight -= 1
             if conn is not None:
                 pool.release(conn, reusable, ctx.now)
         if start == record.start:

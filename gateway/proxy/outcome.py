@@ -10,7 +10,9 @@ here, exactly once per attempt, when the attempt ends (``ClusterStats`` and
 - a failure, an ``UpstreamError``: the status class of the local reply it maps to (as
   Envoy charges aborted upstream requests) and why: a connect failure or timeout, the
   route timeout (``upstream_rq_timeout``), a full pool (``upstream_cx_overflow``, the
-  gateway's limit and not the endpoint's failure, so not in its ``rq_error``);
+  gateway's limit and not the endpoint's failure, so not in its ``rq_error``); a
+  ``circuit_breakers`` threshold reached (``CircuitBreakerOverflow``) is no attempt:
+  only its overflow counter moves, where it was refused;
 - cut short by the client going away or a drain (status 0): slot 0, not the endpoint's
   fault.
 
@@ -27,6 +29,7 @@ An HTTP attempt that opened a new connection counts it with ``opened``.
 from __future__ import annotations
 
 from gateway.errors import (
+    CircuitBreakerOverflow,
     PoolExhausted,
     UpstreamConnectError,
     UpstreamConnectTimeout,
@@ -79,6 +82,8 @@ def charge_attempt(
             cluster.outcomes.add(endpoint.name, outcome)
         return
     assert isinstance(outcome, UpstreamError)
+    if isinstance(outcome, CircuitBreakerOverflow):
+        return  # refused before the pool: no attempt, counted in its overflow counter
     if isinstance(outcome, PoolExhausted):
         cluster.upstream_cx_overflow += 1
         if request:

@@ -139,6 +139,16 @@ class StatsRegistry:
             cs.upstream_cx_active = cx
             cs.upstream_rq_active = rq
             cs.upstream_rq_pending_active = pending
+            thresholds = cs.thresholds
+            cs.circuit_breakers_cx_open = int(cx >= thresholds.max_connections)
+            cs.circuit_breakers_rq_open = int(cs.rq_in_flight >= thresholds.max_requests)
+            cs.circuit_breakers_rq_pending_open = int(
+                cs.rq_connecting >= thresholds.max_pending_requests
+            )
+            # the state as of the breaker's last request (an elapsed open time is
+            # noticed by the next one)
+            guard = cs.breaker
+            cs.breaker_open = int(guard is not None and guard.breaker.state.value != "closed")
 
     # -- time --------------------------------------------------------------------------
 

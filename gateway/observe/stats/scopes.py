@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 import attrs
 
 from gateway.observe.stats.histogram import Histogram
+from policies.limits import CircuitBreakerThresholds
 
 if TYPE_CHECKING:
+    from gateway.cluster.breaker import ClusterBreaker
     from gateway.cluster.outcomes import OutcomeBuffer
 
 COUNTER: Final = "counter"
@@ -267,8 +269,14 @@ class ClusterStats(Scope):
     upstream_cx_total: int = counter()
     upstream_cx_connect_fail: int = counter()
     upstream_cx_connect_timeout: int = counter()
-    #: a connection was needed and ``pool.max_connections`` were busy (UO)
+    #: a connection was needed and ``pool.max_connections`` were busy, or the
+    #: cluster's ``circuit_breakers.max_connections`` were open (UO)
     upstream_cx_overflow: int = counter()
+    #: refused at once (UO, 503) by ``circuit_breakers.max_requests`` or
+    #: ``max_pending_requests`` (Envoy counts both here)
+    upstream_rq_pending_overflow: int = counter()
+    #: refused at once (503, ``x-triogate-breaker: open``) by the open classic breaker
+    breaker_rq_rejected: int = counter("breaker.rq_rejected")
     upstream_cx_none_healthy: int = counter()
     upstream_rq_xx: list[int] = attrs.field(factory=_ten_zeros, metadata=_STATUS_CLASSES)
     upstream_rq_timeout: int = counter()
@@ -280,6 +288,14 @@ class ClusterStats(Scope):
     upstream_cx_active: int = gauge()
     upstream_rq_active: int = gauge()
     upstream_rq_pending_active: int = gauge()
+    #: 1 while open connections / requests in flight / waiting for a connection are at their
+    #: ``circuit_breakers`` threshold (refreshed when read; with workers, the workers' sum)
+    circuit_breakers_cx_open: int = gauge("circuit_breakers.cx_open")
+    circuit_breakers_rq_open: int = gauge("circuit_breakers.rq_open")
+    circuit_breakers_rq_pending_open: int = gauge("circuit_breakers.rq_pending_open")
+    #: 1 while the classic breaker is open or half-open (refreshed when read); with
+    #: workers each has its own breaker, so the sum is how many workers have it open
+    breaker_open: int = gauge("breaker.open")
     #: active health checks made, passed and failed, and endpoints healthy now (Envoy's
     #: ``health_check.*``); counted by the cluster actor, in the primary process
     health_check_attempt: int = counter("health_check.attempt", control=True)
@@ -321,6 +337,15 @@ class ClusterStats(Scope):
     #: not a stat: where the data path leaves each attempt's result for the outlier
     #: detector (``gateway.cluster.outcomes``); None: the cluster has no outlier detection
     outcomes: OutcomeBuffer | None = attrs.field(default=None)
+    #: not stats: the cluster's ``circuit_breakers`` thresholds (set by its cluster
+    #: actor), and the data path's counts they are checked against: requests in flight
+    #: to the cluster, and requests waiting for a new connection (this process's)
+    thresholds: CircuitBreakerThresholds = attrs.field(factory=CircuitBreakerThresholds)
+    rq_in_flight: int = attrs.field(default=0)
+    rq_connecting: int = attrs.field(default=0)
+    #: not a stat: the cluster's classic breaker in this process
+    #: (``gateway.cluster.breaker``); None: the cluster has no ``breaker``
+    breaker: ClusterBreaker | None = attrs.field(default=None)
 
     #: per endpoint address; an endpoint's stats outlive its runtime (a pool replaced by
     #: a config change, a restarted cluster actor) and go when it leaves the cluster
