@@ -10,30 +10,24 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import trio
 
 from gateway.config import Address
-from tests.conftest import StartCheckedUpstream, gateway_process, simple_config, wait_until
-
-#: every request on a connection of its own, so that the kernel spreads them
-FRESH = httpx.Limits(max_keepalive_connections=0)
+from tests.conftest import (
+    StartCheckedUpstream,
+    fresh_requests,
+    gateway_process,
+    simple_config,
+    wait_until,
+)
 
 
 async def _send(web: Address, count: int) -> Counter[str]:
     """``count`` requests, ten at a time, each on a fresh connection: the status of
     each, ``open`` for the breaker's fast failures."""
-    seen: Counter[str] = Counter()
-
-    async def one(client: httpx.AsyncClient) -> None:
-        r = await client.get(f"http://{web}/")
-        seen["open" if "x-triogate-breaker" in r.headers else str(r.status_code)] += 1
-
-    async with httpx.AsyncClient(limits=FRESH) as client:
-        for _ in range(count // 10):
-            async with trio.open_nursery() as nursery:
-                for _ in range(10):
-                    nursery.start_soon(one, client)
-    return seen
+    return Counter(
+        "open" if "x-triogate-breaker" in r.headers else str(r.status_code)
+        for r in await fresh_requests(web, count)
+    )
 
 
 async def _get(admin: Address, path: str) -> Any:
