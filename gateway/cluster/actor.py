@@ -513,7 +513,7 @@ class _ClusterActor:
         async def check() -> None:
             with scope:
                 await run_endpoint_checks(
-                    key, address, config, cluster, self.handle.inbox, self.rng
+                    key, address, config, cluster, self.handle.inbox, self.rng, self.handle.stats
                 )
 
         self.nursery.start_soon(check, name=f"health-check:{cluster}:{key}")

@@ -22,9 +22,11 @@ Each check is bounded by ``timeout`` (a cancel scope here, at the call site); a 
 that runs out of time fails with detail ``timeout``. Failures carry a short detail for
 the admin API: ``status 503``, ``connect refused``, ``closed before a response``...
 
-``no_traffic_interval`` is not used yet: every endpoint is checked every ``interval``
-(Envoy checks a cluster that has carried no traffic more slowly; telling "no traffic"
-apart needs the data side's counters, which with worker processes live in the workers).
+A cluster that carried no request since an endpoint's last check is checked again
+after ``no_traffic_interval`` instead of ``interval``, as Envoy does. "Traffic" is the
+cluster's ``upstream_rq_total`` moving; in a primary with worker processes that is the
+workers' sum, refreshed once a second, so a cluster's first traffic shortens the wait
+from the check after it on.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from __future__ import annotations
 import errno
 import random
 import time
+from collections.abc import Awaitable, Callable
 
 import attrs
 import trio
@@ -41,6 +44,7 @@ from gateway.errors import GatewayError
 from gateway.http1.events import ResponseReceived
 from gateway.http1.parse import ResponseParser
 from gateway.netio import open_connection
+from gateway.observe.stats.scopes import ClusterStats
 from policies.health import HealthCheckConfig, next_check_delay, status_expected
 
 __all__ = ["USER_AGENT", "CheckOutcome", "HealthChecked", "check_endpoint", "run_endpoint_checks"]
@@ -70,6 +74,10 @@ class HealthChecked:
     key: str
     config: HealthCheckConfig
     outcome: CheckOutcome
+
+
+#: one check of one endpoint: (address, health check, cluster name) -> its outcome
+Check = Callable[[Address, HealthCheckConfig, str], Awaitable[CheckOutcome]]
 
 
 async def check_endpoint(address: Address, config: HealthCheckConfig, cluster: str) -> CheckOutcome:
@@ -156,13 +164,25 @@ async def run_endpoint_checks(
     cluster: str,
     report: trio.MemorySendChannel[HealthChecked],
     rng: random.Random,
+    stats: ClusterStats | None = None,
+    check: Check = check_endpoint,
 ) -> None:
     """Check one endpoint now and then every ``next_check_delay``, reporting each result
-    to ``report`` (the cluster actor's inbox), until cancelled."""
+    to ``report`` (the cluster actor's inbox), until cancelled.
+
+    ``stats``: the cluster's, whose ``upstream_rq_total`` tells whether it carried
+    traffic since the last check (None: take it that it did). ``check`` performs one
+    check (``check_endpoint``; a test passes its own).
+    """
+    seen = -1 if stats is None else stats.upstream_rq_total
     while True:
-        outcome = await check_endpoint(address, config, cluster)
+        outcome = await check(address, config, cluster)
         try:
             await report.send(HealthChecked(key, config, outcome))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return  # the actor is gone
-        await trio.sleep(next_check_delay(config, rng, had_traffic=True))
+        had_traffic = True
+        if stats is not None:
+            total = stats.upstream_rq_total
+            had_traffic, seen = total != seen, total
+        await trio.sleep(next_check_delay(config, rng, had_traffic))

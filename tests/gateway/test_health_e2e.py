@@ -22,9 +22,11 @@ from tests.conftest import (
     wait_until,
 )
 
-#: quick checks: two failures make an endpoint unhealthy, two passes healthy again
+#: quick checks, with traffic or not: two failures make an endpoint unhealthy, two
+#: passes healthy again
 HEALTH_CHECK = {
     "interval": 0.05,
+    "no_traffic_interval": 0.05,
     "interval_jitter": 0.02,
     "timeout": 0.5,
     "unhealthy_threshold": 2,

@@ -57,6 +57,7 @@ async def test_workers_route_by_the_primarys_verdicts(
     data = simple_config({"api": [a.address, b.address]})
     data["clusters"][0]["health_check"] = {
         "interval": 0.05,
+        "no_traffic_interval": 0.05,
         "interval_jitter": 0.02,
         "timeout": 0.5,
         "unhealthy_threshold": 2,

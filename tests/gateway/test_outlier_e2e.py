@@ -189,7 +189,12 @@ async def test_outlier_detection_changes_through_the_admin_api(
             "/clusters/api",
             json={
                 "outlier_detection": {**OUTLIER_DETECTION, "base_ejection_time": 60},
-                "health_check": {"interval": 0.05, "interval_jitter": 0.01, "timeout": 0.5},
+                "health_check": {
+                    "interval": 0.05,
+                    "no_traffic_interval": 0.05,
+                    "interval_jitter": 0.01,
+                    "timeout": 0.5,
+                },
             },
         )
         assert r.status_code == 200, r.text
