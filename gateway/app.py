@@ -64,8 +64,18 @@ class Gateway:
         """The stats registry, brought up to date with every worker's figures first."""
         pool = self.control.workers
         if pool is not None:
-            absorb(self.stats, await pool.collect())
+            await self._absorb(pool)
         return self.stats
+
+    async def _absorb(self, pool: WorkerPool) -> dict[int, dict[str, Any]]:
+        """Set the registry to the sum of the workers' dumps, and hand the attempts'
+        results they brought to the control plane; returns the dumps by worker."""
+        collected = await pool.collect()
+        dumps = {d["worker"]: d for d in collected.dumps}
+        absorb(self.stats, dumps.values())
+        for outcomes in collected.outcomes:
+            self.control.outcomes_reported(outcomes)
+        return dumps
 
     async def workers_view(self) -> list[dict[str, Any]]:
         """Each process serving the listeners: its pid, restarts, config version, load."""
@@ -73,8 +83,7 @@ class Gateway:
         if pool is None:
             figures = dump(self.stats)
             return [_worker_view(0, os.getpid(), 0, self.control.version, figures)]
-        dumps = {d["worker"]: d for d in await pool.collect()}
-        absorb(self.stats, dumps.values())
+        dumps = await self._absorb(pool)
         return [
             _worker_view(w.index, w.pid, w.restarts, w.version, dumps.get(w.index))
             for w in pool.workers

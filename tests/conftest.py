@@ -109,13 +109,21 @@ async def fresh_requests(web: Address, count: int, path: str = "/") -> list[http
     return answers
 
 
+async def admin_json(admin: Address, path: str) -> Any:
+    """``GET path`` from the admin API at ``admin``, which must answer 200; its JSON.
+
+    The timeout leaves room for a read that waits on a silent worker (5 s) first.
+    """
+    async with httpx.AsyncClient(timeout=20) as client:
+        r = await client.get(f"http://{admin}{path}")
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
 async def worker_rows(admin: Address) -> list[dict[str, Any]]:
     """``GET /stats/workers``: each process serving the listeners."""
-    async with httpx.AsyncClient(timeout=20) as client:
-        r = await client.get(f"http://{admin}/stats/workers")
-        assert r.status_code == 200
-        rows: list[dict[str, Any]] = r.json()
-        return rows
+    rows: list[dict[str, Any]] = await admin_json(admin, "/stats/workers")
+    return rows
 
 
 async def refuses_connections(address: Address) -> bool:

@@ -144,8 +144,6 @@ class ControlPlane:
         self.state_path = state_path
         #: the worker processes serving the listeners; None: this process serves them
         self.workers = workers
-        if workers is not None:
-            workers.on_outcomes = self.outcomes_reported
         #: whether this process's cluster actors run outlier detection (not on a worker
         #: process: its primary's do, fed the worker's attempts' results)
         self.detect_outliers = detect_outliers

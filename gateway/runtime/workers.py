@@ -39,8 +39,9 @@ workers: a worker's clusters keep their ``outlier_detection`` (so its data path 
 each attempt's result in the cluster's ``OutcomeBuffer``), but its cluster actors do
 not detect (``run_gateway(detect_outliers=False)``). Each stats ``Report`` takes the
 buffers: the ``Reported`` answer carries them beside the dump, and ``collect`` hands
-them to ``on_outcomes`` (the control plane, which gives each batch to its cluster
-actor's detector), once a second and on every admin read: never a message per request.
+them back in ``Collected`` (the gateway gives each batch to the control plane, which
+passes it to its cluster actor's detector), once a second and on every admin read:
+never a message per request.
 The primary's ejections go back with its health verdicts (``HealthPublished.ejected``).
 """
 
@@ -50,7 +51,7 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -157,8 +158,18 @@ class InstallAll:
 
 
 @attrs.frozen
+class Collected:
+    """What one ``Collect`` brought: the stats dumps (each live worker's, and one of the
+    dead workers' last figures), and the attempts' results each worker had buffered,
+    by cluster (for the primary's outlier detectors)."""
+
+    dumps: list[dict[str, Any]]
+    outcomes: tuple[Mapping[str, list[Outcome]], ...]
+
+
+@attrs.frozen
 class Collect:
-    reply: trio.MemorySendChannel[list[dict[str, Any]] | Exception]
+    reply: trio.MemorySendChannel[Collected | Exception]
 
 
 @attrs.frozen
@@ -194,19 +205,17 @@ class WorkerPool:
         #: set once every worker has exited after a drain
         self.stopped = trio.Event()
         self.inbox, self._inbox_rx = trio.open_memory_channel[PoolMsg](16)
-        #: given the attempts' results each report brought, by cluster (never waits)
-        self.on_outcomes: Callable[[Mapping[str, list[Outcome]]], None] | None = None
 
     async def install(self, config: Config) -> None:
         """Every worker serves ``config``; raises the first refusal (all put back)."""
         await command(self.inbox, lambda reply: InstallAll(config, reply), who="the worker pool")
 
-    async def collect(self) -> list[dict[str, Any]]:
-        """Each live worker's stats dump, and one of the dead workers' last figures."""
-        dumps: list[dict[str, Any]] = await ask(
+    async def collect(self) -> Collected:
+        """Each live worker's stats dump and buffered results (see ``Collected``)."""
+        collected: Collected = await ask(
             self.inbox, lambda reply: Collect(reply), who="the worker pool"
         )
-        return dumps
+        return collected
 
     async def reset_stats(self) -> None:
         await command(self.inbox, lambda reply: ResetAll(reply), who="the worker pool")
@@ -460,18 +469,16 @@ class _PoolActor:
 
     # -- stats and drain -------------------------------------------------------------
 
-    async def collect(self) -> list[dict[str, Any]]:
-        """Each live worker's dump, and the figures of those that died, ``retired``."""
-        answers = await self.each(Report())
-        dumps = [a.dump for a in answers if isinstance(a, Reported)]
-        on_outcomes = self.pool.on_outcomes
-        if on_outcomes is not None:
-            for answer in answers:
-                if isinstance(answer, Reported) and answer.outcomes:
-                    on_outcomes(answer.outcomes)
+    async def collect(self) -> Collected:
+        """Each live worker's dump and results, and the figures of those that died."""
+        reports = [a for a in await self.each(Report()) if isinstance(a, Reported)]
+        dumps = [report.dump for report in reports]
         for part in dumps:
             self.reported[part["worker"]] = part
-        return dumps if self.retired is None else [*dumps, self.retired]
+        return Collected(
+            dumps if self.retired is None else [*dumps, self.retired],
+            tuple(report.outcomes for report in reports if report.outcomes),
+        )
 
     def _retire(self, worker: _Worker) -> None:
         """``worker`` died: its last reported figures stay in the sums (counters only)."""

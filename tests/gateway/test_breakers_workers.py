@@ -7,13 +7,11 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any
-
-import httpx
 
 from gateway.config import Address
 from tests.conftest import (
     StartCheckedUpstream,
+    admin_json,
     fresh_requests,
     gateway_process,
     simple_config,
@@ -28,13 +26,6 @@ async def _send(web: Address, count: int) -> Counter[str]:
         "open" if "x-triogate-breaker" in r.headers else str(r.status_code)
         for r in await fresh_requests(web, count)
     )
-
-
-async def _get(admin: Address, path: str) -> Any:
-    async with httpx.AsyncClient() as client:
-        r = await client.get(f"http://{admin}{path}")
-        assert r.status_code == 200, r.text
-        return r.json()
 
 
 async def test_each_worker_opens_its_breaker_and_fails_fast(
@@ -52,13 +43,13 @@ async def test_each_worker_opens_its_breaker_and_fails_fast(
     config.write_text(json.dumps(data))
     async with gateway_process(config, workers=2) as gateway:
         web, admin = gateway.listeners["web"], gateway.admin
-        view = (await _get(admin, "/clusters/api/health"))["breaker"]
+        view = (await admin_json(admin, "/clusters/api/health"))["breaker"]
         assert view == {"per_worker": True, "state": None, "open_time": None, "open_workers": 0}
         upstream.failing = True
 
         async def both_open() -> bool:
             await _send(web, 10)
-            view = (await _get(admin, "/clusters/api/health"))["breaker"]
+            view = (await admin_json(admin, "/clusters/api/health"))["breaker"]
             return bool(view["open_workers"] == 2)
 
         await wait_until(both_open, within=15)
@@ -68,6 +59,6 @@ async def test_each_worker_opens_its_breaker_and_fails_fast(
         seen = await _send(web, 40)
         assert seen == Counter({"open": 40})
         assert len(upstream.received) == before
-        stats = await _get(admin, "/stats?filter=breaker")
+        stats = await admin_json(admin, "/stats?filter=breaker")
         assert stats["gauges"]["cluster.api.breaker.open"] == 2
         assert stats["counters"]["cluster.api.breaker.rq_rejected"] >= 40

@@ -14,6 +14,7 @@ from gateway.config import Address
 from tests.conftest import (
     CheckedUpstream,
     StartCheckedUpstream,
+    admin_json,
     fresh_requests,
     gateway_process,
     simple_config,
@@ -23,10 +24,8 @@ from tests.conftest import (
 
 
 async def _verdicts(admin: Address) -> dict[str, str]:
-    async with httpx.AsyncClient() as client:
-        r = await client.get(f"http://{admin}/clusters/api/health")
-        assert r.status_code == 200, r.text
-        return {e["address"]: e["verdict"] for e in r.json()["endpoints"]}
+    health = await admin_json(admin, "/clusters/api/health")
+    return {e["address"]: e["verdict"] for e in health["endpoints"]}
 
 
 async def _worker_shares(admin: Address) -> list[int]:

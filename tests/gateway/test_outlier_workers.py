@@ -7,13 +7,11 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any
-
-import httpx
 
 from gateway.config import Address
 from tests.conftest import (
     StartCheckedUpstream,
+    admin_json,
     fresh_requests,
     gateway_process,
     simple_config,
@@ -28,13 +26,6 @@ async def _send(web: Address, count: int) -> Counter[str]:
         r.headers["x-upstream"] if r.status_code == 200 else str(r.status_code)
         for r in await fresh_requests(web, count)
     )
-
-
-async def _get(admin: Address, path: str) -> Any:
-    async with httpx.AsyncClient() as client:
-        r = await client.get(f"http://{admin}{path}")
-        assert r.status_code == 200, r.text
-        return r.json()
 
 
 async def test_an_endpoint_ejected_by_the_primary_gets_nothing_from_any_worker(
@@ -57,13 +48,13 @@ async def test_an_endpoint_ejected_by_the_primary_gets_nothing_from_any_worker(
 
         async def ejected() -> bool:
             await _send(web, 10)
-            view = await _get(admin, "/clusters/api/health")
+            view = await admin_json(admin, "/clusters/api/health")
             return [e["address"] for e in view["endpoints"] if e["ejection"]["ejected"]] == [
                 str(u2.address)
             ]
 
         await wait_until(ejected, within=15)
-        events = (await _get(admin, "/events?cluster=api"))["events"]
+        events = (await admin_json(admin, "/events?cluster=api"))["events"]
         assert [(e["endpoint"], e["new"], e["reason"]) for e in events] == [
             (str(u2.address), "ejected", "consecutive_5xx")
         ]
@@ -76,17 +67,17 @@ async def test_an_endpoint_ejected_by_the_primary_gets_nothing_from_any_worker(
 
         await wait_until(clean, within=10)
         before = len(u2.received)
-        shares = [w["downstream_rq_total"] for w in await _get(admin, "/stats/workers")]
+        shares = [w["downstream_rq_total"] for w in await admin_json(admin, "/stats/workers")]
         served = await _send(web, 200)
         assert set(served) == {"u1", "u3"} and sum(served.values()) == 200
         assert len(u2.received) == before
-        after = [w["downstream_rq_total"] for w in await _get(admin, "/stats/workers")]
+        after = [w["downstream_rq_total"] for w in await admin_json(admin, "/stats/workers")]
         assert all(n > m for n, m in zip(after, shares, strict=True)), (shares, after)
 
         # the detector's stats are the primary's own; the flag shows in /stats/clusters
-        stats = await _get(admin, "/stats")
+        stats = await admin_json(admin, "/stats")
         assert stats["gauges"]["cluster.api.outlier_detection.ejections_active"] == 1
         assert stats["counters"]["cluster.api.outlier_detection.ejections_enforced_total"] == 1
-        clusters = await _get(admin, "/stats/clusters")
+        clusters = await admin_json(admin, "/stats/clusters")
         flags = {e["address"]: e["health_flags"] for e in clusters["api"]["endpoints"]}
         assert flags[str(u2.address)] == ["failed_outlier_check"]

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -30,6 +31,7 @@ from tests.conftest import (
     GatewayProcess,
     StartHeldUpstream,
     StartUpstream,
+    admin_json,
     fresh_requests,
     gateway_process,
     refuses_connections,
@@ -59,10 +61,9 @@ async def _two_workers(
 
 
 async def _counter(admin: Address, name: str) -> int:
-    async with httpx.AsyncClient(timeout=20) as client:
-        r = await client.get(f"http://{admin}/stats", params={"filter": f"^{name}$"})
-        value: int = r.json()["counters"][name]
-        return value
+    stats = await admin_json(admin, f"/stats?filter={quote(f'^{name}$')}")
+    value: int = stats["counters"][name]
+    return value
 
 
 async def test_counters_are_exact_over_the_workers(
