@@ -109,15 +109,17 @@ async def test_requests_held_by_a_slow_cluster_do_not_hold_another(
         slow_answers.append((await client.get("/slow")).status_code)
 
     limits = httpx.Limits(max_connections=40)
-    async with httpx.AsyncClient(base_url=base, limits=limits) as client:
-        async with trio.open_nursery() as held:
-            for _ in range(20):
-                held.start_soon(one_slow, client)
-            await slow.wait_received(20)
-            # twenty requests held upstream in the slow cluster; the fast one serves on
-            fast = [await client.get(f"/fast/{i}") for i in range(30)]
-            assert {r.status_code for r in fast} == {200}
-            assert {r.headers["x-upstream"] for r in fast} == {"fast"}
-            assert slow_answers == []  # all still held while the fast ones were served
-            slow.release()
+    async with (
+        httpx.AsyncClient(base_url=base, limits=limits) as client,
+        trio.open_nursery() as held,
+    ):
+        for _ in range(20):
+            held.start_soon(one_slow, client)
+        await slow.wait_received(20)
+        # twenty requests held upstream in the slow cluster; the fast one serves on
+        fast = [await client.get(f"/fast/{i}") for i in range(30)]
+        assert {r.status_code for r in fast} == {200}
+        assert {r.headers["x-upstream"] for r in fast} == {"fast"}
+        assert slow_answers == []  # all still held while the fast ones were served
+        slow.release()
     assert slow_answers == [200] * 20
