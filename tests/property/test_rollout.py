@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
@@ -144,3 +145,14 @@ def test_a_restored_rollout_restarts_its_dwell() -> None:
     assert (rollout.state, rollout.weight) == (RolloutState.SUCCEEDED, 100)
     assert [e.reason for e in rollout.drain_events()] == [RolloutInput.LAST_STEP_PASSED]
     assert Effect.FULL is TRANSITIONS[RUNNING, RolloutInput.LAST_STEP_PASSED][0]
+
+
+@given(plan=rollout_plans(), errors=st.booleans())
+def test_a_step_with_too_few_requests_waits_whatever_they_show(
+    plan: RolloutPlan, errors: bool
+) -> None:
+    rollout = Rollout(plan, 0.0)
+    few = plan.gates.min_requests - 1
+    figures = StepFigures(few, few if errors else 0, 1e9 if errors else None)
+    assert rollout.judge(figures, plan.dwell * 10) is None
+    assert (rollout.state, rollout.weight) == (RUNNING, plan.steps[0])
