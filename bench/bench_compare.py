@@ -12,9 +12,18 @@ compared with the ``base`` row of the same config:
 - ``log+trace``: a JSON access-log line per request to a file, and a ``traceparent``
   started for every request (wrk sends none).
 
+With ``--haproxy``, haproxy (one thread, ``bench/configs/haproxy.cfg``) takes its turns
+too, measured the same way, and the report ends with each variant's CPU per request as
+a multiple of haproxy's.
+
+The noise floor: ``--baseline-ref HEAD`` on a clean tree compares this tree with itself
+(an A/A run); a difference smaller than what that shows, or than the ``spread`` column,
+is not a measured change. On a shared machine use more rounds (``--rounds 9``).
+
 It asserts nothing and never runs in CI; run it on an otherwise idle machine.
 
-Run: ``.venv/bin/python bench/bench_compare.py --baseline-ref REF [--duration 4] [--rounds 3]``.
+Run: ``.venv/bin/python bench/bench_compare.py --baseline-ref REF [--duration 4] [--rounds 3]
+[--haproxy]``.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_observability import (
+    REFERENCE,
     Variant,
     add_round_options,
     describe_ref,
@@ -53,6 +63,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=sorted(CONFIGS),
         help="the configs to run (repeatable; default: all)",
     )
+    parser.add_argument(
+        "--haproxy", action="store_true", help="haproxy takes turns too: the ratio to it"
+    )
     return parser.parse_args(argv)
 
 
@@ -70,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 yaml = CONFIGS[config].format(log=tmp / f"{name}.access.jsonl")
                 found.append(Variant(name, tree, yaml))
             against[f"this {config}"] = f"base {config}"
+        if args.haproxy:
+            found.append(Variant(REFERENCE, REPO_ROOT, "", program="haproxy"))
         return found, against
 
     return run_and_report(args, "triogate-compare-bench-", variants)

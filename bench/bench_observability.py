@@ -47,6 +47,7 @@ from run_bench import (
     find_wrk,
     free_port,
     run_wrk,
+    start_haproxy,
     start_upstream,
 )
 
@@ -66,6 +67,9 @@ clusters:
 
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
+#: the name of the haproxy variant, which the report's ratio line divides by
+REFERENCE = "haproxy"
+
 
 @attrs.frozen
 class Variant:
@@ -76,6 +80,8 @@ class Variant:
     listener_yaml: str
     #: extra arguments of ``triogate run`` (``--workers 2``)
     run_args: tuple[str, ...] = ()
+    #: what runs: triogate from ``tree``, or haproxy (the reference; ``tree`` unused)
+    program: str = "triogate"
 
 
 @attrs.frozen
@@ -152,6 +158,9 @@ def start_gateway(
     servers: Servers, tmp: Path, variant: Variant, upstream_port: int, cpus: frozenset[int] | None
 ) -> tuple[int, int]:
     """Start the variant's gateway; returns (port, pid)."""
+    if variant.program == "haproxy":
+        port = start_haproxy(servers, tmp, upstream_port, cpus)
+        return port, servers._procs[-1][1].pid
     port = free_port()
     config = tmp / f"{variant.name}.yaml"
     config.write_text(
@@ -344,13 +353,15 @@ def report(
     """Each variant's median and best round, against those of the variant ``against`` names.
 
     The best round is the one least disturbed by whatever else ran on the machine; on an
-    idle machine median and best agree within a few percent.
+    idle machine median and best agree within a few percent. ``spread`` is the middle
+    half of a variant's rounds (the quartiles of CPU per request, as a fraction of its
+    median): two variants whose medians differ by less than that are not told apart.
     """
     by_name = {n: sorted((r for r in rounds if r.variant == n), key=_cpu) for n in names}
     median = {n: rs[len(rs) // 2] for n, rs in by_name.items() if rs}
     best = {n: rs[0] for n, rs in by_name.items() if rs}
     header = (
-        f"{'variant':<20} {'req/s':>8} {'CPU us/req':>10} {'vs base':>8}   "
+        f"{'variant':<20} {'req/s':>8} {'CPU us/req':>10} {'spread':>7} {'vs base':>8}   "
         f"{'best req/s':>10} {'best CPU':>8} {'vs base':>8}"
     )
     lines = ["", header, "-" * len(header)]
@@ -359,15 +370,26 @@ def report(
         base = against.get(name, "")
         lines.append(
             f"{name:<20} {m.requests_per_s:>8,.0f} {m.cpu_us_per_request:>10.1f} "
-            f"{_versus(m, median.get(base)):>8}   "
+            f"{_spread(by_name[name]):>7} {_versus(m, median.get(base)):>8}   "
             f"{b.requests_per_s:>10,.0f} {b.cpu_us_per_request:>8.1f} "
             f"{_versus(b, best.get(base)):>8}"
         )
     lines.append("")
     lines.append(
         f"{len(rounds) // max(len(names), 1)} rounds per variant; 'vs base': CPU per request "
-        "against its base variant's (median against median, best against best)"
+        "against its base variant's (median against median, best against best); 'spread': "
+        "half the interquartile range of the rounds, against the median"
     )
+    reference = median.get(REFERENCE)
+    if reference is not None:
+        lines.append(
+            "CPU per request against haproxy's (medians): "
+            + ", ".join(
+                f"{name} {m.cpu_us_per_request / reference.cpu_us_per_request:.2f}x"
+                for name, m in median.items()
+                if m is not reference
+            )
+        )
     for name, count in logged.items():
         lines.append(f"access log lines written by {name}: {count:,}")
     return "\n".join(lines)
@@ -375,6 +397,17 @@ def report(
 
 def _cpu(r: Round) -> float:
     return r.cpu_us_per_request
+
+
+def _spread(ordered: list[Round]) -> str:
+    """The interquartile range of CPU per request over rounds sorted by it, as ±% of the
+    median (half the range each way)."""
+    n = len(ordered)
+    if n < 3:
+        return ""
+    low, high = ordered[n // 4], ordered[-(n // 4) - 1]
+    median = ordered[n // 2].cpu_us_per_request
+    return f"±{(high.cpu_us_per_request - low.cpu_us_per_request) / 2 / median:.0%}"
 
 
 def _versus(r: Round, base: Round | None) -> str:

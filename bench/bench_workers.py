@@ -14,7 +14,11 @@ Two questions, two ways to run it:
   upstream on core 1). With N workers sharing one core, CPU per request should stay
   within a few percent of one worker: nothing crosses a process per request, and
   only the primary's once-a-second stats pull is added. Requests/s are then the same
-  core's, so they say nothing about scaling.
+  core's, so they say nothing about scaling. A few percent is below what one run can
+  tell on a shared machine: ``--aa`` adds a second gateway with the first worker count,
+  compared with the first like the others (an A/A pair: its difference is the noise
+  floor), and the report's ``spread`` column shows how far the rounds scatter. Take
+  many longer rounds: ``--rounds 9 --duration 5 --aa``.
 - **How far does it scale?** On a machine with more cores, ``--proxy-cores K`` gives
   the gateways K cores (wrk and the upstream get the rest): requests/s per worker count
   then show the scaling, with CPU per request beside it.
@@ -26,7 +30,7 @@ halfway through; it prints the requests served and wrk's errors (the connections
 dead worker held) and the workers' pids before and after (the primary starts a new one).
 
 Run: ``.venv/bin/python bench/bench_workers.py [--workers 1 2] [--proxy-cores 1]
-[--duration 4] [--rounds 3]``, or ``... --kill [--duration 6]``.
+[--duration 4] [--rounds 3] [--aa]``, or ``... --kill [--duration 6]``.
 """
 
 from __future__ import annotations
@@ -74,6 +78,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         default=1,
         help="cores the gateways are pinned to; wrk and the upstream get the others",
+    )
+    parser.add_argument(
+        "--aa",
+        action="store_true",
+        help="a second gateway with the first worker count: the noise floor (A/A)",
     )
     parser.add_argument(
         "--kill",
@@ -132,6 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def variants(tmp: Path) -> tuple[list[Variant], dict[str, str]]:
         found = [Variant(f"workers={n}", REPO_ROOT, "", ("--workers", n)) for n in args.workers]
+        if args.aa:
+            n = args.workers[0]
+            found.insert(1, Variant(f"workers={n} again", REPO_ROOT, "", ("--workers", n)))
         first = found[0].name
         return found, {v.name: first for v in found if v.name != first}
 

@@ -39,11 +39,15 @@ class RequestReceived:
 
 @attrs.define(slots=True)
 class ResponseReceived:
-    """A response's head arrived (1xx heads arrive as their own event)."""
+    """A response's head arrived (1xx heads arrive as their own event).
+
+    No HTTP version: the proxy answers in HTTP/1.1 whatever the upstream spoke, and
+    llhttp's ``keep_alive`` already says what an HTTP/1.0 upstream meant (httptools
+    formats the version as a string on every call: a cost per response for nothing).
+    """
 
     status: int
     reason: bytes
-    version: bytes
     headers: Headers
     keep_alive: bool
     framing: int

@@ -314,7 +314,6 @@ class ResponseParser:
             ResponseReceived(
                 status,
                 self._reason,
-                _version(parser.get_http_version()),
                 self._headers,
                 parser.should_keep_alive(),
                 framing,
