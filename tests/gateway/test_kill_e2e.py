@@ -110,6 +110,8 @@ class Load:
     address: Address
     #: every answer, in the order they came
     answers: list[Answer] = attrs.Factory(list)
+    #: how many answers each client has had
+    answered: list[int] = attrs.Factory(lambda: [0] * CLIENTS)
     _stopping: trio.Event = attrs.Factory(trio.Event)
     _done: trio.Event = attrs.Factory(trio.Event)
 
@@ -132,6 +134,7 @@ class Load:
                     answer = await _get(stream, conn, f"/c{client}/{i}")
                     i += 1
                     self.answers.append(answer)
+                    self.answered[client] += 1
                     if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                         break
                     conn.start_next_cycle()
@@ -150,6 +153,13 @@ class Load:
     async def served_by(self, upstream: UpstreamProcess, count: int, since: int = 0) -> None:
         """Until ``upstream`` has given ``count`` 200s from answer number ``since`` on."""
         await wait_until(lambda: self.served(since)[upstream.name] >= count, within=20)
+
+    async def settle(self) -> int:
+        """Until every client has had an answer to a request sent after the call; the
+        number of answers then: none of the requests in flight at the call comes later."""
+        then = list(self.answered)
+        await wait_until(lambda: all(n > m for n, m in zip(self.answered, then, strict=True)))
+        return len(self.answers)
 
     async def more(self, count: int) -> None:
         """Until ``count`` more answers have come than when called."""
@@ -375,7 +385,7 @@ async def test_a_killed_upstream_is_checked_out_and_back_on_the_same_port(
     # its checks pass: healthy again, and it serves its share
     await u2.state(sick=False)
     await _until_verdict(gw, u2, "healthy")
-    since = len(load.answers)
+    since = await load.settle()
     await load.more(300)
     answers = await load.stop()
     assert load.served(since)["u2"] > 0
@@ -445,7 +455,7 @@ async def test_a_host_answering_5xx_is_ejected_by_the_interval_sweep(
     # out: it gets no request, and the clients no 5xx
     await _quiet(gw, bad)
     received = (await bad.state())["received"]
-    since = len(load.answers)
+    since = await load.settle()
     await load.more(300)
     answers = await load.stop()
     assert (await bad.state())["received"] == received
