@@ -81,8 +81,11 @@ KILL_CONNECTIONS = 20
 #: the cluster's resilience settings, one entry per feature: quick enough to be seen
 #: acting within a short run
 FEATURES = {
+    # max_retries: room for a retry from each of wrk's connections (at Envoy's 3 the
+    # retries of a killed endpoint's requests overflow: 502 UF, upstream_rq_retry_overflow)
     "thresholds": """\
-    circuit_breakers: {max_connections: 1024, max_pending_requests: 1024, max_requests: 1024}
+    circuit_breakers: {max_connections: 1024, max_pending_requests: 1024, max_requests: 1024,
+                       max_retries: 64}
 """,
     "breaker": """\
     breaker: {failure_rate: 50, window: 10, minimum_requests: 20, open_time: 5}
