@@ -439,3 +439,101 @@ def start_checked_upstream(nursery: trio.Nursery) -> StartCheckedUpstream:
         return upstream
 
     return start
+
+
+#: the program of ``UpstreamProcess``
+UPSTREAM_PROGRAM = Path(__file__).with_name("upstream_process.py")
+_LISTENING_LINE = re.compile(r"upstream \S+ listening on (\S+)")
+
+
+@attrs.define(eq=False)
+class UpstreamProcess:
+    """``tests/upstream_process.py`` as a child process: an upstream a test can SIGKILL
+    and start again on the same port (see that file for what it answers).
+
+    ``options`` are its command-line options (``--delay 0.01``); ``address`` has port 0
+    until the first start, then keeps the port that start was given.
+    """
+
+    name: str
+    options: tuple[str, ...] = ()
+    address: Address = attrs.Factory(lambda: Address("127.0.0.1", 0))
+    process: trio.Process | None = None
+
+    async def start(self, *options: str) -> None:
+        """Start it (on the port it had, after the first start); return once it listens.
+
+        ``options`` are added to the ones it was made with, for this start only.
+        """
+        if self.process is not None:
+            assert self.process.returncode is not None, "still running"
+            await _close_stdout(self.process)  # the dead one's pipe
+        argv = [sys.executable, str(UPSTREAM_PROGRAM), "--name", self.name]
+        argv += ["--port", str(self.address.port), *self.options, *options]
+        self.process = process = await trio.lowlevel.open_process(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
+        )
+        assert process.stdout is not None
+        printed = b""
+        with trio.fail_after(20):
+            while b"\n" not in printed:
+                piece = await process.stdout.receive_some()
+                assert piece, f"upstream {self.name} exited: {printed!r}"
+                printed += piece
+        found = _LISTENING_LINE.match(printed.decode())
+        assert found, printed
+        self.address = Address.parse(found[1])
+
+    def kill(self) -> None:
+        """SIGKILL it, now (no checkpoint: a test may read the gateway's state just before)."""
+        assert self.process is not None and self.process.returncode is None
+        self.process.kill()
+
+    async def wait_dead(self) -> None:
+        """Until the killed process is reaped (its port then refuses connections)."""
+        assert self.process is not None
+        with trio.fail_after(10):
+            await self.process.wait()
+
+    async def state(self, **changes: float | int | bool) -> dict[str, Any]:
+        """Its counts and settings (``GET /_upstream``), after ``changes`` to its settings."""
+        params = {k: int(v) if isinstance(v, bool) else v for k, v in changes.items()}
+        async with httpx.AsyncClient(timeout=10) as client:
+            r = await client.get(f"http://{self.address}/_upstream", params=params)
+        assert r.status_code == 200, r.text
+        found: dict[str, Any] = r.json()
+        return found
+
+    async def aclose(self) -> None:
+        """SIGKILL it if it runs, and reap it."""
+        process = self.process
+        if process is not None:
+            if process.returncode is None:
+                process.kill()
+            with trio.CancelScope(shield=True), trio.move_on_after(10):
+                await process.wait()
+                await _close_stdout(process)
+
+
+async def _close_stdout(process: trio.Process) -> None:
+    if process.stdout is not None:
+        await process.stdout.aclose()
+
+
+StartUpstreamProcess = Callable[..., Awaitable[UpstreamProcess]]
+
+
+@pytest.fixture
+async def start_upstream_process() -> AsyncIterator[StartUpstreamProcess]:
+    """Start an ``UpstreamProcess`` named ``name`` with ``options``; each is killed after."""
+    started: list[UpstreamProcess] = []
+
+    async def start(name: str, *options: str) -> UpstreamProcess:
+        upstream = UpstreamProcess(name, options)
+        started.append(upstream)
+        await upstream.start()
+        return upstream
+
+    yield start
+    for upstream in started:
+        await upstream.aclose()
