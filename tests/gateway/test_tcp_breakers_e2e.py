@@ -293,7 +293,7 @@ async def test_a_client_that_resets_says_nothing_of_the_upstream(
     for i in range(4):
         stream = await open_client(gw)
         await stream.send_all(b"x")
-        await wait_until(lambda: upstream.accepted == i + 1)  # noqa: B023 - awaited here
+        await wait_until(lambda n=i + 1: upstream.accepted == n)
         stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         await stream.aclose()
         await wait_until(lambda: not connections_open(gw))
