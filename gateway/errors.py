@@ -10,6 +10,7 @@
     │   │   └── UpstreamClosedEarly        closed before any byte of a response   -> 502 / UC
     │   ├── UpstreamProtocolError      upstream sent bytes that do not parse      -> 502 / UPE
     │   ├── UpstreamTimeoutError       no full response within the route timeout -> 504 / UT
+    │   │   └── UpstreamPerTryTimeout      nor within the route's per_try_timeout -> 504 / UT
     │   └── RetriableResponse          a response the route retries (dropped, tried again)
     ├── NoHealthyUpstream              the cluster has no endpoint to pick       -> 503 / UH
     ├── DownstreamProtocolError        the client sent a malformed request        -> 400 / 431
@@ -105,6 +106,10 @@ class UpstreamProtocolError(UpstreamError):
 class UpstreamTimeoutError(UpstreamError):
     status_hint = 504
     flag = "UT"
+
+
+class UpstreamPerTryTimeout(UpstreamTimeoutError):
+    """One try took longer than its route's ``per_try_timeout`` (it may be retried)."""
 
 
 class RetriableResponse(UpstreamError):

@@ -40,7 +40,14 @@ class RouteEntry:
             WeightedSplit.single(route.cluster)
             if route.cluster is not None
             else WeightedSplit.of((wc.cluster, wc.weight) for wc in route.split),
-            RetryRules.compile(r.attempts, r.retry_on, r.retriable_status_codes),
+            RetryRules.compile(
+                r.attempts,
+                r.retry_on,
+                r.retriable_status_codes,
+                per_try_timeout=r.per_try_timeout,
+                backoff=r.backoff,
+                buffer_limit=r.per_request_buffer_limit_bytes,
+            ),
         )
 
     def hash_key(self, headers: Headers, client_ip: bytes) -> int | None:

@@ -24,7 +24,7 @@ import attrs
 from policies import settings
 from policies.errors import InvalidSetting
 
-__all__ = ["BackoffConfig", "backoff_ceiling", "backoff_delay"]
+__all__ = ["DEFAULT_BACKOFF", "BackoffConfig", "backoff_ceiling", "backoff_delay"]
 
 #: beyond this exponent the ceiling is ``max`` for any base >= 2**-64 s
 _MAX_EXPONENT = 64
@@ -62,3 +62,7 @@ class BackoffConfig:
     def delay(self, attempt: int, rng: random.Random) -> float:
         """Seconds to wait before retry ``attempt``; see ``backoff_delay``."""
         return backoff_delay(attempt, base=self.base, max=self.max, rng=rng)
+
+
+#: Envoy's default back-off: 25 ms base, 250 ms cap
+DEFAULT_BACKOFF = BackoffConfig()

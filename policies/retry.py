@@ -15,13 +15,23 @@ Which outcomes a route retries is its ``retry_on`` list, with Envoy's meanings:
 
     connect-failure          the connection could not be opened (refused, timed out, or
                              no room in the pool)
-    reset                    the connection was reset or closed before a whole response
-    gateway-error            either of those, or a 502, 503 or 504 response
-    5xx                      either of those, or any 5xx response
+    reset                    the connection was reset or closed before a whole response,
+                             or the try timed out (``per_try_timeout``)
+    gateway-error            any of those, or a 502, 503 or 504 response
+    5xx                      any of those, or any 5xx response
     retriable-status-codes   a response whose status is in ``retriable_status_codes``
 
-A route has ``1 + attempts`` tries, but only for a request that can be sent again: the
-proxy streams a request body and never keeps it, so a request with a body has one try.
+A route has ``1 + attempts`` tries, but only for a request that can be sent again
+(``replayable``): one without a body, or one whose method is idempotent and whose whole
+body the proxy could hold, at most ``buffer_limit`` bytes (Envoy's
+``per_request_buffer_limit_bytes``); any other body is streamed and never kept, so the
+request has one try.
+
+Between tries the proxy waits ``backoff`` (``policies.backoff``: exponential, full
+jitter), and each try may have its own timeout, ``per_try_timeout`` (0: the route
+timeout alone bounds all tries). Whether a retry the rules allow is actually made is
+also up to the cluster's retry threshold (``policies.limits``: ``max_retries`` or a
+``retry_budget``), which the proxy checks at each decision.
 
 One case is retried whatever the route says (``retry_stale``): a pooled connection that
 the upstream closed while it sat idle (the race every keep-alive client has) fails the
@@ -39,6 +49,7 @@ from collections.abc import Iterable
 
 import attrs
 
+from policies.backoff import DEFAULT_BACKOFF, BackoffConfig
 from policies.errors import PolicyError
 
 #: methods a proxy may send again when it cannot know whether the upstream processed them
@@ -64,6 +75,8 @@ class Failure(enum.Enum):
     CONNECT = "connect"
     #: the connection was reset or closed before the whole response
     RESET = "reset"
+    #: the try's own timeout (``per_try_timeout``) passed before the whole response
+    TIMEOUT = "timeout"
     #: anything else (a malformed response, the route timeout): never retried
     OTHER = "other"
 
@@ -78,6 +91,10 @@ class Decision(enum.Enum):
 
 NO_STATUSES: frozenset[int] = frozenset()
 
+#: Envoy's default ``per_request_buffer_limit_bytes`` is the connection's 1 MiB buffer;
+#: a held body is memory per request in flight, so this gateway holds at most 64 KiB
+DEFAULT_BUFFER_LIMIT = 65536
+
 
 @attrs.frozen
 class RetryRules:
@@ -89,10 +106,23 @@ class RetryRules:
     failures: frozenset[Failure] = frozenset()
     #: response statuses retried
     statuses: frozenset[int] = NO_STATUSES
+    #: seconds each try may take (0: no limit but the route's timeout)
+    per_try_timeout: float = 0.0
+    #: the wait before each retry
+    backoff: BackoffConfig = DEFAULT_BACKOFF
+    #: the largest request body held so that the request can be sent again
+    buffer_limit: int = DEFAULT_BUFFER_LIMIT
 
     @classmethod
     def compile(
-        cls, attempts: int, retry_on: Iterable[str], retriable_status_codes: Iterable[int] = ()
+        cls,
+        attempts: int,
+        retry_on: Iterable[str],
+        retriable_status_codes: Iterable[int] = (),
+        *,
+        per_try_timeout: float = 0.0,
+        backoff: BackoffConfig = DEFAULT_BACKOFF,
+        buffer_limit: int = DEFAULT_BUFFER_LIMIT,
     ) -> RetryRules:
         """The rules of a route with ``attempts`` retries on the ``retry_on`` conditions."""
         on = frozenset(retry_on)
@@ -104,18 +134,33 @@ class RetryRules:
         if on & {"connect-failure", "gateway-error", "5xx"}:
             failures.add(Failure.CONNECT)
         if on & {"reset", "gateway-error", "5xx"}:
-            failures.add(Failure.RESET)
+            failures.update((Failure.RESET, Failure.TIMEOUT))
         if "gateway-error" in on:
             statuses |= GATEWAY_ERRORS
         if "5xx" in on:
             statuses |= SERVER_ERRORS
         if "retriable-status-codes" in on:
             statuses.update(retriable_status_codes)
-        return cls(1 + attempts, frozenset(failures), frozenset(statuses))
+        return cls(
+            1 + attempts,
+            frozenset(failures),
+            frozenset(statuses),
+            per_try_timeout,
+            backoff,
+            buffer_limit,
+        )
 
     def tries_for(self, replayable: bool) -> int:
-        """Tries a request gets: all of them if it can be sent again (no body), else one."""
+        """Tries a request gets: all of them if it can be sent again, else one."""
         return self.tries if replayable else 1
+
+    def may_hold_body(self, method: bytes, content_length: int | None) -> bool:
+        """Whether a request with a body is worth holding to send it again: the route
+        retries, the method is idempotent, and the body (``content_length``, None when
+        chunked and so unknown until its end) fits in ``buffer_limit``."""
+        if self.tries < 2 or method not in IDEMPOTENT:
+            return False
+        return content_length is None or content_length <= self.buffer_limit
 
     def after_failure(self, failure: Failure, attempt: int, tries: int) -> Decision:
         """The decision after attempt ``attempt`` (of ``tries``) failed with ``failure``."""

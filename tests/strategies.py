@@ -27,6 +27,7 @@ from policies.health import HealthCheckConfig
 from policies.hosts import Host, HostSet
 from policies.limits import CircuitBreakerThresholds, RetryBudget
 from policies.outlier import OutlierConfig
+from policies.rollout import RolloutGates, RolloutPlan
 
 __all__ = [
     "ScriptedRandom",
@@ -216,6 +217,22 @@ thresholds = st.builds(
 def backoff_configs(draw: st.DrawFn) -> BackoffConfig:
     base = draw(st.sampled_from([0.001, 0.025, 0.1, 1.0]) | st.floats(1e-4, 10.0))
     return BackoffConfig(base=base, max=base * draw(st.floats(1.0, 1000.0)))
+
+
+@st.composite
+def rollout_plans(draw: st.DrawFn) -> RolloutPlan:
+    """Plans of one to five steps with short dwells and gates that few requests reach."""
+    steps = draw(st.lists(st.integers(1, 100), min_size=1, max_size=5, unique=True))
+    return RolloutPlan(
+        steps=tuple(sorted(steps)),
+        dwell=draw(st.sampled_from([1.0, 5.0, 60.0])),
+        interval=draw(st.sampled_from([0.5, 1.0, 5.0])),
+        gates=RolloutGates(
+            max_error_rate=draw(st.sampled_from([0.0, 0.01, 0.5])),
+            max_p99_ms=draw(st.sampled_from([100.0, None])),
+            min_requests=draw(st.integers(1, 20)),
+        ),
+    )
 
 
 def share_tolerance(picks: int, share: float, delta: float = 1e-9) -> float:

@@ -14,11 +14,13 @@ from typing import Final, Literal
 
 import attrs
 
+from policies.backoff import DEFAULT_BACKOFF, BackoffConfig
 from policies.balancing import DEFAULT_OPTIONS, BalancerOptions
 from policies.breaker import BreakerConfig
 from policies.health import HealthCheckConfig
 from policies.limits import CircuitBreakerThresholds
 from policies.outlier import OutlierConfig
+from policies.retry import DEFAULT_BUFFER_LIMIT
 
 LbPolicy = Literal["round_robin", "least_request", "random", "ring_hash", "maglev"]
 EndpointState = Literal["active", "draining", "disabled"]
@@ -111,6 +113,11 @@ class RetryPolicy:
     retriable_status_codes: tuple[int, ...] = ()
     #: per-try timeout in seconds; 0 means the route timeout covers all tries
     per_try_timeout: float = 0.0
+    #: the wait before each retry: exponential with full jitter (Envoy's 25 ms / 250 ms)
+    backoff: BackoffConfig = DEFAULT_BACKOFF
+    #: the largest request body held so that an idempotent request with a body can be
+    #: retried (Envoy's route ``per_request_buffer_limit_bytes``); 0 holds none
+    per_request_buffer_limit_bytes: int = DEFAULT_BUFFER_LIMIT
 
 
 @attrs.frozen

@@ -58,6 +58,8 @@ def _check_route(route: Route, path: str, clusters: set[str], issues: list[Confi
     if not 0 <= r.attempts <= 10:
         issues.append(ConfigIssue(f"{path}.retry.attempts", "must be 0-10"))
     _positive(issues, f"{path}.retry.per_try_timeout", r.per_try_timeout, allow_zero=True)
+    if r.per_request_buffer_limit_bytes < 0:
+        issues.append(ConfigIssue(f"{path}.retry.per_request_buffer_limit_bytes", "must be >= 0"))
     for j, code in enumerate(r.retriable_status_codes):
         if not 100 <= code <= 599:
             issues.append(

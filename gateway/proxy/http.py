@@ -30,13 +30,15 @@ from __future__ import annotations
 import logging
 from bisect import bisect_left
 from collections import deque
+from collections.abc import Coroutine
 from math import inf
 from time import perf_counter
+from typing import Any
 
 import trio
 
 from gateway.cluster.breaker import ClusterBreaker
-from gateway.cluster.snapshot import EndpointRuntime, EndpointState
+from gateway.cluster.snapshot import ClusterSnapshot, EndpointRuntime, EndpointState
 from gateway.errors import (
     CircuitBreakerOverflow,
     DownstreamClosed,
@@ -47,6 +49,7 @@ from gateway.errors import (
     RetriableResponse,
     UpstreamClosedEarly,
     UpstreamError,
+    UpstreamPerTryTimeout,
     UpstreamResetError,
     UpstreamTimeoutError,
 )
@@ -70,7 +73,7 @@ from gateway.proxy.head import VIA_LINE, given_request_id, request_id, upstream_
 from gateway.proxy.outcome import charge_attempt, charge_opened, failure_of
 from gateway.upstream.pool import EndpointPool, UpstreamConnection
 from policies.breaker import Permit
-from policies.retry import Decision, Failure, retry_stale
+from policies.retry import Decision, Failure, RetryRules, retry_stale
 
 log = logging.getLogger("triogate.proxy")
 
@@ -132,6 +135,7 @@ class HttpConnection:
         "record",
         "scope",
         "stream",
+        "try_scope",
     )
 
     def __init__(self, stream: trio.abc.Stream, ctx: ListenerContext, client_ip: bytes) -> None:
@@ -156,6 +160,8 @@ class HttpConnection:
         #: cluster with ``breaker``), and what to record when it ends if not its status
         self.permit: tuple[ClusterBreaker, Permit] | None = None
         self.breaker_result: int | Failure | None = None
+        #: the cancel scope of the try in progress under a ``per_try_timeout``
+        self.try_scope: trio.CancelScope | None = None
 
     async def serve(self) -> None:
         """Serve requests until the client closes, errs, times out or the listener drains."""
@@ -349,61 +355,169 @@ class HttpConnection:
         )
         route = entry.route
         rules = entry.retry
-        tries = rules.tries_for(head.framing == NO_BODY)
         self.phase = _EXCHANGE
         self.deadline = ctx.now + route.timeout if route.timeout > 0 else inf
-        snapshot = handle.snapshot  # once: every attempt picks from the same endpoints
+        streamed = head.framing != NO_BODY
+        tries = 1
+        held = b""  # a body held for every try (framed as it goes upstream)
+        if rules.tries > 1:  # a route that retries: can this request be sent again?
+            if not streamed:
+                tries = rules.tries
+            elif self._may_hold_body(head, rules):
+                body = await self._hold_body(record, head, rules.buffer_limit)
+                if body is not None:
+                    held, streamed, tries = body, False, rules.tries
+        snapshot = handle.snapshot  # the first try's; a retry reads the cluster's latest
         affinity = (
             entry.hash_key(head.headers, self.client_ip)
             if route.hash_policy and snapshot.uses_hash
             else None
         )
+        per_try = rules.per_try_timeout
         error: GatewayError
         attempt = 0
-        while True:
-            endpoint = snapshot.pick(ctx.now, affinity)
-            if endpoint is None:
-                cluster_stats.upstream_cx_none_healthy += 1
-                error = NoHealthyUpstream(f"no healthy endpoint in cluster {handle.name!r}")
-                flags = error.flag
-                break
-            if attempt:
-                cluster_stats.upstream_rq_retry += 1
-            # the first attempt starts with the request (routing takes microseconds)
-            start = perf_counter() if attempt else record.start
-            try:
-                keep = await self._exchange(
+        tried: list[EndpointRuntime] = []
+        retrying = False  # whether this request holds one of the cluster's retry slots
+        try:
+            while True:
+                endpoint = snapshot.pick(ctx.now, affinity)
+                if attempt and endpoint is not None:
+                    endpoint = _another(snapshot, endpoint, tried, ctx.now)
+                if endpoint is None:
+                    cluster_stats.upstream_cx_none_healthy += 1
+                    error = NoHealthyUpstream(f"no healthy endpoint in cluster {handle.name!r}")
+                    flags = error.flag
+                    break
+                if attempt:
+                    cluster_stats.upstream_rq_retry += 1
+                # the first attempt starts with the request (routing takes microseconds)
+                start = perf_counter() if attempt else record.start
+                # a response with one of these statuses is retried, not relayed (for a
+                # request with one try, nothing: no call for the common case)
+                statuses = _NO_STATUSES
+                if attempt + 1 < tries and (retrying or _retry_admitted(cluster_stats)):
+                    statuses = rules.statuses
+                exchange = self._exchange(
                     record,
                     head,
-                    up_head,
+                    # Envoy's attempt count, on every try of a route that retries
+                    _with_attempt_count(up_head, attempt + 1) + held
+                    if rules.tries > 1
+                    else up_head,
+                    streamed,
                     endpoint,
                     keep_alive,
                     cluster_stats,
                     snapshot.all_endpoints,
                     start,
-                    # (a request with one try retries nothing: no call for the common case)
-                    rules.statuses_to_retry(attempt, tries) if tries > 1 else _NO_STATUSES,
+                    statuses,
                 )
-            except RetriableResponse:
-                pass  # dropped before any of it went downstream: the next try
-            except UpstreamError as e:
-                error, flags = e, e.flag
-                if record.head_sent or isinstance(e, CircuitBreakerOverflow):
-                    break
-                decision = rules.after_failure(failure_of(e), attempt, tries)
-                if decision is not Decision.RETRY:
+                try:
+                    keep = await (exchange if not per_try else self._per_try(per_try, exchange))
+                except RetriableResponse:
+                    pass  # dropped before any of it went downstream: the next try
+                except UpstreamError as e:
+                    error, flags = e, e.flag
+                    if record.head_sent or isinstance(e, CircuitBreakerOverflow):
+                        break
+                    decision = rules.after_failure(failure_of(e), attempt, tries)
                     if decision is Decision.EXHAUSTED:
+                        cluster_stats.upstream_rq_retry_limit_exceeded += 1
                         flags += ",URX"  # Envoy's: the last try failed the way retries are for
-                    break
-            else:
-                if attempt and rules.after_response(record.status, attempt, tries) is (
-                    Decision.EXHAUSTED
-                ):
-                    record.add_flag("URX")
-                self._finish()
-                return keep
-            attempt += 1
+                        break
+                    if decision is Decision.FINAL:
+                        break
+                    if not (retrying or _retry_admitted(cluster_stats)):
+                        cluster_stats.upstream_rq_retry_overflow += 1
+                        break
+                else:
+                    if (
+                        attempt + 1 < tries
+                        and statuses is _NO_STATUSES
+                        and record.status in rules.statuses
+                    ):  # a retry the cluster's threshold refused
+                        cluster_stats.upstream_rq_retry_overflow += 1
+                    if attempt:
+                        decision = rules.after_response(record.status, attempt, tries)
+                        if decision is Decision.EXHAUSTED:
+                            cluster_stats.upstream_rq_retry_limit_exceeded += 1
+                            record.add_flag("URX")
+                        elif decision is Decision.FINAL:
+                            cluster_stats.upstream_rq_retry_success += 1
+                    self._finish()
+                    return keep
+                # try again: after a back-off, on another endpoint if there is one
+                if not retrying:
+                    retrying = True
+                    cluster_stats.rq_retry_active += 1
+                await trio.sleep(rules.backoff.delay(attempt, ctx.rng))
+                tried.append(endpoint)
+                snapshot = handle.snapshot
+                attempt += 1
+        finally:
+            if retrying:
+                cluster_stats.rq_retry_active -= 1
         return await self._fail(record, error, flags)
+
+    @staticmethod
+    def _may_hold_body(head: RequestReceived, rules: RetryRules) -> bool:
+        """Whether to hold this request's body so that it can be retried: an idempotent
+        method, a body that fits (a chunked one's size is known only at its end), and a
+        client that is not waiting for ``100 Continue`` before it sends the body."""
+        length = head.content_length if head.framing == LENGTH else None
+        if not rules.may_hold_body(head.method, length):
+            return False
+        return not any(
+            name.lower() == b"expect" and value.lower() == b"100-continue"
+            for name, value in head.headers
+        )
+
+    async def _hold_body(
+        self, record: RequestRecord, head: RequestReceived, limit: int
+    ) -> bytes | None:
+        """Read the whole request body if it is at most ``limit`` bytes, and return it
+        framed as it goes upstream; None if it is larger, its pieces then left in the
+        parser's events to be streamed (once) as any other body."""
+        parser = self.parser
+        events = parser.events
+        seen = size = 0  # events looked at, and the body bytes among them
+        while True:
+            while seen < len(events):
+                event = events[seen]
+                if not isinstance(event, DataReceived):
+                    break  # the body's end
+                size += len(event.data)
+                seen += 1
+            if size > limit:
+                return None
+            if seen < len(events):
+                break
+            data = await self._receive()
+            if not data:
+                raise DownstreamClosed
+            parser.feed(data)
+        chunked = head.framing == CHUNKED
+        out: list[bytes] = []
+        for _ in range(seen):
+            event = events.popleft()
+            assert isinstance(event, DataReceived)
+            out.append(chunk(event.data) if chunked else event.data)
+        end = events.popleft()
+        assert isinstance(end, MessageEnded)
+        if chunked:
+            out.append(last_chunk(end.trailers))
+        record.bytes_in += size
+        return b"".join(out)
+
+    async def _per_try(self, seconds: float, exchange: Coroutine[Any, Any, bool]) -> bool:
+        """Run one try (``exchange``, not yet started) under the route's ``per_try_timeout``."""
+        with trio.move_on_after(seconds) as scope:
+            self.try_scope = scope
+            try:
+                return await exchange
+            finally:
+                self.try_scope = None
+        raise UpstreamPerTryTimeout(f"no response within per_try_timeout ({seconds:g} s)")
 
     async def _fail(self, record: RequestRecord, error: GatewayError, flags: str) -> bool:
         """The request failed: a local reply if no response byte went out, else close."""
@@ -437,7 +551,8 @@ class HttpConnection:
         self,
         record: RequestRecord,
         head: RequestReceived,
-        up_head: bytes,
+        payload: bytes,
+        streamed: bool,
         endpoint: EndpointRuntime,
         keep_alive: bool,
         cluster_stats: ClusterStats,
@@ -446,6 +561,9 @@ class HttpConnection:
         retry_statuses: frozenset[int],
     ) -> bool:
         """One try against one endpoint; returns whether the client connection stays open.
+
+        ``payload`` is what goes upstream first: the rewritten head, and the whole body
+        when one is held for retries; a ``streamed`` body follows from the client.
 
         The attempt is charged exactly once: when it fails here (an ``UpstreamError``, the
         route timeout cancelling it, the client going away), when its response is
@@ -475,13 +593,13 @@ class HttpConnection:
             if conn is None:
                 conn = await _open_new(pool, cluster_stats, members)
                 charge_opened(cluster_stats, endpoint_stats)
-            if head.framing != NO_BODY:
+            if streamed:
                 keep_alive, reusable = await self._exchange_with_body(
-                    record, head, up_head, conn, keep_alive
+                    record, head, payload, conn, keep_alive
                 )
             else:
                 try:
-                    await conn.send(up_head)
+                    await conn.send(payload)
                     keep_alive, reusable = await self._relay_response(
                         record, conn, head, keep_alive, retry_statuses
                     )
@@ -493,9 +611,9 @@ class HttpConnection:
                     pool.release(conn, False, ctx.now)
                     conn = pool.take_idle(ctx.now)
                     if conn is None:
-                        conn = await pool.open_new()
+                        conn = await _open_new(pool, cluster_stats, members)
                         charge_opened(cluster_stats, endpoint_stats)
-                    await conn.send(up_head)
+                    await conn.send(payload)
                     keep_alive, reusable = await self._relay_response(
                         record, conn, head, keep_alive, retry_statuses
                     )
@@ -506,13 +624,16 @@ class HttpConnection:
             charge_attempt(cluster_stats, endpoint_stats, e)
             raise
         except BaseException:
-            # cut short: by the route timeout (a 504, as Envoy charges it), or by the
-            # client going away or a drain (no response, not the endpoint's fault)
-            charge_attempt(
-                cluster_stats,
-                endpoint_stats,
-                UpstreamTimeoutError("route timeout") if self.scope.cancel_called else 0,
-            )
+            # cut short: by the try's or the route's timeout (a 504, as Envoy charges
+            # it), or by the client going away or a drain (not the endpoint's fault)
+            try_scope = self.try_scope
+            if try_scope is not None and try_scope.cancel_called:
+                cut: int | UpstreamError = UpstreamPerTryTimeout("per try timeout")
+            elif self.scope.cancel_called:
+                cut = UpstreamTimeoutError("route timeout")
+            else:
+                cut = 0
+            charge_attempt(cluster_stats, endpoint_stats, cut)
             raise
         finally:
             endpoint.active -= 1
@@ -657,6 +778,42 @@ _NO_STATUSES: frozenset[int] = frozenset()
 
 def _ms_since(start: float) -> float:
     return (perf_counter() - start) * 1000.0
+
+
+def _with_attempt_count(up_head: bytes, attempt: int) -> bytes:
+    """``up_head`` with Envoy's ``x-envoy-attempt-count`` (the first try is 1)."""
+    return b"%sx-envoy-attempt-count: %d\r\n\r\n" % (up_head[:-2], attempt)
+
+
+def _retry_admitted(cluster_stats: ClusterStats) -> bool:
+    """Whether the cluster's ``max_retries`` (or retry budget) admits one more request
+    being retried (``policies.limits``; a request holds its slot until it ends)."""
+    return cluster_stats.thresholds.retry_allowed(
+        cluster_stats.rq_in_flight, cluster_stats.rq_retry_active
+    )
+
+
+#: picks a retry makes looking for an endpoint not tried yet (Istio's setting of
+#: Envoy's ``host_selection_retry_max_attempts`` with the ``previous_hosts`` predicate)
+HOST_SELECTION_ATTEMPTS = 5
+
+
+def _another(
+    snapshot: ClusterSnapshot,
+    endpoint: EndpointRuntime,
+    tried: list[EndpointRuntime],
+    now: float,
+) -> EndpointRuntime:
+    """A retry's endpoint: ``endpoint`` (the balancer's pick) unless it was tried
+    already, then another the balancer offers within a few picks (without the request's
+    hash, which would give the same one again); the pick itself if none."""
+    if endpoint not in tried:
+        return endpoint
+    for _ in range(HOST_SELECTION_ATTEMPTS):
+        other = snapshot.pick(now)
+        if other is not None and other not in tried:
+            return other
+    return endpoint
 
 
 class _BodyPump:

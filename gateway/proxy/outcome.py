@@ -9,7 +9,8 @@ here, exactly once per attempt, when the attempt ends (``ClusterStats`` and
   ``rq_error`` for a 5xx);
 - a failure, an ``UpstreamError``: the status class of the local reply it maps to (as
   Envoy charges aborted upstream requests) and why: a connect failure or timeout, the
-  route timeout (``upstream_rq_timeout``), a full pool (``upstream_cx_overflow``, the
+  route timeout (``upstream_rq_timeout``), the try's own timeout
+  (``upstream_rq_per_try_timeout``), a full pool (``upstream_cx_overflow``, the
   gateway's limit and not the endpoint's failure, so not in its ``rq_error``); a
   ``circuit_breakers`` threshold reached (``CircuitBreakerOverflow``) is no attempt:
   only its overflow counter moves, where it was refused;
@@ -34,6 +35,7 @@ from gateway.errors import (
     UpstreamConnectError,
     UpstreamConnectTimeout,
     UpstreamError,
+    UpstreamPerTryTimeout,
     UpstreamResetError,
     UpstreamTimeoutError,
 )
@@ -103,7 +105,10 @@ def charge_attempt(
     endpoint.rq_total += 1
     endpoint.rq_error += 1
     if isinstance(outcome, UpstreamTimeoutError):
-        cluster.upstream_rq_timeout += 1
+        if isinstance(outcome, UpstreamPerTryTimeout):
+            cluster.upstream_rq_per_try_timeout += 1
+        else:
+            cluster.upstream_rq_timeout += 1
         endpoint.rq_timeout += 1
 
 
@@ -113,4 +118,6 @@ def failure_of(error: UpstreamError) -> Failure:
         return Failure.CONNECT
     if isinstance(error, UpstreamResetError):
         return Failure.RESET
+    if isinstance(error, UpstreamPerTryTimeout):
+        return Failure.TIMEOUT
     return Failure.OTHER

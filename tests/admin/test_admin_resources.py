@@ -91,6 +91,31 @@ async def test_routes_crud(setup: AdminSetup) -> None:
     assert await upstream_of(setup, "/bee/3") == "a"
 
 
+async def test_route_retry_settings_are_validated_whole(setup: AdminSetup) -> None:
+    route = {"name": "r", "match": {"prefix": "/r"}, "cluster": "b"}
+    assert (await setup.admin.post("/listeners/web/routes", json=route)).status_code == 201
+    before, _ = await setup.config()
+    for bad, fields in [
+        ({"backoff": {"base": 0.5, "max": 0.1}}, ["backoff.max"]),
+        (
+            {"per_try_timeout": -1, "per_request_buffer_limit_bytes": -5},
+            ["per_request_buffer_limit_bytes", "per_try_timeout"],
+        ),
+    ]:
+        r = await setup.admin.patch("/listeners/web/routes/r", json={"retry": bad})
+        assert r.status_code == 422, r.text
+        assert sorted(d["loc"] for d in r.json()["detail"]) == [
+            f"listeners[0].routes[1].retry.{field}" for field in fields
+        ]
+    assert (await setup.config())[0] == before  # nothing of it applied
+    good = {"attempts": 2, "per_try_timeout": 0.5, "backoff": {"base": 0.01, "max": 0.1}}
+    r = await setup.admin.patch("/listeners/web/routes/r", json={"retry": good})
+    assert r.status_code == 200, r.text
+    assert r.json()["retry"]["backoff"] == {"base": 0.01, "max": 0.1}
+    assert r.json()["retry"]["per_request_buffer_limit_bytes"] == 65536
+    assert await upstream_of(setup, "/r/1") == "b"
+
+
 async def test_virtual_hosts_and_their_routes(setup: AdminSetup) -> None:
     config, _ = await setup.config()
     listener = config["listeners"][0]

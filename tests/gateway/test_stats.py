@@ -352,6 +352,7 @@ async def test_retries_count_each_attempt(
             "upstream_cx_connect_fail": retries,
             "upstream_rq_total": 1 + retries,
             "upstream_rq_retry": retries,
+            "upstream_rq_retry_success": retries,
             "upstream_rq_2xx": 1,
             "upstream_rq_5xx": retries,
         }
@@ -361,6 +362,7 @@ async def test_retries_count_each_attempt(
         "upstream_cx_connect_fail": 3,
         "upstream_rq_total": 3,
         "upstream_rq_retry": 2,
+        "upstream_rq_retry_limit_exceeded": 1,
         "upstream_rq_5xx": 3,
     }
     assert nonzero(gw.stats.listeners["web"].counters()) == {

@@ -29,14 +29,15 @@ def named(on: frozenset[str], codes: frozenset[int], outcome: Failure | int) -> 
     for condition in on:
         if condition == "connect-failure" and outcome is Failure.CONNECT:
             return True
-        if condition == "reset" and outcome is Failure.RESET:
+        if condition == "reset" and outcome in (Failure.RESET, Failure.TIMEOUT):
             return True
         if condition == "gateway-error" and (
-            outcome in (Failure.CONNECT, Failure.RESET) or outcome in (502, 503, 504)
+            outcome in (Failure.CONNECT, Failure.RESET, Failure.TIMEOUT)
+            or outcome in (502, 503, 504)
         ):
             return True
         if condition == "5xx" and (
-            outcome in (Failure.CONNECT, Failure.RESET)
+            outcome in (Failure.CONNECT, Failure.RESET, Failure.TIMEOUT)
             or (isinstance(outcome, int) and 500 <= outcome <= 599)
         ):
             return True
@@ -124,3 +125,17 @@ def test_only_an_idempotent_request_on_a_reused_connection_is_resent(
     method: bytes, reused: bool
 ) -> None:
     assert retry_stale(method, reused) == (reused and method not in (b"POST", b"PATCH", b"CONNECT"))
+
+
+@given(
+    retries=attempts,
+    method=st.sampled_from([*sorted(IDEMPOTENT), b"POST", b"PATCH"]),
+    length=st.none() | st.integers(0, 1 << 20),
+    limit=st.integers(0, 1 << 20),
+)
+def test_a_body_is_held_only_for_a_retrying_route_an_idempotent_method_and_a_fitting_size(
+    retries: int, method: bytes, length: int | None, limit: int
+) -> None:
+    rules = RetryRules.compile(retries, ["5xx"], buffer_limit=limit)
+    fits = length is None or length <= limit  # a chunked body's size is known at its end
+    assert rules.may_hold_body(method, length) == (retries > 0 and method in IDEMPOTENT and fits)

@@ -145,6 +145,9 @@ class StatsRegistry:
             cs.circuit_breakers_rq_pending_open = int(
                 cs.rq_connecting >= thresholds.max_pending_requests
             )
+            cs.circuit_breakers_rq_retry_open = int(
+                not thresholds.retry_allowed(cs.rq_in_flight, cs.rq_retry_active)
+            )
             # the state as of the breaker's last request (an elapsed open time is
             # noticed by the next one)
             guard = cs.breaker

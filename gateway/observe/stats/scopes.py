@@ -281,7 +281,16 @@ class ClusterStats(Scope):
     upstream_cx_none_healthy: int = counter()
     upstream_rq_xx: list[int] = attrs.field(factory=_ten_zeros, metadata=_STATUS_CLASSES)
     upstream_rq_timeout: int = counter()
+    #: tries that outlived the route's ``per_try_timeout`` (not in ``upstream_rq_timeout``)
+    upstream_rq_per_try_timeout: int = counter()
+    #: retries made; retries whose answer was final (a success, or an outcome the route
+    #: does not retry); requests whose every try failed the way retries are for (URX);
+    #: retries the rules allowed but the cluster's ``max_retries`` or ``retry_budget``
+    #: refused (the outcome before stands)
     upstream_rq_retry: int = counter()
+    upstream_rq_retry_success: int = counter()
+    upstream_rq_retry_limit_exceeded: int = counter()
+    upstream_rq_retry_overflow: int = counter()
     #: from an attempt's start (connection asked for) to the end of its response
     upstream_rq_time: Histogram = attrs.field(factory=Histogram, metadata=_HISTOGRAM)
     #: refreshed from the endpoints when read: open connections, requests in flight,
@@ -289,11 +298,13 @@ class ClusterStats(Scope):
     upstream_cx_active: int = gauge()
     upstream_rq_active: int = gauge()
     upstream_rq_pending_active: int = gauge()
-    #: 1 while open connections / requests in flight / waiting for a connection are at their
-    #: ``circuit_breakers`` threshold (refreshed when read; with workers, the workers' sum)
+    #: 1 while open connections / requests in flight / waiting for a connection / retries
+    #: in flight are at their ``circuit_breakers`` threshold (refreshed when read; with
+    #: workers, the workers' sum)
     circuit_breakers_cx_open: int = gauge("circuit_breakers.cx_open")
     circuit_breakers_rq_open: int = gauge("circuit_breakers.rq_open")
     circuit_breakers_rq_pending_open: int = gauge("circuit_breakers.rq_pending_open")
+    circuit_breakers_rq_retry_open: int = gauge("circuit_breakers.rq_retry_open")
     #: 1 while the classic breaker is open or half-open (refreshed when read); with
     #: workers each has its own breaker, so the sum is how many workers have it open
     breaker_open: int = gauge("breaker.open")
@@ -344,6 +355,9 @@ class ClusterStats(Scope):
     thresholds: CircuitBreakerThresholds = attrs.field(factory=CircuitBreakerThresholds)
     rq_in_flight: int = attrs.field(default=0)
     rq_connecting: int = attrs.field(default=0)
+    #: not a stat: retries in flight (from the decision to retry, backoff included, to
+    #: the end of the retry), checked against ``max_retries`` or the retry budget
+    rq_retry_active: int = attrs.field(default=0)
     #: not a stat: the cluster's classic breaker in this process
     #: (``gateway.cluster.breaker``); None: the cluster has no ``breaker``
     breaker: ClusterBreaker | None = attrs.field(default=None)
