@@ -6,6 +6,12 @@ internet). The page polls ``GET /dashboard/data``: listeners, routes with their 
 weights, clusters with each endpoint's health and load, and each cluster's time series
 (requests/s, error rate, p50/p99 of ``upstream_rq_time``, one point per second over the
 last minutes), all read from the stats registry and the running config.
+
+Each cluster also carries what ``GET /clusters/{name}/health`` says of it (the same
+``health_view``): whether it has ``health_check`` and ``outlier_detection``, its
+classic ``breaker`` (null without one), and per endpoint its ``health_check`` (state,
+last result), ``ejection`` (ejected; while ejected since, until, times ejected, reason),
+the combined ``verdict`` and whether it ``serves``.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from admin.errors import GUARDED, responses
 from admin.http import gateway_of
-from gateway import clusters_view
+from gateway import clusters_view, health_view
 from gateway.config import Config, Listener, Route
 
 router = APIRouter(tags=["dashboard"])
@@ -63,7 +69,11 @@ async def dashboard_data(request: Request) -> dict[str, Any]:
     stats = gateway.stats
     config = control.config
     clusters = clusters_view(stats)
+    per_worker = control.workers is not None
     for name, view in clusters.items():
+        handle = control.clusters.get(name)
+        if handle is not None:
+            _add_health(view, health_view(handle, per_worker=per_worker))
         points = list(stats.series.get(name, ()))
         view["series"] = {
             "t": [p.t for p in points],
@@ -82,6 +92,19 @@ async def dashboard_data(request: Request) -> dict[str, Any]:
         "clusters": clusters,
         "workers": workers,
     }
+
+
+def _add_health(view: dict[str, Any], health: dict[str, Any]) -> None:
+    """Merge a cluster's ``health_view`` into its ``clusters_view`` entry, by address."""
+    view["health_check"] = health["health_check"]
+    view["outlier_detection"] = health["outlier_detection"]
+    view["breaker"] = health["breaker"]
+    by_address = {e["address"]: e for e in health["endpoints"]}
+    for endpoint in view["endpoints"]:
+        found = by_address.get(endpoint["address"])
+        if found is not None:
+            for key in ("health_check", "ejection", "verdict", "serves"):
+                endpoint[key] = found[key]
 
 
 def _listener(lst: Listener, gateway: Any) -> dict[str, Any]:

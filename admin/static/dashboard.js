@@ -84,12 +84,73 @@ const CHARTS = [
     (s) => [s.p50, s.p99]],
 ];
 
+function clock(unix) {
+  return new Date(unix * 1000).toLocaleTimeString();
+}
+
+// "healthy", or Envoy's "/failed_active_hc/failed_outlier_check": one badge per flag
+function verdictCell(e) {
+  const flags = e.verdict === undefined ? e.health_flags
+    : e.verdict === "healthy" ? ["healthy"] : e.verdict.split("/").filter((f) => f);
+  const badges = flags.map((f) => el("span", { class: `flag ${f}` }, f));
+  if (e.serves === false && e.verdict === "healthy") {
+    badges.push(el("span", { class: "flag off" }, "not serving"));
+  }
+  return el("td", { class: "verdict" }, ...badges);
+}
+
+// the active health checks: state, and the last check's result in its tooltip
+function healthCheckCell(e, checked) {
+  if (!checked || !e.health_check) return el("td", { class: "health-check muted" }, "—");
+  const state = e.health_check.state ?? "unknown";
+  const last = e.health_check.last;
+  const cls = state === "healthy" ? "ok" : state === "unhealthy" ? "" : "warn";
+  const cell = el("td", { class: "health-check" }, el("span", { class: `flag ${cls}` }, state));
+  if (last) {
+    cell.title = `last check ${last.passed ? "passed" : "failed"} at ${clock(last.at)}` +
+      (last.detail ? `: ${last.detail}` : "");
+    if (!last.passed && last.detail) cell.append(el("span", { class: "muted" }, ` ${last.detail}`));
+  }
+  return cell;
+}
+
+// outlier detection: ejected or not; while ejected why, until when, how many times
+function ejectionCell(e, detected) {
+  const ejection = e.ejection;
+  if (!detected || !ejection) return el("td", { class: "ejection muted" }, "—");
+  if (!ejection.ejected) return el("td", { class: "ejection muted" }, "no");
+  const cell = el("td", { class: "ejection" }, el("span", { class: "flag" }, "ejected"));
+  if (ejection.reason) {
+    cell.append(el("span", { class: "muted" }, ` ${ejection.reason} until ${clock(ejection.until)}`));
+    cell.title = `ejected at ${clock(ejection.since)}, ${ejection.times_ejected} time(s) so far`;
+  }
+  return cell;
+}
+
+// the classic breaker guards the whole cluster: closed, open or half-open
+function breakerText(breaker) {
+  if (!breaker) return null;
+  if (breaker.per_worker) {
+    return breaker.open_workers ? `open in ${breaker.open_workers} workers` : "closed";
+  }
+  return breaker.state === "half_open" ? "half-open" : breaker.state;
+}
+
+function breakerBadge(breaker, prefix = "") {
+  const text = breakerText(breaker);
+  if (text === null) return null;
+  const cls = text === "closed" ? "ok" : text === "half-open" ? "warn" : "";
+  return el("span", { class: `flag ${cls}` }, prefix + text);
+}
+
 function clusterCard(name) {
   const card = el("div", { class: "cluster", id: `cluster-${name}`, "data-cluster": name },
-    el("h3", {}, name, " ", el("span", { class: "muted summary" })),
+    el("h3", {}, name, " ", el("span", { class: "breaker-badge" }), " ",
+      el("span", { class: "muted summary" })),
     el("table", { class: "endpoints" },
-      el("thead", {}, el("tr", {}, ...["endpoint", "weight", "state", "health", "active",
-        "requests", "errors", "success rate", "ejection", "breaker"].map((h) => el("th", {}, h)))),
+      el("thead", {}, el("tr", {}, ...["endpoint", "weight", "state", "verdict", "health check",
+        "ejection", "breaker", "active", "requests", "errors", "success rate"].map((h) =>
+        el("th", {}, h)))),
       el("tbody")),
     el("div", { class: "charts" }, ...CHARTS.map(([kind, title]) =>
       el("div", { class: "chart", "data-kind": kind }, el("h4", {}, title)))));
@@ -106,13 +167,15 @@ function renderCluster(name, view) {
   card.querySelector(".summary").textContent =
     `${view.upstream_rq_total} requests, ${view.upstream_rq_active} active, ` +
     `${view.upstream_cx_active} connections, recent p50 ${fmt(lat.p50, 2)} ms / p99 ${fmt(lat.p99, 2)} ms`;
-  card.querySelector(".endpoints tbody").replaceChildren(...view.endpoints.map((e) => el("tr", {},
+  const badge = breakerBadge(view.breaker, "breaker ");
+  card.querySelector(".breaker-badge").replaceChildren(...(badge ? [badge] : []));
+  card.querySelector(".endpoints tbody").replaceChildren(...view.endpoints.map((e) => el("tr",
+    { "data-endpoint": e.address },
     el("td", {}, e.address), el("td", {}, e.weight), el("td", {}, e.state),
-    el("td", {}, ...e.health_flags.map((f) => el("span", { class: `flag ${f}` }, f))),
+    verdictCell(e), healthCheckCell(e, view.health_check), ejectionCell(e, view.outlier_detection),
+    el("td", { class: "breaker" }, breakerBadge(view.breaker) ?? "—"),
     el("td", {}, e.active_requests), el("td", {}, e.rq_total), el("td", {}, e.rq_error),
-    el("td", { class: rateClass(e.success_rate) }, percent(e.success_rate)),
-    el("td", {}, e.ejected === undefined ? "—" : (e.ejected ? "ejected" : "no")),
-    el("td", {}, e.breaker ?? view.breaker ?? "—"))));
+    el("td", { class: rateClass(e.success_rate) }, percent(e.success_rate)))));
   const s = view.series;
   for (const [kind, , series, pick] of CHARTS) {
     const key = `${name}/${kind}`;

@@ -8,7 +8,9 @@ picked: None means fail fast with a 503 and ``x-triogate-breaker: open``, withou
 reaching the pool. The request's final result goes back with ``record`` when it ends:
 its status, the ``Failure`` of an upstream error, or abandoned (status 0: the client
 went away). The breaker guards the cluster, so it judges requests (after their
-retries), not attempts.
+retries), not attempts. The TCP proxy (``gateway.proxy.tcp``) takes a client
+connection for a request: open, the connection is closed at once; its result comes
+when it ends (a connect failure or upstream reset fails, a normal end passes).
 
 Both calls are plain method calls: no message, no waiting (STYLE.md, hot path rule).
 Every state change is drained right there into the cluster's ``EventLog`` (kind

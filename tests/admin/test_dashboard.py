@@ -12,15 +12,26 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 import trio
 
-from tests.conftest import ClosedAddress, StartGateway, StartUpstream, simple_config
+from tests.admin.test_dashboard_data import start_resilient
+from tests.conftest import (
+    ClosedAddress,
+    StartCheckedUpstream,
+    StartGateway,
+    StartUpstream,
+    simple_config,
+)
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
@@ -50,11 +61,12 @@ CHART_MAX = """([key, series]) => {
 }"""
 
 
-def browse(admin: str, start_traffic: Callable[[], None]) -> dict[str, Any]:
-    """Open the dashboard, check it, start traffic, wait for the charts to move."""
+@contextmanager
+def dashboard_page(admin: str, seen: dict[str, Any]) -> Iterator[Page]:
+    """The dashboard open in a headless Chromium; console and page errors go to ``seen``."""
     from playwright.sync_api import sync_playwright
 
-    seen: dict[str, Any] = {"console_errors": [], "page_errors": []}
+    seen.update(console_errors=[], page_errors=[])
     with (
         tempfile.TemporaryDirectory(prefix="triogate-chromium-") as profile,
         sync_playwright() as p,
@@ -74,25 +86,32 @@ def browse(admin: str, start_traffic: Callable[[], None]) -> dict[str, Any]:
             )
             page.on("pageerror", lambda e: seen["page_errors"].append(str(e)))
             page.goto(f"{admin}/dashboard")
-            for name in ("v1", "v2", "broken"):
-                page.wait_for_selector(f"#cluster-{name} .chart canvas", timeout=10_000)
-            page.wait_for_function("Number(document.body.dataset.polls) >= 2", timeout=10_000)
-            seen["title"] = page.title()
-            seen["status"] = page.inner_text("#status")
-            seen["routes"] = page.inner_text("#routes tbody")
-            seen["listeners"] = page.inner_text("#listeners tbody")
-            seen["before"] = page.evaluate(CHART_MAX, ["v1/rps", 1])
-            start_traffic()
-            for key, series in (("v1/rps", 1), ("v2/rps", 1), ("broken/errors", 1)):
-                page.wait_for_function(f"({CHART_MAX})({[key, series]!r}) > 0", timeout=15_000)
-            page.wait_for_function(f"({CHART_MAX})({['v1/latency', 2]!r}) > 0", timeout=15_000)
-            seen["after"] = page.evaluate(CHART_MAX, ["v1/rps", 1])
-            seen["endpoints"] = page.inner_text("#cluster-v1 .endpoints tbody")
-            seen["broken"] = page.inner_text("#cluster-broken .endpoints tbody")
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+            yield page
         finally:
             browser.close()
+
+
+def browse(admin: str, start_traffic: Callable[[], None]) -> dict[str, Any]:
+    """Open the dashboard, check it, start traffic, wait for the charts to move."""
+    seen: dict[str, Any] = {}
+    with dashboard_page(admin, seen) as page:
+        for name in ("v1", "v2", "broken"):
+            page.wait_for_selector(f"#cluster-{name} .chart canvas", timeout=10_000)
+        page.wait_for_function("Number(document.body.dataset.polls) >= 2", timeout=10_000)
+        seen["title"] = page.title()
+        seen["status"] = page.inner_text("#status")
+        seen["routes"] = page.inner_text("#routes tbody")
+        seen["listeners"] = page.inner_text("#listeners tbody")
+        seen["before"] = page.evaluate(CHART_MAX, ["v1/rps", 1])
+        start_traffic()
+        for key, series in (("v1/rps", 1), ("v2/rps", 1), ("broken/errors", 1)):
+            page.wait_for_function(f"({CHART_MAX})({[key, series]!r}) > 0", timeout=15_000)
+        page.wait_for_function(f"({CHART_MAX})({['v1/latency', 2]!r}) > 0", timeout=15_000)
+        seen["after"] = page.evaluate(CHART_MAX, ["v1/rps", 1])
+        seen["endpoints"] = page.inner_text("#cluster-v1 .endpoints tbody")
+        seen["broken"] = page.inner_text("#cluster-broken .endpoints tbody")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
     return seen
 
 
@@ -147,3 +166,57 @@ async def test_dashboard_loads_shows_clusters_and_its_charts_move(
     assert "0.0%" in seen["broken"]  # every attempt on the closed port failed
     png = ARTIFACTS / "dashboard.png"
     assert png.stat().st_size > 10_000
+
+
+def browse_health(admin: str, rows: dict[str, str]) -> dict[str, Any]:
+    """Open the dashboard once the gateway is in its state; read each row of ``rows``
+    (name: ``cluster/address``) cell by cell, and each cluster's breaker badge."""
+    seen: dict[str, Any] = {}
+    with dashboard_page(admin, seen) as page:
+        for name, where in rows.items():
+            cluster, address = where.split("/")
+            row = f'#cluster-{cluster} tr[data-endpoint="{address}"]'
+            page.wait_for_selector(row, timeout=10_000)
+            seen[name] = {
+                cell: page.inner_text(f"{row} td.{cell}")
+                for cell in ("verdict", "health-check", "ejection", "breaker")
+            }
+            seen[name]["title"] = page.get_attribute(f"{row} td.health-check", "title")
+        for cluster in ("checked", "ejecting", "breaking"):
+            seen[f"{cluster} badge"] = page.inner_text(f"#cluster-{cluster} .breaker-badge")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-health.png"), full_page=True)
+    return seen
+
+
+async def test_dashboard_shows_health_checks_ejections_and_the_breaker(
+    start_gateway: StartGateway, start_checked_upstream: StartCheckedUpstream
+) -> None:
+    setup = await start_resilient(start_gateway, start_checked_upstream)
+    rows = {
+        "well": f"checked/{setup.well.address}",
+        "sick": f"checked/{setup.sick.address}",
+        "good": f"ejecting/{setup.good.address}",
+        "failing": f"ejecting/{setup.failing.address}",
+        "broken": f"breaking/{setup.broken.address}",
+    }
+    seen = await trio.to_thread.run_sync(
+        browse_health, f"http://{setup.gateway.admin_address}", rows
+    )
+    assert seen.pop("console_errors") == [] and seen.pop("page_errors") == []
+    assert seen["well"]["verdict"] == "healthy" and seen["well"]["health-check"] == "healthy"
+    assert seen["sick"]["verdict"] == "failed_active_hc"
+    assert seen["sick"]["health-check"] == "unhealthy status 503"
+    assert seen["sick"]["title"].startswith("last check failed at ")
+    assert seen["sick"]["ejection"] == "—"  # no outlier detection there
+    assert seen["good"]["ejection"] == "no"
+    assert seen["failing"]["verdict"] == "failed_outlier_check"
+    assert seen["failing"]["ejection"].startswith("ejected consecutive_5xx until ")
+    assert seen["failing"]["health-check"] == "—"  # no health checks there
+    assert seen["broken"]["breaker"] == "open" and seen["broken"]["verdict"] == "healthy"
+    assert seen["good"]["breaker"] == "—"  # no breaker there
+    assert (seen["breaking badge"], seen["checked badge"], seen["ejecting badge"]) == (
+        "breaker open",
+        "",
+        "",
+    )

@@ -275,7 +275,8 @@ class ClusterStats(Scope):
     #: refused at once (UO, 503) by ``circuit_breakers.max_requests`` or
     #: ``max_pending_requests`` (Envoy counts both here)
     upstream_rq_pending_overflow: int = counter()
-    #: refused at once (503, ``x-triogate-breaker: open``) by the open classic breaker
+    #: refused at once by the open classic breaker (HTTP: a 503 with
+    #: ``x-triogate-breaker: open``; TCP: the client connection closed)
     breaker_rq_rejected: int = counter("breaker.rq_rejected")
     upstream_cx_none_healthy: int = counter()
     upstream_rq_xx: list[int] = attrs.field(factory=_ten_zeros, metadata=_STATUS_CLASSES)
