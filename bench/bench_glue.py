@@ -16,6 +16,9 @@ the difference (startup cancels out)::
         .venv/bin/python bench/bench_glue.py --requests 1000    # then 3000: (b - a) / 2000
 
 ``--tree DIR`` runs another source tree (``git archive REF | tar -x -C DIR``).
+``--resilience`` gives the cluster a classic ``breaker`` and ``outlier_detection``, wired
+to the data path as the cluster actor wires them (the breaker and the outcome buffer on
+the cluster's stats): what they cost a request, against a run without.
 """
 
 from __future__ import annotations
@@ -65,9 +68,11 @@ class FakeStream:
         pass
 
 
-async def serve_all(requests: int, connections: int) -> float:
+async def serve_all(requests: int, connections: int, resilience: bool) -> float:
     """Serve ``requests`` over ``connections``; the CPU seconds it took."""
     from gateway.cluster.actor import ClusterHandle
+    from gateway.cluster.breaker import ClusterBreaker
+    from gateway.cluster.outcomes import OutcomeBuffer
     from gateway.config import config_from_data
     from gateway.dataplane import DataPlane, DataPlaneRef
     from gateway.listener.context import ListenerContext
@@ -85,6 +90,9 @@ async def serve_all(requests: int, connections: int) -> float:
         ],
         "clusters": [{"name": "c", "endpoints": [{"address": "127.0.0.1:9"}]}],
     }
+    if resilience:
+        data["clusters"][0]["breaker"] = {}
+        data["clusters"][0]["outlier_detection"] = {}
     config = config_from_data(data)
     listener = config.listeners[0]
     cluster = config.cluster("c")
@@ -92,6 +100,10 @@ async def serve_all(requests: int, connections: int) -> float:
     handle = ClusterHandle(cluster)
     plane = DataPlane(config, {"web": RouteTable(listener)}, {"c": handle})
     ctx = ListenerContext(listener, DataPlaneRef(plane), rng=random.Random(7))
+    if cluster.breaker is not None:
+        ctx.registry.cluster("c").breaker = ClusterBreaker("c", cluster.breaker, None)
+    if cluster.outlier_detection is not None:
+        ctx.registry.cluster("c").outcomes = OutcomeBuffer(capacity=requests)
 
     async def connect(address: object) -> FakeStream:
         return FakeStream(RESPONSE, -1)  # never ends
@@ -114,9 +126,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--tree", type=Path, default=Path(__file__).resolve().parent.parent)
+    parser.add_argument("--resilience", action="store_true", help="breaker and outlier detection")
     args = parser.parse_args()
     sys.path.insert(0, str(args.tree))
-    took = trio.run(serve_all, args.requests, args.connections)
+    took = trio.run(serve_all, args.requests, args.connections, args.resilience)
     print(f"{took / args.requests * 1e6:.2f} us CPU per request (no sockets)")
 
 

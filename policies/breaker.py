@@ -230,9 +230,17 @@ class CircuitBreaker:
     _open_time: float = attrs.field(init=False)
     _open_until: float = attrs.field(default=-math.inf, init=False)
     _buckets: deque[_Bucket] = attrs.field(factory=deque, init=False)
+    #: the sums of ``_buckets``, kept as outcomes arrive and buckets leave, so that
+    #: judging the window after each outcome does not add it up again
+    _requests: int = attrs.field(default=0, init=False)
+    _failures: int = attrs.field(default=0, init=False)
+    #: the permit every request gets while closed, made again at each transition
+    _closed_permit: Permit = attrs.field(factory=lambda: Permit(0, probe=False), init=False)
     _probes_out: int = attrs.field(default=0, init=False)
     _probes_passed: int = attrs.field(default=0, init=False)
-    _events: list[StateChanged] = attrs.field(factory=list, init=False)
+    #: the state changes not drained yet (``drain_events``); a caller on a hot path
+    #: tests this list before draining, which then allocates nothing most of the time
+    events: list[StateChanged] = attrs.field(factory=list, init=False)
 
     @_open_time.default
     def _base_open_time(self) -> float:
@@ -270,9 +278,9 @@ class CircuitBreaker:
 
     def allow(self, now: float) -> Permit | None:
         """A permit to send one request at ``now``, or None: fail fast."""
+        if self._state is BreakerState.CLOSED:  # (time changes nothing while closed)
+            return self._closed_permit  # (a value: one serves every request of a generation)
         self._notice_time(now)
-        if self._state is BreakerState.CLOSED:
-            return Permit(self._generation, probe=False)
         if (
             self._state is BreakerState.HALF_OPEN
             and self._probes_out + self._probes_passed < self.config.half_open_requests
@@ -283,7 +291,8 @@ class CircuitBreaker:
 
     def record(self, permit: Permit, outcome: Outcome, now: float) -> None:
         """The outcome of the request ``permit`` let through."""
-        self._notice_time(now)
+        if self._state is not BreakerState.CLOSED:  # (time changes nothing while closed)
+            self._notice_time(now)
         if permit.generation != self._generation:
             return  # judged already: see "generation" in the module docstring
         if self._state is BreakerState.CLOSED:
@@ -299,7 +308,7 @@ class CircuitBreaker:
 
     def drain_events(self) -> list[StateChanged]:
         """The state changes since the last drain, oldest first."""
-        events, self._events = self._events, []
+        events, self.events = self.events, []
         return events
 
     # -- inside ----------------------------------------------------------------------
@@ -314,23 +323,28 @@ class CircuitBreaker:
     def _count(self, outcome: Outcome, now: float) -> None:
         if outcome is Outcome.ABANDONED:
             return
+        config = self.config
         index = self._bucket_index(now)
         buckets = self._buckets
-        while buckets and buckets[0].index <= index - BUCKETS:
-            buckets.popleft()
         if not buckets or buckets[-1].index != index:
+            # buckets out of the window leave it (and its sums) as a new one begins
+            while buckets and buckets[0].index <= index - BUCKETS:
+                gone = buckets.popleft()
+                self._requests -= gone.requests
+                self._failures -= gone.failures
             buckets.append(_Bucket(index))
         bucket = buckets[-1]
         bucket.requests += 1
+        self._requests += 1
         if outcome is Outcome.FAILURE:
             bucket.failures += 1
+            self._failures += 1
         # judged after a success too: it may be the one that brings the window up to
         # ``minimum_requests`` with the failures already in it
-        counts = self.window(now)
-        config = self.config
+        requests = self._requests
         if (
-            counts.requests >= config.minimum_requests
-            and counts.failures * 100 >= config.failure_rate * counts.requests
+            requests >= config.minimum_requests
+            and self._failures * 100 >= config.failure_rate * requests
         ):
             self._process(BreakerInput.FAILURE_RATE_EXCEEDED, now)
 
@@ -338,7 +352,7 @@ class CircuitBreaker:
         effect, new = transition(self._state, event)
         config = self.config
         if effect is Effect.OPEN:
-            self._buckets.clear()
+            self._clear_window()
             self._open_until = now + self._open_time
         elif effect is Effect.REOPEN_LONGER:
             self._open_time = min(self._open_time * 2, config.max_open_time)
@@ -346,8 +360,13 @@ class CircuitBreaker:
         elif effect is Effect.START_PROBING:
             self._probes_out = self._probes_passed = 0
         elif effect is Effect.RESET:
-            self._buckets.clear()
+            self._clear_window()
             self._open_time = config.open_time
-        self._events.append(StateChanged(self._state, new, now, event))
+        self.events.append(StateChanged(self._state, new, now, event))
         self._state = new
         self._generation += 1
+        self._closed_permit = Permit(self._generation, probe=False)
+
+    def _clear_window(self) -> None:
+        self._buckets.clear()
+        self._requests = self._failures = 0

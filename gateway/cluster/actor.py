@@ -63,7 +63,7 @@ import trio
 
 from gateway.cluster.breaker import ClusterBreaker
 from gateway.cluster.health import CheckOutcome, HealthChecked, run_endpoint_checks
-from gateway.cluster.outcomes import FLUSH_INTERVAL, Outcome, OutcomeBuffer
+from gateway.cluster.outcomes import FLUSH_INTERVAL, Outcome, OutcomeBuffer, OutcomesWaiting
 from gateway.cluster.snapshot import ClusterSnapshot, build_snapshot
 from gateway.config import Address, Cluster, Endpoint, check_endpoint
 from gateway.discovery import (
@@ -177,6 +177,7 @@ ClusterMsg = (
     | HealthChecked
     | HealthVerdicts
     | OutcomesReported
+    | OutcomesWaiting
 )
 
 
@@ -427,6 +428,9 @@ class _ClusterActor:
                 if self.detector is None:
                     self.ejected = ejected
                 self._publish(cluster)
+            case OutcomesWaiting():
+                if self.detector is not None:
+                    self.next_flush = trio.current_time()  # taken by the loop, now
             case OutcomesReported(results=results):
                 if self.detector is not None:
                     now = trio.current_time()
@@ -594,6 +598,13 @@ class _ClusterActor:
             handle.stats.outcomes = buffer
         if not handle.detect_outliers:
             return  # a worker: the primary detects; its ejections come as HealthVerdicts
+        if buffer is not None:
+            assert config is not None
+            thresholds = [
+                t for t in (config.consecutive_5xx, config.consecutive_gateway_failure) if t
+            ]
+            buffer.wake_at = min(thresholds, default=0)
+            buffer.inbox = handle.inbox
         self.ejected = frozenset()
         self.ejections.clear()
         self.times_ejected.clear()
@@ -624,8 +635,11 @@ class _ClusterActor:
             if results:
                 detector.record_many(results, now)
             dropped = buffer.take_dropped()
-            if dropped and self.handle.stats is not None:
-                self.handle.stats.outlier_detection_outcomes_dropped += dropped
+            stats = self.handle.stats
+            if stats is not None:
+                stats.outlier_detection_outcomes_dropped += dropped
+                stats.outlier_detection_wakes_dropped += buffer.wakes_dropped
+                buffer.wakes_dropped = 0
         detector.tick(now)
         if self._drain_outliers(now):
             self._publish(self.snapshot.config)

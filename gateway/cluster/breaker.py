@@ -46,8 +46,10 @@ class ClusterBreaker:
 
     def allow(self, now: float) -> Permit | None:
         """Leave to send one request at ``now``, or None: fail fast."""
-        permit = self.breaker.allow(now)
-        self._log()
+        breaker = self.breaker
+        permit = breaker.allow(now)
+        if breaker.events:
+            self._log()
         return permit
 
     def record(self, permit: Permit, result: int | Failure, now: float) -> None:
@@ -57,16 +59,18 @@ class ClusterBreaker:
             breaker.record(permit, Outcome.ABANDONED, now)
         else:
             breaker.record(permit, self.config.outcome_of(result), now)
-        self._log()
+        if breaker.events:
+            self._log()
 
     def state_at(self, now: float) -> BreakerState:
         state = self.breaker.state_at(now)
-        self._log()
+        if self.breaker.events:
+            self._log()
         return state
 
     def _log(self) -> None:
         changes = self.breaker.drain_events()
-        if not changes or self.events is None:
+        if self.events is None:
             return
         for change in changes:
             self.events.record(

@@ -13,15 +13,28 @@ The buffer is bounded: past ``capacity`` results an ``add`` is dropped and count
 (``dropped``, exported as ``outlier_detection.outcomes_dropped``), never blocks. A
 cluster without outlier detection has no buffer (``ClusterStats.outcomes`` is None),
 so the data path pays one attribute test for the feature being off.
+
+Waiting for the next take would let an endpoint that just died fail every request sent
+to it in the meantime, past the consecutive-failure threshold meant to stop them. So
+the buffer also keeps each endpoint's current run of failures (5xx or no response; a
+success ends it), and when a run reaches ``wake_at`` (the smallest consecutive
+threshold of the detector) it sends ``OUTCOMES_WAITING`` to the cluster actor's
+``inbox`` with ``send_nowait``: the actor takes the results at once. A full inbox
+refuses the wake-up, counted in ``wakes_dropped``; nothing is lost, the results wait
+for the timer. Only a buffer whose owner runs the detector has an ``inbox`` (with
+worker processes the results ride on each worker's report).
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
+
+import attrs
+import trio
 
 from policies.retry import Failure
 
-__all__ = ["CAPACITY", "FLUSH_INTERVAL", "Outcome", "OutcomeBuffer"]
+__all__ = ["CAPACITY", "FLUSH_INTERVAL", "OUTCOMES_WAITING", "Outcome", "OutcomeBuffer"]
 
 #: seconds between a cluster actor's takes from its buffer
 FLUSH_INTERVAL: Final = 0.05
@@ -32,16 +45,32 @@ CAPACITY: Final = 8192
 Outcome = tuple[str, int | Failure]
 
 
+@attrs.frozen
+class OutcomesWaiting:
+    """Report: an endpoint's run of failures reached the detector's threshold; take the
+    buffer now."""
+
+
+OUTCOMES_WAITING: Final = OutcomesWaiting()
+
+
 class OutcomeBuffer:
     """A bounded list of attempts' results; see the module docstring."""
 
-    __slots__ = ("capacity", "dropped", "results")
+    __slots__ = ("capacity", "dropped", "inbox", "results", "runs", "wake_at", "wakes_dropped")
 
     def __init__(self, capacity: int = CAPACITY) -> None:
         self.capacity = capacity
         self.results: list[Outcome] = []
         #: results dropped because the buffer was full
         self.dropped = 0
+        #: each endpoint's current run of failures (only endpoints with one)
+        self.runs: dict[str, int] = {}
+        #: the run that wakes the detector's owner (0: none does), and its inbox
+        self.wake_at = 0
+        self.inbox: trio.MemorySendChannel[Any] | None = None
+        #: wake-ups the inbox had no room for
+        self.wakes_dropped = 0
 
     def add(self, key: str, result: int | Failure) -> None:
         """One attempt's result (the data path's call: never waits)."""
@@ -50,6 +79,17 @@ class OutcomeBuffer:
             results.append((key, result))
         else:
             self.dropped += 1
+        runs = self.runs
+        if type(result) is int and result < 500:
+            if runs:  # a success ends the endpoint's run of failures
+                runs.pop(key, None)
+            return
+        run = runs[key] = runs.get(key, 0) + 1
+        if run == self.wake_at and self.inbox is not None:
+            try:
+                self.inbox.send_nowait(OUTCOMES_WAITING)
+            except trio.WouldBlock:
+                self.wakes_dropped += 1
 
     def take(self) -> list[Outcome]:
         """Every result added since the last take, oldest first."""

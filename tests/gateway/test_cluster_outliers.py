@@ -13,7 +13,7 @@ import trio.testing
 from hypothesis import given
 
 from gateway.cluster.actor import ClusterHandle, HealthVerdicts, OutcomesReported, run_cluster
-from gateway.cluster.outcomes import OutcomeBuffer
+from gateway.cluster.outcomes import OUTCOMES_WAITING, OutcomeBuffer
 from gateway.config import Cluster, Config, structure, unstructure
 from gateway.errors import ConfigError, PoolExhausted, UpstreamConnectError, UpstreamResetError
 from gateway.observe.events import EventLog
@@ -53,6 +53,31 @@ def test_the_buffer_is_bounded_and_counts_what_it_drops() -> None:
     assert buffer.take() == [] and buffer.take_dropped() == 1 and buffer.take_dropped() == 0
     buffer.add(C, 503)  # room again after a take
     assert buffer.take() == [(C, 503)]
+
+
+def test_a_run_of_failures_at_the_threshold_wakes_the_detector_once() -> None:
+    buffer = OutcomeBuffer()
+    inbox, waiting = trio.open_memory_channel[object](1)
+    buffer.wake_at, buffer.inbox = 3, inbox
+    for result in (502, Failure.RESET):
+        buffer.add("a", result)
+    buffer.add("b", 503)  # another endpoint's run is its own
+    with pytest.raises(trio.WouldBlock):
+        waiting.receive_nowait()
+    buffer.add("a", Failure.CONNECT)  # the third in a row
+    assert waiting.receive_nowait() is OUTCOMES_WAITING
+    buffer.add("a", 500)  # the run goes on: no second wake-up
+    with pytest.raises(trio.WouldBlock):
+        waiting.receive_nowait()
+    buffer.add("b", 200)  # a success ends b's run
+    for _ in range(3):
+        buffer.add("b", 504)
+    buffer.add("c", 502)
+    assert waiting.receive_nowait() is OUTCOMES_WAITING
+    inbox.send_nowait("something else")  # the inbox full: a wake-up is dropped, counted
+    for _ in range(3):
+        buffer.add("c", 502)
+    assert (buffer.wakes_dropped, len(buffer.take())) == (1, 13)  # nothing lost
 
 
 def test_charge_attempt_reports_each_attempt_only_with_a_buffer() -> None:

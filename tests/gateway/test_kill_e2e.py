@@ -281,15 +281,6 @@ async def _kill_counting_in_flight(gw: Gateway, upstream: UpstreamProcess) -> in
 SHORT_EJECTIONS = {**CONSECUTIVE, "base_ejection_time": 0.2, "max_ejection_time": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the outlier detector hears of attempts only when its cluster actor takes the "
-    "OutcomeBuffer, every FLUSH_INTERVAL (50 ms; gateway/cluster/outcomes.py): the "
-    "requests the balancer sends to the dead endpoint between its "
-    "consecutive_gateway_failure-th failure and that take fail too, beyond the bound "
-    "(9 of 10 single kills over it: 7-11 failures against a bound of 4-6; here four "
-    "kills, and the test passes only if all four stay under it)",
-)
 async def test_without_retries_failures_are_at_most_those_in_flight_and_the_threshold(
     start_gateway: StartGateway,
     start_upstream_process: StartUpstreamProcess,

@@ -341,6 +341,9 @@ class ClusterStats(Scope):
     #: attempts' results dropped on their way to the detector (a full ``OutcomeBuffer``);
     #: counted where the buffer is, so with workers the workers' sum
     outlier_detection_outcomes_dropped: int = counter("outlier_detection.outcomes_dropped")
+    #: wake-ups of the detector (an endpoint's run of failures at the threshold) that
+    #: the cluster actor's inbox had no room for: those results waited for the timer
+    outlier_detection_wakes_dropped: int = counter("outlier_detection.wakes_dropped")
     #: with workers: a worker's report of results the primary's cluster actor had no
     #: room for (its inbox full)
     outlier_detection_outcome_batches_dropped: int = counter(
