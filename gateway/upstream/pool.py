@@ -167,8 +167,9 @@ class EndpointPool:
         return UpstreamConnection(io, self)
 
     async def connect(self) -> ByteStream:
-        """A new connection to the endpoint, not counted in the pool (the TCP proxy's);
-        raises ``UpstreamConnectError``, ``UpstreamConnectTimeout`` after ``connect_timeout``."""
+        """A new connection to the endpoint, outside the pool's idle list (the TCP
+        proxy's, which counts it in ``open`` and ``connecting`` itself); raises
+        ``UpstreamConnectError``, ``UpstreamConnectTimeout`` after ``connect_timeout``."""
         try:
             with trio.fail_after(self.config.connect_timeout):
                 return await self.connector(self.address)
