@@ -18,11 +18,18 @@ Waiting for the next take would let an endpoint that just died fail every reques
 to it in the meantime, past the consecutive-failure threshold meant to stop them. So
 the buffer also keeps each endpoint's current run of failures (5xx or no response; a
 success ends it), and when a run reaches ``wake_at`` (the smallest consecutive
-threshold of the detector) it sends ``OUTCOMES_WAITING`` to the cluster actor's
-``inbox`` with ``send_nowait``: the actor takes the results at once. A full inbox
+threshold of the detector), and at each failure of it after a take, it sends
+``OUTCOMES_WAITING`` to the cluster actor's ``inbox`` with ``send_nowait``: the actor
+takes the results at once. A full inbox
 refuses the wake-up, counted in ``wakes_dropped``; nothing is lost, the results wait
 for the timer. Only a buffer whose owner runs the detector has an ``inbox`` (with
 worker processes the results ride on each worker's report).
+
+Until the actor has taken the results, such an endpoint is a *suspect* (``suspects``,
+by address): the proxy picks another endpoint for a new attempt when the balancer
+offers one, so the requests that would go to it while the actor is on its way do not
+fail too. Each take clears the suspects: by then the detector has ejected them, or
+judged that they stay (its ejection cap).
 """
 
 from __future__ import annotations
@@ -57,7 +64,16 @@ OUTCOMES_WAITING: Final = OutcomesWaiting()
 class OutcomeBuffer:
     """A bounded list of attempts' results; see the module docstring."""
 
-    __slots__ = ("capacity", "dropped", "inbox", "results", "runs", "wake_at", "wakes_dropped")
+    __slots__ = (
+        "capacity",
+        "dropped",
+        "inbox",
+        "results",
+        "runs",
+        "suspects",
+        "wake_at",
+        "wakes_dropped",
+    )
 
     def __init__(self, capacity: int = CAPACITY) -> None:
         self.capacity = capacity
@@ -71,6 +87,8 @@ class OutcomeBuffer:
         self.inbox: trio.MemorySendChannel[Any] | None = None
         #: wake-ups the inbox had no room for
         self.wakes_dropped = 0
+        #: endpoints whose run reached ``wake_at`` since the last take, by address
+        self.suspects: set[str] = set()
 
     def add(self, key: str, result: int | Failure) -> None:
         """One attempt's result (the data path's call: never waits)."""
@@ -85,15 +103,20 @@ class OutcomeBuffer:
                 runs.pop(key, None)
             return
         run = runs[key] = runs.get(key, 0) + 1
-        if run == self.wake_at and self.inbox is not None:
+        if run >= self.wake_at > 0 and key not in self.suspects and self.inbox is not None:
+            # (again after each take while the run goes on: an endpoint back from an
+            # ejection and failing still is judged again as soon as its failures come)
+            self.suspects.add(key)
             try:
                 self.inbox.send_nowait(OUTCOMES_WAITING)
             except trio.WouldBlock:
                 self.wakes_dropped += 1
 
     def take(self) -> list[Outcome]:
-        """Every result added since the last take, oldest first."""
+        """Every result added since the last take, oldest first (the suspects go: the
+        detector is about to judge them)."""
         results, self.results = self.results, []
+        self.suspects.clear()
         return results
 
     def take_dropped(self) -> int:

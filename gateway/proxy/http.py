@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Container, Coroutine
 from math import inf
 from time import perf_counter
 from typing import Any
@@ -376,13 +376,18 @@ class HttpConnection:
         per_try = rules.per_try_timeout
         error: GatewayError
         attempt = 0
-        tried: list[EndpointRuntime] = []
+        tried: list[str] = []  # the endpoints tried, by address
         retrying = False  # whether this request holds one of the cluster's retry slots
         try:
             while True:
                 endpoint = snapshot.pick(ctx.now, affinity)
-                if attempt and endpoint is not None:
-                    endpoint = _another(snapshot, endpoint, tried, ctx.now)
+                if endpoint is not None:
+                    if attempt:
+                        endpoint = _another(snapshot, endpoint, tried, ctx.now)
+                    outcomes = cluster_stats.outcomes
+                    if outcomes is not None and outcomes.suspects:
+                        # at the outlier detector's threshold, its verdict not in yet
+                        endpoint = _another(snapshot, endpoint, outcomes.suspects, ctx.now)
                 if endpoint is None:
                     cluster_stats.upstream_cx_none_healthy += 1
                     error = NoHealthyUpstream(f"no healthy endpoint in cluster {handle.name!r}")
@@ -451,7 +456,7 @@ class HttpConnection:
                     retrying = True
                     cluster_stats.rq_retry_active += 1
                 await trio.sleep(rules.backoff.delay(attempt, ctx.rng))
-                tried.append(endpoint)
+                tried.append(endpoint.key)
                 snapshot = handle.snapshot
                 attempt += 1
         finally:
@@ -801,17 +806,18 @@ HOST_SELECTION_ATTEMPTS = 5
 def _another(
     snapshot: ClusterSnapshot,
     endpoint: EndpointRuntime,
-    tried: list[EndpointRuntime],
+    avoid: Container[str],
     now: float,
 ) -> EndpointRuntime:
-    """A retry's endpoint: ``endpoint`` (the balancer's pick) unless it was tried
-    already, then another the balancer offers within a few picks (without the request's
-    hash, which would give the same one again); the pick itself if none."""
-    if endpoint not in tried:
+    """``endpoint`` (the balancer's pick) unless its address is one to ``avoid`` (tried
+    already, or suspected by the outlier detector), then another the balancer offers
+    within a few picks (without the request's hash, which would give the same one
+    again); the pick itself if none."""
+    if endpoint.key not in avoid:
         return endpoint
     for _ in range(HOST_SELECTION_ATTEMPTS):
         other = snapshot.pick(now)
-        if other is not None and other not in tried:
+        if other is not None and other.key not in avoid:
             return other
     return endpoint
 

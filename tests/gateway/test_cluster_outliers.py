@@ -64,9 +64,11 @@ def test_a_run_of_failures_at_the_threshold_wakes_the_detector_once() -> None:
     buffer.add("b", 503)  # another endpoint's run is its own
     with pytest.raises(trio.WouldBlock):
         waiting.receive_nowait()
+    assert buffer.suspects == set()
     buffer.add("a", Failure.CONNECT)  # the third in a row
     assert waiting.receive_nowait() is OUTCOMES_WAITING
-    buffer.add("a", 500)  # the run goes on: no second wake-up
+    assert buffer.suspects == {"a"}  # avoided by new attempts until the detector judges
+    buffer.add("a", 500)  # the run goes on: no second wake-up before a take
     with pytest.raises(trio.WouldBlock):
         waiting.receive_nowait()
     buffer.add("b", 200)  # a success ends b's run
@@ -78,6 +80,10 @@ def test_a_run_of_failures_at_the_threshold_wakes_the_detector_once() -> None:
     for _ in range(3):
         buffer.add("c", 502)
     assert (buffer.wakes_dropped, len(buffer.take())) == (1, 13)  # nothing lost
+    assert buffer.suspects == set()  # the take hands them to the detector
+    assert waiting.receive_nowait() == "something else"
+    buffer.add("a", 502)  # a's run goes on after the take: judged again at once
+    assert waiting.receive_nowait() is OUTCOMES_WAITING and buffer.suspects == {"a"}
 
 
 def test_charge_attempt_reports_each_attempt_only_with_a_buffer() -> None:
