@@ -115,7 +115,12 @@ class FaultAbort:
 
     def kinds(self) -> list[str]:
         """The kinds set (validation wants exactly one)."""
-        return [kind for kind in ABORT_KINDS if getattr(self, kind) not in (None, False)]
+        # (``is``: a ``truncate`` of 0.0 equals False, and is set)
+        return [
+            kind
+            for kind in ABORT_KINDS
+            if getattr(self, kind) is not None and getattr(self, kind) is not False
+        ]
 
     @property
     def kind(self) -> str:
