@@ -16,6 +16,9 @@ the difference (startup cancels out)::
         .venv/bin/python bench/bench_glue.py --requests 1000    # then 3000: (b - a) / 2000
 
 ``--tree DIR`` runs another source tree (``git archive REF | tar -x -C DIR``).
+``--fault-percent P`` configures one HTTP fault (an abort) on the listener at ``P``
+percent, so that ``0`` measures a fault that is decided on every request and never
+applied (only for a tree with faults).
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ class FakeStream:
         pass
 
 
-async def serve_all(requests: int, connections: int) -> float:
+async def serve_all(requests: int, connections: int, fault_percent: float | None) -> float:
     """Serve ``requests`` over ``connections``; the CPU seconds it took."""
     from gateway.cluster.actor import ClusterHandle
     from gateway.config import config_from_data
@@ -85,12 +88,22 @@ async def serve_all(requests: int, connections: int) -> float:
         ],
         "clusters": [{"name": "c", "endpoints": [{"address": "127.0.0.1:9"}]}],
     }
+    if fault_percent is not None:
+        data["faults"] = [
+            {"name": "f", "listener": "web", "percent": fault_percent, "abort": {"status": 503}}
+        ]
     config = config_from_data(data)
     listener = config.listeners[0]
     cluster = config.cluster("c")
     assert cluster is not None
     handle = ClusterHandle(cluster)
     plane = DataPlane(config, {"web": RouteTable(listener)}, {"c": handle})
+    if fault_percent is not None:
+        from gateway.faults.table import FaultTable
+
+        plane = DataPlane(
+            config, plane.routes, plane.clusters, faults=FaultTable.compile(config, None)
+        )
     ctx = ListenerContext(listener, DataPlaneRef(plane), rng=random.Random(7))
 
     async def connect(address: object) -> FakeStream:
@@ -114,9 +127,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--tree", type=Path, default=Path(__file__).resolve().parent.parent)
+    parser.add_argument("--fault-percent", type=float, default=None)
     args = parser.parse_args()
     sys.path.insert(0, str(args.tree))
-    took = trio.run(serve_all, args.requests, args.connections)
+    took = trio.run(serve_all, args.requests, args.connections, args.fault_percent)
     print(f"{took / args.requests * 1e6:.2f} us CPU per request (no sockets)")
 
 

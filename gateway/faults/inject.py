@@ -1,7 +1,8 @@
 """Faults applied on the data path: a request's delay, abort, truncated or slow response.
 
-``inject_faults`` is called by the HTTP proxy once a request's route and cluster are
-known, only when the current ``DataPlane`` has a ``FaultTable``. The first fault that
+The HTTP proxy calls ``choose_fault`` once a request's route and cluster are known,
+only when the current ``DataPlane`` has a ``FaultTable``, and ``apply_fault`` only when
+a fault was chosen (so a request that gets none pays no coroutine). The first fault that
 takes the request decides it (``policies.faults``); a fault with ``headers_enabled``
 reads Envoy's ``x-envoy-fault-*`` headers and strips them from the request before it
 goes upstream (other faults leave them alone). Then, as in Envoy, the delay first
@@ -33,6 +34,7 @@ import socket
 import struct
 from typing import TYPE_CHECKING
 
+import attrs
 import trio
 
 from gateway.faults.table import ActiveFaults, FaultTable
@@ -41,6 +43,7 @@ from policies.faults import HEADERS, NO_HEADERS, Injection, read_fault_headers
 
 if TYPE_CHECKING:
     from gateway.http1.events import RequestReceived
+    from gateway.listener.context import ListenerContext
     from gateway.observe.record import RequestRecord
     from gateway.proxy.http import HttpConnection
     from gateway.routing import RouteEntry
@@ -52,16 +55,15 @@ RATE_STEPS_PER_SECOND = 20
 
 
 class _Slot:
-    """One active fault: released once, when the fault is done."""
+    """One active fault: taken when it is chosen, released once, when it is done."""
 
     __slots__ = ("active", "stats")
 
-    def __init__(self, active: ActiveFaults | None, stats: ListenerStats) -> None:
-        self.active = active
+    def __init__(self, active: ActiveFaults, stats: ListenerStats) -> None:
+        self.active: ActiveFaults | None = active
         self.stats = stats
-        if active is not None:
-            active.count += 1
-            stats.fault_active_faults += 1
+        active.count += 1
+        stats.fault_active_faults += 1
 
     def release(self) -> None:
         active = self.active
@@ -71,20 +73,26 @@ class _Slot:
             self.stats.fault_active_faults -= 1
 
 
-async def inject_faults(
-    http: HttpConnection,
+@attrs.frozen(eq=False)
+class Chosen:
+    """A fault chosen for one request: what it gets, and its place among the active ones."""
+
+    injection: Injection
+    slot: _Slot
+
+
+def choose_fault(
     table: FaultTable,
+    ctx: ListenerContext,
     entry: RouteEntry,
     cluster: str,
     head: RequestReceived,
-    record: RequestRecord,
-) -> bool | None:
-    """Apply the fault that takes this request, if any.
+) -> Chosen | None:
+    """The fault this request gets, if any (no await: most requests get none).
 
-    Returns None when the request goes on upstream (no fault, a delay, or a shaped
-    response), else whether the client connection may serve another request.
+    A fault with ``headers_enabled`` that takes the request strips Envoy's fault headers
+    from it here, whatever it decides.
     """
-    ctx = http.ctx
     fault = table.taking(ctx.name, entry.route.name, cluster, head.headers)
     if fault is None:
         return None
@@ -96,14 +104,22 @@ async def inject_faults(
     injection = rule.decide(fault.counter.injected, fault_headers, ctx.rng)
     if injection is None:
         return None
-    stats = ctx.stats
     if table.active.count >= table.max_active:
-        stats.fault_faults_overflow += 1
+        ctx.stats.fault_faults_overflow += 1
         return None
     fault.counter.injected += 1
-    slot = _Slot(table.active, stats)
+    return Chosen(injection, _Slot(table.active, ctx.stats))
+
+
+async def apply_fault(http: HttpConnection, chosen: Chosen, record: RequestRecord) -> bool | None:
+    """Apply a chosen fault: delay, then abort or shape the response.
+
+    Returns None when the request goes on upstream (a delay alone, or a shaped
+    response), else whether the client connection may serve another request.
+    """
+    slot = chosen.slot
     try:
-        return await _apply(http, injection, record, stats, slot)
+        return await _apply(http, chosen.injection, record, http.ctx.stats, slot)
     except BaseException:
         slot.release()
         raise

@@ -117,7 +117,7 @@ class CompiledFault:
             return False
         if self.cluster is not None and self.cluster != cluster:
             return False
-        return all(test.passes(headers) for test in self.headers)
+        return not self.headers or all(test.passes(headers) for test in self.headers)
 
 
 @attrs.frozen(eq=False)

@@ -53,7 +53,7 @@ from gateway.errors import (
     UpstreamResetError,
     UpstreamTimeoutError,
 )
-from gateway.faults.inject import inject_faults
+from gateway.faults.inject import apply_fault, choose_fault
 from gateway.http1.events import (
     CHUNKED,
     LENGTH,
@@ -336,9 +336,11 @@ class HttpConnection:
         cluster_stats = ctx.cluster_stats.get(name) or ctx.registry.cluster(name)
         record.cluster = cluster_stats.quoted
         if dp.faults is not None:  # HTTP faults (gateway.faults): off unless configured
-            ended = await inject_faults(self, dp.faults, entry, name, head, record)
-            if ended is not None:
-                return ended
+            chosen = choose_fault(dp.faults, ctx, entry, name, head)
+            if chosen is not None:
+                ended = await apply_fault(self, chosen, record)
+                if ended is not None:
+                    return ended
         guard = cluster_stats.breaker
         if guard is not None:  # the classic breaker: off unless configured
             permit = guard.allow(ctx.now)
