@@ -10,7 +10,10 @@ compared with the ``base`` row of the same config:
 
 - ``plain``: the listener's defaults (access log off, no traceparent started);
 - ``log+trace``: a JSON access-log line per request to a file, and a ``traceparent``
-  started for every request (wrk sends none).
+  started for every request (wrk sends none);
+- ``fault0``: one HTTP fault on the listener at 0 percent (every request is decided and
+  none is faulted). A tree before faults cannot run it, so it runs on this tree only and
+  is compared with ``this plain`` (which then runs too).
 
 With ``--haproxy``, haproxy (one thread, ``bench/configs/haproxy.cfg``) takes its turns
 too, measured the same way, and the report ends with each variant's CPU per request as
@@ -50,7 +53,11 @@ CONFIGS = {
     "plain": "",
     "log+trace": '    access_log: {{enabled: true, path: "{log}"}}\n'
     + "    tracing: {{start_traceparent: true}}",
+    # (unindented: a top-level key of the config, after the listener)
+    "fault0": "faults: [{{name: f, listener: bench, percent: 0, abort: {{status: 503}}}}]",
 }
+#: configs only this tree runs -> the config of this tree they are compared with
+THIS_ONLY = {"fault0": "plain"}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -77,12 +84,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         base_tree = unpack(args.baseline_ref, tmp)
         found: list[Variant] = []
         against: dict[str, str] = {}
-        for config in args.config or list(CONFIGS):
+        configs = args.config or list(CONFIGS)
+        configs += [c for only, c in THIS_ONLY.items() if only in configs and c not in configs]
+        for config in configs:
             for side, tree in (("base", base_tree), ("this", REPO_ROOT)):
+                if side == "base" and config in THIS_ONLY:
+                    continue
                 name = f"{side} {config}"
                 yaml = CONFIGS[config].format(log=tmp / f"{name}.access.jsonl")
                 found.append(Variant(name, tree, yaml))
-            against[f"this {config}"] = f"base {config}"
+            against[f"this {config}"] = (
+                f"this {THIS_ONLY[config]}" if config in THIS_ONLY else f"base {config}"
+            )
         if args.haproxy:
             found.append(Variant(REFERENCE, REPO_ROOT, "", program="haproxy"))
         return found, against

@@ -19,6 +19,9 @@ the difference (startup cancels out)::
 ``--resilience`` gives the cluster a classic ``breaker`` and ``outlier_detection``, wired
 to the data path as the cluster actor wires them (the breaker and the outcome buffer on
 the cluster's stats): what they cost a request, against a run without.
+``--fault-percent P`` configures one HTTP fault (an abort) on the listener at ``P``
+percent, so that ``0`` measures a fault that is decided on every request and never
+applied (only for a tree with faults).
 """
 
 from __future__ import annotations
@@ -68,7 +71,9 @@ class FakeStream:
         pass
 
 
-async def serve_all(requests: int, connections: int, resilience: bool) -> float:
+async def serve_all(
+    requests: int, connections: int, resilience: bool, fault_percent: float | None
+) -> float:
     """Serve ``requests`` over ``connections``; the CPU seconds it took."""
     from gateway.cluster.actor import ClusterHandle
     from gateway.cluster.breaker import ClusterBreaker
@@ -93,12 +98,22 @@ async def serve_all(requests: int, connections: int, resilience: bool) -> float:
     if resilience:
         data["clusters"][0]["breaker"] = {}
         data["clusters"][0]["outlier_detection"] = {}
+    if fault_percent is not None:
+        data["faults"] = [
+            {"name": "f", "listener": "web", "percent": fault_percent, "abort": {"status": 503}}
+        ]
     config = config_from_data(data)
     listener = config.listeners[0]
     cluster = config.cluster("c")
     assert cluster is not None
     handle = ClusterHandle(cluster)
     plane = DataPlane(config, {"web": RouteTable(listener)}, {"c": handle})
+    if fault_percent is not None:
+        from gateway.faults.table import FaultTable
+
+        plane = DataPlane(
+            config, plane.routes, plane.clusters, faults=FaultTable.compile(config, None)
+        )
     ctx = ListenerContext(listener, DataPlaneRef(plane), rng=random.Random(7))
     if cluster.breaker is not None:
         ctx.registry.cluster("c").breaker = ClusterBreaker("c", cluster.breaker, None)
@@ -127,9 +142,10 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--tree", type=Path, default=Path(__file__).resolve().parent.parent)
     parser.add_argument("--resilience", action="store_true", help="breaker and outlier detection")
+    parser.add_argument("--fault-percent", type=float, default=None)
     args = parser.parse_args()
     sys.path.insert(0, str(args.tree))
-    took = trio.run(serve_all, args.requests, args.connections, args.resilience)
+    took = trio.run(serve_all, args.requests, args.connections, args.resilience, args.fault_percent)
     print(f"{took / args.requests * 1e6:.2f} us CPU per request (no sockets)")
 
 

@@ -12,6 +12,7 @@ import attrs
 
 from gateway.cluster.actor import ClusterHandle
 from gateway.config import Config
+from gateway.faults.table import FaultTable
 from gateway.routing import RouteTable
 
 
@@ -20,6 +21,8 @@ class DataPlane:
     config: Config
     routes: dict[str, RouteTable]
     clusters: dict[str, ClusterHandle]
+    #: the HTTP faults of this version; None when none is configured
+    faults: FaultTable | None = None
 
 
 class DataPlaneRef:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from admin.routes import clusters, config, endpoint_health, health, listeners, registry
+from admin.routes import clusters, config, endpoint_health, faults, health, listeners, registry
 
 ROUTERS: tuple[APIRouter, ...] = (
     config.router,
@@ -17,4 +17,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     clusters.router,
     registry.status_router,
     endpoint_health.router,
+    faults.router,
 )

@@ -17,6 +17,7 @@ import attrs
 from policies.backoff import DEFAULT_BACKOFF, BackoffConfig
 from policies.balancing import DEFAULT_OPTIONS, BalancerOptions
 from policies.breaker import BreakerConfig
+from policies.faults import FaultAbort, FaultDelay, FaultRule
 from policies.health import HealthCheckConfig
 from policies.limits import CircuitBreakerThresholds
 from policies.outlier import OutlierConfig
@@ -288,12 +289,76 @@ class Cluster:
 
 
 @attrs.frozen
+class FaultHeaderMatch:
+    """One request header a fault's ``match`` tests (the route match's header syntax).
+
+    At most one of ``exact``, ``prefix``, ``regex`` (a full match), ``present``,
+    ``absent``; none means ``present``. ``invert`` negates the result.
+    """
+
+    name: str
+    exact: str | None = None
+    prefix: str | None = None
+    regex: str | None = None
+    present: bool = False
+    absent: bool = False
+    invert: bool = False
+
+
+@attrs.frozen
+class FaultMatch:
+    """Which requests in a fault's scope it takes: every header test must pass."""
+
+    headers: tuple[FaultHeaderMatch, ...] = ()
+
+
+@attrs.frozen
+class Fault:
+    """An HTTP fault injected into the requests of its scope (``policies.faults``).
+
+    Scope: a ``listener`` (optionally one of its routes by ``name``), a ``cluster`` (the
+    one a request was routed to), both, or neither (every HTTP request).
+    """
+
+    name: str
+    listener: str | None = None
+    route: str | None = None
+    cluster: str | None = None
+    match: FaultMatch = FaultMatch()
+    #: of the matching requests
+    percent: float = 100.0
+    #: > 0: only the first N requests it is injected into get it, then it passes
+    first_n: int = 0
+    delay: FaultDelay | None = None
+    abort: FaultAbort | None = None
+    #: > 0: the response body trickles at this many KiB/s
+    response_rate_kbps: float = 0.0
+    #: honour Envoy's ``x-envoy-fault-*`` request headers (stripped before upstream)
+    headers_enabled: bool = False
+
+    def rule(self) -> FaultRule:
+        """The fault's decision settings."""
+        return FaultRule(
+            percent=self.percent,
+            first_n=self.first_n,
+            delay=self.delay,
+            abort=self.abort,
+            response_rate_kbps=self.response_rate_kbps,
+            headers_enabled=self.headers_enabled,
+        )
+
+
+@attrs.frozen
 class Config:
     """The whole gateway config. ``version`` grows by one with every accepted change."""
 
     listeners: tuple[Listener, ...] = ()
     clusters: tuple[Cluster, ...] = ()
     admin: AdminConfig = AdminConfig()
+    #: HTTP faults injected on the data path
+    faults: tuple[Fault, ...] = ()
+    #: faults applied at once (per process); over it a fault is skipped and counted
+    max_active_faults: int = 1000
     version: int = 1
 
     def cluster(self, name: str) -> Cluster | None:

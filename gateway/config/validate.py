@@ -15,7 +15,16 @@ from collections.abc import Iterable
 
 import attrs
 
-from gateway.config.model import Cluster, Config, Discovery, Endpoint, Listener, Route
+from gateway.config.model import (
+    Cluster,
+    Config,
+    Discovery,
+    Endpoint,
+    Fault,
+    FaultHeaderMatch,
+    Listener,
+    Route,
+)
 from gateway.errors import ConfigError, ConfigIssue
 
 
@@ -220,6 +229,106 @@ def _check_cluster(cluster: Cluster, path: str, issues: list[ConfigIssue]) -> No
     _positive(issues, f"{path}.pool.connect_timeout", pool.connect_timeout, allow_zero=False)
 
 
+#: the longest header regex a fault's match takes (a bound on its compile and match cost)
+MAX_REGEX_LENGTH = 1024
+_BACKREFERENCE = re.compile(r"\\[1-9]|\(\?P=")
+
+
+def _check_header_match(header: FaultHeaderMatch, path: str, issues: list[ConfigIssue]) -> None:
+    if not header.name:
+        issues.append(ConfigIssue(f"{path}.name", "must not be empty"))
+    tests = [header.exact, header.prefix, header.regex]
+    if sum(t is not None for t in tests) + header.present + header.absent > 1:
+        issues.append(
+            ConfigIssue(path, "give at most one of exact, prefix, regex, present, absent")
+        )
+    if header.regex is not None:
+        if len(header.regex) > MAX_REGEX_LENGTH:
+            issues.append(ConfigIssue(f"{path}.regex", f"longer than {MAX_REGEX_LENGTH}"))
+        elif _BACKREFERENCE.search(header.regex):
+            issues.append(ConfigIssue(f"{path}.regex", "backreferences are not allowed"))
+        else:
+            try:
+                re.compile(header.regex)
+            except re.error as e:
+                issues.append(ConfigIssue(f"{path}.regex", f"not a regex: {e}"))
+
+
+def _route_names(lst: Listener) -> set[str]:
+    routes = [*lst.routes, *(r for vh in lst.virtual_hosts for r in vh.routes)]
+    return {r.name for r in routes if r.name is not None}
+
+
+def _check_fault(fault: Fault, path: str, config: Config, issues: list[ConfigIssue]) -> None:
+    if not fault.name:
+        issues.append(ConfigIssue(f"{path}.name", "must not be empty"))
+    if fault.listener is not None:
+        lst = config.listener(fault.listener)
+        if lst is None or lst.protocol != "http":
+            issues.append(
+                ConfigIssue(f"{path}.listener", f"no http listener named {fault.listener!r}")
+            )
+        elif fault.route is not None and fault.route not in _route_names(lst):
+            issues.append(
+                ConfigIssue(f"{path}.route", f"listener {lst.name!r} has no route {fault.route!r}")
+            )
+    elif fault.route is not None:
+        issues.append(ConfigIssue(f"{path}.route", "a route is named within a 'listener'"))
+    if fault.cluster is not None and config.cluster(fault.cluster) is None:
+        issues.append(ConfigIssue(f"{path}.cluster", f"unknown cluster {fault.cluster!r}"))
+    for i, header in enumerate(fault.match.headers):
+        _check_header_match(header, f"{path}.match.headers[{i}]", issues)
+    if not 0 <= fault.percent <= 100:
+        issues.append(ConfigIssue(f"{path}.percent", "must be 0-100"))
+    if fault.first_n < 0:
+        issues.append(ConfigIssue(f"{path}.first_n", "must be >= 0"))
+    _positive(issues, f"{path}.response_rate_kbps", fault.response_rate_kbps, allow_zero=True)
+    if (
+        fault.delay is None
+        and fault.abort is None
+        and not fault.response_rate_kbps
+        and not fault.headers_enabled
+    ):
+        issues.append(
+            ConfigIssue(path, "needs a delay, an abort, response_rate_kbps or headers_enabled")
+        )
+    delay = fault.delay
+    if delay is not None:
+        given = (delay.fixed is not None) + bool(delay.uniform) + (delay.lognormal is not None)
+        if given != 1:
+            issues.append(
+                ConfigIssue(f"{path}.delay", "needs exactly one of fixed, uniform, lognormal")
+            )
+        if delay.fixed is not None:
+            _positive(issues, f"{path}.delay.fixed", delay.fixed, allow_zero=True)
+        if delay.uniform and (
+            len(delay.uniform) != 2 or not 0 <= delay.uniform[0] <= delay.uniform[1]
+        ):
+            issues.append(
+                ConfigIssue(f"{path}.delay.uniform", "must be [low, high] with 0 <= low <= high")
+            )
+    abort = fault.abort
+    if abort is not None:
+        if len(abort.kinds()) != 1:
+            issues.append(
+                ConfigIssue(
+                    f"{path}.abort",
+                    "needs exactly one of status, reset, empty, garbage, truncate",
+                )
+            )
+        if abort.status is not None and not 200 <= abort.status <= 599:
+            issues.append(ConfigIssue(f"{path}.abort.status", "must be 200-599"))
+        if abort.truncate is not None and not 0 <= abort.truncate < 1:
+            issues.append(ConfigIssue(f"{path}.abort.truncate", "must be in [0, 1)"))
+        if abort.grpc_status is not None:
+            issues.append(
+                ConfigIssue(
+                    f"{path}.abort.grpc_status",
+                    "is reserved for gRPC aborts, which need HTTP/2 (not served yet)",
+                )
+            )
+
+
 def check(config: Config) -> list[ConfigIssue]:
     """Every problem in ``config``, by path."""
     issues: list[ConfigIssue] = []
@@ -235,6 +344,12 @@ def check(config: Config) -> list[ConfigIssue]:
         _check_listener(lst, f"listeners[{i}]", names, issues)
     for i, cluster in enumerate(config.clusters):
         _check_cluster(cluster, f"clusters[{i}]", issues)
+    for name in _dupes(f.name for f in config.faults):
+        issues.append(ConfigIssue("faults", f"fault {name!r} defined twice"))
+    for i, fault in enumerate(config.faults):
+        _check_fault(fault, f"faults[{i}]", config, issues)
+    if config.max_active_faults < 0:
+        issues.append(ConfigIssue("max_active_faults", "must be >= 0"))
     if config.version < 1:
         issues.append(ConfigIssue("version", "must be >= 1"))
     return issues

@@ -74,6 +74,7 @@ from gateway.errors import (
     ListenerBindError,
     VersionMismatch,
 )
+from gateway.faults.table import FaultTable
 from gateway.listener.actor import (
     ListenerHandle,
     Sockets,
@@ -427,6 +428,7 @@ class _ControlActor:
             config=new,
             routes=routes,
             clusters={c.name: self.clusters[c.name] for c in new.clusters},
+            faults=FaultTable.compile(new, previous.faults),
         )
 
         async def restore() -> None:

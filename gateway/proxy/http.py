@@ -53,6 +53,7 @@ from gateway.errors import (
     UpstreamResetError,
     UpstreamTimeoutError,
 )
+from gateway.faults.inject import apply_fault, choose_fault
 from gateway.http1.events import (
     CHUNKED,
     LENGTH,
@@ -334,6 +335,12 @@ class HttpConnection:
             return await self._reply(record, 503, "cluster not found")
         cluster_stats = ctx.cluster_stats.get(name) or ctx.registry.cluster(name)
         record.cluster = cluster_stats.quoted
+        if dp.faults is not None:  # HTTP faults (gateway.faults): off unless configured
+            chosen = choose_fault(dp.faults, ctx, entry, name, head)
+            if chosen is not None:
+                ended = await apply_fault(self, chosen, record)
+                if ended is not None:
+                    return ended
         guard = cluster_stats.breaker
         if guard is not None:  # the classic breaker: off unless configured
             permit = guard.allow(ctx.now)

@@ -212,6 +212,13 @@ class ListenerStats(Scope):
     #: access log lines handed to the writer, and dropped because it fell behind
     access_log_written: int = counter()
     access_log_dropped: int = counter()
+    #: HTTP faults (``gateway.faults``), Envoy's names: delays and aborts injected,
+    #: responses slowed, faults skipped over ``max_active_faults``, faults being applied
+    fault_delays_injected: int = counter("fault.delays_injected")
+    fault_aborts_injected: int = counter("fault.aborts_injected")
+    fault_response_rl_injected: int = counter("fault.response_rl_injected")
+    fault_faults_overflow: int = counter("fault.faults_overflow")
+    fault_active_faults: int = gauge("fault.active_faults")
 
     @property
     def downstream_rq_total(self) -> int:

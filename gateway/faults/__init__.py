@@ -1,0 +1,2 @@
+"""HTTP faults on the data path: compiled per config version (``table``), applied per
+request (``inject``)."""
