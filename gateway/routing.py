@@ -212,5 +212,5 @@ class RouteTable:
         if routes is None:
             return None
         target = head.target
-        path, _, query = target.partition(b"?")
-        return routes.match(path, head.method, head.headers, query)
+        q = target.find(b"?")
+        return routes.match(target if q < 0 else target[:q], head)

@@ -46,7 +46,7 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any, Final, Generic, Literal, TypeVar
+from typing import Any, Final, Generic, Literal, Protocol, TypeVar
 
 import attrs
 
@@ -57,6 +57,7 @@ __all__ = [
     "HeaderCondition",
     "PathRule",
     "QueryCondition",
+    "Request",
     "compile_pattern",
     "pattern_problem",
 ]
@@ -123,6 +124,17 @@ def _tree_problem(items: Iterable[tuple[Any, Any]], *, in_repeat: bool) -> str |
 def compile_pattern(pattern: str) -> re.Pattern[bytes]:
     """``pattern`` compiled for bytes; call ``pattern_problem`` first (config validation)."""
     return re.compile(pattern.encode("ascii"))
+
+
+class Request(Protocol):
+    """What a condition reads of a request (``gateway.http1.events.RequestReceived``)."""
+
+    @property
+    def method(self) -> bytes: ...
+    @property
+    def target(self) -> bytes: ...
+    @property
+    def headers(self) -> Sequence[tuple[bytes, bytes]]: ...
 
 
 PathKind = Literal["path", "prefix", "regex"]
@@ -205,8 +217,9 @@ class QueryCondition:
             compile_pattern(value) if kind == "regex" else None,
         )
 
-    def accepts(self, query: bytes) -> bool:
-        value = query_value(query, self.name)
+    def accepts(self, target: bytes) -> bool:
+        """Whether the query string of request target ``target`` satisfies the condition."""
+        value = query_value(target.partition(b"?")[2], self.name)
         if value is None:
             return False
         if self.kind == "present":
@@ -235,11 +248,12 @@ class Conditions:
     headers: tuple[HeaderCondition, ...] = ()
     query: tuple[QueryCondition, ...] = ()
 
-    def accepts(self, method: bytes, headers: Sequence[tuple[bytes, bytes]], query: bytes) -> bool:
-        if self.methods and method not in self.methods:
+    def accepts(self, request: Request) -> bool:
+        if self.methods and request.method not in self.methods:
             return False
+        headers, target = request.headers, request.target
         return all(h.accepts(headers) for h in self.headers) and all(
-            q.accepts(query) for q in self.query
+            q.accepts(target) for q in self.query
         )
 
 
@@ -279,14 +293,9 @@ class FirstMatchIndex(Generic[T]):
         #: no conditions, no regexes: the lowest candidate position wins at once
         self._plain = not regexes and all(c is None for c in conditions)
 
-    def match(
-        self,
-        path: bytes,
-        method: bytes,
-        headers: Sequence[tuple[bytes, bytes]],
-        query: bytes,
-    ) -> T | None:
-        """The target of the first route accepting the request, or None."""
+    def match(self, path: bytes, request: Request) -> T | None:
+        """The target of the first route accepting ``request``, whose ``path`` is its
+        target without the query string; None if no route does."""
         found = self._exact.get(path, ())
         prefixes = self._prefixes
         size = len(path)
@@ -298,16 +307,9 @@ class FirstMatchIndex(Generic[T]):
                 found = found + hit if found else hit
         if self._plain:
             return self._targets[min(found)] if found else None
-        return self._walk(sorted(found), path, method, headers, query)
+        return self._walk(sorted(found), path, request)
 
-    def _walk(
-        self,
-        candidates: list[int],
-        path: bytes,
-        method: bytes,
-        headers: Sequence[tuple[bytes, bytes]],
-        query: bytes,
-    ) -> T | None:
+    def _walk(self, candidates: list[int], path: bytes, request: Request) -> T | None:
         """The first accepting route among the candidates and the regex routes, in order."""
         conditions = self._conditions
         regexes = self._regexes
@@ -318,12 +320,12 @@ class FirstMatchIndex(Generic[T]):
                 next_regex += 1
                 condition = conditions[at]
                 if pattern.fullmatch(path) is not None and (
-                    condition is None or condition.accepts(method, headers, query)
+                    condition is None or condition.accepts(request)
                 ):
                     return self._targets[at]
             if position == len(conditions):
                 return None
             condition = conditions[position]
-            if condition is None or condition.accepts(method, headers, query):
+            if condition is None or condition.accepts(request):
                 return self._targets[position]
         return None  # pragma: no cover - the loop ends at the sentinel

@@ -14,6 +14,7 @@ from policies.matching import (
     pattern_problem,
     query_value,
 )
+from tests.strategies import MatchRequest
 
 
 @pytest.mark.parametrize(
@@ -97,7 +98,7 @@ def test_header_conditions(condition: HeaderCondition, expected: bool) -> None:
     ],
 )
 def test_query_conditions(condition: QueryCondition, query: bytes, expected: bool) -> None:
-    assert condition.accepts(query) is expected
+    assert condition.accepts(b"/path?" + query) is expected
 
 
 def test_query_value_of_a_bare_name_is_empty() -> None:
@@ -107,8 +108,8 @@ def test_query_value_of_a_bare_name_is_empty() -> None:
 
 def test_methods_any_of() -> None:
     conditions = Conditions(frozenset({b"GET", b"HEAD"}))
-    assert conditions.accepts(b"HEAD", [], b"")
-    assert not conditions.accepts(b"POST", [], b"")
+    assert conditions.accepts(MatchRequest(b"HEAD"))
+    assert not conditions.accepts(MatchRequest(b"POST"))
 
 
 def test_the_first_listed_route_wins_across_kinds() -> None:
@@ -121,10 +122,10 @@ def test_the_first_listed_route_wins_across_kinds() -> None:
             (PathRule("prefix", "/"), None, "default"),
         ]
     )
-    assert index.match(b"/api/v1/x", b"GET", [], b"") == "versioned"
-    assert index.match(b"/api/other", b"POST", [], b"") == "posts"
-    assert index.match(b"/api/other", b"GET", [], b"") == "api"
-    assert index.match(b"/else", b"GET", [], b"") == "default"
+    assert index.match(b"/api/v1/x", MatchRequest()) == "versioned"
+    assert index.match(b"/api/other", MatchRequest(b"POST")) == "posts"
+    assert index.match(b"/api/other", MatchRequest()) == "api"
+    assert index.match(b"/else", MatchRequest()) == "default"
     assert (
-        FirstMatchIndex([(PathRule("prefix", "/a"), None, 1)]).match(b"/b", b"GET", [], b"") is None
+        FirstMatchIndex([(PathRule("prefix", "/a"), None, 1)]).match(b"/b", MatchRequest()) is None
     )
