@@ -58,6 +58,7 @@ __all__ = [
     "PathRule",
     "QueryCondition",
     "Request",
+    "ValueMatch",
     "compile_pattern",
     "pattern_problem",
 ]
@@ -148,17 +149,49 @@ class PathRule:
     value: str
 
 
+ValueKind = Literal["exact", "prefix", "regex", "present"]
+
+
+@attrs.frozen
+class ValueMatch:
+    """How a value (a header's, a query parameter's) must look to match."""
+
+    kind: ValueKind
+    value: bytes = b""
+    pattern: re.Pattern[bytes] | None = None
+
+    @classmethod
+    def of(cls, kind: ValueKind, text: str = "") -> ValueMatch:
+        """``text`` is the value, the prefix or the pattern (compiled here, once)."""
+        if kind == "regex":
+            return cls(kind, pattern=compile_pattern(text))
+        return cls(kind, text.encode("latin-1"))
+
+    def accepts(self, value: bytes | None) -> bool:
+        """Whether ``value`` (None: there is none) matches."""
+        if value is None:
+            return False
+        kind = self.kind
+        if kind == "present":
+            return True
+        if kind == "exact":
+            return value == self.value
+        if kind == "prefix":
+            return value.startswith(self.value)
+        assert self.pattern is not None
+        return self.pattern.fullmatch(value) is not None
+
+
 HeaderKind = Literal["exact", "prefix", "regex", "present", "absent"]
 
 
 @attrs.frozen
 class HeaderCondition:
-    """One header condition; ``name`` lower case. Repeated headers join with ``,``."""
+    """One header condition; ``name`` lower case. Repeated headers join with ``,``.
+    ``absent`` is ``present`` inverted."""
 
     name: bytes
-    kind: HeaderKind
-    value: bytes = b""
-    pattern: re.Pattern[bytes] | None = None
+    match: ValueMatch
     invert: bool = False
 
     @classmethod
@@ -166,37 +199,14 @@ class HeaderCondition:
         cls, name: str, kind: HeaderKind, value: str = "", *, invert: bool = False
     ) -> HeaderCondition:
         """The condition on header ``name``; ``value`` is the text, prefix or pattern."""
-        return cls(
-            name.lower().encode("latin-1"),
-            kind,
-            value.encode("latin-1") if kind != "regex" else b"",
-            compile_pattern(value) if kind == "regex" else None,
-            invert,
-        )
+        if kind == "absent":
+            return cls(name.lower().encode("latin-1"), ValueMatch.of("present"), not invert)
+        return cls(name.lower().encode("latin-1"), ValueMatch.of(kind, value), invert)
 
     def accepts(self, headers: Sequence[tuple[bytes, bytes]]) -> bool:
         wanted = self.name
         values = [value for name, value in headers if name.lower() == wanted]
-        kind = self.kind
-        if kind == "present":
-            found = bool(values)
-        elif kind == "absent":
-            found = not values
-        elif not values:
-            found = False
-        else:
-            joined = b",".join(values)
-            if kind == "exact":
-                found = joined == self.value
-            elif kind == "prefix":
-                found = joined.startswith(self.value)
-            else:
-                assert self.pattern is not None
-                found = self.pattern.fullmatch(joined) is not None
-        return found is not self.invert
-
-
-QueryKind = Literal["exact", "regex", "present"]
+        return self.match.accepts(b",".join(values) if values else None) is not self.invert
 
 
 @attrs.frozen
@@ -204,30 +214,17 @@ class QueryCondition:
     """One query parameter condition, on the raw (not percent-decoded) first value."""
 
     name: bytes
-    kind: QueryKind
-    value: bytes = b""
-    pattern: re.Pattern[bytes] | None = None
+    match: ValueMatch
 
     @classmethod
-    def of(cls, name: str, kind: QueryKind, value: str = "") -> QueryCondition:
-        return cls(
-            name.encode("latin-1"),
-            kind,
-            value.encode("latin-1") if kind != "regex" else b"",
-            compile_pattern(value) if kind == "regex" else None,
-        )
+    def of(
+        cls, name: str, kind: Literal["exact", "regex", "present"], value: str = ""
+    ) -> QueryCondition:
+        return cls(name.encode("latin-1"), ValueMatch.of(kind, value))
 
     def accepts(self, target: bytes) -> bool:
         """Whether the query string of request target ``target`` satisfies the condition."""
-        value = query_value(target.partition(b"?")[2], self.name)
-        if value is None:
-            return False
-        if self.kind == "present":
-            return True
-        if self.kind == "exact":
-            return value == self.value
-        assert self.pattern is not None
-        return self.pattern.fullmatch(value) is not None
+        return self.match.accepts(query_value(target.partition(b"?")[2], self.name))
 
 
 def query_value(query: bytes, name: bytes) -> bytes | None:
@@ -289,7 +286,7 @@ class FirstMatchIndex(Generic[T]):
         self._lengths = tuple(sorted({len(p) for p in prefixes}))
         self._regexes = tuple(regexes)
         self._conditions = tuple(conditions)
-        self._targets = tuple(targets)
+        self._targets = (*targets, None)  # [-1]: no route
         #: no conditions, no regexes: the lowest candidate position wins at once
         self._plain = not regexes and all(c is None for c in conditions)
 
@@ -305,8 +302,8 @@ class FirstMatchIndex(Generic[T]):
             hit = prefixes.get(path[:length])
             if hit is not None:
                 found = found + hit if found else hit
-        if self._plain:
-            return self._targets[min(found)] if found else None
+        if self._plain:  # found: one position per key (a key's later ones never win)
+            return self._targets[found[0] if len(found) == 1 else min(found, default=-1)]
         return self._walk(sorted(found), path, request)
 
     def _walk(self, candidates: list[int], path: bytes, request: Request) -> T | None:
