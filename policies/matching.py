@@ -138,6 +138,11 @@ class Request(Protocol):
     def headers(self) -> Sequence[tuple[bytes, bytes]]: ...
 
 
+def _bytes(text: str) -> bytes:
+    """Config text as the bytes a request carries: UTF-8 (any ``str`` encodes)."""
+    return text.encode("utf-8", "surrogatepass")
+
+
 PathKind = Literal["path", "prefix", "regex"]
 
 
@@ -165,7 +170,7 @@ class ValueMatch:
         """``text`` is the value, the prefix or the pattern (compiled here, once)."""
         if kind == "regex":
             return cls(kind, pattern=compile_pattern(text))
-        return cls(kind, text.encode("latin-1"))
+        return cls(kind, _bytes(text))
 
     def accepts(self, value: bytes | None) -> bool:
         """Whether ``value`` (None: there is none) matches."""
@@ -200,8 +205,8 @@ class HeaderCondition:
     ) -> HeaderCondition:
         """The condition on header ``name``; ``value`` is the text, prefix or pattern."""
         if kind == "absent":
-            return cls(name.lower().encode("latin-1"), ValueMatch.of("present"), not invert)
-        return cls(name.lower().encode("latin-1"), ValueMatch.of(kind, value), invert)
+            return cls(_bytes(name.lower()), ValueMatch.of("present"), not invert)
+        return cls(_bytes(name.lower()), ValueMatch.of(kind, value), invert)
 
     def accepts(self, headers: Sequence[tuple[bytes, bytes]]) -> bool:
         wanted = self.name
@@ -220,7 +225,7 @@ class QueryCondition:
     def of(
         cls, name: str, kind: Literal["exact", "regex", "present"], value: str = ""
     ) -> QueryCondition:
-        return cls(name.encode("latin-1"), ValueMatch.of(kind, value))
+        return cls(_bytes(name), ValueMatch.of(kind, value))
 
     def accepts(self, target: bytes) -> bool:
         """Whether the query string of request target ``target`` satisfies the condition."""
@@ -278,7 +283,7 @@ class FirstMatchIndex(Generic[T]):
             if rule.kind == "regex":
                 regexes.append((position, compile_pattern(rule.value)))
                 continue
-            key = rule.value.encode("latin-1")
+            key = _bytes(rule.value)
             table = exact if rule.kind == "path" else prefixes
             table[key] = (*table.get(key, ()), position)
         self._exact = exact

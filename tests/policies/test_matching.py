@@ -129,3 +129,10 @@ def test_the_first_listed_route_wins_across_kinds() -> None:
     assert (
         FirstMatchIndex([(PathRule("prefix", "/a"), None, 1)]).match(b"/b", MatchRequest()) is None
     )
+
+
+def test_config_text_matches_as_utf_8() -> None:
+    assert HeaderCondition.of("x-city", "exact", "Zürich").accepts([(b"x-city", "Zürich".encode())])
+    assert QueryCondition.of("€", "present").accepts("/p?€=1".encode())
+    index = FirstMatchIndex([(PathRule("prefix", "/café"), None, "café")])
+    assert index.match("/café/menu".encode(), MatchRequest()) == "café"
