@@ -171,6 +171,15 @@ class HashPolicy:
 
 
 @attrs.frozen
+class MirrorPolicy:
+    """A share of a route's requests copied, fire and forget, to a shadow cluster."""
+
+    cluster: str
+    #: the share of the route's requests copied, 0-100
+    percent: float = 100.0
+
+
+@attrs.frozen
 class SplitKey:
     """Where a sticky split's key comes from: exactly one of a header or a cookie."""
 
@@ -193,6 +202,8 @@ class Route:
     #: the same key always picks the same cluster of the ``split`` (``policies.split``);
     #: a request without it is split at random
     split_key: SplitKey | None = None
+    #: copy a share of the requests to a shadow cluster (``gateway.proxy.mirror``)
+    mirror: MirrorPolicy | None = None
 
 
 @attrs.frozen

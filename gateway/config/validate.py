@@ -113,6 +113,14 @@ def _check_route(route: Route, path: str, clusters: set[str], issues: list[Confi
             issues.append(
                 ConfigIssue(f"{path}.retry.retriable_status_codes[{j}]", "must be 100-599")
             )
+    mirror = route.mirror
+    if mirror is not None:
+        if mirror.cluster not in clusters:
+            issues.append(
+                ConfigIssue(f"{path}.mirror.cluster", f"unknown cluster {mirror.cluster!r}")
+            )
+        if not 0 <= mirror.percent <= 100:
+            issues.append(ConfigIssue(f"{path}.mirror.percent", "must be 0-100"))
     key = route.split_key
     if key is not None:
         if (key.header is None) == (key.cookie is None):

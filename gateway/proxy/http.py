@@ -371,6 +371,9 @@ class HttpConnection:
                 body = await self._hold_body(record, head, rules.buffer_limit)
                 if body is not None:
                     held, streamed, tries = body, False, rules.tries
+        mirror = route.mirror
+        if mirror is not None:  # fire and forget: never waits (gateway.proxy.mirror)
+            ctx.mirror.offer(mirror.percent, ctx.rng, up_head, held, head, mirror.cluster)
         snapshot = handle.snapshot  # the first try's; a retry reads the cluster's latest
         affinity = (
             entry.hash_key(head.headers, self.client_ip)

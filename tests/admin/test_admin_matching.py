@@ -1,5 +1,5 @@
-"""Routes with the richer match and a sticky split through the admin API: created,
-changed and refused whole (422 naming each field; the config untouched)."""
+"""Routes with the richer match, a sticky split and a mirror through the admin API:
+created, changed and refused whole (422 naming each field; the config untouched)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from tests.admin.admin_support import AdminSetup, issue_locs
+from tests.conftest import wait_until
 
 CANARY: dict[str, Any] = {
     "name": "canary",
@@ -105,6 +106,12 @@ async def test_a_sticky_split_is_set_through_the_route_and_the_split_knob(
             ["match.query[0].regex"],
         ),
         ({"match": {"prefix": "/x"}, "split_key": {"header": "x-user"}}, ["split_key"]),
+        ({"match": {"prefix": "/x"}, "mirror": {"cluster": "ghost"}}, ["mirror.cluster"]),
+        (
+            {"match": {"prefix": "/x"}, "mirror": {"cluster": "c", "percent": 101}},
+            ["mirror.percent"],
+        ),
+        ({"match": {"prefix": "/x"}, "mirror": {"percent": 10}}, ["mirror.cluster"]),
         (
             {
                 "match": {"prefix": "/x"},
@@ -134,3 +141,37 @@ async def test_insert_before_a_route_that_does_not_exist_is_a_404(setup: AdminSe
     )
     assert r.status_code == 404 and "no route 'ghost' to insert before" in r.text
     assert await setup.config() == before
+
+
+async def test_a_mirror_is_set_through_the_admin_api(setup: AdminSetup) -> None:
+    r = await setup.admin.patch(
+        "/listeners/web/routes/main", json={"mirror": {"cluster": "b", "percent": 100}}
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["mirror"] == {"cluster": "b", "percent": 100.0}
+    for i in range(5):
+        assert await upstream_of(setup, f"/m/{i}") == "a"  # the answer is the real one's
+    stats = setup.gateway.stats.listener("web")
+    await wait_until(lambda: stats.mirror_rq_sent == 5)
+
+
+async def test_match_text_outside_ascii_is_taken_as_utf_8(setup: AdminSetup) -> None:
+    route = {
+        "name": "zurich",
+        "match": {
+            "prefix": "/caf%C3%A9",  # what a client sends for /café
+            "headers": [{"name": "x-city", "exact": "Zürich"}],
+            "query": [{"name": "€", "present": True}],
+        },
+        "cluster": "b",
+    }
+    r = await setup.admin.post("/listeners/web/routes?before=main", json=route)
+    assert r.status_code == 201, r.text
+    zurich = {"x-city": "Zürich".encode()}
+    assert (await setup.web.get("/café?€", headers=zurich)).headers["x-upstream"] == "a"
+    route["match"]["query"] = [{"name": "%E2%82%AC", "present": True}]  # as sent
+    assert (await setup.admin.put("/listeners/web/routes/zurich", json=route)).status_code == 200
+    assert (await setup.web.get("/café?€", headers=zurich)).headers["x-upstream"] == "b"
+    assert (await setup.web.get("/café?€", headers={"x-city": "Zurich"})).headers[
+        "x-upstream"
+    ] == "a"

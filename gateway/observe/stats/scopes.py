@@ -212,6 +212,13 @@ class ListenerStats(Scope):
     #: access log lines handed to the writer, and dropped because it fell behind
     access_log_written: int = counter()
     access_log_dropped: int = counter()
+    #: request copies to shadow clusters (``gateway.proxy.mirror``): answered; failed
+    #: (connect, reset, no answer in time); dropped (too many in flight); not made (a
+    #: streamed or too large body)
+    mirror_rq_sent: int = counter()
+    mirror_rq_failed: int = counter()
+    mirror_rq_dropped: int = counter()
+    mirror_rq_body_skipped: int = counter()
 
     @property
     def downstream_rq_total(self) -> int:
