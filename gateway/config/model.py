@@ -102,7 +102,7 @@ class HeaderMatch:
     name: str
     exact: str | None = None
     prefix: str | None = None
-    #: the whole value must match (``gateway.matching``: the RE2-like subset)
+    #: the whole value must match (``policies.matching``: the RE2-like subset)
     regex: str | None = None
     present: bool = False
     absent: bool = False
