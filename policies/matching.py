@@ -22,7 +22,8 @@ per config version from the routes' rules and holds:
 The candidates from the dicts are sorted by position and walked together with the
 regex routes; the first position whose rule and conditions accept the request wins.
 A table without conditions or regexes (the usual case) skips the walk: the lowest
-candidate position wins at once.
+candidate position wins at once, and an exact path's answer (its own route, or a prefix
+route listed before it) is worked out when the index is built.
 
 Invariant (``tests/property/test_matching.py``): ``match`` returns what a linear scan of
 the routes in order returns, for every request.
@@ -291,14 +292,23 @@ class FirstMatchIndex(Generic[T]):
         self._lengths = tuple(sorted({len(p) for p in prefixes}))
         self._regexes = tuple(regexes)
         self._conditions = tuple(conditions)
-        self._targets = (*targets, None)  # [-1]: no route
+        self._targets = tuple(targets)
         #: no conditions, no regexes: the lowest candidate position wins at once
         self._plain = not regexes and all(c is None for c in conditions)
+        if self._plain:  # an exact path's answer is known now: its prefixes taken in
+            for path, positions in exact.items():
+                candidates = [positions[0]]
+                for length in self._lengths:
+                    if length <= len(path):
+                        candidates += prefixes.get(path[:length], ())
+                exact[path] = (min(candidates),)
 
     def match(self, path: bytes, request: Request) -> T | None:
         """The target of the first route accepting ``request``, whose ``path`` is its
         target without the query string; None if no route does."""
         found = self._exact.get(path, ())
+        if found and self._plain:
+            return self._targets[found[0]]  # resolved when the index was built
         prefixes = self._prefixes
         size = len(path)
         for length in self._lengths:
@@ -308,7 +318,9 @@ class FirstMatchIndex(Generic[T]):
             if hit is not None:
                 found = found + hit if found else hit
         if self._plain:  # found: one position per key (a key's later ones never win)
-            return self._targets[found[0] if len(found) == 1 else min(found, default=-1)]
+            if not found:
+                return None
+            return self._targets[found[0] if len(found) == 1 else min(found)]
         return self._walk(sorted(found), path, request)
 
     def _walk(self, candidates: list[int], path: bytes, request: Request) -> T | None:
