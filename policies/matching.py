@@ -21,9 +21,11 @@ per config version from the routes' rules and holds:
 
 The candidates from the dicts are sorted by position and walked together with the
 regex routes; the first position whose rule and conditions accept the request wins.
-A table without conditions or regexes (the usual case) skips the walk: the lowest
-candidate position wins at once, and an exact path's answer (its own route, or a prefix
-route listed before it) is worked out when the index is built.
+A table without conditions or regexes (the usual case) has every answer worked out when
+it is built: each exact path's (its route, or a prefix route listed before it) and each
+prefix's (its route, or a shorter prefix's listed before it); a request then takes its
+exact path's answer, else its longest matching prefix's: one dict probe per distinct
+length at most, longest first, and the first hit is the answer.
 
 Invariant (``tests/property/test_matching.py``): ``match`` returns what a linear scan of
 the routes in order returns, for every request.
@@ -270,7 +272,18 @@ class FirstMatchIndex(Generic[T]):
     the target of the first route whose rule and conditions accept the request.
     """
 
-    __slots__ = ("_conditions", "_exact", "_lengths", "_plain", "_prefixes", "_regexes", "_targets")
+    __slots__ = (
+        "_conditions",
+        "_exact",
+        "_exact_answers",
+        "_lengths",
+        "_longest_first",
+        "_plain",
+        "_prefix_answers",
+        "_prefixes",
+        "_regexes",
+        "_targets",
+    )
 
     def __init__(self, routes: Iterable[tuple[PathRule, Conditions | None, T]]) -> None:
         exact: dict[bytes, tuple[int, ...]] = {}
@@ -290,25 +303,50 @@ class FirstMatchIndex(Generic[T]):
         self._exact = exact
         self._prefixes = prefixes
         self._lengths = tuple(sorted({len(p) for p in prefixes}))
+        self._longest_first = self._lengths[::-1]
         self._regexes = tuple(regexes)
         self._conditions = tuple(conditions)
         self._targets = tuple(targets)
-        #: no conditions, no regexes: the lowest candidate position wins at once
+        #: no conditions, no regexes: every answer can be worked out now
         self._plain = not regexes and all(c is None for c in conditions)
-        if self._plain:  # an exact path's answer is known now: its prefixes taken in
-            for path, positions in exact.items():
-                candidates = [positions[0]]
-                for length in self._lengths:
-                    if length <= len(path):
-                        candidates += prefixes.get(path[:length], ())
-                exact[path] = (min(candidates),)
+        #: plain: the answer for each exact path, and for each prefix (the first route
+        #: among its own and the shorter prefixes it starts with); a path's answer is that
+        #: of its exact path, else that of its longest matching prefix, which counts every
+        #: shorter one
+        self._exact_answers: dict[bytes, T] = {}
+        self._prefix_answers: dict[bytes, T] = {}
+        if self._plain:
+            for key, positions in exact.items():
+                first = min([positions[0], *self._prefix_positions(key, len(key))])
+                self._exact_answers[key] = targets[first]
+            for key, positions in prefixes.items():
+                first = min([positions[0], *self._prefix_positions(key, len(key) - 1)])
+                self._prefix_answers[key] = targets[first]
+
+    def _prefix_positions(self, path: bytes, longest: int) -> list[int]:
+        """The first route of each prefix of ``path`` at most ``longest`` long."""
+        return [
+            self._prefixes[path[:length]][0]
+            for length in self._lengths
+            if length <= longest and path[:length] in self._prefixes
+        ]
 
     def match(self, path: bytes, request: Request) -> T | None:
         """The target of the first route accepting ``request``, whose ``path`` is its
         target without the query string; None if no route does."""
+        if self._plain:
+            answer = self._exact_answers.get(path)
+            if answer is not None:
+                return answer
+            answers = self._prefix_answers
+            size = len(path)
+            for length in self._longest_first:
+                if length <= size:
+                    answer = answers.get(path[:length])
+                    if answer is not None:
+                        return answer
+            return None
         found = self._exact.get(path, ())
-        if found and self._plain:
-            return self._targets[found[0]]  # resolved when the index was built
         prefixes = self._prefixes
         size = len(path)
         for length in self._lengths:
@@ -317,10 +355,6 @@ class FirstMatchIndex(Generic[T]):
             hit = prefixes.get(path[:length])
             if hit is not None:
                 found = found + hit if found else hit
-        if self._plain:  # found: one position per key (a key's later ones never win)
-            if not found:
-                return None
-            return self._targets[found[0] if len(found) == 1 else min(found)]
         return self._walk(sorted(found), path, request)
 
     def _walk(self, candidates: list[int], path: bytes, request: Request) -> T | None:
