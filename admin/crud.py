@@ -14,12 +14,13 @@ from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from admin.edits import (
     Chain,
     Collection,
     create_change,
+    created_index,
     delete_change,
     get_item,
     list_items,
@@ -77,13 +78,25 @@ def add_collection_routes(
         openapi_extra=body_schema(collection.item_type),
         responses={201: one, **responses(*WRITE, 409)},
     )
-    async def create(request: Request, chain: Annotated[Chain, Depends(parent)]) -> Response:
-        config = await apply(request, create_change(chain, collection, await read_json(request)))
+    async def create(
+        request: Request,
+        chain: Annotated[Chain, Depends(parent)],
+        before: Annotated[
+            str | None,
+            Query(description=f"insert before this {noun} (name or position); default: last"),
+        ] = None,
+    ) -> Response:
+        body = await read_json(request)
+        config = await apply(request, create_change(chain, collection, body, before=before))
         items: tuple[Any, ...] = list_items(config, chain, collection)
-        key = collection.url_key(items[-1], len(items) - 1)
-        response = answer(unstructure(items[-1]), config, 201)
+        index = created_index(items, collection, before)
+        key = collection.url_key(items[index], index)
+        response = answer(unstructure(items[index]), config, 201)
         location = f"{request.url.path.rstrip('/')}/{quote(key, safe=':[]')}"
-        query = request.url.query  # e.g. ?virtual_host=, which the item's URL needs too
+        # e.g. ?virtual_host=, which the item's URL needs too (not ?before=)
+        query = "&".join(
+            f"{k}={quote(v)}" for k, v in request.query_params.items() if k != "before"
+        )
         response.headers["Location"] = f"{location}?{query}" if query else location
         return response
 

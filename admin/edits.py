@@ -168,20 +168,37 @@ def _structure_item(collection: Collection, body: Any, loc: Loc) -> Any:
     return structure(collection.item_type, body, path_of(loc))
 
 
-def create_change(parent: Chain, collection: Collection, body: Any) -> Change:
-    """Append a new item built from ``body``; ``ItemExists`` if its key is taken."""
+def create_change(
+    parent: Chain, collection: Collection, body: Any, *, before: str | None = None
+) -> Change:
+    """Add a new item built from ``body``: at the end, or just before the item named
+    ``before`` (where order matters: routes, the first match winning); ``ItemExists`` if
+    its key is taken."""
 
     def change(config: Config) -> Config:
         parent_loc = locate(config, parent)
         items = getattr(get_at(config, parent_loc), collection.field)
-        loc = (*parent_loc, (collection.field, len(items)))
+        index = len(items) if before is None else collection.find(items, before)
+        if index is None:
+            raise ItemNotFound(f"no {collection.noun} {before!r} to insert before")
+        loc = (*parent_loc, (collection.field, index))
         item = _structure_item(collection, body, loc)
         key = collection.key_of(item)
         if key is not None and collection.find(items, key) is not None:
             raise ItemExists(f"{collection.noun} {key!r} already exists")
-        return put_at(config, loc, item)
+        field_loc = (*parent_loc, (collection.field, None))
+        return put_at(config, field_loc, (*items[:index], item, *items[index:]))
 
     return change
+
+
+def created_index(items: Sequence[Any], collection: Collection, before: str | None) -> int:
+    """Where ``create_change(..., before=before)`` put its item in the new ``items``."""
+    if before is None:
+        return len(items) - 1
+    index = next((i for i, item in enumerate(items) if collection.key_of(item) == before), None)
+    # named: the item it went before is one further on; by position: it took that place
+    return int(before) if index is None else index - 1
 
 
 def replace_change(chain: Chain, body: Any) -> Change:

@@ -1,10 +1,12 @@
 """The route table a listener's connections read: compiled once per config version.
 
 Matching, in order: the virtual host by the request's Host (exact domain, then the
-longest ``*.suffix`` wildcard, then ``prefix.*``, then ``*``), then within it the route
-with an exact ``path`` equal to the request path, then the route with the longest
-matching ``prefix``. Longest-prefix (rather than first-listed) makes the order of routes
-in a file irrelevant. The query string is not part of the match.
+longest ``*.suffix`` wildcard, then ``prefix.*``, then ``*``), then within it the first
+route, in the order listed, whose match accepts the request: its path rule (``path``,
+``prefix`` or ``regex`` on the path without the query string) and its conditions
+(``methods``, ``headers``, ``query``). ``policies.matching.FirstMatchIndex`` finds that
+route through dicts of the exact paths and prefixes, so the cost does not grow with the
+number of routes; regexes are compiled here, once per version.
 
 A table is immutable; the control plane builds a new one for every config version and
 swaps it in, so a request keeps the table it started with.
@@ -16,11 +18,18 @@ import random
 
 import attrs
 
-from gateway.config import HashPolicy, Listener, Route, VirtualHost
-from gateway.http1.events import Headers
+from gateway.config import Listener, Route, RouteMatch, SplitKey, VirtualHost
+from gateway.http1.events import Headers, RequestReceived
 from policies.balancing import hash_key
+from policies.matching import (
+    Conditions,
+    FirstMatchIndex,
+    HeaderCondition,
+    PathRule,
+    QueryCondition,
+)
 from policies.retry import RetryRules
-from policies.split import WeightedSplit
+from policies.split import WeightedSplit, key_point
 
 
 @attrs.frozen
@@ -31,6 +40,8 @@ class RouteEntry:
     #: the target clusters (one, or a weighted split)
     split: WeightedSplit
     retry: RetryRules
+    #: a sticky split's key; None: the split draws at random (also for one cluster)
+    split_key: SplitKey | None = None
 
     @classmethod
     def compile(cls, route: Route) -> RouteEntry:
@@ -48,6 +59,7 @@ class RouteEntry:
                 backoff=r.backoff,
                 buffer_limit=r.per_request_buffer_limit_bytes,
             ),
+            route.split_key if len(route.split) > 1 else None,
         )
 
     def hash_key(self, headers: Headers, client_ip: bytes) -> int | None:
@@ -58,32 +70,40 @@ class RouteEntry:
         """
         key: int | None = None
         for policy in self.route.hash_policy:
-            value = _hash_input(policy, headers, client_ip)
+            value = (
+                client_ip
+                if policy.source_ip
+                else request_value(headers, header=policy.header, cookie=policy.cookie)
+            )
             if value is None:
                 continue
             h = hash_key(value)
             key = h if key is None else (((key << 1) | (key >> 63)) & _MASK64) ^ h
         return key
 
-    def pick_cluster(self, rng: random.Random) -> str:
-        """The cluster for one request: weighted by the split, or the only one."""
-        return self.split.pick(rng)
+    def sticky_cluster(self, headers: Headers, rng: random.Random) -> str:
+        """The cluster of a sticky split: the key's own, or at random without a key."""
+        key = self.split_key
+        assert key is not None  # the caller tests split_key: one test for every route
+        value = request_value(headers, header=key.header, cookie=key.cookie)
+        if value is None:
+            return self.split.pick(rng)
+        return self.split.pick_at(key_point(value))
 
 
 _MASK64 = (1 << 64) - 1
 
 
-def _hash_input(policy: HashPolicy, headers: Headers, client_ip: bytes) -> bytes | None:
-    if policy.source_ip:
-        return client_ip
-    if policy.header is not None:
-        wanted = policy.header.lower().encode()
+def request_value(headers: Headers, *, header: str | None, cookie: str | None) -> bytes | None:
+    """The value of header ``header`` (its first) or of cookie ``cookie``; None if absent."""
+    if header is not None:
+        wanted = header.lower().encode()
         for name, value in headers:
             if name.lower() == wanted:
                 return value
         return None
-    if policy.cookie is not None:
-        prefix = policy.cookie.encode() + b"="
+    if cookie is not None:
+        prefix = cookie.encode() + b"="
         for name, value in headers:
             if name.lower() == b"cookie":
                 for part in value.split(b";"):
@@ -93,30 +113,48 @@ def _hash_input(policy: HashPolicy, headers: Headers, client_ip: bytes) -> bytes
     return None
 
 
-class _HostRoutes:
-    __slots__ = ("exact", "prefixes")
+def _rule(match: RouteMatch) -> PathRule:
+    if match.path is not None:
+        return PathRule("path", match.path)
+    if match.prefix is not None:
+        return PathRule("prefix", match.prefix)
+    assert match.regex is not None  # validation: exactly one of the three
+    return PathRule("regex", match.regex)
 
-    def __init__(self, routes: tuple[Route, ...]) -> None:
-        self.exact: dict[bytes, RouteEntry] = {}
-        prefixes: list[tuple[bytes, RouteEntry]] = []
-        for route in routes:
-            entry = RouteEntry.compile(route)
-            if route.match.path is not None:
-                self.exact.setdefault(route.match.path.encode(), entry)
-            elif route.match.prefix is not None:
-                prefixes.append((route.match.prefix.encode(), entry))
-        # longest first; on equal prefixes the one listed first wins (stable sort)
-        prefixes.sort(key=lambda p: -len(p[0]))
-        self.prefixes = tuple(prefixes)
 
-    def match(self, path: bytes) -> RouteEntry | None:
-        entry = self.exact.get(path)
-        if entry is not None:
-            return entry
-        for prefix, entry in self.prefixes:
-            if path.startswith(prefix):
-                return entry
+def _conditions(match: RouteMatch) -> Conditions | None:
+    """The match's conditions beyond the path; None when it has none (the common case)."""
+    if not (match.methods or match.headers or match.query):
         return None
+    headers = []
+    for h in match.headers:
+        if h.exact is not None:
+            headers.append(HeaderCondition.of(h.name, "exact", h.exact, invert=h.invert))
+        elif h.prefix is not None:
+            headers.append(HeaderCondition.of(h.name, "prefix", h.prefix, invert=h.invert))
+        elif h.regex is not None:
+            headers.append(HeaderCondition.of(h.name, "regex", h.regex, invert=h.invert))
+        else:
+            headers.append(
+                HeaderCondition.of(h.name, "present" if h.present else "absent", invert=h.invert)
+            )
+    query = []
+    for q in match.query:
+        if q.exact is not None:
+            query.append(QueryCondition.of(q.name, "exact", q.exact))
+        elif q.regex is not None:
+            query.append(QueryCondition.of(q.name, "regex", q.regex))
+        else:
+            query.append(QueryCondition.of(q.name, "present"))
+    return Conditions(
+        frozenset(m.encode("ascii") for m in match.methods), tuple(headers), tuple(query)
+    )
+
+
+def _compile_routes(routes: tuple[Route, ...]) -> FirstMatchIndex[RouteEntry]:
+    return FirstMatchIndex(
+        (_rule(r.match), _conditions(r.match), RouteEntry.compile(r)) for r in routes
+    )
 
 
 class RouteTable:
@@ -130,12 +168,12 @@ class RouteTable:
             if listener.routes
             else ()
         )
-        self._by_domain: dict[bytes, _HostRoutes] = {}
-        suffix: list[tuple[bytes, _HostRoutes]] = []
-        prefix: list[tuple[bytes, _HostRoutes]] = []
-        self._default: _HostRoutes | None = None
+        self._by_domain: dict[bytes, FirstMatchIndex[RouteEntry]] = {}
+        suffix: list[tuple[bytes, FirstMatchIndex[RouteEntry]]] = []
+        prefix: list[tuple[bytes, FirstMatchIndex[RouteEntry]]] = []
+        self._default: FirstMatchIndex[RouteEntry] | None = None
         for vh in vhosts:
-            compiled = _HostRoutes(vh.routes)
+            compiled = _compile_routes(vh.routes)
             for domain in vh.domains:
                 d = domain.lower().encode()
                 if d == b"*":
@@ -151,7 +189,7 @@ class RouteTable:
         self._suffix_wild = tuple(suffix)
         self._prefix_wild = tuple(prefix)
 
-    def _host_routes(self, host: bytes) -> _HostRoutes | None:
+    def _host_routes(self, host: bytes) -> FirstMatchIndex[RouteEntry] | None:
         if host.startswith(b"["):
             host = host[: host.find(b"]") + 1]
         else:
@@ -168,10 +206,11 @@ class RouteTable:
                 return routes
         return self._default
 
-    def match(self, host: bytes, target: bytes) -> RouteEntry | None:
+    def match(self, head: RequestReceived) -> RouteEntry | None:
         """The route for a request, or None (the caller answers 404)."""
-        routes = self._host_routes(host)
+        routes = self._host_routes(head.host)
         if routes is None:
             return None
+        target = head.target
         q = target.find(b"?")
-        return routes.match(target if q < 0 else target[:q])
+        return routes.match(target if q < 0 else target[:q], head)

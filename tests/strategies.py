@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from itertools import pairwise
 from typing import Any
 
+import attrs
 from hypothesis import settings
 from hypothesis import strategies as st
 
@@ -30,6 +31,7 @@ from policies.outlier import OutlierConfig
 from policies.rollout import RolloutGates, RolloutPlan
 
 __all__ = [
+    "MatchRequest",
     "ScriptedRandom",
     "at_most",
     "backoff_configs",
@@ -295,3 +297,12 @@ def splits(draw: st.DrawFn, data: bytes) -> list[bytes]:
     cuts = draw(st.lists(st.integers(0, len(data)), max_size=12).map(sorted))
     bounds = [0, *cuts, len(data)]
     return [data[a:b] for a, b in pairwise(bounds) if b > a]
+
+
+@attrs.frozen
+class MatchRequest:
+    """What route conditions read of a request (``policies.matching.Request``)."""
+
+    method: bytes = b"GET"
+    target: bytes = b"/"
+    headers: tuple[tuple[bytes, bytes], ...] = ()

@@ -182,12 +182,27 @@ def list_listeners(admin: Admin) -> None:
                         lst["address"],
                         vh["name"],
                         route["name"] or i,
-                        match["path"] or f"{match['prefix']}*",
+                        _match_text(match),
                         target,
                     )
                 )
     click.echo(table(("LISTENER", "ADDRESS", "VHOST", "ROUTE", "MATCH", "CLUSTERS"), rows))
     click.echo(f"config version {_version(response)}")
+
+
+def _match_text(match: dict[str, Any]) -> str:
+    """A route's match in a table cell: ``/exact``, ``/prefix*`` or ``~regex``, then any
+    conditions in brackets."""
+    if match.get("path") is not None:
+        text = str(match["path"])
+    elif match.get("prefix") is not None:
+        text = f"{match['prefix']}*"
+    else:
+        text = f"~{match.get('regex')}"
+    extra = [*match.get("methods", ())]
+    extra += [f"{h['name']}:" for h in match.get("headers", ())]
+    extra += [f"?{q['name']}" for q in match.get("query", ())]
+    return f"{text} [{' '.join(extra)}]" if extra else text
 
 
 def _weights(pairs: Sequence[str]) -> dict[str, int]:

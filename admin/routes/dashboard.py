@@ -147,7 +147,14 @@ def _route(listener: str, vhost: str | None, index: int, route: Route) -> dict[s
         "listener": listener,
         "virtual_host": vhost,
         "name": route.name or str(index),
-        "match": f"path {m.path}" if m.path is not None else f"prefix {m.prefix}",
+        "match": (
+            f"path {m.path}"
+            if m.path is not None
+            else f"prefix {m.prefix}"
+            if m.prefix is not None
+            else f"regex {m.regex}"
+        )
+        + (" (+ conditions)" if m.methods or m.headers or m.query else ""),
         "split": [
             {"cluster": cluster, "weight": weight, "share": max(weight, 0) / total}
             for cluster, weight in split

@@ -92,11 +92,52 @@ class AdminConfig:
 
 
 @attrs.frozen
+class HeaderMatch:
+    """A request header condition: exactly one of ``exact``, ``prefix``, ``regex``,
+    ``present: true`` or ``absent: true``; ``invert`` negates it.
+
+    The name is case-insensitive; a header sent more than once is matched on its values
+    joined with ``,``.
+    """
+
+    name: str
+    exact: str | None = None
+    prefix: str | None = None
+    #: the whole value must match (``policies.matching``: the RE2-like subset)
+    regex: str | None = None
+    present: bool = False
+    absent: bool = False
+    invert: bool = False
+
+
+@attrs.frozen
+class QueryMatch:
+    """A query parameter condition: exactly one of ``exact``, ``regex`` or ``present: true``.
+
+    Names and values are compared as sent (not percent-decoded); the first occurrence of
+    a name counts.
+    """
+
+    name: str
+    exact: str | None = None
+    #: the whole value must match
+    regex: str | None = None
+    present: bool = False
+
+
+@attrs.frozen
 class RouteMatch:
-    """Which requests a route takes: exactly one of ``prefix`` or ``path``."""
+    """Which requests a route takes: exactly one of ``prefix``, ``path`` or ``regex`` (the
+    whole path must match), and every one of ``methods``, ``headers`` and ``query``.
+    """
 
     prefix: str | None = None
     path: str | None = None
+    regex: str | None = None
+    #: any of these methods (upper case); empty: every method
+    methods: tuple[str, ...] = ()
+    headers: tuple[HeaderMatch, ...] = ()
+    query: tuple[QueryMatch, ...] = ()
 
 
 @attrs.frozen
@@ -131,6 +172,23 @@ class HashPolicy:
 
 
 @attrs.frozen
+class MirrorPolicy:
+    """A share of a route's requests copied, fire and forget, to a shadow cluster."""
+
+    cluster: str
+    #: the share of the route's requests copied, 0-100
+    percent: float = 100.0
+
+
+@attrs.frozen
+class SplitKey:
+    """Where a sticky split's key comes from: exactly one of a header or a cookie."""
+
+    header: str | None = None
+    cookie: str | None = None
+
+
+@attrs.frozen
 class Route:
     """A match and where matching requests go: one ``cluster`` or a weighted ``split``."""
 
@@ -142,6 +200,11 @@ class Route:
     timeout: float = 15.0
     retry: RetryPolicy = RetryPolicy()
     hash_policy: tuple[HashPolicy, ...] = ()
+    #: the same key always picks the same cluster of the ``split`` (``policies.split``);
+    #: a request without it is split at random
+    split_key: SplitKey | None = None
+    #: copy a share of the requests to a shadow cluster (``gateway.proxy.mirror``)
+    mirror: MirrorPolicy | None = None
 
 
 @attrs.frozen

@@ -24,8 +24,10 @@ from gateway.config.model import (
     FaultHeaderMatch,
     Listener,
     Route,
+    RouteMatch,
 )
 from gateway.errors import ConfigError, ConfigIssue
+from policies.matching import pattern_problem
 
 
 def _dupes(names: Iterable[str]) -> set[str]:
@@ -37,13 +39,52 @@ def _positive(issues: list[ConfigIssue], path: str, value: float, *, allow_zero:
         issues.append(ConfigIssue(path, "must be positive" if not allow_zero else "must be >= 0"))
 
 
-def _check_route(route: Route, path: str, clusters: set[str], issues: list[ConfigIssue]) -> None:
-    m = route.match
-    if (m.prefix is None) == (m.path is None):
-        issues.append(ConfigIssue(f"{path}.match", "needs exactly one of 'prefix' or 'path'"))
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: a header name
+_METHOD = re.compile(r"[A-Z][A-Z_-]*")
+
+
+def _check_pattern(pattern: str | None, path: str, issues: list[ConfigIssue]) -> None:
+    if pattern is not None:
+        problem = pattern_problem(pattern)
+        if problem is not None:
+            issues.append(ConfigIssue(path, problem))
+
+
+def _check_match(m: RouteMatch, path: str, issues: list[ConfigIssue]) -> None:
+    if sum(value is not None for value in (m.prefix, m.path, m.regex)) != 1:
+        issues.append(ConfigIssue(path, "needs exactly one of 'prefix', 'path' or 'regex'"))
     for key, value in (("prefix", m.prefix), ("path", m.path)):
         if value is not None and not value.startswith("/"):
-            issues.append(ConfigIssue(f"{path}.match.{key}", "must start with '/'"))
+            issues.append(ConfigIssue(f"{path}.{key}", "must start with '/'"))
+    _check_pattern(m.regex, f"{path}.regex", issues)
+    for j, method in enumerate(m.methods):
+        if not _METHOD.fullmatch(method):
+            issues.append(
+                ConfigIssue(f"{path}.methods[{j}]", "must be a method name in upper case")
+            )
+    for j, header in enumerate(m.headers):
+        hpath = f"{path}.headers[{j}]"
+        if not _TOKEN.fullmatch(header.name):
+            issues.append(ConfigIssue(f"{hpath}.name", "must be a header name"))
+        given = (header.exact, header.prefix, header.regex)
+        if sum(v is not None for v in given) + header.present + header.absent != 1:
+            issues.append(
+                ConfigIssue(
+                    hpath, "needs exactly one of exact, prefix, regex, present: true, absent: true"
+                )
+            )
+        _check_pattern(header.regex, f"{hpath}.regex", issues)
+    for j, param in enumerate(m.query):
+        qpath = f"{path}.query[{j}]"
+        if not param.name:
+            issues.append(ConfigIssue(f"{qpath}.name", "must not be empty"))
+        if (param.exact is not None) + (param.regex is not None) + param.present != 1:
+            issues.append(ConfigIssue(qpath, "needs exactly one of exact, regex, present: true"))
+        _check_pattern(param.regex, f"{qpath}.regex", issues)
+
+
+def _check_route(route: Route, path: str, clusters: set[str], issues: list[ConfigIssue]) -> None:
+    _check_match(route.match, f"{path}.match", issues)
     if (route.cluster is None) == (not route.split):
         issues.append(ConfigIssue(path, "needs exactly one of 'cluster' or 'split'"))
     if route.cluster is not None and route.cluster not in clusters:
@@ -74,6 +115,20 @@ def _check_route(route: Route, path: str, clusters: set[str], issues: list[Confi
             issues.append(
                 ConfigIssue(f"{path}.retry.retriable_status_codes[{j}]", "must be 100-599")
             )
+    mirror = route.mirror
+    if mirror is not None:
+        if mirror.cluster not in clusters:
+            issues.append(
+                ConfigIssue(f"{path}.mirror.cluster", f"unknown cluster {mirror.cluster!r}")
+            )
+        if not 0 <= mirror.percent <= 100:
+            issues.append(ConfigIssue(f"{path}.mirror.percent", "must be 0-100"))
+    key = route.split_key
+    if key is not None:
+        if (key.header is None) == (key.cookie is None):
+            issues.append(ConfigIssue(f"{path}.split_key", "needs exactly one of header, cookie"))
+        if not route.split:
+            issues.append(ConfigIssue(f"{path}.split_key", "applies only to a weighted 'split'"))
     for j, hp in enumerate(route.hash_policy):
         if sum((hp.header is not None, hp.cookie is not None, hp.source_ip)) != 1:
             issues.append(
@@ -81,6 +136,46 @@ def _check_route(route: Route, path: str, clusters: set[str], issues: list[Confi
                     f"{path}.hash_policy[{j}]", "needs exactly one of header, cookie, source_ip"
                 )
             )
+
+
+def _check_reachable(routes: tuple[Route, ...], path: str, issues: list[ConfigIssue]) -> None:
+    """Refuse a route that an earlier catch-all takes every request of (first match wins).
+
+    Only the decidable cases: an earlier route without conditions whose ``prefix`` starts
+    the later one's ``prefix`` or ``path``, or whose ``path`` equals its ``path``. A
+    config written for longest-prefix matching (``/`` above ``/api``) fails here instead
+    of quietly sending everything to the first route.
+    """
+    takes_all: dict[str, int] = {}  # an unconditional route's prefix -> its position
+    takes_path: dict[str, int] = {}  # an unconditional route's exact path -> its position
+    lengths: set[int] = set()
+    for i, route in enumerate(routes):
+        m = route.match
+        value = m.prefix if m.prefix is not None else m.path
+        if value is None:
+            continue
+        earlier = takes_path.get(value) if m.path is not None else None
+        for n in sorted(lengths):
+            if earlier is None and n <= len(value):
+                earlier = takes_all.get(value[:n])
+        if earlier is not None:
+            e = routes[earlier].match
+            what = f"prefix {e.prefix!r}" if e.prefix is not None else f"path {e.path!r}"
+            issues.append(
+                ConfigIssue(
+                    f"{path}[{i}].match",
+                    f"is never reached: {path}[{earlier}] ({what}) above it takes every "
+                    "request it would (the first match wins: list the narrower route first)",
+                )
+            )
+            continue
+        if m.methods or m.headers or m.query:
+            continue
+        if m.prefix is not None:
+            takes_all.setdefault(m.prefix, i)
+            lengths.add(len(m.prefix))
+        else:
+            takes_path.setdefault(value, i)
 
 
 def _check_listener(
@@ -102,6 +197,7 @@ def _check_listener(
             issues.append(ConfigIssue(path, "give 'routes' or 'virtual_hosts', not both"))
     for i, route in enumerate(lst.routes):
         _check_route(route, f"{path}.routes[{i}]", clusters, issues)
+    _check_reachable(lst.routes, f"{path}.routes", issues)
     domains: list[str] = []
     for i, vh in enumerate(lst.virtual_hosts):
         vpath = f"{path}.virtual_hosts[{i}]"
@@ -110,6 +206,7 @@ def _check_listener(
         domains.extend(d.lower() for d in vh.domains)
         for j, route in enumerate(vh.routes):
             _check_route(route, f"{vpath}.routes[{j}]", clusters, issues)
+        _check_reachable(vh.routes, f"{vpath}.routes", issues)
     for d in _dupes(domains):
         issues.append(ConfigIssue(f"{path}.virtual_hosts", f"domain {d!r} is in two virtual hosts"))
     for name in _dupes(vh.name for vh in lst.virtual_hosts):

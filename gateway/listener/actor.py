@@ -266,6 +266,7 @@ async def run_listener(
         async with trio.open_nursery() as outer:
             outer.start_soon(ctx.run_timers)
             outer.start_soon(ctx.access_log.run_writer)
+            outer.start_soon(ctx.mirror.run)
             async with trio.open_nursery() as conns:
                 actor = _ListenerActor(handle, sockets, conns)
                 outer.start_soon(actor.serve)

@@ -23,6 +23,7 @@ from gateway.config import Listener
 from gateway.dataplane import DataPlaneRef
 from gateway.observe.accesslog import AccessLog
 from gateway.observe.stats import ClusterStats, ListenerStats, StatsRegistry
+from gateway.proxy.mirror import Mirror
 
 #: granularity of the idle, header and route timeouts (seconds)
 TIMER_TICK = 0.05
@@ -59,6 +60,8 @@ class ListenerContext:
     #: ``registry.clusters`` (one dict for the registry's life), one lookup closer
     cluster_stats: dict[str, ClusterStats] = attrs.field(init=False)
     access_log: AccessLog = attrs.field(init=False)
+    #: copies of requests on their way to shadow clusters
+    mirror: Mirror = attrs.field(init=False)
     #: ``config.tracing``, flattened for the data path
     start_traceparent: bool = attrs.field(init=False)
     traceparent_sampled: bool = attrs.field(init=False)
@@ -67,6 +70,7 @@ class ListenerContext:
         self.stats = self.registry.listener(self.config.name)
         self.cluster_stats = self.registry.clusters
         self.access_log = AccessLog(self.config.access_log, self.stats)
+        self.mirror = Mirror(self.stats, self.dataplane)
         self.start_traceparent = self.config.tracing.start_traceparent
         self.traceparent_sampled = self.config.tracing.sampled
 

@@ -320,7 +320,7 @@ class HttpConnection:
         self.record = record = self._figures
         record.begin(head, perf_counter())
         dp = ctx.dataplane.current
-        entry = dp.routes[ctx.name].match(head.host, head.target)
+        entry = dp.routes[ctx.name].match(head)
         keep_alive = head.keep_alive and not ctx.draining
         # after a local reply, a request body we did not read would be taken for the
         # next request: keep the connection only for body-less requests
@@ -329,7 +329,11 @@ class HttpConnection:
             record.flags = "NR"
             record.request_id = given_request_id(head) or request_id(ctx.rng)
             return await self._reply(record, 404, f"no route for {head.target.decode('latin-1')}")
-        name = entry.split.pick(ctx.rng)
+        name = (
+            entry.split.pick(ctx.rng)
+            if entry.split_key is None
+            else entry.sticky_cluster(head.headers, ctx.rng)
+        )
         handle = dp.clusters.get(name)
         if handle is None:  # pragma: no cover - validation forbids routes to unknown clusters
             return await self._reply(record, 503, "cluster not found")
@@ -374,6 +378,9 @@ class HttpConnection:
                 body = await self._hold_body(record, head, rules.buffer_limit)
                 if body is not None:
                     held, streamed, tries = body, False, rules.tries
+        mirror = route.mirror
+        if mirror is not None:  # fire and forget: never waits (gateway.proxy.mirror)
+            ctx.mirror.offer(mirror.percent, ctx.rng, up_head, held, head, mirror.cluster)
         snapshot = handle.snapshot  # the first try's; a retry reads the cluster's latest
         affinity = (
             entry.hash_key(head.headers, self.client_ip)

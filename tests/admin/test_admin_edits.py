@@ -38,8 +38,8 @@ CONFIG = config_from_data(
                         "name": "v",
                         "domains": ["*"],
                         "routes": [
-                            {"match": {"prefix": "/"}, "cluster": "a"},
                             {"name": "api", "match": {"prefix": "/api"}, "cluster": "b"},
+                            {"match": {"prefix": "/"}, "cluster": "a"},
                         ],
                     }
                 ],
@@ -60,9 +60,9 @@ def test_locate_names_the_config_path() -> None:
     # IPv6 endpoints by their canonical spelling; routes by name, or by position
     assert get_item(CONFIG, [(CLUSTERS, "b"), (ENDPOINTS, "[::1]:2")]).address.port == 2
     route_chain = [(LISTENERS, "web"), (VIRTUAL_HOSTS, "v"), (ROUTES, "api")]
-    assert path_of(locate(CONFIG, route_chain)) == "listeners[0].virtual_hosts[0].routes[1]"
-    assert get_item(CONFIG, [*route_chain[:2], (ROUTES, "0")]).cluster == "a"
-    assert get_item(CONFIG, [*route_chain[:2], (ROUTES, "1")]).name == "api"
+    assert path_of(locate(CONFIG, route_chain)) == "listeners[0].virtual_hosts[0].routes[0]"
+    assert get_item(CONFIG, [*route_chain[:2], (ROUTES, "1")]).cluster == "a"
+    assert get_item(CONFIG, [*route_chain[:2], (ROUTES, "0")]).name == "api"
 
 
 @pytest.mark.parametrize(
@@ -110,7 +110,7 @@ def test_replace_must_keep_the_key() -> None:
         replace_change([(CLUSTERS, "a")], {"name": "renamed"})(CONFIG)
     assert e.value.issues[0].path == "clusters[0]"
     # a nameless route is named by position, so giving it a name keeps it findable
-    chain = [(LISTENERS, "web"), (VIRTUAL_HOSTS, "v"), (ROUTES, "0")]
+    chain = [(LISTENERS, "web"), (VIRTUAL_HOSTS, "v"), (ROUTES, "1")]
     named = replace_change(chain, {"name": "root", "match": {"prefix": "/"}, "cluster": "b"})
     assert get_item(named(CONFIG), chain).name == "root"
 

@@ -69,7 +69,13 @@ async def test_listeners_crud(setup: AdminSetup) -> None:
 
 async def test_routes_crud(setup: AdminSetup) -> None:
     route = {"name": "bee", "match": {"prefix": "/bee"}, "cluster": "b", "timeout": 2}
+    # the first match wins: a route after the catch-all "main" would never be reached
     r = await setup.admin.post("/listeners/web/routes", json=route)
+    assert r.status_code == 422
+    [issue] = r.json()["detail"]
+    assert issue["loc"] == "listeners[0].routes[1].match"
+    assert issue["msg"].startswith("is never reached")
+    r = await setup.admin.post("/listeners/web/routes?before=main", json=route)
     assert r.status_code == 201, r.text
     assert r.headers["location"] == "/listeners/web/routes/bee"
     assert await upstream_of(setup, "/bee/1") == "b"
@@ -84,8 +90,8 @@ async def test_routes_crud(setup: AdminSetup) -> None:
     r = await setup.admin.put("/listeners/web/routes/bee", json={**route, "cluster": "a"})
     assert r.status_code == 200 and r.json()["split"] == []
     assert [x["name"] for x in (await setup.admin.get("/listeners/web/routes")).json()] == [
-        "main",
         "bee",
+        "main",
     ]
     assert (await setup.admin.delete("/listeners/web/routes/bee")).status_code == 204
     assert await upstream_of(setup, "/bee/3") == "a"
@@ -93,7 +99,8 @@ async def test_routes_crud(setup: AdminSetup) -> None:
 
 async def test_route_retry_settings_are_validated_whole(setup: AdminSetup) -> None:
     route = {"name": "r", "match": {"prefix": "/r"}, "cluster": "b"}
-    assert (await setup.admin.post("/listeners/web/routes", json=route)).status_code == 201
+    r = await setup.admin.post("/listeners/web/routes?before=0", json=route)
+    assert r.status_code == 201 and r.headers["location"] == "/listeners/web/routes/r"
     before, _ = await setup.config()
     for bad, fields in [
         ({"backoff": {"base": 0.5, "max": 0.1}}, ["backoff.max"]),
@@ -105,7 +112,7 @@ async def test_route_retry_settings_are_validated_whole(setup: AdminSetup) -> No
         r = await setup.admin.patch("/listeners/web/routes/r", json={"retry": bad})
         assert r.status_code == 422, r.text
         assert sorted(d["loc"] for d in r.json()["detail"]) == [
-            f"listeners[0].routes[1].retry.{field}" for field in fields
+            f"listeners[0].routes[0].retry.{field}" for field in fields
         ]
     assert (await setup.config())[0] == before  # nothing of it applied
     good = {"attempts": 2, "per_try_timeout": 0.5, "backoff": {"base": 0.01, "max": 0.1}}
@@ -132,7 +139,7 @@ async def test_virtual_hosts_and_their_routes(setup: AdminSetup) -> None:
     assert await upstream_of(setup) == "c"
     r = await setup.admin.post(
         "/listeners/web/routes",
-        params={"virtual_host": "v"},
+        params={"virtual_host": "v", "before": "0"},
         json={"name": "x", "match": {"path": "/x"}, "cluster": "a"},
     )
     assert r.status_code == 201, r.text

@@ -122,12 +122,12 @@ async def test_dashboard_loads_shows_clusters_and_its_charts_move(
     data = simple_config(
         {"v1": [a, b], "v2": [c], "broken": [closed_address()]},
         routes=[
+            {"match": {"prefix": "/broken"}, "cluster": "broken"},
             {
                 "match": {"prefix": "/"},
                 "name": "canary",
                 "split": [{"cluster": "v1", "weight": 80}, {"cluster": "v2", "weight": 20}],
             },
-            {"match": {"prefix": "/broken"}, "cluster": "broken"},
         ],
     )
     gw = await start_gateway(data, admin=True)

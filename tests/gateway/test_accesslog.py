@@ -85,10 +85,10 @@ async def test_one_line_per_request_field_by_field(
     data = simple_config(
         {"live": [live], "dead": [dead]},
         routes=[
-            {"match": {"prefix": "/"}, "cluster": "live"},
             {"match": {"prefix": "/slow"}, "cluster": "live", "timeout": 0.2},
             {"match": {"prefix": "/dead"}, "cluster": "dead"},
             {"match": {"path": "/only-this"}, "cluster": "live"},
+            {"match": {"prefix": "/"}, "cluster": "live"},
         ],
         access_log={"enabled": True, "path": str(log_path)},
         tracing={"start_traceparent": True},

@@ -85,7 +85,7 @@ def test_every_error_is_reported_by_path() -> None:
         (
             "{prefix: /api}",
             "{}",
-            "listeners[0].routes[0].match: needs exactly one of 'prefix' or 'path'",
+            "listeners[0].routes[0].match: needs exactly one of 'prefix', 'path' or 'regex'",
         ),
         (
             "protocol: http",

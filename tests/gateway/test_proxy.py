@@ -63,7 +63,7 @@ async def test_request_id_is_passed_on(
     assert seen["headers"]["x-request-id"] == "abc-123"
 
 
-async def test_routes_by_longest_prefix_exact_path_and_host(
+async def test_routes_by_first_match_exact_path_prefix_and_host(
     start_upstream: StartUpstream, start_gateway: StartGateway
 ) -> None:
     ups = {n: await start_upstream(n) for n in ("api", "web", "other", "exact")}
@@ -73,9 +73,9 @@ async def test_routes_by_longest_prefix_exact_path_and_host(
             "name": "main",
             "domains": ["*"],
             "routes": [
-                {"match": {"prefix": "/"}, "cluster": "web"},
-                {"match": {"prefix": "/api"}, "cluster": "api"},
                 {"match": {"path": "/api/exact"}, "cluster": "exact"},
+                {"match": {"prefix": "/api"}, "cluster": "api"},
+                {"match": {"prefix": "/"}, "cluster": "web"},
             ],
         },
         {

@@ -429,3 +429,47 @@ async def test_every_worker_logs_to_the_one_access_log(
         assert len({e["request_id"] for e in entries}) == 200
         shares = [w["downstream_rq_total"] for w in await worker_rows(gateway.admin)]
         assert all(share > 0 for share in shares), shares
+
+
+async def test_workers_route_by_the_richer_match_and_keep_users_sticky(
+    start_upstream: StartUpstream, tmp_path: Path
+) -> None:
+    ups = {name: [await start_upstream(name)] for name in ("v1", "v2", "regex", "fresh")}
+    routes = [
+        {
+            "match": {"prefix": "/", "headers": [{"name": "x-canary", "exact": "1"}]},
+            "cluster": "v2",
+        },
+        {"match": {"regex": "/v[0-9]+/users/[^/]+"}, "cluster": "regex"},
+        {
+            "name": "main",
+            "match": {"prefix": "/"},
+            "split": [{"cluster": "v1", "weight": 50}, {"cluster": "v2", "weight": 50}],
+            "split_key": {"header": "x-user"},
+        },
+    ]
+    config = _write(tmp_path, simple_config(ups, routes=routes))
+    async with gateway_process(config, workers=2) as gateway:
+        web, admin = gateway.listeners["web"], gateway.admin
+        # a route added at runtime, first: it reaches every worker with the new version
+        fresh = {"match": {"path": "/new", "methods": ["GET"]}, "cluster": "fresh"}
+        async with httpx.AsyncClient() as client:
+            r = await client.post(f"http://{admin}/listeners/web/routes?before=0", json=fresh)
+            assert r.status_code == 201, r.text
+        assert [w["version"] for w in await worker_rows(admin)] == [2, 2]
+
+        async def upstreams(path: str, headers: dict[str, str], count: int = 20) -> set[str]:
+            async with httpx.AsyncClient(limits=FRESH) as client:  # a connection each
+                answers = [
+                    await client.get(f"http://{web}{path}", headers=headers) for _ in range(count)
+                ]
+            return {r.headers["x-upstream"] for r in answers}
+
+        assert await upstreams("/v3/users/bob", {}) == {"regex"}
+        assert await upstreams("/v3/users/bob", {"x-canary": "1"}) == {"v2"}
+        assert await upstreams("/new", {}) == {"fresh"}
+        for user in ("ann", "bea", "cid", "dan", "eve", "fay"):
+            # the key's hash is the same in every process: one cluster per user
+            assert len(await upstreams("/page", {"x-user": user}, 8)) == 1
+        rows = await worker_rows(admin)
+        assert all(row["downstream_rq_total"] > 0 for row in rows), rows  # both served

@@ -219,6 +219,13 @@ class ListenerStats(Scope):
     fault_response_rl_injected: int = counter("fault.response_rl_injected")
     fault_faults_overflow: int = counter("fault.faults_overflow")
     fault_active_faults: int = gauge("fault.active_faults")
+    #: request copies to shadow clusters (``gateway.proxy.mirror``): answered; failed
+    #: (connect, reset, no answer in time); dropped (too many in flight); not made (a
+    #: streamed or too large body)
+    mirror_rq_sent: int = counter()
+    mirror_rq_failed: int = counter()
+    mirror_rq_dropped: int = counter()
+    mirror_rq_body_skipped: int = counter()
 
     @property
     def downstream_rq_total(self) -> int:
