@@ -18,7 +18,7 @@ import random
 
 import attrs
 
-from gateway.config import Listener, Route, RouteMatch, SplitKey, VirtualHost
+from gateway.config import HeaderMatch, Listener, Route, RouteMatch, SplitKey, VirtualHost
 from gateway.http1.events import Headers, RequestReceived
 from policies.balancing import hash_key
 from policies.matching import (
@@ -122,22 +122,22 @@ def _rule(match: RouteMatch) -> PathRule:
     return PathRule("regex", match.regex)
 
 
+def header_condition(h: HeaderMatch) -> HeaderCondition:
+    """A header condition of the config (a route's, a fault's), compiled."""
+    if h.exact is not None:
+        return HeaderCondition.of(h.name, "exact", h.exact, invert=h.invert)
+    if h.prefix is not None:
+        return HeaderCondition.of(h.name, "prefix", h.prefix, invert=h.invert)
+    if h.regex is not None:
+        return HeaderCondition.of(h.name, "regex", h.regex, invert=h.invert)
+    return HeaderCondition.of(h.name, "present" if h.present else "absent", invert=h.invert)
+
+
 def _conditions(match: RouteMatch) -> Conditions | None:
     """The match's conditions beyond the path; None when it has none (the common case)."""
     if not (match.methods or match.headers or match.query):
         return None
-    headers = []
-    for h in match.headers:
-        if h.exact is not None:
-            headers.append(HeaderCondition.of(h.name, "exact", h.exact, invert=h.invert))
-        elif h.prefix is not None:
-            headers.append(HeaderCondition.of(h.name, "prefix", h.prefix, invert=h.invert))
-        elif h.regex is not None:
-            headers.append(HeaderCondition.of(h.name, "regex", h.regex, invert=h.invert))
-        else:
-            headers.append(
-                HeaderCondition.of(h.name, "present" if h.present else "absent", invert=h.invert)
-            )
+    headers = [header_condition(h) for h in match.headers]
     query = []
     for q in match.query:
         if q.exact is not None:

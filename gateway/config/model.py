@@ -352,27 +352,11 @@ class Cluster:
 
 
 @attrs.frozen
-class FaultHeaderMatch:
-    """One request header a fault's ``match`` tests (the route match's header syntax).
-
-    At most one of ``exact``, ``prefix``, ``regex`` (a full match), ``present``,
-    ``absent``; none means ``present``. ``invert`` negates the result.
-    """
-
-    name: str
-    exact: str | None = None
-    prefix: str | None = None
-    regex: str | None = None
-    present: bool = False
-    absent: bool = False
-    invert: bool = False
-
-
-@attrs.frozen
 class FaultMatch:
-    """Which requests in a fault's scope it takes: every header test must pass."""
+    """Which requests in a fault's scope it takes: every header condition must hold
+    (the route match's ``headers``, ``HeaderMatch``)."""
 
-    headers: tuple[FaultHeaderMatch, ...] = ()
+    headers: tuple[HeaderMatch, ...] = ()
 
 
 @attrs.frozen

@@ -15,20 +15,20 @@ kept while the fault's config is unchanged and started again when it is replaced
 the process's ``ActiveFaults`` (for ``max_active_faults``). With worker processes each
 worker compiles its own table, so both count per worker.
 
-The header tests are the route match's header syntax (``exact``, ``prefix``, ``regex``
-full match, ``present``, ``absent``, ``invert``), compiled by ``HeaderTest.compile``;
-written so that the route matcher can share them.
+A fault's ``match`` is the route match's ``headers`` (``exact``, ``prefix``, ``regex``
+full match, ``present``, ``absent``, ``invert``), compiled as the route table compiles
+them (``gateway.routing.header_condition``, ``policies.matching.HeaderCondition``).
 """
 
 from __future__ import annotations
 
-import re
-
 import attrs
 
-from gateway.config import Config, Fault, FaultHeaderMatch
+from gateway.config import Config, Fault
 from gateway.http1.events import Headers
+from gateway.routing import header_condition
 from policies.faults import FaultRule
+from policies.matching import HeaderCondition
 
 
 class FaultCounter:
@@ -50,56 +50,6 @@ class ActiveFaults:
         self.count = 0
 
 
-def header_value(headers: Headers, name: bytes) -> bytes | None:
-    """The value of header ``name`` (lower case): repeated fields joined by commas."""
-    found: list[bytes] = []
-    for key, value in headers:
-        if key.lower() == name:
-            found.append(value)
-    if not found:
-        return None
-    return found[0] if len(found) == 1 else b",".join(found)
-
-
-@attrs.frozen
-class HeaderTest:
-    """One compiled header test of a match."""
-
-    name: bytes
-    exact: bytes | None = None
-    prefix: bytes | None = None
-    regex: re.Pattern[bytes] | None = None
-    absent: bool = False
-    invert: bool = False
-
-    @classmethod
-    def compile(cls, spec: FaultHeaderMatch) -> HeaderTest:
-        return cls(
-            name=spec.name.lower().encode("latin-1"),
-            exact=None if spec.exact is None else spec.exact.encode("latin-1"),
-            prefix=None if spec.prefix is None else spec.prefix.encode("latin-1"),
-            regex=None if spec.regex is None else re.compile(spec.regex.encode("latin-1")),
-            absent=spec.absent,
-            invert=spec.invert,
-        )
-
-    def passes(self, headers: Headers) -> bool:
-        value = header_value(headers, self.name)
-        if self.absent:
-            found = value is None
-        elif value is None:
-            found = False
-        elif self.exact is not None:
-            found = value == self.exact
-        elif self.prefix is not None:
-            found = value.startswith(self.prefix)
-        elif self.regex is not None:
-            found = self.regex.fullmatch(value) is not None
-        else:  # present
-            found = True
-        return found is not self.invert
-
-
 @attrs.frozen(eq=False)
 class CompiledFault:
     """One fault, ready for requests: its scope, its header tests, its rule, its count."""
@@ -107,7 +57,7 @@ class CompiledFault:
     name: str
     route: str | None
     cluster: str | None
-    headers: tuple[HeaderTest, ...]
+    headers: tuple[HeaderCondition, ...]
     rule: FaultRule
     counter: FaultCounter
 
@@ -117,7 +67,7 @@ class CompiledFault:
             return False
         if self.cluster is not None and self.cluster != cluster:
             return False
-        return not self.headers or all(test.passes(headers) for test in self.headers)
+        return not self.headers or all(test.accepts(headers) for test in self.headers)
 
 
 @attrs.frozen(eq=False)
@@ -151,7 +101,7 @@ class FaultTable:
                         fault.name,
                         fault.route,
                         fault.cluster,
-                        tuple(HeaderTest.compile(h) for h in fault.match.headers),
+                        tuple(header_condition(h) for h in fault.match.headers),
                         fault.rule(),
                         counter,
                     ),
