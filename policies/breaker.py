@@ -234,6 +234,8 @@ class CircuitBreaker:
     #: judging the window after each outcome does not add it up again
     _requests: int = attrs.field(default=0, init=False)
     _failures: int = attrs.field(default=0, init=False)
+    #: ``BUCKETS / window``: a time's bucket is ``floor(now * _buckets_per_second)``
+    _buckets_per_second: float = attrs.field(init=False)
     #: the permit every request gets while closed, made again at each transition
     _closed_permit: Permit = attrs.field(factory=lambda: Permit(0, probe=False), init=False)
     _probes_out: int = attrs.field(default=0, init=False)
@@ -245,6 +247,10 @@ class CircuitBreaker:
     @_open_time.default
     def _base_open_time(self) -> float:
         return self.config.open_time
+
+    @_buckets_per_second.default
+    def _bucket_rate(self) -> float:
+        return BUCKETS / self.config.window
 
     # -- reading ---------------------------------------------------------------------
 
@@ -270,7 +276,7 @@ class CircuitBreaker:
 
     def window(self, now: float) -> WindowCounts:
         """The outcomes in the window at ``now`` (all zero unless closed)."""
-        first = self._bucket_index(now) - BUCKETS + 1
+        first = math.floor(now * self._buckets_per_second) - BUCKETS + 1
         live = [b for b in self._buckets if b.index >= first]
         return WindowCounts(sum(b.requests for b in live), sum(b.failures for b in live))
 
@@ -291,13 +297,14 @@ class CircuitBreaker:
 
     def record(self, permit: Permit, outcome: Outcome, now: float) -> None:
         """The outcome of the request ``permit`` let through."""
-        if self._state is not BreakerState.CLOSED:  # (time changes nothing while closed)
-            self._notice_time(now)
+        if self._state is BreakerState.CLOSED:  # (time changes nothing while closed)
+            if permit.generation == self._generation and outcome is not Outcome.ABANDONED:
+                self._count(outcome is Outcome.FAILURE, now)
+            return
+        self._notice_time(now)  # (an open time that passed half-opens; never closes)
         if permit.generation != self._generation:
             return  # judged already: see "generation" in the module docstring
-        if self._state is BreakerState.CLOSED:
-            self._count(outcome, now)
-        elif self._state is BreakerState.HALF_OPEN and permit.probe:
+        if self._state is BreakerState.HALF_OPEN and permit.probe:
             self._probes_out -= 1
             if outcome is Outcome.FAILURE:
                 self._process(BreakerInput.PROBE_FAILED, now)
@@ -313,18 +320,14 @@ class CircuitBreaker:
 
     # -- inside ----------------------------------------------------------------------
 
-    def _bucket_index(self, now: float) -> int:
-        return math.floor(now * BUCKETS / self.config.window)
-
     def _notice_time(self, now: float) -> None:
         if self._state is BreakerState.OPEN and now >= self._open_until:
             self._process(BreakerInput.OPEN_TIME_ELAPSED, self._open_until)
 
-    def _count(self, outcome: Outcome, now: float) -> None:
-        if outcome is Outcome.ABANDONED:
-            return
+    def _count(self, failed: bool, now: float) -> None:
+        """One request's outcome into the window (a counted one: not abandoned)."""
         config = self.config
-        index = self._bucket_index(now)
+        index = math.floor(now * self._buckets_per_second)
         buckets = self._buckets
         if not buckets or buckets[-1].index != index:
             # buckets out of the window leave it (and its sums) as a new one begins
@@ -336,7 +339,7 @@ class CircuitBreaker:
         bucket = buckets[-1]
         bucket.requests += 1
         self._requests += 1
-        if outcome is Outcome.FAILURE:
+        if failed:
             bucket.failures += 1
             self._failures += 1
         # judged after a success too: it may be the one that brings the window up to
