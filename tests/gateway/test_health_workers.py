@@ -21,6 +21,7 @@ from tests.conftest import (
     wait_until,
     worker_rows,
 )
+from tests.gateway.test_health_e2e import HEALTH_CHECK
 
 
 async def _verdicts(admin: Address) -> dict[str, str]:
@@ -54,14 +55,7 @@ async def test_workers_route_by_the_primarys_verdicts(
 ) -> None:
     a, b = await start_checked_upstream("a"), await start_checked_upstream("b")
     data = simple_config({"api": [a.address, b.address]})
-    data["clusters"][0]["health_check"] = {
-        "interval": 0.05,
-        "no_traffic_interval": 0.05,
-        "interval_jitter": 0.02,
-        "timeout": 0.5,
-        "unhealthy_threshold": 2,
-        "healthy_threshold": 2,
-    }
+    data["clusters"][0]["health_check"] = HEALTH_CHECK
     # one of two unhealthy is below any panic
     data["clusters"][0]["lb_options"] = {"panic_threshold": 0}
     config = tmp_path / "gw.json"

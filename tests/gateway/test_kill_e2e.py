@@ -33,6 +33,7 @@ from tests.conftest import (
     simple_config,
     wait_until,
 )
+from tests.gateway.test_health_e2e import HEALTH_CHECK
 
 #: clients sending at once, and the most requests each sends (the load's bound)
 CLIENTS = 6
@@ -50,16 +51,6 @@ CONSECUTIVE = {
     "interval": 60,
     "base_ejection_time": 30,
     "max_ejection_percent": 34,
-}
-
-#: quick active checks: two failures make an endpoint unhealthy, two passes healthy
-HEALTH_CHECK = {
-    "interval": 0.05,
-    "no_traffic_interval": 0.05,
-    "interval_jitter": 0.02,
-    "timeout": 0.5,
-    "unhealthy_threshold": 2,
-    "healthy_threshold": 2,
 }
 
 

@@ -21,15 +21,7 @@ from gateway.app import Gateway
 from gateway.config import Address
 from policies.breaker import BreakerState
 from tests.conftest import ClosedAddress, StartGateway, wait_until
-
-BREAKER = {
-    "minimum_requests": 4,
-    "failure_rate": 50,
-    "open_time": 0.3,
-    "max_open_time": 5,
-    "half_open_requests": 2,
-    "window": 10,
-}
+from tests.gateway.test_breakers_e2e import BREAKER
 
 
 @attrs.define(eq=False)
