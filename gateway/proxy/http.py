@@ -800,7 +800,12 @@ def _ms_since(start: float) -> float:
 
 
 def _with_attempt_count(up_head: bytes, attempt: int) -> bytes:
-    """``up_head`` with Envoy's ``x-envoy-attempt-count`` (the first try is 1)."""
+    """``up_head`` with Envoy's ``x-envoy-attempt-count`` (the first try is 1), in place
+    of any the client sent."""
+    given = up_head.lower().find(b"\r\nx-envoy-attempt-count:")
+    if given >= 0:
+        end = up_head.index(b"\r\n", given + 2)
+        up_head = up_head[:given] + up_head[end:]
     return b"%sx-envoy-attempt-count: %d\r\n\r\n" % (up_head[:-2], attempt)
 
 

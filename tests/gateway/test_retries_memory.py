@@ -121,6 +121,19 @@ async def test_a_client_waiting_for_100_continue_is_not_held(nursery: trio.Nurse
     assert len(upstream.requests) == 1
 
 
+async def test_the_attempt_count_replaces_the_clients(nursery: trio.Nursery) -> None:
+    upstream = Recorder([503, 200])
+    rig = await start_rig(nursery, upstream, retry=retry())
+    await rig.client.send_all(
+        b"GET / HTTP/1.1\r\nHost: h\r\nX-Envoy-Attempt-Count: 7\r\nX-After: 1\r\n\r\n"
+    )
+    await rig.response(2)
+    assert upstream.attempt_counts() == [b"1", b"2"]
+    for head, _ in upstream.requests:
+        assert head.lower().count(b"x-envoy-attempt-count") == 1
+        assert b"\r\nX-After: 1\r\n" in head  # the other fields as they were
+
+
 async def test_a_route_without_retries_sends_no_attempt_count(nursery: trio.Nursery) -> None:
     upstream = Recorder([200])
     rig = await start_rig(nursery, upstream)
