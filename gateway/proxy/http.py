@@ -831,13 +831,17 @@ def _another(
     """``endpoint`` (the balancer's pick) unless its address is one to ``avoid`` (tried
     already, or suspected by the outlier detector), then another the balancer offers
     within a few picks (without the request's hash, which would give the same one
-    again); the pick itself if none."""
+    again), else the first healthy endpoint not to avoid (the picks missed it, which
+    they do now and then with few endpoints); the pick itself if there is none."""
     if endpoint.key not in avoid:
         return endpoint
     for _ in range(HOST_SELECTION_ATTEMPTS):
         other = snapshot.pick(now)
         if other is not None and other.key not in avoid:
             return other
+    for state in snapshot.endpoints:
+        if state.key not in avoid and state.health.healthy:
+            return state.runtime
     return endpoint
 
 
