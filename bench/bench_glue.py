@@ -76,8 +76,6 @@ async def serve_all(
 ) -> float:
     """Serve ``requests`` over ``connections``; the CPU seconds it took."""
     from gateway.cluster.actor import ClusterHandle
-    from gateway.cluster.breaker import ClusterBreaker
-    from gateway.cluster.outcomes import OutcomeBuffer
     from gateway.config import config_from_data
     from gateway.dataplane import DataPlane, DataPlaneRef
     from gateway.listener.context import ListenerContext
@@ -115,9 +113,12 @@ async def serve_all(
             config, plane.routes, plane.clusters, faults=FaultTable.compile(config, None)
         )
     ctx = ListenerContext(listener, DataPlaneRef(plane), rng=random.Random(7))
-    if cluster.breaker is not None:
+    if resilience:  # (imported here: a tree from before them runs without)
+        from gateway.cluster.breaker import ClusterBreaker
+        from gateway.cluster.outcomes import OutcomeBuffer
+
+        assert cluster.breaker is not None
         ctx.registry.cluster("c").breaker = ClusterBreaker("c", cluster.breaker, None)
-    if cluster.outlier_detection is not None:
         ctx.registry.cluster("c").outcomes = OutcomeBuffer(capacity=requests)
 
     async def connect(address: object) -> FakeStream:
