@@ -22,8 +22,17 @@ Everything a layer above (``admin``, ``triogate``) needs is named here or in
 from gateway.app import Gateway, Service, run_gateway
 from gateway.cluster.actor import ClusterHandle
 from gateway.cluster.view import health_view
+from gateway.control.rollouts import ACTIONS as ROLLOUT_ACTIONS
+from gateway.control.rollouts import RolloutAction, RolloutsHandle
 from gateway.discovery import NotRegistered, Registration
-from gateway.errors import ConfigError, ConfigIssue, GatewayError, VersionMismatch
+from gateway.errors import (
+    ConfigError,
+    ConfigIssue,
+    GatewayError,
+    RolloutConflict,
+    RolloutNotFound,
+    VersionMismatch,
+)
 from gateway.observe.events import Event, EventLog
 from gateway.observe.stats.export import (
     PROMETHEUS_CONTENT_TYPE,
@@ -35,6 +44,7 @@ from gateway.runtime.supervisor import ChildSpec
 
 __all__ = [
     "PROMETHEUS_CONTENT_TYPE",
+    "ROLLOUT_ACTIONS",
     "ChildSpec",
     "ClusterHandle",
     "ConfigError",
@@ -45,6 +55,10 @@ __all__ = [
     "GatewayError",
     "NotRegistered",
     "Registration",
+    "RolloutAction",
+    "RolloutConflict",
+    "RolloutNotFound",
+    "RolloutsHandle",
     "Service",
     "VersionMismatch",
     "clusters_view",

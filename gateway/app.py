@@ -5,6 +5,7 @@
     │                          ├── cluster actors   (one per cluster)
     │                          └── listener actors  (one per listener, connections inside)
     ├── stats ticker (windows and time series of the stats registry, once a second)
+    ├── rollout actor (the staged rollouts: judges canaries, moves their routes' splits)
     └── services given by the command that composes the process (the admin API)
 
 With ``workers`` > 1 the control plane also owns a worker pool, and the listeners run
@@ -33,6 +34,7 @@ import trio
 
 from gateway.config import Address, Config
 from gateway.control.plane import ControlPlane, run_control_plane
+from gateway.control.rollouts import RolloutsHandle, run_rollouts
 from gateway.dataplane import DataPlane, DataPlaneRef
 from gateway.observe.stats import StatsRegistry, run_stats_ticker
 from gateway.observe.stats.merge import absorb, dump, total
@@ -48,6 +50,8 @@ class Gateway:
 
     control: ControlPlane
     supervisor: SupervisorHandle | None = None
+    #: the rollout actor's handle; None in a worker process (its primary runs them)
+    rollouts: RolloutsHandle | None = None
     admin_address: Address | None = None
 
     @property
@@ -133,6 +137,13 @@ def _stats_child(gateway: Gateway) -> ChildSpec:
     return ChildSpec(name="stats", start=start)
 
 
+def _rollouts_child(handle: RolloutsHandle) -> ChildSpec:
+    async def start(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        await run_rollouts(handle, task_status=task_status)
+
+    return ChildSpec(name="rollouts", start=start)
+
+
 #: a child the composing command adds to the root supervisor, made from the gateway
 Service = Callable[[Gateway], ChildSpec]
 
@@ -145,6 +156,7 @@ async def run_gateway(
     workers: int = 1,
     verbosity: int = 0,
     detect_outliers: bool = True,
+    rollouts: bool = True,
     task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a gateway for ``config`` until cancelled; reports a ``Gateway`` once serving.
@@ -153,6 +165,7 @@ async def run_gateway(
     ``verbosity``, as ``-v`` counts); 1 serves them in this process.
     ``detect_outliers`` False: the cluster actors leave outlier detection to another
     process (a worker's, whose primary detects), keeping only the attempts' results.
+    ``rollouts`` False: no rollout actor (a worker's: its primary moves the splits).
     """
     dataplane = DataPlaneRef(DataPlane(config=Config(), routes={}, clusters={}))
     stats = StatsRegistry()
@@ -164,6 +177,10 @@ async def run_gateway(
     )
     gateway = Gateway(control)
     children = [_control_child(control), _stats_child(gateway)]
+    if rollouts:
+        refresh = None if pool is None else gateway.refresh_stats
+        gateway.rollouts = RolloutsHandle(control, stats, refresh)
+        children.append(_rollouts_child(gateway.rollouts))
     children += [service(gateway) for service in services]
     async with trio.open_nursery() as nursery:
         gateway.supervisor = await nursery.start(

@@ -20,6 +20,9 @@
     ├── ActorStopped                   an actor ended before answering a request  -> 503
     ├── VersionMismatch                ``If-Match`` names a version no longer current -> 412
     ├── ChangeFailed                   a valid change could not be applied; rolled back -> 503
+    ├── RolloutNotFound                no rollout by that name                    -> 404
+    ├── RolloutConflict                a rollout's name is taken, or its state refuses
+    │                                  the command (pausing a finished one)       -> 409
     └── StateFileError(OSError)        the state file cannot be read or written   -> 503
 
 ``status_hint`` is the HTTP status a local reply uses for the error, ``flag`` the
@@ -179,6 +182,18 @@ class ChangeFailed(GatewayError):
     """A valid change failed while it was applied; the running gateway was rolled back."""
 
     status_hint = 503
+
+
+class RolloutNotFound(GatewayError):
+    """No rollout by that name."""
+
+    status_hint = 404
+
+
+class RolloutConflict(GatewayError):
+    """A rollout by that name exists, or its state refuses the command."""
+
+    status_hint = 409
 
 
 class StateFileError(GatewayError, OSError):

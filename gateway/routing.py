@@ -10,16 +10,23 @@ number of routes; regexes are compiled here, once per version.
 
 A table is immutable; the control plane builds a new one for every config version and
 swaps it in, so a request keeps the table it started with.
+
+A route a staged rollout watches (``RouteTable(..., watch=...)``) carries the stats its
+requests are counted in per cluster (``RouteEntry.watch``, from the registry, so they
+outlive the versions the rollout's steps make); every other route carries None, and
+the data path's cost for it is one attribute test.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Mapping
 
 import attrs
 
 from gateway.config import HeaderMatch, Listener, Route, RouteMatch, SplitKey, VirtualHost
 from gateway.http1.events import Headers, RequestReceived
+from gateway.observe.stats import RouteClusterStats, StatsRegistry
 from policies.balancing import hash_key
 from policies.matching import (
     Conditions,
@@ -42,9 +49,12 @@ class RouteEntry:
     retry: RetryRules
     #: a sticky split's key; None: the split draws at random (also for one cluster)
     split_key: SplitKey | None = None
+    #: per cluster, the stats its requests end in when a rollout watches the route;
+    #: None: no rollout does
+    watch: Mapping[str, RouteClusterStats] | None = None
 
     @classmethod
-    def compile(cls, route: Route) -> RouteEntry:
+    def compile(cls, route: Route, watch: RouteWatch | None = None) -> RouteEntry:
         r = route.retry
         return cls(
             route,
@@ -60,6 +70,7 @@ class RouteEntry:
                 buffer_limit=r.per_request_buffer_limit_bytes,
             ),
             route.split_key if len(route.split) > 1 else None,
+            None if watch is None else watch(route),
         )
 
     def hash_key(self, headers: Headers, client_ip: bytes) -> int | None:
@@ -151,10 +162,30 @@ def _conditions(match: RouteMatch) -> Conditions | None:
     )
 
 
-def _compile_routes(routes: tuple[Route, ...]) -> FirstMatchIndex[RouteEntry]:
+def _compile_routes(
+    routes: tuple[Route, ...], watch: RouteWatch | None
+) -> FirstMatchIndex[RouteEntry]:
     return FirstMatchIndex(
-        (_rule(r.match), _conditions(r.match), RouteEntry.compile(r)) for r in routes
+        (_rule(r.match), _conditions(r.match), RouteEntry.compile(r, watch)) for r in routes
     )
+
+
+#: a route's stats per cluster when a rollout watches it, else None
+RouteWatch = Callable[[Route], "Mapping[str, RouteClusterStats] | None"]
+
+
+def watch_routes(listener: str, routes: frozenset[str], stats: StatsRegistry) -> RouteWatch:
+    """The ``watch`` of a listener whose routes named in ``routes`` a rollout watches."""
+
+    def watch(route: Route) -> Mapping[str, RouteClusterStats] | None:
+        if route.name is None or route.name not in routes:
+            return None
+        clusters = (
+            (route.cluster,) if route.cluster is not None else [wc.cluster for wc in route.split]
+        )
+        return {c: stats.route_cluster(listener, route.name, c) for c in clusters}
+
+    return watch
 
 
 class RouteTable:
@@ -162,7 +193,7 @@ class RouteTable:
 
     __slots__ = ("_by_domain", "_default", "_prefix_wild", "_suffix_wild")
 
-    def __init__(self, listener: Listener) -> None:
+    def __init__(self, listener: Listener, watch: RouteWatch | None = None) -> None:
         vhosts = listener.virtual_hosts or (
             (VirtualHost(name="default", domains=("*",), routes=listener.routes),)
             if listener.routes
@@ -173,7 +204,7 @@ class RouteTable:
         prefix: list[tuple[bytes, FirstMatchIndex[RouteEntry]]] = []
         self._default: FirstMatchIndex[RouteEntry] | None = None
         for vh in vhosts:
-            compiled = _compile_routes(vh.routes)
+            compiled = _compile_routes(vh.routes, watch)
             for domain in vh.domains:
                 d = domain.lower().encode()
                 if d == b"*":

@@ -3,7 +3,7 @@ judged by gates, rolled back at the first breach.
 
 Theory of operation
 -------------------
-A ``Rollout`` follows a ``RolloutPlan``: ``steps`` (the canary's percent of the route's
+A ``RolloutSchedule`` follows a ``RolloutPlan``: ``steps`` (the canary's percent of the route's
 traffic, increasing), ``dwell`` (seconds each step holds at least), ``interval``
 (seconds between judgements) and ``gates`` (the most the canary may fail). It is in
 one of five states:
@@ -19,7 +19,7 @@ The last three are final: a finished rollout never moves again. ``judge`` waits 
 the step has fewer than ``gates.min_requests`` requests (too few to judge either way);
 with enough, a gate breached rolls back at once, and otherwise the step passes once
 ``dwell`` seconds have gone since it began (the last step's passing succeeds). Resuming
-a pause, or restoring a rollout after a restart (``Rollout.restore``), restarts the
+a pause, or restoring a rollout after a restart (``RolloutSchedule.restore``), restarts the
 step's dwell: the figures before it describe another period.
 
 Every transition is a row of ``TRANSITIONS``: ``(state, input) -> (effect, next
@@ -46,13 +46,15 @@ __all__ = [
     "TRANSITIONS",
     "Breach",
     "Effect",
-    "Rollout",
     "RolloutChanged",
     "RolloutGates",
     "RolloutInput",
     "RolloutPlan",
+    "RolloutSchedule",
     "RolloutState",
     "StepFigures",
+    "check_steps",
+    "steps_tuple",
     "transition",
 ]
 
@@ -125,11 +127,12 @@ def transition(state: RolloutState, event: RolloutInput) -> tuple[Effect, Rollou
         raise ImpossibleTransition("rollout", state, event) from None
 
 
-def _steps(value: object) -> tuple[int, ...]:
+def steps_tuple(value: object) -> tuple[int, ...]:
     return tuple(value) if isinstance(value, list | tuple) else value  # type: ignore[return-value]
 
 
-def _check_steps(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+def check_steps(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """attrs validator: increasing percents 1-100, at least one."""
     if (
         not isinstance(value, tuple)
         or not value
@@ -171,7 +174,7 @@ class RolloutPlan:
 
     #: the canary's percent at each step, increasing
     steps: tuple[int, ...] = attrs.field(
-        default=(5, 25, 50, 100), converter=_steps, validator=_check_steps
+        default=(5, 25, 50, 100), converter=steps_tuple, validator=check_steps
     )
     #: seconds each step holds at least
     dwell: float = attrs.field(default=60.0, validator=settings.positive)
@@ -215,7 +218,7 @@ class RolloutChanged:
 
 
 @attrs.define
-class Rollout:
+class RolloutSchedule:
     """One rollout's schedule; see the module docstring."""
 
     plan: RolloutPlan
@@ -232,7 +235,9 @@ class Rollout:
         return self.started_at
 
     @classmethod
-    def restore(cls, plan: RolloutPlan, state: RolloutState, step: int, now: float) -> Rollout:
+    def restore(
+        cls, plan: RolloutPlan, state: RolloutState, step: int, now: float
+    ) -> RolloutSchedule:
         """A rollout as it was saved (after a restart), its step's dwell starting ``now``."""
         if not 0 <= step < len(plan.steps):
             raise InvalidSetting("step", f"must be 0-{len(plan.steps) - 1}, not {step}")

@@ -379,8 +379,8 @@ class CheckedUpstream:
     close), start again on the same port, and fail its health checks while it serves.
 
     It answers ``/healthz`` with 200, or 503 while ``sick``; every other request with
-    200 and its name, or 503 while ``failing``. ``received`` holds the targets of the
-    other requests only.
+    200 and its name, or 503 while ``failing``, after ``delay`` seconds. ``received``
+    holds the targets of the other requests only.
     """
 
     name: str
@@ -388,6 +388,8 @@ class CheckedUpstream:
     address: Address = attrs.Factory(lambda: Address("127.0.0.1", 0))
     sick: bool = False
     failing: bool = False
+    #: seconds each request other than a health check waits before its answer
+    delay: float = 0.0
     received: list[str] = attrs.Factory(list)
     #: the Host header of each health check
     checks: list[str] = attrs.Factory(list)
@@ -423,6 +425,8 @@ class CheckedUpstream:
     async def _status(self, request: h11.Request) -> int:
         if request.target == b"/healthz":
             return 503 if self.sick else 200
+        if self.delay:
+            await trio.sleep(self.delay)
         return 503 if self.failing else 200
 
 

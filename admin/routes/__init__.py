@@ -7,7 +7,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from admin.routes import clusters, config, endpoint_health, faults, health, listeners, registry
+from admin.routes import (
+    clusters,
+    config,
+    endpoint_health,
+    faults,
+    health,
+    listeners,
+    registry,
+    rollouts,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (
     config.router,
@@ -18,4 +27,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     registry.status_router,
     endpoint_health.router,
     faults.router,
+    rollouts.router,
 )

@@ -22,12 +22,17 @@ from policies.health import HealthCheckConfig
 from policies.limits import CircuitBreakerThresholds
 from policies.outlier import OutlierConfig
 from policies.retry import DEFAULT_BUFFER_LIMIT
+from policies.rollout import RolloutGates, RolloutPlan, check_steps, steps_tuple
+from policies.settings import positive
 
 LbPolicy = Literal["round_robin", "least_request", "random", "ring_hash", "maglev"]
 EndpointState = Literal["active", "draining", "disabled"]
 ListenerProtocol = Literal["http", "tcp"]
 DiscoveryType = Literal["static", "dns", "file", "registry"]
 IpFamily = Literal["all", "v4", "v6"]
+RolloutStateName = Literal["running", "paused", "succeeded", "rolled_back", "aborted"]
+#: the states in which a rollout moves its route's split (and its route is watched)
+ACTIVE_ROLLOUT_STATES: Final = frozenset({"running", "paused"})
 RetryOn = Literal["connect-failure", "reset", "5xx", "gateway-error", "retriable-status-codes"]
 
 
@@ -264,6 +269,10 @@ class Listener:
     access_log: AccessLogConfig = AccessLogConfig()
     tracing: TracingConfig = TracingConfig()
 
+    def all_routes(self) -> list[Route]:
+        """Every route, those of the virtual hosts included, in order."""
+        return [*self.routes, *(r for vh in self.virtual_hosts for r in vh.routes)]
+
 
 def needs_rebind(old: Listener, new: Listener) -> bool:
     """Whether going from ``old`` to ``new`` needs new sockets (fields marked ``REBIND``).
@@ -396,6 +405,69 @@ class Fault:
 
 
 @attrs.frozen
+class RolloutEvent:
+    """One line of a rollout's history: what happened, when, and where it left the rollout."""
+
+    #: wall-clock time, Unix seconds
+    at: float
+    #: ``started``, or the input that moved it (``policies.rollout.RolloutInput``):
+    #: ``step_passed``, ``last_step_passed``, ``gate_breached``, ``pause``, ``resume``,
+    #: ``abort``, ``promote``
+    event: str
+    state: RolloutStateName
+    step: int
+    #: the canary's percent after it
+    weight: int
+    #: for ``gate_breached``: the gate, the value measured and its limit
+    gate: str | None = None
+    value: float | None = None
+    limit: float | None = None
+
+
+@attrs.frozen
+class RolloutStatus:
+    """Where a rollout is; written by the gateway's rollout actor, persisted with the config."""
+
+    state: RolloutStateName = "running"
+    #: the index of the current (or last) step in ``steps``
+    step: int = 0
+    #: the canary's percent of the route's traffic
+    weight: int = 0
+    history: tuple[RolloutEvent, ...] = ()
+
+
+@attrs.frozen
+class Rollout:
+    """A staged rollout: the gateway moves ``route``'s traffic from ``stable`` to
+    ``canary`` along ``steps``, judged by ``gates`` (``gateway.control.rollouts``)."""
+
+    name: str
+    listener: str
+    #: a route of the listener, by ``name``
+    route: str
+    stable: str
+    canary: str
+    #: the canary's percent at each step, increasing, 1-100
+    steps: tuple[int, ...] = attrs.field(
+        default=(5, 25, 50, 100), converter=steps_tuple, validator=check_steps
+    )
+    #: seconds each step holds at least
+    dwell: float = attrs.field(default=60.0, validator=positive)
+    #: seconds between judgements of the canary's figures
+    interval: float = attrs.field(default=5.0, validator=positive)
+    gates: RolloutGates = attrs.field(factory=RolloutGates)
+    status: RolloutStatus = RolloutStatus()
+
+    def plan(self) -> RolloutPlan:
+        return RolloutPlan(self.steps, self.dwell, self.interval, self.gates)
+
+    @property
+    def active(self) -> bool:
+        """Whether it still moves its route's split (running or paused)."""
+        return self.status.state in ACTIVE_ROLLOUT_STATES
+
+
+@attrs.frozen
 class Config:
     """The whole gateway config. ``version`` grows by one with every accepted change."""
 
@@ -406,6 +478,8 @@ class Config:
     faults: tuple[Fault, ...] = ()
     #: faults applied at once (per process); over it a fault is skipped and counted
     max_active_faults: int = 1000
+    #: staged rollouts, with where each is (``status``)
+    rollouts: tuple[Rollout, ...] = ()
     version: int = 1
 
     def cluster(self, name: str) -> Cluster | None:
@@ -418,4 +492,10 @@ class Config:
         for lst in self.listeners:
             if lst.name == name:
                 return lst
+        return None
+
+    def rollout(self, name: str) -> Rollout | None:
+        for rollout in self.rollouts:
+            if rollout.name == name:
+                return rollout
         return None

@@ -23,6 +23,7 @@ from gateway.config.model import (
     Fault,
     HeaderMatch,
     Listener,
+    Rollout,
     Route,
     RouteMatch,
 )
@@ -331,8 +332,7 @@ def _check_cluster(cluster: Cluster, path: str, issues: list[ConfigIssue]) -> No
 
 
 def _route_names(lst: Listener) -> set[str]:
-    routes = [*lst.routes, *(r for vh in lst.virtual_hosts for r in vh.routes)]
-    return {r.name for r in routes if r.name is not None}
+    return {r.name for r in lst.all_routes() if r.name is not None}
 
 
 def _check_fault(fault: Fault, path: str, config: Config, issues: list[ConfigIssue]) -> None:
@@ -405,6 +405,65 @@ def _check_fault(fault: Fault, path: str, config: Config, issues: list[ConfigIss
             )
 
 
+def _check_rollout(
+    rollout: Rollout,
+    path: str,
+    config: Config,
+    watched: dict[tuple[str, str], str],
+    issues: list[ConfigIssue],
+) -> None:
+    if not rollout.name:
+        issues.append(ConfigIssue(f"{path}.name", "must not be empty"))
+    for side in ("stable", "canary"):
+        cluster = getattr(rollout, side)
+        if config.cluster(cluster) is None:
+            issues.append(ConfigIssue(f"{path}.{side}", f"unknown cluster {cluster!r}"))
+    if rollout.stable == rollout.canary:
+        issues.append(ConfigIssue(f"{path}.canary", "must differ from 'stable'"))
+    status = rollout.status
+    if not 0 <= status.step < len(rollout.steps):
+        issues.append(ConfigIssue(f"{path}.status.step", f"must be 0-{len(rollout.steps) - 1}"))
+    if not 0 <= status.weight <= 100:
+        issues.append(ConfigIssue(f"{path}.status.weight", "must be 0-100"))
+    lst = config.listener(rollout.listener)
+    if lst is None or lst.protocol != "http":
+        issues.append(
+            ConfigIssue(f"{path}.listener", f"no http listener named {rollout.listener!r}")
+        )
+        return
+    routes = [r for r in lst.all_routes() if r.name == rollout.route]
+    if len(routes) != 1:
+        issues.append(
+            ConfigIssue(
+                f"{path}.route",
+                f"listener {lst.name!r} has no route {rollout.route!r}"
+                if not routes
+                else f"listener {lst.name!r} has {len(routes)} routes named {rollout.route!r}",
+            )
+        )
+        return
+    if not rollout.active:
+        return
+    # the rollout owns the route's split while it runs: only its two clusters
+    route = routes[0]
+    targets = {route.cluster} if route.cluster is not None else {wc.cluster for wc in route.split}
+    if not targets <= {rollout.stable, rollout.canary}:
+        others = ", ".join(sorted(repr(t) for t in targets - {rollout.stable, rollout.canary}))
+        issues.append(
+            ConfigIssue(
+                f"{path}.route",
+                f"route {rollout.route!r} also goes to {others}: a rollout's route splits "
+                "between its stable and canary clusters only",
+            )
+        )
+    key = (rollout.listener, rollout.route)
+    other = watched.setdefault(key, rollout.name)
+    if other != rollout.name:
+        issues.append(
+            ConfigIssue(f"{path}.route", f"rollout {other!r} is already moving this route")
+        )
+
+
 def check(config: Config) -> list[ConfigIssue]:
     """Every problem in ``config``, by path."""
     issues: list[ConfigIssue] = []
@@ -426,6 +485,11 @@ def check(config: Config) -> list[ConfigIssue]:
         _check_fault(fault, f"faults[{i}]", config, issues)
     if config.max_active_faults < 0:
         issues.append(ConfigIssue("max_active_faults", "must be >= 0"))
+    for name in _dupes(r.name for r in config.rollouts):
+        issues.append(ConfigIssue("rollouts", f"rollout {name!r} defined twice"))
+    watched: dict[tuple[str, str], str] = {}
+    for i, rollout in enumerate(config.rollouts):
+        _check_rollout(rollout, f"rollouts[{i}]", config, watched, issues)
     if config.version < 1:
         issues.append(ConfigIssue("version", "must be >= 1"))
     return issues

@@ -84,7 +84,7 @@ from gateway.listener.actor import (
 )
 from gateway.observe.events import EventLog
 from gateway.observe.stats import StatsRegistry
-from gateway.routing import RouteTable
+from gateway.routing import RouteTable, watch_routes
 from gateway.runtime.actor import ask, command
 from gateway.runtime.supervisor import ChildSpec, SupervisorHandle, run_supervisor
 from gateway.runtime.workers import RemoteListener, WorkerPool, run_worker_pool, worker_config
@@ -420,7 +420,16 @@ class _ControlActor:
         """Step 3: one assignment. Listeners on their way out keep their routes to drain."""
         ref = self.control.dataplane
         previous = ref.current
-        routes = {lst.name: RouteTable(lst) for lst in new.listeners}
+        watched = watched_routes(new)
+        routes = {
+            lst.name: RouteTable(
+                lst,
+                watch_routes(lst.name, watched[lst.name], self.stats)
+                if lst.name in watched
+                else None,
+            )
+            for lst in new.listeners
+        }
         for name in _names(old.listeners) - _names(new.listeners):
             if name in previous.routes:
                 routes[name] = previous.routes[name]
@@ -576,6 +585,16 @@ class _ControlActor:
                 await action()
             except Exception:
                 log.exception("undoing a failed change")
+
+
+def watched_routes(config: Config) -> dict[str, frozenset[str]]:
+    """Per listener, the routes an active rollout watches (their requests counted per
+    cluster for it)."""
+    watched: dict[str, set[str]] = {}
+    for rollout in config.rollouts:
+        if rollout.active:
+            watched.setdefault(rollout.listener, set()).add(rollout.route)
+    return {name: frozenset(routes) for name, routes in watched.items()}
 
 
 def _held_address(config: Listener, sockets: Sockets) -> Address:

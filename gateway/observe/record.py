@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from gateway.http1.events import RequestReceived
-    from gateway.observe.stats import ClusterStats, EndpointStats
+    from gateway.observe.stats import ClusterStats, EndpointStats, RouteClusterStats
 
 #: ``cluster`` and ``host`` of a request that reached no upstream, as JSON
 NULL = b"null"
@@ -42,6 +42,7 @@ class RequestRecord:
         "status",
         "traceparent",
         "upstream_ms",
+        "watch",
     )
 
     def __init__(self, head: RequestReceived, start: float) -> None:
@@ -76,6 +77,9 @@ class RequestRecord:
         #: the stats of the first attempt when it answered: it started with the request
         #: and ends with it, so it is charged when the request ends, with one clock read
         self.answered: tuple[ClusterStats, EndpointStats] | None = None
+        #: where the request is also counted when it ends: its route's stats for its
+        #: cluster, when a rollout watches the route
+        self.watch: RouteClusterStats | None = None
 
     def add_flag(self, flag: str) -> None:
         self.flags = f"{self.flags},{flag}" if self.flags else flag

@@ -310,6 +310,9 @@ class HttpConnection:
             result = self.breaker_result
             self.breaker_result = None
             held[0].record(held[1], status if result is None else result, ctx.now)
+        watch = record.watch
+        if watch is not None:
+            watch.record(status, ms)
         access_log = ctx.access_log
         if access_log.enabled:
             access_log.record(record)
@@ -339,6 +342,8 @@ class HttpConnection:
             return await self._reply(record, 503, "cluster not found")
         cluster_stats = ctx.cluster_stats.get(name) or ctx.registry.cluster(name)
         record.cluster = cluster_stats.quoted
+        if entry.watch is not None:  # a rollout watches the route (gateway.control.rollouts)
+            record.watch = entry.watch.get(name)
         if dp.faults is not None:  # HTTP faults (gateway.faults): off unless configured
             chosen = choose_fault(dp.faults, ctx, entry, name, head)
             if chosen is not None:

@@ -54,7 +54,7 @@ async def serve_worker(link: WorkerLink, index: int) -> None:
     async with trio.open_nursery() as nursery:
         try:
             gateway: Gateway = await nursery.start(
-                partial(run_gateway, first.config, detect_outliers=False)
+                partial(run_gateway, first.config, detect_outliers=False, rollouts=False)
             )
         except Exception as e:  # cannot serve (a port it cannot bind): say why, then exit
             await link.send(Refused.of(_plain(root_cause(e))))

@@ -24,9 +24,9 @@ from policies.rollout import (
     FINAL_STATES,
     TRANSITIONS,
     Effect,
-    Rollout,
     RolloutInput,
     RolloutPlan,
+    RolloutSchedule,
     RolloutState,
     StepFigures,
     transition,
@@ -64,7 +64,7 @@ class RolloutMachine(RuleBasedStateMachine):
     def new_rollout(self, plan: RolloutPlan) -> None:
         self.plan = plan
         self.now = 0.0
-        self.rollout = Rollout(plan, self.now)
+        self.rollout = RolloutSchedule(plan, self.now)
         self.weight = plan.steps[0]
         self.state = RUNNING
 
@@ -137,7 +137,7 @@ TestRollout = RolloutMachine.TestCase
 
 def test_a_restored_rollout_restarts_its_dwell() -> None:
     plan = RolloutPlan(steps=(10, 50), dwell=10, interval=1)
-    rollout = Rollout.restore(plan, RUNNING, 1, now=100.0)
+    rollout = RolloutSchedule.restore(plan, RUNNING, 1, now=100.0)
     assert (rollout.weight, rollout.step_started_at) == (50, 100.0)
     enough = StepFigures(plan.gates.min_requests, 0)
     assert rollout.judge(enough, 105.0) is None  # the dwell began again at the restore
@@ -151,7 +151,7 @@ def test_a_restored_rollout_restarts_its_dwell() -> None:
 def test_a_step_with_too_few_requests_waits_whatever_they_show(
     plan: RolloutPlan, errors: bool
 ) -> None:
-    rollout = Rollout(plan, 0.0)
+    rollout = RolloutSchedule(plan, 0.0)
     few = plan.gates.min_requests - 1
     figures = StepFigures(few, few if errors else 0, 1e9 if errors else None)
     assert rollout.judge(figures, plan.dwell * 10) is None

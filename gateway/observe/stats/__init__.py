@@ -4,6 +4,8 @@
     ├── ListenerStats  per listener  listener.<name>.downstream_*
     └── ClusterStats   per cluster   cluster.<name>.upstream_*
         └── EndpointStats            cluster.<name>.endpoint.<address>.rq_*
+    RouteClusterStats  per route a rollout watches, per cluster
+                       listener.<l>.route.<r>.cluster.<c>.upstream_rq_*
 
 The data path increments attributes of these objects directly (``scopes.py``);
 ``export.py`` renders them for the admin API (JSON, Prometheus, per endpoint);
@@ -14,7 +16,12 @@ from __future__ import annotations
 
 from gateway.observe.stats.histogram import BOUNDS_MS, Histogram, quantile, quantiles
 from gateway.observe.stats.registry import SeriesPoint, StatsRegistry, run_stats_ticker
-from gateway.observe.stats.scopes import ClusterStats, EndpointStats, ListenerStats
+from gateway.observe.stats.scopes import (
+    ClusterStats,
+    EndpointStats,
+    ListenerStats,
+    RouteClusterStats,
+)
 
 __all__ = [
     "BOUNDS_MS",
@@ -22,6 +29,7 @@ __all__ = [
     "EndpointStats",
     "Histogram",
     "ListenerStats",
+    "RouteClusterStats",
     "SeriesPoint",
     "StatsRegistry",
     "quantile",

@@ -48,6 +48,9 @@ def _scopes(registry: StatsRegistry) -> Iterator[tuple[str, dict[str, str], Scop
     for name, cs in registry.clusters.items():
         for key, es in cs.endpoints.items():
             yield f"cluster.{name}.endpoint.{key}.", {"cluster": name, "endpoint": key}, es
+    for (listener, route, cluster), rs in registry.routes.items():
+        labels = {"route": route, "listener": listener, "cluster": cluster}
+        yield f"listener.{listener}.route.{route}.cluster.{cluster}.", labels, rs
 
 
 def stats_json(registry: StatsRegistry, pattern: re.Pattern[str] | None = None) -> dict[str, Any]:

@@ -66,6 +66,7 @@ def dump(registry: StatsRegistry) -> dict[str, Any]:
             }
             for name, cs in registry.clusters.items()
         },
+        "routes": [[*key, _dump_scope(rs)] for key, rs in registry.routes.items()],
     }
 
 
@@ -120,6 +121,8 @@ def absorb(registry: StatsRegistry, dumps: Iterable[dict[str, Any]]) -> None:
             _add(cluster_stats, cluster["stats"])
             for key, figures in cluster["endpoints"].items():
                 _add(cluster_stats.endpoint(key), figures)
+        for listener, route, cluster, figures in part.get("routes", ()):
+            _add(registry.route_cluster(listener, route, cluster), figures)
 
 
 def total(part: dict[str, Any], stat: str) -> int:

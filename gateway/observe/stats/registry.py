@@ -29,7 +29,13 @@ import attrs
 import trio
 
 from gateway.observe.stats.histogram import difference, quantile
-from gateway.observe.stats.scopes import ClusterStats, Frame, ListenerStats, Scope
+from gateway.observe.stats.scopes import (
+    ClusterStats,
+    Frame,
+    ListenerStats,
+    RouteClusterStats,
+    Scope,
+)
 
 if TYPE_CHECKING:
     from gateway.cluster.actor import ClusterHandle
@@ -68,6 +74,8 @@ class StatsRegistry:
         self.listeners: dict[str, ListenerStats] = {}
         self.clusters: dict[str, ClusterStats] = {}
         self.series: dict[str, deque[SeriesPoint]] = {}
+        #: per (listener, route, cluster), for the routes a rollout watches
+        self.routes: dict[tuple[str, str, str], RouteClusterStats] = {}
         self._series_len = max(2, int(series_span / tick))
         self._handles: dict[str, ClusterHandle] = {}
         #: wall-clock time of the start, or of the last reset
@@ -95,6 +103,14 @@ class StatsRegistry:
             self.series[name] = deque(maxlen=self._series_len)
         return stats
 
+    def route_cluster(self, listener: str, route: str, cluster: str) -> RouteClusterStats:
+        """The stats of ``route``'s requests to ``cluster``, made on first use."""
+        key = (listener, route, cluster)
+        stats = self.routes.get(key)
+        if stats is None:
+            stats = self.routes[key] = RouteClusterStats("/".join(key))
+        return stats
+
     def track_cluster(self, handle: ClusterHandle) -> None:
         """Read ``handle``'s endpoints from now on (its latest snapshot, each time)."""
         self._handles[handle.name] = handle
@@ -108,6 +124,8 @@ class StatsRegistry:
 
     def forget_listener(self, name: str) -> None:
         self.listeners.pop(name, None)
+        for key in [k for k in self.routes if k[0] == name]:
+            del self.routes[key]
 
     def endpoints(self, cluster: str) -> tuple[EndpointState, ...]:
         """Every endpoint the cluster still knows, draining ones included."""
@@ -186,11 +204,12 @@ class StatsRegistry:
         self.since = time.time()
 
     def scopes(self) -> Iterable[Scope]:
-        """Every listener, cluster and endpoint scope."""
+        """Every listener, cluster, endpoint and route scope."""
         yield from self.listeners.values()
         for cs in self.clusters.values():
             yield cs
             yield from cs.endpoints.values()
+        yield from self.routes.values()
 
 
 def _series_point(previous: Frame, frame: Frame, wall: float) -> SeriesPoint | None:

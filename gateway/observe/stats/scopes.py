@@ -398,3 +398,26 @@ class ClusterStats(Scope):
 
     def frame_values(self) -> tuple[int, ...]:
         return (sum(self.upstream_rq_xx), self.upstream_cx_none_healthy, self.upstream_rq_xx[5])
+
+
+@attrs.define(slots=True, eq=False)
+class RouteClusterStats(Scope):
+    """``listener.<listener>.route.<route>.cluster.<cluster>.*``: the requests one route
+    sent to one of its clusters, counted per request when it ends (not per attempt), as
+    its client saw it: the status class of the response (an upstream's, or the local
+    reply of a failure: 502, 503, 504), or slot 0 when the client went away first, and
+    the request's time.
+
+    Kept only for the routes a staged rollout watches (``gateway.control.rollouts``
+    judges its canary by them); ``name`` is ``(listener, route, cluster)`` joined by
+    ``/``.
+    """
+
+    upstream_rq_xx: list[int] = attrs.field(factory=_ten_zeros, metadata=_STATUS_CLASSES)
+    #: from the first byte of the request's head to the end of its response
+    upstream_rq_time: Histogram = attrs.field(factory=Histogram, metadata=_HISTOGRAM)
+
+    def record(self, status: int, ms: float) -> None:
+        """One request ended (status 0: the client went away first)."""
+        self.upstream_rq_xx[status // 100] += 1
+        self.upstream_rq_time.record(ms)
