@@ -11,6 +11,7 @@ spec with nothing changed).
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -55,9 +56,7 @@ class Load:
     running: bool = True
 
     def count(self, upstream: str, status: int | None = None) -> int:
-        return sum(
-            n for (u, s), n in self.answers.items() if u == upstream and status in (None, s)
-        )
+        return sum(n for (u, s), n in self.answers.items() if u == upstream and status in (None, s))
 
     async def client(self, web: Address) -> None:
         async with httpx.AsyncClient(base_url=f"http://{web}", timeout=10) as client:
@@ -145,7 +144,7 @@ async def test_a_healthy_canary_walks_its_steps_to_100(rig: Rig) -> None:
     times = [e["at"] for e in done["history"]]
     assert times == sorted(times)
     # each step held for its dwell at least
-    assert all(b - a >= 0.4 for a, b in zip(times[:-1], times[1:], strict=False))
+    assert all(b - a >= 0.4 for a, b in itertools.pairwise(times))
     assert await rig.route_split() == {"v1": 0, "v2": 100}
     assert not running.errors
     assert running.count("v1", 200) + running.count("v2", 200) == sum(running.answers.values())
