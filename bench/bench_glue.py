@@ -22,6 +22,9 @@ the cluster's stats): what they cost a request, against a run without.
 ``--fault-percent P`` configures one HTTP fault (an abort) on the listener at ``P``
 percent, so that ``0`` measures a fault that is decided on every request and never
 applied (only for a tree with faults).
+``--rollout`` has the route watched as a running staged rollout watches it (each request
+also counted in the route's stats for its cluster): what a rollout costs a request on
+its route, against a run without (only for a tree with rollouts).
 """
 
 from __future__ import annotations
@@ -72,7 +75,11 @@ class FakeStream:
 
 
 async def serve_all(
-    requests: int, connections: int, resilience: bool, fault_percent: float | None
+    requests: int,
+    connections: int,
+    resilience: bool,
+    fault_percent: float | None,
+    rollout: bool = False,
 ) -> float:
     """Serve ``requests`` over ``connections``; the CPU seconds it took."""
     from gateway.cluster.actor import ClusterHandle
@@ -88,7 +95,7 @@ async def serve_all(
             {
                 "name": "web",
                 "address": "127.0.0.1:0",
-                "routes": [{"match": {"prefix": "/"}, "cluster": "c"}],
+                "routes": [{"name": "main", "match": {"prefix": "/"}, "cluster": "c"}],
             }
         ],
         "clusters": [{"name": "c", "endpoints": [{"address": "127.0.0.1:9"}]}],
@@ -113,6 +120,13 @@ async def serve_all(
             config, plane.routes, plane.clusters, faults=FaultTable.compile(config, None)
         )
     ctx = ListenerContext(listener, DataPlaneRef(plane), rng=random.Random(7))
+    if rollout:  # (imported here: a tree from before rollouts runs without)
+        from gateway.routing import watch_routes
+
+        watch = watch_routes("web", frozenset({"main"}), ctx.registry)
+        ctx.dataplane.current = DataPlane(
+            config, {"web": RouteTable(listener, watch)}, plane.clusters, plane.faults
+        )
     if resilience:  # (imported here: a tree from before them runs without)
         from gateway.cluster.breaker import ClusterBreaker
         from gateway.cluster.outcomes import OutcomeBuffer
@@ -134,6 +148,8 @@ async def serve_all(
     took = time.process_time() - start
     answered = sum(c.sent for c in clients)
     assert answered == requests // connections * connections, answered
+    if rollout:  # every request was counted for the rollout's judge
+        assert ctx.registry.routes["web", "main", "c"].upstream_rq_xx[2] == answered
     return took
 
 
@@ -144,9 +160,17 @@ def main() -> None:
     parser.add_argument("--tree", type=Path, default=Path(__file__).resolve().parent.parent)
     parser.add_argument("--resilience", action="store_true", help="breaker and outlier detection")
     parser.add_argument("--fault-percent", type=float, default=None)
+    parser.add_argument("--rollout", action="store_true", help="the route watched by a rollout")
     args = parser.parse_args()
     sys.path.insert(0, str(args.tree))
-    took = trio.run(serve_all, args.requests, args.connections, args.resilience, args.fault_percent)
+    took = trio.run(
+        serve_all,
+        args.requests,
+        args.connections,
+        args.resilience,
+        args.fault_percent,
+        args.rollout,
+    )
     print(f"{took / args.requests * 1e6:.2f} us CPU per request (no sockets)")
 
 

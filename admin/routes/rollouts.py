@@ -131,8 +131,18 @@ def _add_command(action: RolloutAction) -> None:
     router.post(
         f"/rollouts/{{name}}/{action}",
         name=f"{action}_rollout",
-        responses={200: _VIEW, **responses(*GUARDED, 404, 409, 422, 503)},
+        openapi_extra=_EMPTY_BODY,
+        responses={200: _VIEW, **responses(*WRITE, 409)},
     )(command)
+
+
+#: a command carries no settings; its body is ``{}`` (the guard wants JSON on a POST)
+_EMPTY_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "object", "maxProperties": 0}}},
+    }
+}
 
 
 for _action in ROLLOUT_ACTIONS:
