@@ -27,7 +27,20 @@ from policies.settings import positive
 
 LbPolicy = Literal["round_robin", "least_request", "random", "ring_hash", "maglev"]
 EndpointState = Literal["active", "draining", "disabled"]
-ListenerProtocol = Literal["http", "tcp"]
+ListenerProtocol = Literal["http", "tcp", "udp"]
+ToxicType = Literal[
+    "latency",
+    "bandwidth",
+    "slow_close",
+    "timeout",
+    "reset_peer",
+    "slicer",
+    "limit_data",
+    "noop",
+    "slow_open",
+    "packet_loss",
+]
+ToxicStream = Literal["upstream", "downstream"]
 DiscoveryType = Literal["static", "dns", "file", "registry"]
 IpFamily = Literal["all", "v4", "v6"]
 RolloutStateName = Literal["running", "paused", "succeeded", "rolled_back", "aborted"]
@@ -92,6 +105,8 @@ class AdminConfig:
     api_key_env: str | None = None
     #: path of a file holding the API key
     api_key_file: str | None = None
+    #: where Toxiproxy's REST API is served beside this one; None: not served
+    toxiproxy: Address | None = None
     #: where runtime changes are persisted; default: ``<config file>.state.json``
     state_file: str | None = None
 
@@ -247,6 +262,47 @@ REBIND = "triogate.rebind"
 
 
 @attrs.frozen
+class ToxicAttributes:
+    """A toxic's settings; each type reads its own (Toxiproxy's names and units)."""
+
+    #: latency: ms added to each chunk (datagram), and its jitter (+/- ms)
+    latency: int = 0
+    jitter: int = 0
+    #: bandwidth: KB/s (1 KB = 1000 bytes), per connection and direction unless ``shared``
+    rate: int = 0
+    #: bandwidth: one rate for all of the listener's connections (in that direction)
+    shared: bool = False
+    #: slow_close, slow_open: ms; slicer: µs between the pieces
+    delay: int = 0
+    #: timeout, reset_peer: ms
+    timeout: int = 0
+    #: slicer: bytes per piece on average, and how far a piece may stray from it
+    average_size: int = 0
+    size_variation: int = 0
+    #: limit_data: bytes forwarded before the connection is closed
+    bytes: int = 0
+    #: packet_loss (udp): percent of datagrams dropped
+    percent: float = 0.0
+
+
+@attrs.frozen
+class Toxic:
+    """A network fault on a listener's connections (Toxiproxy's toxics, ``gateway.faults``).
+
+    ``stream``: ``upstream`` is client to server, ``downstream`` server to client.
+    """
+
+    name: str
+    type: ToxicType
+    stream: ToxicStream = "downstream"
+    #: the probability that a connection gets the toxic (rolled per connection)
+    toxicity: float = 1.0
+    attributes: ToxicAttributes = attrs.field(factory=ToxicAttributes)
+    #: only connections from these client addresses or networks (``10.0.0.0/8``); () all
+    source: tuple[str, ...] = ()
+
+
+@attrs.frozen
 class Listener:
     """A bound address and how its traffic is handled.
 
@@ -258,11 +314,23 @@ class Listener:
     protocol: ListenerProtocol = "http"
     routes: tuple[Route, ...] = ()
     virtual_hosts: tuple[VirtualHost, ...] = ()
-    #: for ``protocol: tcp``: the cluster every connection goes to
+    #: for ``protocol: tcp`` or ``udp``: the cluster every connection (session) goes
+    #: to, or a weighted ``split`` between clusters
     cluster: str | None = None
+    split: tuple[WeightedCluster, ...] = ()
+    #: False: the listener is down (new connections refused, open ones closed); its
+    #: settings and toxics are kept
+    enabled: bool = True
+    #: network faults on its connections (tcp, udp, and the client side of http), in
+    #: chain order per stream
+    toxics: tuple[Toxic, ...] = ()
+    #: for ``protocol: udp``: client sessions at most (over it a new client's datagrams
+    #: are dropped and counted)
+    max_sessions: int = 10000
     #: seconds a client may take to send a request's headers
     header_timeout: float = 10.0
-    #: seconds an idle keep-alive client connection is kept
+    #: seconds an idle keep-alive client connection is kept (tcp: a connection with no
+    #: byte either way; udp: a session with no datagram)
     idle_timeout: float = 60.0
     max_request_headers_kb: int = 60
     max_request_headers_count: int = 100

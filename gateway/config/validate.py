@@ -26,6 +26,7 @@ from gateway.config.model import (
     Rollout,
     Route,
     RouteMatch,
+    WeightedCluster,
 )
 from gateway.errors import ConfigError, ConfigIssue
 from policies.matching import pattern_problem
@@ -88,26 +89,34 @@ def _check_header(header: HeaderMatch, path: str, issues: list[ConfigIssue]) -> 
     _check_pattern(header.regex, f"{path}.regex", issues)
 
 
+def _check_split(
+    split: tuple[WeightedCluster, ...], path: str, clusters: set[str], issues: list[ConfigIssue]
+) -> None:
+    """A route's or an L4 listener's weighted split (none: nothing to check)."""
+    if not split:
+        return
+    total = 0
+    for j, wc in enumerate(split):
+        if wc.cluster not in clusters:
+            issues.append(
+                ConfigIssue(f"{path}.split[{j}].cluster", f"unknown cluster {wc.cluster!r}")
+            )
+        if wc.weight < 0:
+            issues.append(ConfigIssue(f"{path}.split[{j}].weight", "must be >= 0"))
+        total += max(wc.weight, 0)
+    if total <= 0:
+        issues.append(ConfigIssue(f"{path}.split", "weights must have a positive sum"))
+    for name in _dupes(wc.cluster for wc in split):
+        issues.append(ConfigIssue(f"{path}.split", f"cluster {name!r} listed twice"))
+
+
 def _check_route(route: Route, path: str, clusters: set[str], issues: list[ConfigIssue]) -> None:
     _check_match(route.match, f"{path}.match", issues)
     if (route.cluster is None) == (not route.split):
         issues.append(ConfigIssue(path, "needs exactly one of 'cluster' or 'split'"))
     if route.cluster is not None and route.cluster not in clusters:
         issues.append(ConfigIssue(f"{path}.cluster", f"unknown cluster {route.cluster!r}"))
-    if route.split:
-        total = 0
-        for j, wc in enumerate(route.split):
-            if wc.cluster not in clusters:
-                issues.append(
-                    ConfigIssue(f"{path}.split[{j}].cluster", f"unknown cluster {wc.cluster!r}")
-                )
-            if wc.weight < 0:
-                issues.append(ConfigIssue(f"{path}.split[{j}].weight", "must be >= 0"))
-            total += max(wc.weight, 0)
-        if total <= 0:
-            issues.append(ConfigIssue(f"{path}.split", "weights must have a positive sum"))
-        for name in _dupes(wc.cluster for wc in route.split):
-            issues.append(ConfigIssue(f"{path}.split", f"cluster {name!r} listed twice"))
+    _check_split(route.split, path, clusters, issues)
     _positive(issues, f"{path}.timeout", route.timeout, allow_zero=True)
     r = route.retry
     if not 0 <= r.attempts <= 10:
@@ -188,18 +197,34 @@ def _check_listener(
 ) -> None:
     if not lst.name:
         issues.append(ConfigIssue(f"{path}.name", "must not be empty"))
-    if lst.protocol == "tcp":
-        if lst.cluster is None:
-            issues.append(ConfigIssue(f"{path}.cluster", "is required for protocol 'tcp'"))
-        elif lst.cluster not in clusters:
+    if lst.protocol in ("tcp", "udp"):
+        if (lst.cluster is None) == (not lst.split):
+            issues.append(
+                ConfigIssue(
+                    f"{path}.cluster", f"a {lst.protocol!r} listener needs a cluster or a split"
+                )
+            )
+        elif lst.cluster is not None and lst.cluster not in clusters:
             issues.append(ConfigIssue(f"{path}.cluster", f"unknown cluster {lst.cluster!r}"))
+        _check_split(lst.split, path, clusters, issues)
         if lst.routes or lst.virtual_hosts:
-            issues.append(ConfigIssue(path, "a 'tcp' listener has no routes"))
+            issues.append(ConfigIssue(path, f"a {lst.protocol!r} listener has no routes"))
+        if lst.protocol == "udp" and lst.max_sessions < 1:
+            issues.append(ConfigIssue(f"{path}.max_sessions", "must be >= 1"))
+        # (until the L4 proxies serve them)
+        if lst.protocol == "udp":
+            issues.append(ConfigIssue(f"{path}.protocol", "'udp' is not served yet"))
+        if lst.split:
+            issues.append(ConfigIssue(f"{path}.split", "is not served yet for 'tcp'"))
     else:
-        if lst.cluster is not None:
-            issues.append(ConfigIssue(f"{path}.cluster", "only 'tcp' listeners name a cluster"))
+        if lst.cluster is not None or lst.split:
+            issues.append(
+                ConfigIssue(f"{path}.cluster", "only 'tcp' and 'udp' listeners name a cluster")
+            )
         if lst.routes and lst.virtual_hosts:
             issues.append(ConfigIssue(path, "give 'routes' or 'virtual_hosts', not both"))
+    if lst.toxics or not lst.enabled:  # (until the L4 proxies serve them)
+        issues.append(ConfigIssue(f"{path}.toxics", "toxics and 'enabled' are not served yet"))
     for i, route in enumerate(lst.routes):
         _check_route(route, f"{path}.routes[{i}]", clusters, issues)
     _check_reachable(lst.routes, f"{path}.routes", issues)

@@ -90,7 +90,7 @@ def test_every_error_is_reported_by_path() -> None:
         (
             "protocol: http",
             "protocol: gopher",
-            "listeners[0].protocol: must be one of 'http', 'tcp', not 'gopher'",
+            "listeners[0].protocol: must be one of 'http', 'tcp', 'udp', not 'gopher'",
         ),
         (
             "address: 127.0.0.1:8080",
