@@ -71,7 +71,9 @@ def _fail_response(response: httpx.Response) -> NoReturn:
             msg = issue.get("msg") if isinstance(issue, dict) else issue
             click.echo(f"  {where}: {msg}" if where else f"  {msg}", err=True)
         sys.exit(1)
-    _fail(f"{response.status_code} {response.reason_phrase}: {detail}")
+    # hypercorn sends no reason phrase: the status code's own then
+    phrase = response.reason_phrase or httpx.codes.get_reason_phrase(response.status_code)
+    _fail(f"{response.status_code} {phrase}: {detail}")
 
 
 def _version(response: httpx.Response) -> str:
