@@ -407,7 +407,9 @@ def list_rollouts(admin: Admin) -> None:
 @click.argument("name")
 @pass_admin
 def get_rollout(admin: Admin, name: str) -> None:
-    """Show a rollout: where it is, its gates, the current step's figures, its history."""
+    """Show a rollout: state, gates, current step's figures, history.
+
+    Times are UTC."""
     response = admin.call("GET", _rollout_path(name))
     view = response.json()
     if admin.show(view):
@@ -509,9 +511,9 @@ def start_rollout(
     spec_file: Path | None,
     **options: Any,
 ) -> None:
-    """Start a staged rollout NAME (or the one in --file); the gateway moves it from then on.
+    """Start a rollout: NAME and options, or --file.
 
-    Options left out take the API's defaults."""
+    The gateway moves it from then on. Options left out take the API's defaults."""
     given = {key: value for key, value in options.items() if value is not None}
     if spec_file is not None:
         if name is not None or steps is not None or given:
