@@ -23,6 +23,7 @@ from tests.conftest import (
     simple_config,
     wait_until,
 )
+from tests.gateway.rollout_support import rollout_spec
 
 
 @attrs.frozen
@@ -190,21 +191,6 @@ class Rollouts:
     broken: CheckedUpstream
 
 
-def rollout_spec(name: str, route: str, canary: str, **overrides: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "listener": "web",
-        "route": route,
-        "stable": "v1",
-        "canary": canary,
-        "steps": [10, 50, 100],
-        "dwell": 0.5,
-        "interval": 0.1,
-        "gates": {"max_error_rate": 0.01, "max_p99_ms": 1000, "min_requests": 5},
-        **overrides,
-    }
-
-
 async def start_rollouts(
     start_gateway: StartGateway, start_checked_upstream: StartCheckedUpstream
 ) -> Rollouts:
@@ -225,8 +211,10 @@ async def start_rollouts(
         httpx.AsyncClient(base_url=f"http://{gw.admin_address}") as admin,
     ):
         for spec in (
-            rollout_spec("checkout", "main", "v2"),
-            rollout_spec("payments", "payments", "broken", steps=[20, 100], dwell=60),
+            rollout_spec(name="checkout", dwell=0.5),
+            rollout_spec(
+                name="payments", route="payments", canary="broken", steps=[20, 100], dwell=60
+            ),
         ):
             r = await admin.post("/rollouts", json=spec)
             assert r.status_code == 201, r.text
