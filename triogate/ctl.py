@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import quote
@@ -20,6 +21,7 @@ from urllib.parse import quote
 import attrs
 import click
 import httpx
+import yaml
 
 
 @attrs.frozen
@@ -71,7 +73,9 @@ def _fail_response(response: httpx.Response) -> NoReturn:
             msg = issue.get("msg") if isinstance(issue, dict) else issue
             click.echo(f"  {where}: {msg}" if where else f"  {msg}", err=True)
         sys.exit(1)
-    _fail(f"{response.status_code} {response.reason_phrase}: {detail}")
+    # hypercorn sends no reason phrase: the status code's own then
+    phrase = response.reason_phrase or httpx.codes.get_reason_phrase(response.status_code)
+    _fail(f"{response.status_code} {phrase}: {detail}")
 
 
 def _version(response: httpx.Response) -> str:
@@ -308,3 +312,255 @@ def drain(admin: Admin, grace: float) -> None:
     """Start a graceful drain: stop accepting, let requests in flight finish."""
     admin.call("POST", "/drain", {"grace": grace})
     click.echo(f"draining (grace {grace:g} s)")
+
+
+# -- staged rollouts ---------------------------------------------------------------------
+
+
+@ctl.group("rollout")
+def rollout() -> None:
+    """Staged rollouts: list, inspect, start, move and delete them."""
+
+
+def _rollout_path(name: str, action: str | None = None) -> str:
+    path = f"/rollouts/{quote(name, safe='')}"
+    return f"{path}/{action}" if action else path
+
+
+def _utc(at: float | None) -> str:
+    """A Unix time as UTC ISO 8601 to the second (``-`` for none)."""
+    if at is None:
+        return "-"
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _step_text(view: dict[str, Any]) -> str:
+    return f"{view['step'] + 1}/{len(view['steps'])}"
+
+
+def _breach_text(breach: dict[str, Any] | None) -> str:
+    """The gate a rollout last breached: ``max_error_rate 0.05 > 0.01``, or ``-``."""
+    if breach is None:
+        return "-"
+    return f"{breach['gate']} {_number(breach['value'])} > {_number(breach['limit'])}"
+
+
+def _gates_text(gates: dict[str, Any]) -> str:
+    p99 = gates["max_p99_ms"]
+    return (
+        f"error rate <= {_number(gates['max_error_rate'])}, "
+        + ("no p99 gate, " if p99 is None else f"p99 <= {_number(p99)} ms, ")
+        + f"judged from {gates['min_requests']} requests"
+    )
+
+
+def _current_text(current: dict[str, Any] | None) -> str:
+    if current is None:
+        return "-"
+    judged = current["judged_at"]
+    figures = (
+        f"{current['requests']} requests, {current['errors']} errors, "
+        f"error rate {_number(current['error_rate'])}, p99 "
+        + ("-" if current["p99_ms"] is None else f"{_number(current['p99_ms'])} ms")
+    )
+    when = f"step since {_utc(current['step_started'])}, "
+    return when + ("not judged yet" if judged is None else f"judged {_utc(judged)}: {figures}")
+
+
+def _moved(view: dict[str, Any], response: httpx.Response) -> str:
+    """One line saying where a rollout is after a command."""
+    return (
+        f"rollout {view['name']}: {view['state']} at step {_step_text(view)}, "
+        f"canary {view['canary']} at {view['weight']}% (version {_version(response)})"
+    )
+
+
+@rollout.command("list")
+@pass_admin
+def list_rollouts(admin: Admin) -> None:
+    """List rollouts: route, clusters, state, step, weight, last breach."""
+    response = admin.call("GET", "/rollouts")
+    if admin.show(response.json()):
+        return
+    rows = [
+        (
+            view["name"],
+            f"{view['listener']}/{view['route']}",
+            f"{view['stable']} -> {view['canary']}",
+            view["state"],
+            _step_text(view),
+            f"{view['weight']}%",
+            _breach_text(view["breach"]),
+        )
+        for view in response.json()
+    ]
+    headers = ("NAME", "ROUTE", "STABLE -> CANARY", "STATE", "STEP", "WEIGHT", "LAST BREACH")
+    click.echo(table(headers, rows))
+    click.echo(f"config version {_version(response)}")
+
+
+@rollout.command("get")
+@click.argument("name")
+@pass_admin
+def get_rollout(admin: Admin, name: str) -> None:
+    """Show a rollout: state, gates, current step's figures, history.
+
+    Times are UTC."""
+    response = admin.call("GET", _rollout_path(name))
+    view = response.json()
+    if admin.show(view):
+        return
+    steps = ", ".join(f"{s}%" for s in view["steps"])
+    fields = (
+        ("rollout", view["name"]),
+        ("route", f"{view['listener']}/{view['route']}"),
+        ("clusters", f"{view['stable']} -> {view['canary']}"),
+        ("state", view["state"]),
+        ("step", f"{_step_text(view)} of {steps}"),
+        ("weight", f"{view['weight']}% to {view['canary']}"),
+        ("timing", f"each step {view['dwell']:g} s at least, judged every {view['interval']:g} s"),
+        ("gates", _gates_text(view["gates"])),
+        ("current", _current_text(view["current"])),
+        ("breach", _breach_text(view["breach"])),
+    )
+    for key, value in fields:
+        click.echo(f"{key + ':':<10}{value}")
+    click.echo("")
+    rows = [
+        (
+            _utc(event["at"]),
+            event["event"],
+            event["state"],
+            event["step"] + 1,
+            f"{event['weight']}%",
+            event["gate"] or "-",
+            _number(event["value"]),
+            _number(event["limit"]),
+        )
+        for event in view["history"]
+    ]
+    headers = ("AT (UTC)", "EVENT", "STATE", "STEP", "WEIGHT", "GATE", "VALUE", "LIMIT")
+    click.echo(table(headers, rows))
+    click.echo(f"config version {_version(response)}")
+
+
+def _steps(ctx: click.Context, param: click.Parameter, text: str | None) -> list[int] | None:
+    """``--steps 5,25,50,100`` as a list of percents (checked by the API)."""
+    if text is None:
+        return None
+    try:
+        return [int(step) for step in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not percents such as 5,25,50,100") from None
+
+
+def _spec_file(path: Path) -> Any:
+    """A rollout spec from a JSON or YAML file (JSON by a ``.json`` suffix, else YAML)."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise click.BadParameter(e.strerror or str(e), param_hint="--file") from None
+    try:
+        spec = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as e:
+        raise click.BadParameter(f"{path} is not valid: {e}", param_hint="--file") from None
+    if not isinstance(spec, dict):
+        raise click.BadParameter(
+            f"{path} does not hold one rollout (a mapping)", param_hint="--file"
+        )
+    return spec
+
+
+#: ``start``'s options that go into the spec as they are, and the gates among them
+_SPEC_OPTIONS = ("listener", "route", "stable", "canary", "dwell", "interval")
+_GATE_OPTIONS = ("max_error_rate", "max_p99_ms", "min_requests")
+
+
+@rollout.command("start")
+@click.argument("name", required=False)
+@click.option("--listener", help="The listener of the route.")
+@click.option("--route", help="The route (by name) whose traffic moves.")
+@click.option("--stable", help="The cluster the route sends to now.")
+@click.option("--canary", help="The cluster the route moves to.")
+@click.option(
+    "--steps",
+    callback=_steps,
+    help="The canary's percent at each step.  [API default: 5,25,50,100]",
+)
+@click.option("--dwell", type=float, help="Seconds each step holds at least.  [API default: 60]")
+@click.option("--interval", type=float, help="Seconds between judgements.  [API default: 5]")
+@click.option("--max-error-rate", type=float, help="Gate, 0-1.  [API default: 0.01]")
+@click.option("--max-p99-ms", type=float, help="Gate on the canary's p99.  [API default: none]")
+@click.option("--min-requests", type=int, help="Judged from this many.  [API default: 100]")
+@click.option(
+    "--file",
+    "spec_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The whole spec from a JSON or YAML file, instead of NAME and the options.",
+)
+@pass_admin
+def start_rollout(
+    admin: Admin,
+    /,
+    name: str | None,
+    steps: list[int] | None,
+    spec_file: Path | None,
+    **options: Any,
+) -> None:
+    """Start a rollout: NAME and options, or --file.
+
+    The gateway moves it from then on. Options left out take the API's defaults."""
+    given = {key: value for key, value in options.items() if value is not None}
+    if spec_file is not None:
+        if name is not None or steps is not None or given:
+            raise click.UsageError("give either --file or NAME and options, not both")
+        spec = _spec_file(spec_file)
+    else:
+        missing = ["NAME"] if name is None else []
+        missing += [f"--{key}" for key in _SPEC_OPTIONS[:4] if key not in given]
+        if missing:
+            raise click.UsageError(f"missing {', '.join(missing)} (or give --file)")
+        spec = {"name": name, **{key: given[key] for key in _SPEC_OPTIONS if key in given}}
+        if steps is not None:
+            spec["steps"] = steps
+        gates = {key: given[key] for key in _GATE_OPTIONS if key in given}
+        if gates:
+            spec["gates"] = gates
+    response = admin.call("POST", "/rollouts", spec)
+    view = response.json()
+    if not admin.show(view):
+        click.echo(f"started {_moved(view, response).removeprefix('rollout ')}")
+
+
+def _add_rollout_action(action: str, doc: str) -> None:
+    @pass_admin
+    def command(admin: Admin, name: str) -> None:
+        response = admin.call("POST", _rollout_path(name, action), {})
+        view = response.json()
+        if not admin.show(view):
+            click.echo(_moved(view, response))
+
+    command.__doc__ = doc
+    rollout.command(action)(click.argument("name")(command))
+
+
+for _action, _doc in (
+    ("pause", "Hold a running rollout at its step (the split stays)."),
+    ("resume", "Let a paused rollout go on from its step."),
+    ("abort", "Stop a rollout and send all the route's traffic back to stable."),
+    ("promote", "Finish a rollout now: all the route's traffic to the canary."),
+):
+    _add_rollout_action(_action, _doc)
+
+
+@rollout.command("delete")
+@click.argument("name")
+@pass_admin
+def delete_rollout(admin: Admin, name: str) -> None:
+    """Forget a rollout; its route's split stays as it is."""
+    response = admin.call("DELETE", _rollout_path(name))
+    click.echo(f"deleted rollout {name}; the route's split stays (version {_version(response)})")

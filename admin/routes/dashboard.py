@@ -12,6 +12,10 @@ Each cluster also carries what ``GET /clusters/{name}/health`` says of it (the s
 classic ``breaker`` (null without one), and per endpoint its ``health_check`` (state,
 last result), ``ejection`` (ejected; while ejected since, until, times ejected, reason),
 the combined ``verdict`` and whether it ``serves``.
+
+``rollouts`` lists every staged rollout as ``GET /rollouts`` shows it (the same
+``rollout_view``): its spec and gates, ``state``, ``step``, ``weight``, the current step's
+figures (``current``) and the last ``breach``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from admin.errors import GUARDED, responses
 from admin.http import gateway_of
+from admin.routes.rollouts import rollout_view
 from gateway import clusters_view, health_view
 from gateway.config import Config, Listener, Route
 
@@ -90,6 +95,7 @@ async def dashboard_data(request: Request) -> dict[str, Any]:
         "listeners": [_listener(lst, gateway) for lst in config.listeners],
         "routes": _routes(config),
         "clusters": clusters,
+        "rollouts": [rollout_view(rollout, gateway.rollouts) for rollout in config.rollouts],
         "workers": workers,
     }
 

@@ -61,6 +61,72 @@ function renderRoutes(routes, clusterNames) {
   }));
 }
 
+// staged rollouts: where each is on its steps, how its canary fares against the gates
+const STATE_CLASS = { running: "run", paused: "warn", succeeded: "ok", rolled_back: "", aborted: "off" };
+
+function stateBadge(state) {
+  return el("span", { class: `flag ${STATE_CLASS[state] ?? "off"}` }, state.replace("_", " "));
+}
+
+// one segment per step: passed, in progress, or undone by a rollback or an abort
+function progressCell(r) {
+  const undone = r.state === "rolled_back" || r.state === "aborted";
+  const segments = r.steps.map((weight, i) => {
+    const cls = r.state === "succeeded" || i < r.step ? (undone ? "undone" : "done")
+      : i === r.step ? (undone ? "undone" : "current") : "";
+    return el("span", { class: `step ${cls}`, title: `step ${i + 1}/${r.steps.length}: ${weight}%` },
+      `${weight}%`);
+  });
+  return el("td", { class: "progress" }, el("div", { class: "steps" }, ...segments),
+    el("span", { class: "weight" }, `canary ${r.weight}%`));
+}
+
+// a figure against its gate: within it, past it, or not judged
+function gated(text, value, limit) {
+  const cls = value === null || value === undefined || limit === null ? "muted"
+    : value > limit ? "rate-bad" : "rate-good";
+  return el("span", { class: cls }, text);
+}
+
+function gateFigure(gate, value) {
+  return gate === "max_error_rate" ? percent(value) : `${fmt(value, 1)} ms`;
+}
+
+function figuresCell(r) {
+  const c = r.current;
+  const g = r.gates;
+  if (!c) return el("td", { class: "figures muted" }, "—");
+  const cell = el("td", { class: "figures" },
+    el("span", { class: c.requests >= g.min_requests ? "" : "muted" },
+      `${c.requests}/${g.min_requests} requests`), ", ",
+    gated(`errors ${percent(c.error_rate)} ≤ ${percent(g.max_error_rate)}`,
+      c.error_rate, g.max_error_rate), ", ",
+    gated(`p99 ${fmt(c.p99_ms, 1)} ms` + (g.max_p99_ms === null ? "" : ` ≤ ${g.max_p99_ms} ms`),
+      c.p99_ms, g.max_p99_ms));
+  cell.title = `step since ${clock(c.step_started)}; ` +
+    (c.judged_at === null ? "not judged yet" : `last judged ${clock(c.judged_at)}`);
+  return cell;
+}
+
+function breachCell(breach) {
+  if (!breach) return el("td", { class: "breach muted" }, "—");
+  return el("td", { class: "breach" },
+    el("span", { class: "flag" }, breach.gate),
+    ` ${gateFigure(breach.gate, breach.value)} > ${gateFigure(breach.gate, breach.limit)}`,
+    el("span", { class: "muted" }, ` at ${clock(breach.at)}`));
+}
+
+function renderRollouts(rollouts) {
+  if (!rollouts.length) {
+    fillBody("rollouts", [el("tr", {}, el("td", { class: "muted", colspan: "7" }, "no rollouts"))]);
+    return;
+  }
+  fillBody("rollouts", rollouts.map((r) => el("tr", { "data-rollout": r.name },
+    el("td", {}, r.name), el("td", {}, `${r.listener}/${r.route}`),
+    el("td", {}, `${r.stable} → ${r.canary}`), el("td", { class: "state" }, stateBadge(r.state)),
+    progressCell(r), figuresCell(r), breachCell(r.breach))));
+}
+
 // y from 0 to a little above the largest value (at most `cap`)
 function yRange(cap) {
   return (u, min, max) => [0, Math.min(cap, Math.max(1, (max ?? 0) * 1.15))];
@@ -204,6 +270,7 @@ function render(data) {
   const names = Object.keys(data.clusters);
   renderListeners(data.listeners);
   renderRoutes(data.routes, names);
+  renderRollouts(data.rollouts);
   for (const [name, view] of Object.entries(data.clusters)) renderCluster(name, view);
   for (const card of document.querySelectorAll(".cluster")) {
     if (!(card.dataset.cluster in data.clusters)) {

@@ -21,7 +21,7 @@ import httpx
 import pytest
 import trio
 
-from tests.admin.test_dashboard_data import start_resilient
+from tests.admin.test_dashboard_data import start_resilient, start_rollouts
 from tests.conftest import (
     ClosedAddress,
     StartCheckedUpstream,
@@ -220,3 +220,44 @@ async def test_dashboard_shows_health_checks_ejections_and_the_breaker(
         "",
         "",
     )
+
+
+def browse_rollouts(admin: str, names: list[str]) -> dict[str, Any]:
+    """Open the dashboard; read each rollout's row (``data-rollout``) cell by cell."""
+    seen: dict[str, Any] = {}
+    with dashboard_page(admin, seen) as page:
+        for name in names:
+            row = f'#rollouts tr[data-rollout="{name}"]'
+            page.wait_for_selector(row, timeout=10_000)
+            seen[name] = {
+                cell: page.inner_text(f"{row} td.{cell}")
+                for cell in ("state", "progress", "figures", "breach")
+            }
+            seen[name]["row"] = page.inner_text(row)
+            seen[name]["current steps"] = page.locator(f"{row} .step.current").all_inner_texts()
+            seen[name]["undone steps"] = page.locator(f"{row} .step.undone").all_inner_texts()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-rollouts.png"), full_page=True)
+    return seen
+
+
+async def test_dashboard_shows_each_rollout_its_state_and_weight(
+    start_gateway: StartGateway, start_checked_upstream: StartCheckedUpstream
+) -> None:
+    setup = await start_rollouts(start_gateway, start_checked_upstream)
+    seen = await trio.to_thread.run_sync(
+        browse_rollouts, f"http://{setup.gateway.admin_address}", ["checkout", "payments"]
+    )
+    assert seen.pop("console_errors") == [] and seen.pop("page_errors") == []
+    checkout, payments = seen["checkout"], seen["payments"]
+    assert checkout["state"] == "paused"
+    assert checkout["progress"].endswith("canary 50%")
+    assert checkout["current steps"] == ["50%"]  # the second of 10%, 50%, 100%
+    assert "web/main" in checkout["row"] and "v1 → v2" in checkout["row"]
+    assert "/5 requests" in checkout["figures"] and "≤ 1.0%" in checkout["figures"]
+    assert checkout["breach"] == "—"
+    assert payments["state"] == "rolled back"
+    assert payments["progress"].endswith("canary 0%")
+    assert payments["undone steps"] == ["20%"] and payments["current steps"] == []
+    assert payments["figures"] == "—"  # finished: no step in progress
+    assert payments["breach"].startswith("max_error_rate 100.0% > 1.0% at ")

@@ -23,6 +23,7 @@ from tests.conftest import (
     simple_config,
     wait_until,
 )
+from tests.gateway.rollout_support import rollout_spec
 
 
 @attrs.frozen
@@ -176,3 +177,101 @@ async def test_dashboard_data_carries_health_checks_ejections_and_the_breaker(
     by_address = {e["address"]: e for e in health["endpoints"]}
     assert by_address[str(setup.failing.address)]["ejection"] == ejection
     assert by_address[str(setup.good.address)]["ejection"]["ejected"] is False
+
+
+@attrs.frozen
+class Rollouts:
+    """A gateway with two staged rollouts moved by real traffic (``start_rollouts``)."""
+
+    gateway: Gateway
+    stable: CheckedUpstream
+    #: ``checkout``'s canary: healthy; the rollout passed its first step and was paused
+    canary: CheckedUpstream
+    #: ``payments``' canary: failing; the rollout was rolled back on its error rate
+    broken: CheckedUpstream
+
+
+async def start_rollouts(
+    start_gateway: StartGateway, start_checked_upstream: StartCheckedUpstream
+) -> Rollouts:
+    """Start the gateway, and move ``checkout`` to its second step (50%), then pause it,
+    and ``payments`` until its failing canary rolls it back, both by sending requests."""
+    stable, canary, broken = [await start_checked_upstream(name) for name in ("v1", "v2", "broken")]
+    broken.failing = True
+    data = simple_config(
+        {"v1": [stable.address], "v2": [canary.address], "broken": [broken.address]},
+        routes=[
+            {"name": "payments", "match": {"prefix": "/pay"}, "cluster": "v1"},
+            {"name": "main", "match": {"prefix": "/"}, "cluster": "v1"},
+        ],
+    )
+    gw = await start_gateway(data, admin=True)
+    async with (
+        httpx.AsyncClient(base_url=f"http://{gw.listener_address('web')}") as web,
+        httpx.AsyncClient(base_url=f"http://{gw.admin_address}") as admin,
+    ):
+        for spec in (
+            rollout_spec(name="checkout", dwell=0.5),
+            rollout_spec(
+                name="payments", route="payments", canary="broken", steps=[20, 100], dwell=60
+            ),
+        ):
+            r = await admin.post("/rollouts", json=spec)
+            assert r.status_code == 201, r.text
+
+        def status(name: str) -> tuple[str, int]:
+            rollout = gw.control.config.rollout(name)
+            assert rollout is not None
+            return rollout.status.state, rollout.status.step
+
+        async def second_step() -> bool:
+            for _ in range(5):
+                assert (await web.get("/checkout")).status_code == 200
+            return status("checkout") != ("running", 0)
+
+        async def rolled_back() -> bool:
+            for _ in range(5):
+                await web.get("/pay")
+            return status("payments")[0] == "rolled_back"
+
+        await wait_until(second_step, within=20)
+        # the step holds for its dwell (0.5 s): time to pause it there
+        r = await admin.post("/rollouts/checkout/pause", json={})
+        assert r.status_code == 200, r.text
+        assert status("checkout") == ("paused", 1)
+        await wait_until(rolled_back, within=20)
+    return Rollouts(gw, stable, canary, broken)
+
+
+async def test_dashboard_data_carries_each_rollout_as_the_api_shows_it(
+    start_gateway: StartGateway, start_checked_upstream: StartCheckedUpstream
+) -> None:
+    setup = await start_rollouts(start_gateway, start_checked_upstream)
+    async with httpx.AsyncClient(base_url=f"http://{setup.gateway.admin_address}") as admin:
+        data = await dashboard_data(admin)
+        api = (await admin.get("/rollouts")).json()
+    rollouts = {r["name"]: r for r in data["rollouts"]}
+    assert list(rollouts) == ["checkout", "payments"]
+
+    checkout = rollouts["checkout"]
+    assert (checkout["state"], checkout["step"], checkout["weight"]) == ("paused", 1, 50)
+    assert (checkout["stable"], checkout["canary"], checkout["route"]) == ("v1", "v2", "main")
+    assert [e["event"] for e in checkout["history"]] == ["started", "step_passed", "pause"]
+    assert checkout["breach"] is None
+    assert checkout["gates"] == {"max_error_rate": 0.01, "max_p99_ms": 1000, "min_requests": 5}
+    assert set(checkout["current"]) == {
+        *("step_started", "judged_at", "requests", "errors", "error_rate", "p99_ms")
+    }
+
+    payments = rollouts["payments"]
+    assert (payments["state"], payments["step"], payments["weight"]) == ("rolled_back", 0, 0)
+    breach = payments["breach"]
+    assert (breach["gate"], breach["limit"]) == ("max_error_rate", 0.01)
+    assert breach["value"] > 0.01 and breach == payments["history"][-1]
+    assert payments["current"] is None  # a finished rollout has no step in progress
+
+    # what the dashboard shows is what the rollouts API says (but the step in progress,
+    # judged again in between)
+    for view in (*data["rollouts"], *api):
+        view.pop("current")
+    assert data["rollouts"] == api
