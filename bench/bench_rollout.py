@@ -5,7 +5,7 @@ production), two upstreams (``v1`` stable, ``v2`` canary) and ``--clients`` keep
 clients, all in one Trio loop. Each round starts a rollout of the route (``steps: [20,
 100]``, a dwell longer than the round, the gates ``max_error_rate: 0.01`` and
 ``min_requests: 10``), lets the canary serve well through a few judgements, then makes
-it answer 503 (the *onset*) and measures:
+it answer 503 (the *onset*, at a random point between two judgements) and measures:
 
 - onset -> breach: the judgement that found the breach (its history line's time); at
   most one ``interval`` plus the time its failures take to cross the gate;
@@ -27,6 +27,7 @@ Run: ``.venv/bin/python bench/bench_rollout.py [--intervals 1 0.5 0.2] [--rounds
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import sys
 import tempfile
@@ -167,7 +168,7 @@ async def plain_write(gateway: Gateway) -> float:
 
 
 async def one_round(
-    gateway: Gateway, canary: Upstream, load: Load, interval: float, k: int
+    gateway: Gateway, canary: Upstream, load: Load, interval: float, k: int, rng: random.Random
 ) -> Round:
     assert gateway.rollouts is not None
     canary.failing = False
@@ -184,7 +185,8 @@ async def one_round(
         gates=RolloutGates(max_error_rate=0.01, min_requests=10),
     )
     await gateway.rollouts.start(rollout)
-    await trio.sleep(3 * interval)  # a few healthy judgements
+    # a few healthy judgements, then the onset at a random point between two of them
+    await trio.sleep(3 * interval + rng.uniform(0, interval))
     writes = [await plain_write(gateway) for _ in range(3)]
     onset = time.time()
     canary.failing = True
@@ -229,10 +231,11 @@ async def bench(args: argparse.Namespace) -> list[Round]:
             for _ in range(args.clients):
                 nursery.start_soon(load.client, port)
             k = 0
+            rng = random.Random(args.seed)
             for interval in args.intervals:
                 for _ in range(args.rounds):
                     k += 1
-                    rounds.append(await one_round(gateway, canary, load, interval, k))
+                    rounds.append(await one_round(gateway, canary, load, interval, k, rng))
                     print(describe(rounds[-1]), flush=True)
             nursery.cancel_scope.cancel()
     return rounds
@@ -275,6 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--intervals", type=float, nargs="+", default=[1.0, 0.5, 0.2])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=11, help="where the onsets fall")
     args = parser.parse_args(argv)
     rounds: list[Any] = trio.run(bench, args)
     print()
