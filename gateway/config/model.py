@@ -41,6 +41,10 @@ ToxicType = Literal[
     "packet_loss",
 ]
 ToxicStream = Literal["upstream", "downstream"]
+TlsVersion = Literal["1.2", "1.3"]
+#: Envoy's ``forward_client_cert_details`` modes for ``x-forwarded-client-cert``
+ForwardClientCert = Literal["sanitize", "forward_only", "append_forward", "sanitize_set"]
+UpstreamProtocol = Literal["http1", "http2"]
 DiscoveryType = Literal["static", "dns", "file", "registry"]
 IpFamily = Literal["all", "v4", "v6"]
 RolloutStateName = Literal["running", "paused", "succeeded", "rolled_back", "aborted"]
@@ -262,6 +266,64 @@ REBIND = "triogate.rebind"
 
 
 @attrs.frozen
+class CertificateConfig:
+    """A certificate chain and its key (PEM files), for the server names it serves."""
+
+    cert: str
+    key: str
+    #: the SNI names it is picked for (``*.example.com`` allowed); empty: the names in
+    #: the certificate's SANs
+    server_names: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class ClientAuth:
+    """mTLS: clients present a certificate from ``ca``."""
+
+    ca: str
+    required: bool = True
+    #: DNS or URI SANs a client certificate must carry one of; empty: any from ``ca``
+    allowed_sans: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class ListenerTls:
+    """TLS termination on a listener."""
+
+    #: picked by SNI: an exact name, then a wildcard, then the first
+    certificates: tuple[CertificateConfig, ...]
+    alpn: tuple[str, ...] = ("h2", "http/1.1")
+    min_version: TlsVersion = "1.2"
+    #: None: no client certificate asked for
+    client_auth: ClientAuth | None = None
+    #: what happens to ``x-forwarded-client-cert`` (Envoy's modes)
+    forward_client_cert: ForwardClientCert = "sanitize"
+
+
+@attrs.frozen
+class Http2Settings:
+    """A listener's HTTP/2 limits (downstream)."""
+
+    max_concurrent_streams: int = 100
+    initial_stream_window_kb: int = 64
+    max_header_list_kb: int = 60
+
+
+@attrs.frozen
+class UpstreamTls:
+    """TLS origination to a cluster's endpoints."""
+
+    #: the SNI sent and the name verified; None: the endpoint's host
+    sni: str | None = None
+    #: the CA bundle (PEM) endpoints are verified against; None: the system's
+    ca: str | None = None
+    #: a client certificate and key (PEM) for mTLS; None: none presented
+    cert: str | None = None
+    key: str | None = None
+    verify: bool = True
+
+
+@attrs.frozen
 class ToxicAttributes:
     """A toxic's settings; each type reads its own (Toxiproxy's names and units)."""
 
@@ -336,6 +398,10 @@ class Listener:
     max_request_headers_count: int = 100
     access_log: AccessLogConfig = AccessLogConfig()
     tracing: TracingConfig = TracingConfig()
+    #: TLS termination; None: cleartext (an http listener then also takes HTTP/2 with
+    #: prior knowledge)
+    tls: ListenerTls | None = None
+    http2: Http2Settings = Http2Settings()
 
     def all_routes(self) -> list[Route]:
         """Every route, those of the virtual hosts included, in order."""
@@ -426,6 +492,11 @@ class Cluster:
     circuit_breakers: CircuitBreakerThresholds = DEFAULT_THRESHOLDS
     #: the classic breaker guarding the cluster (``policies.breaker``); None: off
     breaker: BreakerConfig | None = None
+    #: how requests go to its endpoints: HTTP/1.1, or HTTP/2 (prior knowledge in
+    #: cleartext, ALPN over ``tls``)
+    protocol: UpstreamProtocol = "http1"
+    #: TLS to its endpoints; None: cleartext
+    tls: UpstreamTls | None = None
 
 
 @attrs.frozen

@@ -223,6 +223,8 @@ def _check_listener(
             )
         if lst.routes and lst.virtual_hosts:
             issues.append(ConfigIssue(path, "give 'routes' or 'virtual_hosts', not both"))
+    if lst.tls is not None:  # (until TLS is served)
+        issues.append(ConfigIssue(f"{path}.tls", "TLS termination is not served yet"))
     if lst.toxics or not lst.enabled:  # (until the L4 proxies serve them)
         issues.append(ConfigIssue(f"{path}.toxics", "toxics and 'enabled' are not served yet"))
     for i, route in enumerate(lst.routes):
@@ -343,6 +345,8 @@ def _check_discovery(cluster: Cluster, path: str, issues: list[ConfigIssue]) -> 
 
 
 def _check_cluster(cluster: Cluster, path: str, issues: list[ConfigIssue]) -> None:
+    if cluster.tls is not None or cluster.protocol != "http1":  # (until they are served)
+        issues.append(ConfigIssue(f"{path}.tls", "upstream TLS and HTTP/2 are not served yet"))
     if not cluster.name:
         issues.append(ConfigIssue(f"{path}.name", "must not be empty"))
     issues += check_endpoints(cluster.endpoints, f"{path}.endpoints")
