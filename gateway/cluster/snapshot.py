@@ -20,7 +20,7 @@ as its request ends), and one whose pool config changed gets a new runtime.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 
 import attrs
 
@@ -42,6 +42,11 @@ class EndpointRuntime:
         self.pool = EndpointPool(address, cluster.pool)
         #: requests in flight to this endpoint
         self.active = 0
+
+
+#: picks ``another`` makes looking for an endpoint not to avoid (Istio's setting of
+#: Envoy's ``host_selection_retry_max_attempts`` with the ``previous_hosts`` predicate)
+HOST_SELECTION_ATTEMPTS = 5
 
 
 @attrs.frozen
@@ -113,6 +118,25 @@ class ClusterSnapshot:
         """The endpoint for one request (the balancer's choice), or None if none can serve."""
         host = self.balancer.pick(now, hash_key)
         return None if host is None else self.by_key[host.key]
+
+    def another(
+        self, endpoint: EndpointRuntime, avoid: Container[str], now: float
+    ) -> EndpointRuntime:
+        """``endpoint`` (the balancer's pick) unless its address is one to ``avoid`` (tried
+        already, or suspected by the outlier detector), then another the balancer offers
+        within a few picks (without the request's hash, which would give the same one
+        again), else the first healthy endpoint not to avoid (the picks missed it, which
+        they do now and then with few endpoints); the pick itself if there is none."""
+        if endpoint.key not in avoid:
+            return endpoint
+        for _ in range(HOST_SELECTION_ATTEMPTS):
+            other = self.pick(now)
+            if other is not None and other.key not in avoid:
+                return other
+        for state in self.endpoints:
+            if state.key not in avoid and state.health.healthy:
+                return state.runtime
+        return endpoint
 
     def without_idle_leavers(self) -> ClusterSnapshot:
         """The same snapshot less the leaving endpoints that no longer have requests."""

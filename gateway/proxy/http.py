@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Container, Coroutine
+from collections.abc import Coroutine
 from math import inf
 from time import perf_counter
 from typing import Any
@@ -38,7 +38,7 @@ from typing import Any
 import trio
 
 from gateway.cluster.breaker import ClusterBreaker
-from gateway.cluster.snapshot import ClusterSnapshot, EndpointRuntime, EndpointState
+from gateway.cluster.snapshot import EndpointRuntime, EndpointState
 from gateway.errors import (
     CircuitBreakerOverflow,
     DownstreamClosed,
@@ -402,11 +402,11 @@ class HttpConnection:
                 endpoint = snapshot.pick(ctx.now, affinity)
                 if endpoint is not None:
                     if attempt:
-                        endpoint = _another(snapshot, endpoint, tried, ctx.now)
+                        endpoint = snapshot.another(endpoint, tried, ctx.now)
                     outcomes = cluster_stats.outcomes
                     if outcomes is not None and outcomes.suspects:
                         # at the outlier detector's threshold, its verdict not in yet
-                        endpoint = _another(snapshot, endpoint, outcomes.suspects, ctx.now)
+                        endpoint = snapshot.another(endpoint, outcomes.suspects, ctx.now)
                 if endpoint is None:
                     cluster_stats.upstream_cx_none_healthy += 1
                     error = NoHealthyUpstream(f"no healthy endpoint in cluster {handle.name!r}")
@@ -820,34 +820,6 @@ def _retry_admitted(cluster_stats: ClusterStats) -> bool:
     return cluster_stats.thresholds.retry_allowed(
         cluster_stats.rq_in_flight, cluster_stats.rq_retry_active
     )
-
-
-#: picks a retry makes looking for an endpoint not tried yet (Istio's setting of
-#: Envoy's ``host_selection_retry_max_attempts`` with the ``previous_hosts`` predicate)
-HOST_SELECTION_ATTEMPTS = 5
-
-
-def _another(
-    snapshot: ClusterSnapshot,
-    endpoint: EndpointRuntime,
-    avoid: Container[str],
-    now: float,
-) -> EndpointRuntime:
-    """``endpoint`` (the balancer's pick) unless its address is one to ``avoid`` (tried
-    already, or suspected by the outlier detector), then another the balancer offers
-    within a few picks (without the request's hash, which would give the same one
-    again), else the first healthy endpoint not to avoid (the picks missed it, which
-    they do now and then with few endpoints); the pick itself if there is none."""
-    if endpoint.key not in avoid:
-        return endpoint
-    for _ in range(HOST_SELECTION_ATTEMPTS):
-        other = snapshot.pick(now)
-        if other is not None and other.key not in avoid:
-            return other
-    for state in snapshot.endpoints:
-        if state.key not in avoid and state.health.healthy:
-            return state.runtime
-    return endpoint
 
 
 class _BodyPump:

@@ -69,7 +69,6 @@ from gateway.faults.toxics import Link, ToxicConnection, set_reset_on_close
 from gateway.listener.context import ListenerContext
 from gateway.netio import ByteStream, SocketIO
 from gateway.observe.stats import ClusterStats, ListenerStats
-from gateway.proxy.http import _another
 from gateway.proxy.outcome import TCP_CONNECTED, charge_attempt, charge_connected, failure_of
 from policies.balancing import hash_key
 from policies.retry import Failure
@@ -257,7 +256,7 @@ def _next_endpoint(
     first = snapshot.pick(now)
     if first is None:
         return None
-    endpoint = _another(snapshot, first, tried, now)
+    endpoint = snapshot.another(first, tried, now)
     return None if endpoint.key in tried else endpoint
 
 
