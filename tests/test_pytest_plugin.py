@@ -76,18 +76,30 @@ async def test_trio(triogate, upstream):
 
 def test_asyncio(triogate, upstream):
     proxy = triogate.tcp_proxy("raw", upstream=upstream)
+    proxy.add_toxic("latency", latency=300)
 
     async def main():
+        loop = asyncio.get_running_loop()
+        start = loop.time()
         reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
         writer.write(b"GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
         data = await reader.read()
         writer.close()
-        return data
+        return data, loop.time() - start
 
-    assert asyncio.run(main()).endswith(b"hello\\n")
+    data, took = asyncio.run(main())
+    assert data.endswith(b"hello\\n") and took >= 0.3
+    proxy.remove_toxic("latency_downstream")
+    proxy.disable()
+    with pytest.raises(ConnectionRefusedError):
+        asyncio.run(asyncio.open_connection(proxy.host, proxy.port))
+    proxy.enable()
+    assert asyncio.run(main())[0].endswith(b"hello\\n")
 
 
 def test_reports_what_was_injected(triogate, upstream):
+    db = triogate.tcp_proxy("db", upstream=upstream)
+    db.add_toxic("bandwidth", stream="upstream", rate=50)
     api = triogate.http_route("checkout", upstream=upstream)
     api.add_fault(abort={"status": 502}, percent=100)
     httpx.get(api.url)
@@ -110,6 +122,9 @@ def test_the_fixture_in_a_users_test_run(tmp_path: Path) -> None:
     assert "test_reports_what_was_injected" in out
     # the failure report says what the gateway injected and counted
     section = out.split("- triogate -", 1)[-1]
+    assert "tcp proxy raw" not in section, out  # the earlier test's proxy was reset
+    assert "tcp proxy db" in section, out
+    assert 'toxic bandwidth_upstream: bandwidth upstream toxicity 1.0 {"rate": 50}' in section, out
     assert "http route checkout" in section, out
     assert '"abort": {"status": 502}' in section, out
     assert "fault.aborts_injected: 1" in section, out
