@@ -29,6 +29,7 @@ from gateway.config.model import (
     WeightedCluster,
 )
 from gateway.errors import ConfigError, ConfigIssue
+from policies.datagram_toxics import DATAGRAM_TOXIC_TYPES
 from policies.matching import pattern_problem
 
 
@@ -212,9 +213,7 @@ def _check_listener(
         if lst.protocol == "udp" and lst.max_sessions < 1:
             issues.append(ConfigIssue(f"{path}.max_sessions", "must be >= 1"))
         # (until the L4 proxies serve them)
-        if lst.protocol == "udp":
-            issues.append(ConfigIssue(f"{path}.protocol", "'udp' is not served yet"))
-        if lst.split:
+        if lst.split and lst.protocol == "tcp":
             issues.append(ConfigIssue(f"{path}.split", "is not served yet for 'tcp'"))
     else:
         if lst.cluster is not None or lst.split:
@@ -223,7 +222,9 @@ def _check_listener(
             )
         if lst.routes and lst.virtual_hosts:
             issues.append(ConfigIssue(path, "give 'routes' or 'virtual_hosts', not both"))
-    if lst.toxics or not lst.enabled:  # (until the L4 proxies serve them)
+    if lst.protocol == "udp":
+        _check_udp_toxics(lst, path, issues)
+    elif lst.toxics or not lst.enabled:  # (until the L4 proxies serve them)
         issues.append(ConfigIssue(f"{path}.toxics", "toxics and 'enabled' are not served yet"))
     for i, route in enumerate(lst.routes):
         _check_route(route, f"{path}.routes[{i}]", clusters, issues)
@@ -248,6 +249,38 @@ def _check_listener(
     if not 1 <= lst.max_request_headers_count <= 10000:
         issues.append(ConfigIssue(f"{path}.max_request_headers_count", "must be 1-10000"))
     _check_access_log(lst, path, issues)
+
+
+def _check_udp_toxics(lst: Listener, path: str, issues: list[ConfigIssue]) -> None:
+    """A udp listener's toxics: ``latency`` and ``packet_loss`` only (``gateway.proxy.udp``)."""
+    for name in _dupes(t.name for t in lst.toxics):
+        issues.append(ConfigIssue(f"{path}.toxics", f"toxic {name!r} defined twice"))
+    for i, toxic in enumerate(lst.toxics):
+        tpath = f"{path}.toxics[{i}]"
+        attributes = toxic.attributes
+        if not toxic.name:
+            issues.append(ConfigIssue(f"{tpath}.name", "must not be empty"))
+        if toxic.type not in DATAGRAM_TOXIC_TYPES:
+            issues.append(
+                ConfigIssue(
+                    f"{tpath}.type", "a 'udp' listener takes 'latency' and 'packet_loss' toxics"
+                )
+            )
+        if not 0 <= toxic.toxicity <= 1:
+            issues.append(ConfigIssue(f"{tpath}.toxicity", "must be 0-1"))
+        if attributes.latency < 0:
+            issues.append(ConfigIssue(f"{tpath}.attributes.latency", "must be >= 0"))
+        if attributes.jitter < 0:
+            issues.append(ConfigIssue(f"{tpath}.attributes.jitter", "must be >= 0"))
+        if not 0 <= attributes.percent <= 100:
+            issues.append(ConfigIssue(f"{tpath}.attributes.percent", "must be 0-100"))
+        for j, source in enumerate(toxic.source):
+            try:
+                ipaddress.ip_network(source, strict=False)
+            except ValueError:
+                issues.append(
+                    ConfigIssue(f"{tpath}.source[{j}]", "must be an IP address or network")
+                )
 
 
 def _check_access_log(lst: Listener, path: str, issues: list[ConfigIssue]) -> None:

@@ -12,6 +12,10 @@ the sockets it accepts on) and changes it only on a message from its inbox:
     Drain(grace)          stop accepting, let each connection finish its request,
                           close idle ones, cancel what is left after ``grace`` seconds.
 
+A config with ``enabled: false`` closes the sockets (a udp listener's sessions end with
+them); enabled again, the listener binds the address it had. A udp listener's socket is
+read by ``gateway.proxy.udp`` instead of accepted on.
+
 Which listener fields need a new socket is said by the config model itself (fields
 marked ``rebind`` in ``gateway.config.model``; today only ``address``).
 
@@ -40,6 +44,7 @@ from gateway.netio import SocketIO, accept_forever, open_listening_sockets
 from gateway.observe.stats import StatsRegistry
 from gateway.proxy.http import HttpConnection
 from gateway.proxy.tcp import serve_tcp_connection
+from gateway.proxy.udp import UdpProxy, open_udp_sockets
 from gateway.runtime.actor import ask, command
 
 __all__ = [
@@ -92,6 +97,8 @@ def bind_listener(config: Listener, *, listen: bool = True) -> Sockets:
     """
     host = None if config.address.host in ("", "*") else config.address.host
     try:
+        if config.protocol == "udp":
+            return tuple(open_udp_sockets(host, config.address.port, hold=not listen))
         return tuple(open_listening_sockets(host, config.address.port, listen=listen))
     except OSError as e:
         raise ListenerBindError(
@@ -171,7 +178,10 @@ class _ListenerActor:
         self.sockets: Sockets = ()
         self.accept_scope = trio.CancelScope()
         self.drained = trio.Event()
+        #: the sessions of a udp listener's sockets
+        self.udp = UdpProxy(handle.ctx)
         self._accept_on(sockets)
+        self._set_enabled(handle.config.enabled)
 
     def _accept_on(self, sockets: Sockets) -> Sockets:
         """Accept on ``sockets`` from now on; returns the previous ones, still open."""
@@ -189,7 +199,13 @@ class _ListenerActor:
 
     async def _accept(self, sock: socket.socket, scope: trio.CancelScope) -> None:
         with scope:
-            await accept_forever(sock, self.conns, self._serve_connection)
+            # cancelled before this task ran (the listener went down at once): the socket
+            # may be closed already
+            await trio.lowlevel.checkpoint()
+            if sock.type == socket.SOCK_DGRAM:
+                await self.udp.serve(sock)
+            else:
+                await accept_forever(sock, self.conns, self._serve_connection)
 
     async def _serve_connection(self, io: SocketIO) -> None:
         handle = self.handle
@@ -217,14 +233,16 @@ class _ListenerActor:
                 case Reconfigure(config=config, reply=reply):
                     with reply:
                         self._reconfigure(config)
-                        reply.send_nowait(None)
+                        reply.send_nowait(self._set_enabled(config.enabled))
                 case Rebind(config=config, sockets=sockets, reply=reply):
                     with reply:
                         if self.drained.is_set():
                             reply.send_nowait(ListenerBindError(f"{self.handle._who} drains"))
                         else:
                             self._reconfigure(config)
-                            reply.send_nowait(self._accept_on(sockets))
+                            old = self._accept_on(sockets)
+                            self._set_enabled(config.enabled)  # down: the new ones close
+                            reply.send_nowait(old)
                 case Drain(grace=grace, reply=reply):
                     with reply:
                         self._drain(grace)
@@ -232,6 +250,20 @@ class _ListenerActor:
 
     def _reconfigure(self, config: Listener) -> None:
         self.ctx.reconfigure(config)
+
+    def _set_enabled(self, enabled: bool) -> ListenerBindError | None:
+        """Down: the sockets close (a udp listener's sessions end). Up again: bound anew
+        at the address last bound; the error if it cannot be."""
+        if enabled == bool(self.sockets) or self.drained.is_set():
+            return None
+        if not enabled:
+            close_sockets(self._accept_on(()))
+            return None
+        try:
+            self._accept_on(_bind_as_last(self.handle))
+        except ListenerBindError as e:
+            return e
+        return None
 
     def _drain(self, grace: float) -> None:
         ctx = self.ctx
@@ -245,6 +277,15 @@ class _ListenerActor:
         scope.deadline = min(scope.deadline, trio.current_time() + grace)
 
 
+def _bind_as_last(handle: ListenerHandle) -> Sockets:
+    """Sockets for the listener's address; the port it had, even when configured as 0
+    (a restarted incarnation, a listener enabled again)."""
+    config = handle.config
+    if config.address.port == 0 and handle.last_bound is not None:
+        config = attrs.evolve(config, address=handle.last_bound)
+    return bind_listener(config)
+
+
 async def run_listener(
     handle: ListenerHandle,
     *,
@@ -254,11 +295,7 @@ async def run_listener(
     handle.stopped = trio.Event()  # this incarnation's
     sockets, handle._first_sockets = handle._first_sockets, ()
     if not sockets:
-        # a restarted incarnation takes the port it had, even when configured as port 0
-        config = handle.config
-        if config.address.port == 0 and handle.last_bound is not None:
-            config = attrs.evolve(config, address=handle.last_bound)
-        sockets = bind_listener(config)
+        sockets = _bind_as_last(handle)
     actor: _ListenerActor | None = None
     ctx = handle.ctx
     try:
