@@ -241,6 +241,40 @@ async def test_round_robin_spreads_sessions_and_avoids_a_disabled_endpoint(
     assert ups[2].sources == []
 
 
+async def test_an_endpoint_failing_its_health_checks_gets_no_session(
+    nursery: trio.Nursery, start_gateway: StartGateway
+) -> None:
+    # tcp health checks: only e1 also listens on TCP at its port, so e2 fails them
+    for _ in range(20):
+        healthy = await start_echo(nursery, "e1")
+        try:
+            tcp = await trio.open_tcp_listeners(healthy.address.port, host="127.0.0.1")
+            break
+        except OSError:
+            continue
+    nursery.start_soon(trio.serve_listeners, _hang_up, tcp)
+    sick = await start_echo(nursery, "e2")
+    data = udp_config(healthy, sick)
+    data["clusters"][0]["health_check"] = {
+        "type": "tcp",
+        "interval": 0.05,
+        "no_traffic_interval": 0.05,
+        "unhealthy_threshold": 1,
+        "timeout": 0.5,
+    }
+    gw = await start_gateway(data)
+    await wait_until(lambda: gw.stats.cluster("echo").gauges()["health_check.healthy"] == 1)
+    address = gw.listener_address("dns")
+    for _ in range(6):
+        async with Client(address) as client:
+            assert await client.ask(b"x") == b"e1:x"
+    assert sick.sources == []
+
+
+async def _hang_up(stream: trio.SocketStream) -> None:
+    await stream.aclose()
+
+
 async def test_a_split_keeps_each_client_ip_in_one_cluster(
     nursery: trio.Nursery, start_gateway: StartGateway
 ) -> None:
