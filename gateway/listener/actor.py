@@ -232,6 +232,15 @@ class _ListenerActor:
             match msg:
                 case Reconfigure(config=config, reply=reply):
                     with reply:
+                        if self.sockets and _is_udp(config) != _is_udp(self.ctx.config):
+                            # datagram and stream sockets: only a rebind can change it
+                            reply.send_nowait(
+                                ListenerBindError(
+                                    f"{self.handle._who}: a protocol to or from "
+                                    "'udp' needs a new address"
+                                )
+                            )
+                            continue
                         self._reconfigure(config)
                         reply.send_nowait(self._set_enabled(config.enabled))
                 case Rebind(config=config, sockets=sockets, reply=reply):
@@ -275,6 +284,10 @@ class _ListenerActor:
             conn.cancel_if_idle()
         scope = self.conns.cancel_scope
         scope.deadline = min(scope.deadline, trio.current_time() + grace)
+
+
+def _is_udp(config: Listener) -> bool:
+    return config.protocol == "udp"
 
 
 def _bind_as_last(handle: ListenerHandle) -> Sockets:

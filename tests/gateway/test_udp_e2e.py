@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import httpx
 import pytest
 import trio
 import yaml
@@ -19,7 +20,7 @@ import yaml
 from gateway.app import Gateway
 from gateway.config import Address, Config, ToxicAttributes, config_from_data
 from gateway.config.model import Toxic
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, ListenerBindError
 from tests.conftest import StartGateway, gateway_process, wait_until
 from tests.strategies import share_tolerance
 
@@ -260,7 +261,7 @@ async def test_an_endpoint_failing_its_health_checks_gets_no_session(
         "interval": 0.05,
         "no_traffic_interval": 0.05,
         "unhealthy_threshold": 1,
-        "timeout": 0.5,
+        "timeout": 3,  # e1 must never fail one, even on a loaded machine
     }
     gw = await start_gateway(data)
     await wait_until(lambda: gw.stats.cluster("echo").gauges()["health_check.healthy"] == 1)
@@ -334,6 +335,18 @@ async def test_a_listener_configured_down_binds_nothing_until_enabled(
         assert await client.ask(b"a") == b"e:a"
 
 
+async def test_a_protocol_change_to_or_from_udp_in_place_is_refused(
+    nursery: trio.Nursery, start_gateway: StartGateway
+) -> None:
+    echo = await start_echo(nursery, "e")
+    gw = await start_gateway(udp_config(echo))
+    with pytest.raises(ListenerBindError, match="needs a new address"):
+        await gw.control.apply(with_listener(protocol="tcp"))
+    assert gw.control.config.listeners[0].protocol == "udp"  # undone
+    async with Client(gw.listener_address("dns")) as client:
+        assert await client.ask(b"a") == b"e:a"
+
+
 async def test_latency_toxics_delay_each_direction(
     nursery: trio.Nursery, start_gateway: StartGateway
 ) -> None:
@@ -351,7 +364,7 @@ async def test_latency_toxics_delay_each_direction(
         assert all(0.25 <= rtt < 0.25 + 1.0 for rtt in rtts), (base, rtts)
         await gw.control.apply(with_listener(toxics=()))
         after = [await client.round_trip(b"%d" % i) for i in range(3)]
-        assert all(rtt < 0.2 for rtt in after), after
+        assert statistics.median(after) < 0.2, after
     assert len(set(echo.sources)) == 1  # one session throughout
     assert listener_stats(gw)["toxics.datagrams_delayed"] == 10
 
@@ -386,6 +399,8 @@ async def test_packet_loss_drops_its_share(
                 await client.send(b"%d" % (batch * 50 + i))
             while await client.receive(within=0.05) is not None:
                 received += 1
+        while await client.receive(within=0.5) is not None:  # any late ones
+            received += 1
     share = 1 - received / sent
     assert abs(share - 0.3) <= share_tolerance(sent, 0.3), share
     assert listener_stats(gw)["toxics.datagrams_dropped"] == sent - received
@@ -431,6 +446,26 @@ async def test_two_worker_processes_serve_a_udp_listener(
         assert len(replies) == 40
         # every datagram reached a worker: none was lost to the primary's held socket
         assert sum(len(u.sources) for u in ups) == 40
+        # down and up again in every worker, through the admin API
+        async with httpx.AsyncClient(base_url=f"http://{gateway.admin}") as admin:
+            r = await admin.patch("/listeners/dns", json={"enabled": False})
+            assert r.status_code == 200, r.text
+            async with Client(address) as client:
+                assert await client.ask(b"down", within=0.3) is None
+            r = await admin.patch("/listeners/dns", json={"enabled": True})
+            assert r.status_code == 200, r.text
+            for n in range(10):
+                async with Client(address) as client:
+                    assert await client.ask(b"up%d" % n) is not None
+            stats = (await admin.get("/stats")).json()
+        sessions = [v for k, v in _flatten(stats) if k.endswith("downstream_sess_total")]
+        assert sessions == [50], stats
+
+
+def _flatten(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(data, dict):
+        return [kv for k, v in data.items() for kv in _flatten(v, f"{prefix}{k}.")]
+    return [(prefix.rstrip("."), data)]
 
 
 def test_udp_config_validation() -> None:
