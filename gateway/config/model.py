@@ -409,10 +409,13 @@ class Listener:
 
 
 def needs_rebind(old: Listener, new: Listener) -> bool:
-    """Whether going from ``old`` to ``new`` needs new sockets (fields marked ``REBIND``).
+    """Whether going from ``old`` to ``new`` needs new sockets (fields marked ``REBIND``,
+    or a protocol to or from ``udp``).
 
     Every other field of a listener changes live, without refusing a connection.
     """
+    if (old.protocol == "udp") != (new.protocol == "udp"):
+        return True  # datagram sockets for stream ones, or back
     return any(
         getattr(old, f.name) != getattr(new, f.name)
         for f in attrs.fields(Listener)

@@ -29,6 +29,7 @@ from gateway.config.model import (
     WeightedCluster,
 )
 from gateway.errors import ConfigError, ConfigIssue
+from policies.datagram_toxics import DATAGRAM_TOXIC_TYPES
 from policies.matching import pattern_problem
 from policies.toxics import parse_source
 
@@ -212,9 +213,6 @@ def _check_listener(
             issues.append(ConfigIssue(path, f"a {lst.protocol!r} listener has no routes"))
         if lst.protocol == "udp" and lst.max_sessions < 1:
             issues.append(ConfigIssue(f"{path}.max_sessions", "must be >= 1"))
-        # (until the L4 proxies serve them)
-        if lst.protocol == "udp":
-            issues.append(ConfigIssue(f"{path}.protocol", "'udp' is not served yet"))
     else:
         if lst.cluster is not None or lst.split:
             issues.append(
@@ -250,10 +248,6 @@ def _check_listener(
     _check_access_log(lst, path, issues)
 
 
-#: the toxics a udp listener takes (datagrams: no stream to slice, pace or close)
-_UDP_TOXICS = frozenset({"latency", "packet_loss", "noop"})
-
-
 def _check_toxics(lst: Listener, path: str, issues: list[ConfigIssue]) -> None:
     """A listener's toxics: names unique across both streams, and every attribute on
     which Toxiproxy would crash, stall or misbehave refused, naming the field."""
@@ -271,7 +265,7 @@ def _check_toxics(lst: Listener, path: str, issues: list[ConfigIssue]) -> None:
             issues.append(ConfigIssue(f"{tpath}.toxicity", "must be 0-1"))
         if toxic.type == "packet_loss" and lst.protocol != "udp":
             issues.append(ConfigIssue(f"{tpath}.type", "'packet_loss' is for udp listeners only"))
-        if lst.protocol == "udp" and toxic.type not in _UDP_TOXICS:
+        if lst.protocol == "udp" and toxic.type not in DATAGRAM_TOXIC_TYPES:
             issues.append(
                 ConfigIssue(
                     f"{tpath}.type",
