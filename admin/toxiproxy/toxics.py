@@ -9,8 +9,15 @@ Toxiproxy's field order, with only its type's attributes.
 
 Where Toxiproxy accepts an attribute and then crashes or stalls (a ``bandwidth`` rate
 of 0 or below, a ``slicer`` with ``average_size`` 0 or below), ``check_hazards``
-answers 400 in its error format instead. Every other value Toxiproxy accepts is stored
-as sent, negative ones included, and echoed.
+answers 400 in its error format instead (as does the config's validation for a slicer
+whose ``size_variation`` is not below its ``average_size``: Toxiproxy can panic on it).
+Other values Toxiproxy accepts are accepted, but the config holds none below 0 and no
+toxicity outside 0-1, so ``clamped`` stores each as the value Toxiproxy treats it as
+(a negative ``latency``, ``jitter``, ``delay``, ``timeout``, ``bytes`` or
+``size_variation`` acts as 0 there; a toxicity above 1 as 1, below 0 as 0), and the
+answer shows the stored value. (Toxiproxy echoes them as sent. One case behaves
+slightly differently: a negative latency with a larger jitter, whose delays Toxiproxy
+draws around the negative mean and clips at 0.)
 
 Beyond Toxiproxy (its users' requests): ``slow_open`` (``delay`` ms before the upstream
 connection is made), ``shared`` on ``bandwidth`` (one rate for all the listener's
@@ -92,13 +99,15 @@ def toxic_from(value: Any, taken: Collection[str], *, top_type: str) -> Toxic:
         raise ToxiproxyError(409, "toxic already exists")
     attributes = _attributes(kind, _field(value, "attributes"), ToxicAttributes())
     check_hazards(wrapper["type"], attributes)
-    return Toxic(
-        name=name,
-        type=cast(ToxicType, wrapper["type"]),
-        stream="upstream" if stream == "upstream" else "downstream",
-        toxicity=_float32(wrapper["toxicity"]),
-        attributes=attributes,
-        source=tuple(wrapper["source"]),
+    return clamped(
+        Toxic(
+            name=name,
+            type=cast(ToxicType, wrapper["type"]),
+            stream="upstream" if stream == "upstream" else "downstream",
+            toxicity=_float32(wrapper["toxicity"]),
+            attributes=attributes,
+            source=tuple(wrapper["source"]),
+        )
     )
 
 
@@ -114,7 +123,27 @@ def toxic_updated(toxic: Toxic, value: Any) -> Toxic:
     )
     attributes = _attributes(kind, _field(value, "attributes"), toxic.attributes)
     check_hazards(toxic.type, attributes)
-    return attrs.evolve(toxic, toxicity=_float32(wrapper["toxicity"]), attributes=attributes)
+    return clamped(
+        attrs.evolve(toxic, toxicity=_float32(wrapper["toxicity"]), attributes=attributes)
+    )
+
+
+#: attributes whose negative values Toxiproxy treats as 0
+_NOT_NEGATIVE: Final = ("latency", "jitter", "delay", "timeout", "bytes", "size_variation")
+
+
+def clamped(toxic: Toxic) -> Toxic:
+    """``toxic`` with each value the config cannot hold replaced by the one Toxiproxy
+    treats it as: negative attributes 0, toxicity within 0-1."""
+    changes: dict[str, Any] = {
+        name: 0 for name in _NOT_NEGATIVE if getattr(toxic.attributes, name) < 0
+    }
+    toxicity = min(1.0, max(0.0, toxic.toxicity))
+    if not changes and toxicity == toxic.toxicity:
+        return toxic
+    return attrs.evolve(
+        toxic, toxicity=toxicity, attributes=attrs.evolve(toxic.attributes, **changes)
+    )
 
 
 def check_hazards(type_: str, attributes: ToxicAttributes) -> None:
