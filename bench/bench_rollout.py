@@ -40,9 +40,9 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.app import Gateway, run_gateway  # noqa: E402
-from gateway.config import Config, Rollout, config_from_data  # noqa: E402
-from policies.rollout import RolloutGates  # noqa: E402
+from gateway.app import Gateway, run_gateway
+from gateway.config import Config, Rollout, config_from_data
+from policies.rollout import RolloutGates
 
 REQUEST = b"GET /checkout HTTP/1.1\r\nHost: shop\r\n\r\n"
 

@@ -30,6 +30,7 @@ from gateway.config.model import (
 )
 from gateway.errors import ConfigError, ConfigIssue
 from policies.matching import pattern_problem
+from policies.toxics import parse_source
 
 
 def _dupes(names: Iterable[str]) -> set[str]:
@@ -214,8 +215,6 @@ def _check_listener(
         # (until the L4 proxies serve them)
         if lst.protocol == "udp":
             issues.append(ConfigIssue(f"{path}.protocol", "'udp' is not served yet"))
-        if lst.split:
-            issues.append(ConfigIssue(f"{path}.split", "is not served yet for 'tcp'"))
     else:
         if lst.cluster is not None or lst.split:
             issues.append(
@@ -223,8 +222,7 @@ def _check_listener(
             )
         if lst.routes and lst.virtual_hosts:
             issues.append(ConfigIssue(path, "give 'routes' or 'virtual_hosts', not both"))
-    if lst.toxics or not lst.enabled:  # (until the L4 proxies serve them)
-        issues.append(ConfigIssue(f"{path}.toxics", "toxics and 'enabled' are not served yet"))
+    _check_toxics(lst, path, issues)
     for i, route in enumerate(lst.routes):
         _check_route(route, f"{path}.routes[{i}]", clusters, issues)
     _check_reachable(lst.routes, f"{path}.routes", issues)
@@ -248,6 +246,65 @@ def _check_listener(
     if not 1 <= lst.max_request_headers_count <= 10000:
         issues.append(ConfigIssue(f"{path}.max_request_headers_count", "must be 1-10000"))
     _check_access_log(lst, path, issues)
+
+
+#: the toxics a udp listener takes (datagrams: no stream to slice, pace or close)
+_UDP_TOXICS = frozenset({"latency", "packet_loss", "noop"})
+
+
+def _check_toxics(lst: Listener, path: str, issues: list[ConfigIssue]) -> None:
+    """A listener's toxics: names unique across both streams, and every attribute on
+    which Toxiproxy would crash, stall or misbehave refused, naming the field."""
+    for name in _dupes(t.name for t in lst.toxics):
+        issues.append(
+            ConfigIssue(f"{path}.toxics", f"toxic {name!r} defined twice (names are per listener)")
+        )
+    for i, toxic in enumerate(lst.toxics):
+        tpath = f"{path}.toxics[{i}]"
+        apath = f"{tpath}.attributes"
+        a = toxic.attributes
+        if not toxic.name:
+            issues.append(ConfigIssue(f"{tpath}.name", "must not be empty"))
+        if not (math.isfinite(toxic.toxicity) and 0 <= toxic.toxicity <= 1):
+            issues.append(ConfigIssue(f"{tpath}.toxicity", "must be 0-1"))
+        if toxic.type == "packet_loss" and lst.protocol != "udp":
+            issues.append(ConfigIssue(f"{tpath}.type", "'packet_loss' is for udp listeners only"))
+        if lst.protocol == "udp" and toxic.type not in _UDP_TOXICS:
+            issues.append(
+                ConfigIssue(
+                    f"{tpath}.type",
+                    f"a udp listener takes latency and packet_loss, not {toxic.type!r}",
+                )
+            )
+        for field in ("latency", "jitter", "delay", "timeout", "bytes"):
+            if getattr(a, field) < 0:
+                issues.append(ConfigIssue(f"{apath}.{field}", "must be >= 0"))
+        if not (math.isfinite(a.percent) and 0 <= a.percent <= 100):
+            issues.append(ConfigIssue(f"{apath}.percent", "must be 0-100"))
+        if toxic.type == "bandwidth" and a.rate <= 0:
+            issues.append(
+                ConfigIssue(
+                    f"{apath}.rate", "must be > 0 (KB/s): 0 stalls the stream, below 0 is nonsense"
+                )
+            )
+        if toxic.type == "slicer":
+            if a.average_size <= 0:
+                issues.append(ConfigIssue(f"{apath}.average_size", "must be > 0 (bytes)"))
+            if a.size_variation < 0:
+                issues.append(ConfigIssue(f"{apath}.size_variation", "must be >= 0"))
+            elif a.average_size > 0 and a.size_variation >= a.average_size:
+                issues.append(
+                    ConfigIssue(f"{apath}.size_variation", "must be less than average_size")
+                )
+        for j, source in enumerate(toxic.source):
+            try:
+                parse_source(source)
+            except ValueError:
+                issues.append(
+                    ConfigIssue(
+                        f"{tpath}.source[{j}]", f"{source!r} is not an IP address or network"
+                    )
+                )
 
 
 def _check_access_log(lst: Listener, path: str, issues: list[ConfigIssue]) -> None:

@@ -4,8 +4,14 @@ Theory of operation: the actor's task owns the listener's context (config, drain
 the sockets it accepts on) and changes it only on a message from its inbox:
 
     Reconfigure(config)   a change that needs no new socket: routes, timeouts, header
-                          limits, access log, tracing, protocol. New connections and
-                          the next request of open ones see it; nothing is refused.
+                          limits, access log, tracing, protocol, toxics. New
+                          connections and the next request of open ones see it;
+                          nothing is refused. Toxics act on live connections too
+                          (``gateway.faults.toxics``). ``enabled: false`` closes the
+                          listening sockets (a connect is refused) and cancels every
+                          open connection; ``enabled: true`` binds the same address
+                          again (with port 0, the port it had), or answers the bind
+                          error with nothing changed.
     Rebind(sockets)       accept on new sockets from now on; the old ones are handed
                           back, still open, so the control plane can undo the change
                           (``Rebind`` them again) or commit it (close them).
@@ -14,6 +20,8 @@ the sockets it accepts on) and changes it only on a message from its inbox:
 
 Which listener fields need a new socket is said by the config model itself (fields
 marked ``rebind`` in ``gateway.config.model``; today only ``address``).
+
+Which address a disabled listener had stays in ``ListenerHandle.last_bound``.
 
 The sockets of a first start are bound by the control plane before anything else of a
 change happens (``bind_listener``), so a bind failure refuses the change while nothing
@@ -35,6 +43,7 @@ import trio
 from gateway.config import Address, Listener
 from gateway.dataplane import DataPlaneRef
 from gateway.errors import ListenerBindError
+from gateway.faults.toxics import serve_with_toxics
 from gateway.listener.context import TIMER_TICK, ListenerContext
 from gateway.netio import SocketIO, accept_forever, open_listening_sockets
 from gateway.observe.stats import StatsRegistry
@@ -171,7 +180,12 @@ class _ListenerActor:
         self.sockets: Sockets = ()
         self.accept_scope = trio.CancelScope()
         self.drained = trio.Event()
+        #: the cancel scope of each open connection (closed all at once when disabled)
+        self.live: set[trio.CancelScope] = set()
+        self.enabled = True
         self._accept_on(sockets)
+        if not handle.config.enabled:
+            self._disable()
 
     def _accept_on(self, sockets: Sockets) -> Sockets:
         """Accept on ``sockets`` from now on; returns the previous ones, still open."""
@@ -198,17 +212,36 @@ class _ListenerActor:
         handle.connections += 1
         stats.downstream_cx_total += 1
         stats.downstream_cx_active += 1
+        scope = trio.CancelScope()
+        live = self.live
+        live.add(scope)
         try:
-            tcp_cluster = ctx.config.cluster
-            if tcp_cluster is not None:
-                await serve_tcp_connection(io, ctx, tcp_cluster)
-            else:
-                await HttpConnection(io, ctx, io.peer_ip()).serve()
+            with scope:
+                l4_split = ctx.l4_split
+                if l4_split is not None:
+                    await serve_tcp_connection(io, ctx, l4_split.pick(ctx.rng))
+                elif ctx.toxics is None:
+                    await HttpConnection(io, ctx, io.peer_ip()).serve()
+                else:
+                    await self._serve_http_with_toxics(io)
         except Exception:
             log.exception("connection on listener %r failed", handle.name)
         finally:
+            live.discard(scope)
+            io.close()
             handle.connections -= 1
             stats.downstream_cx_active -= 1
+
+    async def _serve_http_with_toxics(self, io: SocketIO) -> None:
+        """An HTTP connection whose client side runs through the listener's toxics."""
+        ctx = self.ctx
+        assert ctx.toxics is not None
+        client_ip = io.peer_ip()
+
+        async def serve(stream: trio.abc.HalfCloseableStream) -> None:
+            await HttpConnection(stream, ctx, client_ip).serve()
+
+        await serve_with_toxics(io, ctx.toxics, client_ip.decode(), ctx.rng, serve)
 
     async def serve(self) -> None:
         """Answer the inbox until cancelled."""
@@ -216,22 +249,65 @@ class _ListenerActor:
             match msg:
                 case Reconfigure(config=config, reply=reply):
                     with reply:
-                        self._reconfigure(config)
-                        reply.send_nowait(None)
+                        try:
+                            self._reconfigure(config)
+                        except ListenerBindError as e:
+                            reply.send_nowait(e)
+                        else:
+                            reply.send_nowait(None)
                 case Rebind(config=config, sockets=sockets, reply=reply):
                     with reply:
                         if self.drained.is_set():
                             reply.send_nowait(ListenerBindError(f"{self.handle._who} drains"))
                         else:
-                            self._reconfigure(config)
-                            reply.send_nowait(self._accept_on(sockets))
+                            reply.send_nowait(self._rebind(config, sockets))
                 case Drain(grace=grace, reply=reply):
                     with reply:
                         self._drain(grace)
                         reply.send_nowait(None)
 
     def _reconfigure(self, config: Listener) -> None:
+        """Take ``config`` (same address); raises ``ListenerBindError``, with nothing
+        changed, if enabling it cannot bind its address again."""
+        sockets: Sockets = ()
+        enabling = config.enabled and not self.enabled and not self.drained.is_set()
+        if enabling:
+            sockets = bind_listener(self._address_again(config))
         self.ctx.reconfigure(config)
+        if enabling:
+            self.enabled = True
+            self._accept_on(sockets)
+        elif not config.enabled and self.enabled:
+            self._disable()
+
+    def _rebind(self, config: Listener, sockets: Sockets) -> Sockets:
+        """Accept on ``sockets`` (bound for ``config``); returns the old ones, still open.
+
+        Disabled, the new sockets only give the address (then close); enabled with none
+        (an undo back to an enabled config), it binds its address again itself."""
+        self.ctx.reconfigure(config)
+        if config.enabled and not sockets:
+            sockets = bind_listener(self._address_again(config))
+        old = self._accept_on(sockets)
+        if not config.enabled:
+            self._disable()
+        else:
+            self.enabled = True
+        return old
+
+    def _address_again(self, config: Listener) -> Listener:
+        """``config``, with the port it had when configured as port 0."""
+        last = self.handle.last_bound
+        if config.address.port == 0 and last is not None:
+            return attrs.evolve(config, address=last)
+        return config
+
+    def _disable(self) -> None:
+        """Refuse connections (listening sockets closed) and close the open ones."""
+        self.enabled = False
+        close_sockets(self._accept_on(()))
+        for scope in self.live:
+            scope.cancel()
 
     def _drain(self, grace: float) -> None:
         ctx = self.ctx
@@ -253,7 +329,7 @@ async def run_listener(
     """Accept on the listener's sockets, report ready, serve until cancelled or drained."""
     handle.stopped = trio.Event()  # this incarnation's
     sockets, handle._first_sockets = handle._first_sockets, ()
-    if not sockets:
+    if not sockets and handle.config.enabled:
         # a restarted incarnation takes the port it had, even when configured as port 0
         config = handle.config
         if config.address.port == 0 and handle.last_bound is not None:

@@ -8,7 +8,10 @@ and at most two ticks late: moving a trio deadline three times per request cost 
 the request rate.
 
 Only the listener actor's task changes the config parts (``reconfigure``) and the drain
-flag; connections read them.
+flag; connections read them. The listener's network toxics live in one ``ToxicTable``
+for the listener's life (``toxic_table``; live links watch its version); ``toxics`` is
+that table while the listener has toxics and None otherwise, the one attribute an HTTP
+connection tests at its start.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ import trio
 
 from gateway.config import Listener
 from gateway.dataplane import DataPlaneRef
+from gateway.faults.toxics import ToxicTable
 from gateway.observe.accesslog import AccessLog
 from gateway.observe.stats import ClusterStats, ListenerStats, StatsRegistry
 from gateway.proxy.mirror import Mirror
+from policies.split import WeightedSplit
 
 #: granularity of the idle, header and route timeouts (seconds)
 TIMER_TICK = 0.05
@@ -65,6 +70,12 @@ class ListenerContext:
     #: ``config.tracing``, flattened for the data path
     start_traceparent: bool = attrs.field(init=False)
     traceparent_sampled: bool = attrs.field(init=False)
+    #: the listener's network toxics, for its whole life (updated in place)
+    toxic_table: ToxicTable = attrs.field(init=False)
+    #: ``toxic_table`` while the listener has toxics, None while it has none
+    toxics: ToxicTable | None = attrs.field(init=False)
+    #: an L4 listener's clusters: its ``cluster``, or its weighted ``split``
+    l4_split: WeightedSplit | None = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.stats = self.registry.listener(self.config.name)
@@ -73,6 +84,9 @@ class ListenerContext:
         self.mirror = Mirror(self.stats, self.dataplane)
         self.start_traceparent = self.config.tracing.start_traceparent
         self.traceparent_sampled = self.config.tracing.sampled
+        self.toxic_table = ToxicTable(self.config.toxics)
+        self.toxics = self.toxic_table if self.config.toxics else None
+        self.l4_split = _l4_split(self.config)
 
     def reconfigure(self, config: Listener) -> None:
         """Take a new config of the same listener (one that needs no rebind)."""
@@ -80,6 +94,9 @@ class ListenerContext:
         self.access_log.reconfigure(config.access_log)
         self.start_traceparent = config.tracing.start_traceparent
         self.traceparent_sampled = config.tracing.sampled
+        self.toxic_table.update(config.toxics)
+        self.toxics = self.toxic_table if config.toxics else None
+        self.l4_split = _l4_split(config)
 
     async def run_timers(self, tick: float = TIMER_TICK) -> None:
         """Cancel connections past their deadline; runs until cancelled."""
@@ -94,3 +111,12 @@ class ListenerContext:
     @property
     def name(self) -> str:
         return self.config.name
+
+
+def _l4_split(config: Listener) -> WeightedSplit | None:
+    """Where an L4 listener's connections go; None for an HTTP listener."""
+    if config.cluster is not None:
+        return WeightedSplit.single(config.cluster)
+    if config.split:
+        return WeightedSplit.of((wc.cluster, wc.weight) for wc in config.split)
+    return None

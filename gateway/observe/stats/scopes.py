@@ -202,6 +202,9 @@ class ListenerStats(Scope):
 
     downstream_cx_total: int = counter()
     downstream_cx_active: int = gauge()
+    #: bytes read from clients and written to them (TCP listeners; counted per chunk)
+    downstream_cx_rx_bytes_total: int = counter()
+    downstream_cx_tx_bytes_total: int = counter()
     downstream_rq_xx: list[int] = attrs.field(factory=_ten_zeros, metadata=_STATUS_CLASSES)
     #: malformed requests answered 400/431
     downstream_cx_protocol_error: int = counter()
@@ -293,6 +296,12 @@ class ClusterStats(Scope):
     #: ``x-triogate-breaker: open``; TCP: the client connection closed)
     breaker_rq_rejected: int = counter("breaker.rq_rejected")
     upstream_cx_none_healthy: int = counter()
+    #: TCP client connections closed because every connect attempt failed (Envoy's
+    #: tcp_proxy ``max_connect_attempts`` reached)
+    upstream_cx_connect_attempts_exceeded: int = counter()
+    #: bytes read from the cluster's endpoints and written to them (TCP proxy)
+    upstream_cx_rx_bytes_total: int = counter()
+    upstream_cx_tx_bytes_total: int = counter()
     upstream_rq_xx: list[int] = attrs.field(factory=_ten_zeros, metadata=_STATUS_CLASSES)
     upstream_rq_timeout: int = counter()
     #: tries that outlived the route's ``per_try_timeout`` (not in ``upstream_rq_timeout``)
