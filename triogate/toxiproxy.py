@@ -61,7 +61,8 @@ async def serve_toxiproxy_server(
             assert gateway.supervisor is not None
             service = toxiproxy_service(address, metrics=proxy_metrics)
             bound = await gateway.supervisor.start_child(service(gateway))
-            click.echo(f"toxiproxy API on http://{bound}/ (toxiproxy-server {VERSION})")
+            click.echo(f"toxiproxy-server {VERSION} (triogate)")
+            click.echo(f"Toxiproxy API: http://{bound}/")
             async for _ in signals:
                 nursery.cancel_scope.cancel()
                 break

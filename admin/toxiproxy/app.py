@@ -285,7 +285,8 @@ class ToxiproxyApp:
         return str(listener.address)
 
     def _proxy(self, config: Config, name: str) -> dict[str, Any]:
-        return proxy_json(config, find_proxy(config, name), self.shown(find_proxy(config, name)))
+        listener = find_proxy(config, name)
+        return proxy_json(config, listener, self.shown(listener))
 
     def _shown_all(self, config: Config) -> dict[str, str]:
         return {lst.name: self.shown(lst) for lst in config.listeners if is_proxy(lst)}

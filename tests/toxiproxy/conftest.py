@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import queue
 import re
 import signal
 import socket
@@ -13,12 +14,15 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import attrs
 import httpx
 import pytest
 
 HERE = Path(__file__).parent
+#: seconds ``triogate toxiproxy`` may take to say where it accepts (it takes under one)
+STARTUP_LIMIT = 20.0
 
 
 @attrs.frozen
@@ -54,16 +58,31 @@ def start_toxiproxy(*args: str) -> ToxiproxyServer:
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert process.stdout is not None
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        found = re.search(r"toxiproxy API on http://127\.0\.0\.1:(\d+)/", line)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read(stdout: IO[str]) -> None:
+        for line in stdout:  # read to the end, so that it never blocks on a full pipe
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, args=(process.stdout,), daemon=True).start()
+    seen = []
+    deadline = time.monotonic() + STARTUP_LIMIT
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:
+            break
+        seen.append(line)
+        found = re.search(r"Toxiproxy API: http://127\.0\.0\.1:(\d+)/", line)
         if found:
-            # drain the rest of its output so that it never blocks on a full pipe
-            threading.Thread(target=process.stdout.read, daemon=True).start()
             return ToxiproxyServer("127.0.0.1", int(found.group(1)), process)
+    process.kill()
     process.wait()
-    raise AssertionError("triogate toxiproxy did not start:\n" + "".join(lines))
+    process.stdout.close()
+    raise AssertionError("triogate toxiproxy did not start:\n" + "".join(seen))
 
 
 def stop(server: ToxiproxyServer) -> None:
