@@ -227,10 +227,10 @@ class ToxiproxyApp:
         self, request: Request, handler: Handler, params: Mapping[str, str]
     ) -> Response:
         if request.headers.get("user-agent", "").startswith("Mozilla/"):
-            return Response(
+            return Response(  # Go's http.Error, as _not_found
                 b"User agent not allowed\n",
                 status_code=403,
-                headers={"content-type": _TEXT},
+                headers={"content-type": _TEXT, "x-content-type-options": "nosniff"},
             )
         with trio.move_on_after(HANDLER_TIMEOUT):
             try:

@@ -108,6 +108,7 @@ def test_browser_user_agent_is_refused(api: httpx.Client) -> None:
     assert response.status_code == 403
     assert response.content == b"User agent not allowed\n"
     assert response.headers["content-type"] == TEXT
+    assert response.headers["x-content-type-options"] == "nosniff"
     assert "x-toxiproxy-request-id" in response.headers
     assert api.post("/reset", headers=browser).status_code == 403
     # the blocker runs only on matched routes
