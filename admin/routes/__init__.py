@@ -16,6 +16,7 @@ from admin.routes import (
     listeners,
     registry,
     rollouts,
+    toxics,
 )
 
 ROUTERS: tuple[APIRouter, ...] = (
@@ -28,4 +29,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     endpoint_health.router,
     faults.router,
     rollouts.router,
+    toxics.router,
 )
