@@ -182,6 +182,20 @@ def test_a_proxy_is_a_listener_of_the_native_api(gateway_run: tuple[str, str], e
         cluster = native.get("/clusters/db-upstream").json()
         assert [e["address"] for e in cluster["endpoints"]] == [echo]
         # edited natively: seen by Toxiproxy's API
+        response = native.post(
+            "/listeners/db/toxics",
+            json={
+                "name": "cut",
+                "type": "limit_data",
+                "stream": "upstream",
+                "attributes": {"bytes": 1},
+            },
+        )
+        assert response.status_code == 201, response.text
+        assert [t["name"] for t in tp.get("/proxies/db/toxics").json()] == [
+            "cut",
+            "latency_downstream",
+        ]
         response = native.patch("/listeners/db", json={"enabled": False})
         assert response.status_code == 200, response.text
         assert tp.get("/proxies/db").json()["enabled"] is False
