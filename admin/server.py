@@ -65,7 +65,12 @@ async def serve_admin(
     app = create_app(gateway, api_key)
     async with trio.open_nursery() as nursery:
         if admin.toxiproxy is not None:
-            await nursery.start(serve_toxiproxy, gateway, admin.toxiproxy)
+            toxiproxy = admin.toxiproxy
+            await nursery.start(
+                partial(serve_toxiproxy, metrics=toxiproxy.proxy_metrics),
+                gateway,
+                toxiproxy.address,
+            )
         binds: list[str] = await nursery.start(
             partial(serve, app, hypercorn_config(address))  # type: ignore[arg-type]
         )

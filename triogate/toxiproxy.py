@@ -23,7 +23,7 @@ from admin.toxiproxy import VERSION, ToxiproxyApp, toxiproxy_service
 
 __all__ = ["VERSION", "serve_toxiproxy_server"]
 from gateway import Gateway, GatewayError, run_gateway
-from gateway.config import Address, AdminConfig, Config
+from gateway.config import Address, AdminConfig, Config, ToxiproxyApi
 
 log = logging.getLogger("triogate.toxiproxy")
 
@@ -50,7 +50,7 @@ async def serve_toxiproxy_server(
     address: Address, config_file: Path | None, proxy_metrics: bool
 ) -> None:
     """Run until SIGTERM/SIGINT (then stop: Toxiproxy keeps nothing to drain for)."""
-    config = Config(admin=AdminConfig(toxiproxy=address))
+    config = Config(admin=AdminConfig(toxiproxy=ToxiproxyApi(address, proxy_metrics)))
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             gateway: Gateway = await nursery.start(

@@ -139,7 +139,9 @@ def gateway_run(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """``triogate -v run`` with ``admin.toxiproxy``; the two APIs' base URLs, read from
     what it prints and logs."""
     config = tmp_path / "gateway.yaml"
-    config.write_text("admin: {address: 127.0.0.1:0, toxiproxy: 127.0.0.1:0}\n")
+    config.write_text(
+        "admin: {address: 127.0.0.1:0, toxiproxy: {address: 127.0.0.1:0, proxy_metrics: true}}\n"
+    )
     process = subprocess.Popen(
         [sys.executable, "-m", "triogate.cli", "-v", "run", str(config), "--no-state"],
         stdout=subprocess.PIPE,
