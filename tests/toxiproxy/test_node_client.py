@@ -10,8 +10,8 @@ set), where it fails.
 
 from __future__ import annotations
 
-import os
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
