@@ -3,7 +3,8 @@
 Theory of operation (Toxiproxy's semantics, ``shared/toxiproxy-contract.md`` section 8,
 carried over from chunks to datagrams):
 
-- A listener's toxics are compiled once per config into ``DatagramToxic`` values.
+- A listener's toxics are compiled once per config into ``policies.toxics.ToxicSpec``
+  values (``source`` parsed), the same the chunk toxics take.
 - When a session starts, ``roll_session`` decides which toxics it gets: a toxic whose
   ``source`` networks do not hold the client's address never applies; any other applies
   with probability ``toxicity`` (rolled once per session, as Toxiproxy rolls per link).
@@ -25,50 +26,24 @@ from __future__ import annotations
 import ipaddress
 import random
 from collections.abc import Iterable, Mapping
-from typing import Final, Literal
+from typing import Final
 
 import attrs
 
+from policies.toxics import ToxicSpec, latency_delay
+
 __all__ = [
-    "DatagramToxic",
+    "DATAGRAM_TOXIC_TYPES",
     "SessionToxics",
     "decide",
-    "latency_delay",
     "roll_session",
     "source_holds",
 ]
 
-DatagramToxicType = Literal["latency", "packet_loss"]
-Stream = Literal["upstream", "downstream"]
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 #: the toxic types a datagram listener takes
 DATAGRAM_TOXIC_TYPES: Final = frozenset({"latency", "packet_loss"})
-
-
-def _networks(source: Iterable[str | Network]) -> tuple[Network, ...]:
-    return tuple(
-        s if not isinstance(s, str) else ipaddress.ip_network(s, strict=False) for s in source
-    )
-
-
-@attrs.frozen
-class DatagramToxic:
-    """One toxic of a datagram listener, in the units of its config (ms, percent)."""
-
-    name: str
-    type: DatagramToxicType
-    stream: Stream = "downstream"
-    #: the probability that a session gets it
-    toxicity: float = 1.0
-    #: latency: ms added to each datagram, and its jitter (+/- ms)
-    latency: int = 0
-    jitter: int = 0
-    #: packet_loss: percent of the datagrams dropped
-    percent: float = 0.0
-    #: only sessions from these networks; () every session
-    source: tuple[Network, ...] = attrs.field(default=(), converter=_networks)
 
 
 @attrs.frozen
@@ -76,18 +51,16 @@ class SessionToxics:
     """The toxics one session got, per direction, in chain order; and every roll made
     (by toxic name: the toxic as rolled and whether it applies), for the next re-roll."""
 
-    upstream: tuple[DatagramToxic, ...] = ()
-    downstream: tuple[DatagramToxic, ...] = ()
-    rolls: Mapping[str, tuple[DatagramToxic, bool]] = attrs.field(factory=dict)
+    upstream: tuple[ToxicSpec, ...] = ()
+    downstream: tuple[ToxicSpec, ...] = ()
+    rolls: Mapping[str, tuple[ToxicSpec, bool]] = attrs.field(factory=dict)
 
 
 #: a session with no toxic
 NO_TOXICS: Final = SessionToxics()
 
 
-def source_holds(
-    toxic: DatagramToxic, client: ipaddress.IPv4Address | ipaddress.IPv6Address
-) -> bool:
+def source_holds(toxic: ToxicSpec, client: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     """Whether ``toxic``'s ``source`` restriction lets it act on ``client``'s sessions."""
     if not toxic.source:
         return True
@@ -97,15 +70,15 @@ def source_holds(
 
 
 def roll_session(
-    toxics: Iterable[DatagramToxic],
+    toxics: Iterable[ToxicSpec],
     client: IpAddress,
     rng: random.Random,
     previous: SessionToxics = NO_TOXICS,
 ) -> SessionToxics:
     """The toxics a session from ``client`` gets (see the module docstring)."""
-    upstream: list[DatagramToxic] = []
-    downstream: list[DatagramToxic] = []
-    rolls: dict[str, tuple[DatagramToxic, bool]] = {}
+    upstream: list[ToxicSpec] = []
+    downstream: list[ToxicSpec] = []
+    rolls: dict[str, tuple[ToxicSpec, bool]] = {}
     for toxic in toxics:
         before = previous.rolls.get(toxic.name)
         if before is not None and before[0] == toxic:
@@ -122,21 +95,14 @@ def roll_session(
     return SessionToxics(tuple(upstream), tuple(downstream), rolls)
 
 
-def latency_delay(toxic: DatagramToxic, rng: random.Random) -> float:
-    """One datagram's delay by a ``latency`` toxic, in seconds (never negative)."""
-    ms = toxic.latency
-    if toxic.jitter > 0:
-        ms += rng.randrange(2 * toxic.jitter) - toxic.jitter  # Toxiproxy's Int63n(2j) - j
-    return ms / 1000.0 if ms > 0 else 0.0
-
-
-def decide(chain: tuple[DatagramToxic, ...], rng: random.Random) -> float | None:
+def decide(chain: tuple[ToxicSpec, ...], rng: random.Random) -> float | None:
     """One datagram through ``chain``: None when dropped, else its delay in seconds."""
     delay = 0.0
     for toxic in chain:
         if toxic.type == "packet_loss":
-            if rng.random() * 100.0 < toxic.percent:
+            if rng.random() * 100.0 < toxic.attributes.percent:
                 return None
         else:
-            delay += latency_delay(toxic, rng)
+            attributes = toxic.attributes
+            delay += latency_delay(attributes.latency, attributes.jitter, rng)
     return delay

@@ -86,26 +86,41 @@ BANDWIDTH_PERIOD: Final = 0.1
 
 
 @attrs.frozen
+class ToxicAttributes:
+    """A toxic's settings; each type reads its own (Toxiproxy's names and units). The
+    config's ``Toxic.attributes`` is this value."""
+
+    #: latency: ms added to each chunk (datagram), and its jitter (+/- ms)
+    latency: int = 0
+    jitter: int = 0
+    #: bandwidth: KB/s (1 KB = 1000 bytes, so bytes per ms), per connection and
+    #: direction unless ``shared``
+    rate: int = 0
+    #: bandwidth: one rate for all of the listener's connections (in that direction)
+    shared: bool = False
+    #: slow_close, slow_open: ms; slicer: µs between the pieces
+    delay: int = 0
+    #: timeout, reset_peer: ms
+    timeout: int = 0
+    #: slicer: bytes per piece on average, and how far a piece may stray from it
+    average_size: int = 0
+    size_variation: int = 0
+    #: limit_data: bytes forwarded before the connection is closed
+    bytes: int = 0
+    #: packet_loss (udp): percent of datagrams dropped
+    percent: float = 0.0
+
+
+@attrs.frozen
 class ToxicSpec:
-    """One toxic, as the decisions read it (the config's ``Toxic``, compiled)."""
+    """One toxic, as the decisions read it (the config's ``Toxic``, ``source`` parsed);
+    the chunk decisions here and the datagram ones (``policies.datagram_toxics``) alike."""
 
     name: str
     type: str
     stream: Stream = "downstream"
     toxicity: float = 1.0
-    #: ms, and +/- ms
-    latency: int = 0
-    jitter: int = 0
-    #: KB/s (bytes per ms)
-    rate: int = 0
-    shared: bool = False
-    #: ms (slow_close, slow_open), µs (slicer)
-    delay: int = 0
-    #: ms (timeout, reset_peer)
-    timeout: int = 0
-    average_size: int = 0
-    size_variation: int = 0
-    bytes: int = 0
+    attributes: ToxicAttributes = attrs.field(factory=ToxicAttributes)
     source: tuple[Network, ...] = ()
 
 
@@ -182,7 +197,7 @@ def slow_open_delay(specs: Iterable[ToxicSpec], client_ip: str, rng: random.Rand
             and source_matches(spec.source, client_ip)
             and roll(spec.toxicity, rng)
         ):
-            total += max(spec.delay, 0)
+            total += max(spec.attributes.delay, 0)
     return total / 1000.0
 
 
@@ -287,8 +302,8 @@ class LinkChain:
             active = source_matches(spec.source, client_ip) and roll(spec.toxicity, self.rng)
             stage = _Stage(spec, active, armed_at=now)
             if spec.type == "bandwidth":
-                pacer = (shared or {}).get(spec.name) if spec.shared else None
-                stage.pacer = pacer if pacer is not None else Pacer(spec.rate)
+                pacer = (shared or {}).get(spec.name) if spec.attributes.shared else None
+                stage.pacer = pacer if pacer is not None else Pacer(spec.attributes.rate)
             if before is not None and before.spec.type == spec.type == "limit_data":
                 stage.passed = before.passed
             stages.append(stage)
@@ -304,15 +319,15 @@ class LinkChain:
         """When the link closes if no chunk arrives before (an active ``timeout``)."""
         deadline: float | None = None
         for stage in self.stages:
-            if stage.active and stage.spec.type == "timeout" and stage.spec.timeout > 0:
-                at = stage.armed_at + stage.spec.timeout / 1000.0
+            if stage.active and stage.spec.type == "timeout" and stage.spec.attributes.timeout > 0:
+                at = stage.armed_at + stage.spec.attributes.timeout / 1000.0
                 deadline = at if deadline is None else min(deadline, at)
         return deadline
 
     def on_eof(self, now: float) -> float:
         """When the end of the stream is passed on (``slow_close`` delays add up)."""
         delay = sum(
-            max(stage.spec.delay, 0)
+            max(stage.spec.attributes.delay, 0)
             for stage in self.stages
             if stage.active and stage.spec.type == "slow_close"
         )
@@ -327,14 +342,14 @@ class LinkChain:
             spec = stage.spec
             kind = spec.type
             if kind == "latency":
-                delay = latency_delay(spec.latency, spec.jitter, self.rng)
+                delay = latency_delay(spec.attributes.latency, spec.attributes.jitter, self.rng)
                 pieces = [(piece, max(at, stamp + delay)) for piece, at in pieces]
             elif kind == "bandwidth":
-                pieces = _paced(pieces, stage.pacer or Pacer(spec.rate))
+                pieces = _paced(pieces, stage.pacer or Pacer(spec.attributes.rate))
             elif kind == "slicer":
                 pieces = self._sliced(pieces, spec)
             elif kind == "limit_data":
-                pieces, closed = _limited(pieces, stage, spec.bytes)
+                pieces, closed = _limited(pieces, stage, spec.attributes.bytes)
                 if closed is not None:
                     return [*_writes(pieces), Close(closed)]
             elif kind == "timeout":
@@ -343,17 +358,22 @@ class LinkChain:
             elif kind == "reset_peer":
                 if stage.reset_at is None:
                     first_at = pieces[0][1] if pieces else now
-                    stage.reset_at = first_at + max(spec.timeout, 0) / 1000.0
+                    stage.reset_at = first_at + max(spec.attributes.timeout, 0) / 1000.0
                 return [Close(stage.reset_at, reset=True)]
         return _writes(pieces)
 
     def _sliced(self, pieces: _Pieces, spec: ToxicSpec) -> _Pieces:
         out: _Pieces = []
-        gap = max(spec.delay, 0) / 1_000_000.0
+        gap = max(spec.attributes.delay, 0) / 1_000_000.0
         for piece, at in pieces:
             offset = 0
             for k, size in enumerate(
-                slice_sizes(len(piece), spec.average_size, spec.size_variation, self.rng)
+                slice_sizes(
+                    len(piece),
+                    spec.attributes.average_size,
+                    spec.attributes.size_variation,
+                    self.rng,
+                )
             ):
                 out.append((piece[offset : offset + size], at + k * gap))
                 offset += size

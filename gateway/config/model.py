@@ -24,6 +24,7 @@ from policies.outlier import OutlierConfig
 from policies.retry import DEFAULT_BUFFER_LIMIT
 from policies.rollout import RolloutGates, RolloutPlan, check_steps, steps_tuple
 from policies.settings import positive
+from policies.toxics import ToxicAttributes as ToxicAttributes
 
 LbPolicy = Literal["round_robin", "least_request", "random", "ring_hash", "maglev"]
 EndpointState = Literal["active", "draining", "disabled"]
@@ -330,30 +331,6 @@ class UpstreamTls:
     cert: str | None = None
     key: str | None = None
     verify: bool = True
-
-
-@attrs.frozen
-class ToxicAttributes:
-    """A toxic's settings; each type reads its own (Toxiproxy's names and units)."""
-
-    #: latency: ms added to each chunk (datagram), and its jitter (+/- ms)
-    latency: int = 0
-    jitter: int = 0
-    #: bandwidth: KB/s (1 KB = 1000 bytes), per connection and direction unless ``shared``
-    rate: int = 0
-    #: bandwidth: one rate for all of the listener's connections (in that direction)
-    shared: bool = False
-    #: slow_close, slow_open: ms; slicer: µs between the pieces
-    delay: int = 0
-    #: timeout, reset_peer: ms
-    timeout: int = 0
-    #: slicer: bytes per piece on average, and how far a piece may stray from it
-    average_size: int = 0
-    size_variation: int = 0
-    #: limit_data: bytes forwarded before the connection is closed
-    bytes: int = 0
-    #: packet_loss (udp): percent of datagrams dropped
-    percent: float = 0.0
 
 
 @attrs.frozen

@@ -82,21 +82,12 @@ QUEUE_CHUNKS = 256
 
 def compile_toxic(toxic: Toxic) -> ToxicSpec:
     """The config's toxic as the decisions read it (``source`` parsed: validated before)."""
-    a = toxic.attributes
     return ToxicSpec(
         name=toxic.name,
         type=toxic.type,
         stream=toxic.stream,
         toxicity=toxic.toxicity,
-        latency=a.latency,
-        jitter=a.jitter,
-        rate=a.rate,
-        shared=a.shared,
-        delay=a.delay,
-        timeout=a.timeout,
-        average_size=a.average_size,
-        size_variation=a.size_variation,
-        bytes=a.bytes,
+        attributes=toxic.attributes,
         source=tuple(parse_source(s) for s in toxic.source),
     )
 
@@ -134,10 +125,12 @@ class ToxicTable:
         self.slow_open = tuple(s for s in specs if s.type == "slow_open")
         shared: dict[str, Pacer] = {}
         for spec in specs:
-            if spec.type == "bandwidth" and spec.shared:
+            if spec.type == "bandwidth" and spec.attributes.shared:
                 pacer = self.shared.get(spec.name)
                 shared[spec.name] = (
-                    pacer if pacer is not None and pacer.rate == spec.rate else (Pacer(spec.rate))
+                    pacer
+                    if pacer is not None and pacer.rate == spec.attributes.rate
+                    else (Pacer(spec.attributes.rate))
                 )
         self.shared = shared
         self.version += 1

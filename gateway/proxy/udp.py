@@ -50,14 +50,9 @@ from gateway.config import Listener, Toxic, WeightedCluster
 from gateway.listener.context import TIMER_TICK, ListenerContext
 from gateway.observe.stats import ClusterStats, ListenerStats
 from policies.balancing import hash_key
-from policies.datagram_toxics import (
-    NO_TOXICS,
-    DatagramToxic,
-    SessionToxics,
-    decide,
-    roll_session,
-)
+from policies.datagram_toxics import NO_TOXICS, SessionToxics, decide, roll_session
 from policies.split import WeightedSplit, key_point
+from policies.toxics import ToxicSpec, parse_source
 
 __all__ = ["DELAY_QUEUE", "UdpProxy", "compile_toxics"]
 
@@ -73,19 +68,17 @@ DELAY_QUEUE: Final = 1024
 ClientAddress = Any  # what recvfrom answers: (host, port) or (host, port, flow, scope)
 
 
-def compile_toxics(toxics: tuple[Toxic, ...]) -> tuple[DatagramToxic, ...]:
+def compile_toxics(toxics: tuple[Toxic, ...]) -> tuple[ToxicSpec, ...]:
     """A udp listener's toxics as the policy takes them (validation admits only these two
     types on a udp listener; any other is skipped)."""
     return tuple(
-        DatagramToxic(
+        ToxicSpec(
             name=t.name,
             type=t.type,
             stream=t.stream,
             toxicity=t.toxicity,
-            latency=t.attributes.latency,
-            jitter=t.attributes.jitter,
-            percent=t.attributes.percent,
-            source=t.source,
+            attributes=t.attributes,
+            source=tuple(parse_source(s) for s in t.source),
         )
         for t in toxics
         if t.type == "latency" or t.type == "packet_loss"
@@ -200,9 +193,7 @@ class _Session:
         else:
             self.upstream.push(data, 0.0, self.proxy.stats)
 
-    def _through(
-        self, chain: tuple[DatagramToxic, ...], direction: _Direction, data: bytes
-    ) -> None:
+    def _through(self, chain: tuple[ToxicSpec, ...], direction: _Direction, data: bytes) -> None:
         stats = self.proxy.stats
         delay = decide(chain, self.proxy.rng)
         if delay is None:
@@ -313,11 +304,11 @@ class UdpProxy:
         #: the listener's toxics as last compiled, and a version that grows when they change
         self.toxics_version = 0
         self._toxics_of: tuple[Toxic, ...] = ()
-        self._toxics: tuple[DatagramToxic, ...] = ()
+        self._toxics: tuple[ToxicSpec, ...] = ()
         self._split_of: tuple[WeightedCluster, ...] = ()
         self._split: WeightedSplit | None = None
 
-    def current_toxics(self) -> tuple[DatagramToxic, ...]:
+    def current_toxics(self) -> tuple[ToxicSpec, ...]:
         """The listener's toxics, compiled again when its config has others."""
         toxics = self.ctx.config.toxics
         if toxics is not self._toxics_of:

@@ -16,6 +16,7 @@ from policies.toxics import (
     Close,
     LinkChain,
     Pacer,
+    ToxicAttributes,
     ToxicSpec,
     Write,
     latency_delay,
@@ -120,13 +121,15 @@ def passing_specs(draw: st.DrawFn, name: str) -> ToxicSpec:
         name=name,
         type=kind,
         toxicity=draw(st.sampled_from([0.0, 0.5, 1.0])),
-        latency=draw(st.integers(0, 500)),
-        jitter=draw(st.integers(0, 100)),
-        rate=draw(st.integers(1, 1000)),
-        shared=draw(st.booleans()),
-        delay=draw(st.integers(0, 2000)),
-        average_size=average,
-        size_variation=draw(st.integers(0, average - 1)),
+        attributes=ToxicAttributes(
+            latency=draw(st.integers(0, 500)),
+            jitter=draw(st.integers(0, 100)),
+            rate=draw(st.integers(1, 1000)),
+            shared=draw(st.booleans()),
+            delay=draw(st.integers(0, 2000)),
+            average_size=average,
+            size_variation=draw(st.integers(0, average - 1)),
+        ),
     )
 
 
@@ -138,7 +141,7 @@ def passing_specs(draw: st.DrawFn, name: str) -> ToxicSpec:
 def test_limit_data_passes_exactly_its_bytes_then_closes(
     limit: int, chunks: list[bytes], seed: int
 ) -> None:
-    spec = ToxicSpec(name="cap", type="limit_data", bytes=limit)
+    spec = ToxicSpec(name="cap", type="limit_data", attributes=ToxicAttributes(bytes=limit))
     chain = LinkChain.build([spec], "127.0.0.1", random.Random(seed), 0.0)
     written = b""
     closed = False
@@ -194,8 +197,8 @@ class ChainMachine(RuleBasedStateMachine):
     def change_toxics(self, specs: tuple[ToxicSpec, ...]) -> None:
         before = {s.spec.name: s for s in self.chain.stages}
         for spec in specs:
-            if spec.shared and spec.type == "bandwidth":
-                self.shared.setdefault(spec.name, Pacer(spec.rate))
+            if spec.attributes.shared and spec.type == "bandwidth":
+                self.shared.setdefault(spec.name, Pacer(spec.attributes.rate))
         self.chain = self.chain.rebuilt(specs, "127.0.0.1", self.now, self.shared)
         assert not self.chain.closes
         for stage in self.chain.stages:
