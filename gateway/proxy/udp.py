@@ -47,12 +47,19 @@ from trio.lowlevel import wait_readable
 
 from gateway.cluster.snapshot import EndpointRuntime
 from gateway.config import Listener, Toxic, WeightedCluster
+from gateway.faults.toxics import compile_toxic
 from gateway.listener.context import TIMER_TICK, ListenerContext
 from gateway.observe.stats import ClusterStats, ListenerStats
 from policies.balancing import hash_key
-from policies.datagram_toxics import NO_TOXICS, SessionToxics, decide, roll_session
+from policies.datagram_toxics import (
+    DATAGRAM_TOXIC_TYPES,
+    NO_TOXICS,
+    SessionToxics,
+    decide,
+    roll_session,
+)
 from policies.split import WeightedSplit, key_point
-from policies.toxics import ToxicSpec, parse_source
+from policies.toxics import ToxicSpec
 
 __all__ = ["DELAY_QUEUE", "UdpProxy", "compile_toxics"]
 
@@ -71,18 +78,7 @@ ClientAddress = Any  # what recvfrom answers: (host, port) or (host, port, flow,
 def compile_toxics(toxics: tuple[Toxic, ...]) -> tuple[ToxicSpec, ...]:
     """A udp listener's toxics as the policy takes them (validation admits only these two
     types on a udp listener; any other is skipped)."""
-    return tuple(
-        ToxicSpec(
-            name=t.name,
-            type=t.type,
-            stream=t.stream,
-            toxicity=t.toxicity,
-            attributes=t.attributes,
-            source=tuple(parse_source(s) for s in t.source),
-        )
-        for t in toxics
-        if t.type == "latency" or t.type == "packet_loss"
-    )
+    return tuple(compile_toxic(t) for t in toxics if t.type in DATAGRAM_TOXIC_TYPES)
 
 
 def _client_ip(client: ClientAddress) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
