@@ -51,7 +51,7 @@ from gateway.faults.toxics import serve_with_toxics
 from gateway.listener.context import TIMER_TICK, ListenerContext
 from gateway.netio import SocketIO, accept_forever, open_listening_sockets
 from gateway.observe.stats import StatsRegistry
-from gateway.proxy.http import HttpConnection
+from gateway.proxy.http2 import serve_http
 from gateway.proxy.tcp import serve_tcp_connection
 from gateway.proxy.udp import UdpProxy
 from gateway.runtime.actor import ask, command
@@ -237,7 +237,7 @@ class _ListenerActor:
                 if l4_split is not None:
                     await serve_tcp_connection(io, ctx, l4_split.pick(ctx.rng))
                 elif ctx.toxics is None:
-                    await HttpConnection(io, ctx, io.peer_ip()).serve()
+                    await serve_http(io, ctx, io.peer_ip())
                 else:
                     await self._serve_http_with_toxics(io)
         except Exception:
@@ -255,7 +255,7 @@ class _ListenerActor:
         client_ip = io.peer_ip()
 
         async def serve(stream: trio.abc.HalfCloseableStream) -> None:
-            await HttpConnection(stream, ctx, client_ip).serve()
+            await serve_http(stream, ctx, client_ip)
 
         await serve_with_toxics(io, ctx.toxics, client_ip.decode(), ctx.rng, serve)
 

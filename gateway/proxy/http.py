@@ -125,6 +125,7 @@ class HttpConnection:
 
     __slots__ = (
         "_figures",
+        "body_events",
         "breaker_result",
         "client_ip",
         "ctx",
@@ -148,6 +149,8 @@ class HttpConnection:
             max_head_bytes=cfg.max_request_headers_kb * 1024,
             max_headers=cfg.max_request_headers_count,
         )
+        #: where a request body's pieces and end arrive (``_more_body`` adds to it)
+        self.body_events: deque[Event] = self.parser.events
         self.phase = _IDLE
         self.scope = trio.CancelScope()
         self.deadline = inf
@@ -164,10 +167,15 @@ class HttpConnection:
         #: the cancel scope of the try in progress under a ``per_try_timeout``
         self.try_scope: trio.CancelScope | None = None
 
-    async def serve(self) -> None:
-        """Serve requests until the client closes, errs, times out or the listener drains."""
+    async def serve(self, initial: bytes = b"") -> None:
+        """Serve requests until the client closes, errs, times out or the listener drains.
+
+        ``initial``: bytes already read from the client (to tell HTTP/2 from HTTP/1.1).
+        """
         self.ctx.connections.add(self)
         try:
+            if initial:
+                self.parser.feed(initial)
             # (the request loop runs in this frame, not one below: every frame between
             # the task and the socket is resumed at each of a request's two checkpoints)
             while True:
@@ -190,21 +198,37 @@ class HttpConnection:
                 record.status = e.status_hint
             await self._send_quietly(local_reply(e.status_hint, e.reason, close=True))
         except DownstreamClosed:
-            record = self.record
-            if record is not None:
-                record.add_flag("DC")
-                if not record.head_sent:
-                    record.status = 0
+            self._client_gone()
         except BaseException:  # cancelled: a drain's grace ran out, or the gateway stops
-            record = self.record
-            if record is not None and not record.head_sent:
-                record.status = 0
+            self._cut_short()
             raise
         finally:
             self._finish()
             self.ctx.connections.discard(self)
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await self.stream.aclose()
+
+    def _client_gone(self) -> None:
+        """The client went away (or reset its stream) during the request in progress."""
+        record = self.record
+        if record is not None:
+            record.add_flag("DC")
+            if not record.head_sent:
+                record.status = 0
+
+    def _cut_short(self) -> None:
+        """The request in progress was cancelled: no status unless one was sent."""
+        record = self.record
+        if record is not None and not record.head_sent:
+            record.status = 0
+
+    async def _more_body(self) -> None:
+        """Wait for more of the request body in ``body_events``; ``DownstreamClosed``
+        if the client closed first."""
+        data = await self._receive()
+        if not data:
+            raise DownstreamClosed
+        self.parser.feed(data)
 
     async def _after_timeout(self) -> bool:
         """The connection's scope fired; True if the connection goes on (under a new one)."""
@@ -502,8 +526,7 @@ class HttpConnection:
         """Read the whole request body if it is at most ``limit`` bytes, and return it
         framed as it goes upstream; None if it is larger, its pieces then left in the
         parser's events to be streamed (once) as any other body."""
-        parser = self.parser
-        events = parser.events
+        events = self.body_events
         seen = size = 0  # events looked at, and the body bytes among them
         while True:
             while seen < len(events):
@@ -516,10 +539,7 @@ class HttpConnection:
                 return None
             if seen < len(events):
                 break
-            data = await self._receive()
-            if not data:
-                raise DownstreamClosed
-            parser.feed(data)
+            await self._more_body()
         chunked = head.framing == CHUNKED
         out: list[bytes] = []
         for _ in range(seen):
@@ -841,7 +861,7 @@ class _BodyPump:
         chunked = self.framing == CHUNKED
         http = self.http
         record = self.record
-        events: deque[Event] = http.parser.events
+        events = http.body_events
         out = [up_head]
         try:
             while True:
@@ -860,10 +880,7 @@ class _BodyPump:
                 if out:
                     await self.conn.send(b"".join(out))
                     out = []
-                data = await http._receive()
-                if not data:
-                    raise DownstreamClosed
-                http.parser.feed(data)
+                await http._more_body()
         except UpstreamResetError:
             # the upstream stopped reading; its response (or the reset) tells the rest
             return

@@ -252,6 +252,25 @@ class ListenerStats(Scope):
     toxic_datagrams_dropped: int = counter("toxics.datagrams_dropped")
     toxic_datagrams_delayed: int = counter("toxics.datagrams_delayed")
     toxic_delay_overflow: int = counter("toxics.delay_overflow")
+    #: HTTP/2 (``gateway.proxy.http2``), Envoy's ``http2.*`` names: streams reset by the
+    #: client and by the gateway; connections closed for opening streams over
+    #: ``max_concurrent_streams``, for a header block over ``max_header_list_kb``; streams
+    #: refused for malformed headers or a body unlike its ``content-length``; GOAWAYs
+    #: sent (drain, error, flood); streams open; requests with trailers; and the floods
+    #: answered with GOAWAY ENHANCE_YOUR_CALM (``gateway.http2.defence``): rapid reset
+    #: (CVE-2023-44487), CONTINUATION, PING/SETTINGS, empty DATA frames
+    http2_rx_reset: int = counter("http2.rx_reset")
+    http2_tx_reset: int = counter("http2.tx_reset")
+    http2_too_many_streams: int = counter("http2.too_many_streams")
+    http2_header_overflow: int = counter("http2.header_overflow")
+    http2_rx_messaging_error: int = counter("http2.rx_messaging_error")
+    http2_goaway_sent: int = counter("http2.goaway_sent")
+    http2_streams_active: int = gauge("http2.streams_active")
+    http2_trailers: int = counter("http2.trailers")
+    http2_rapid_reset: int = counter("http2.rapid_reset_flood")
+    http2_continuation_flood: int = counter("http2.continuation_flood")
+    http2_control_flood: int = counter("http2.inbound_control_frames_flood")
+    http2_empty_frames_flood: int = counter("http2.inbound_empty_frames_flood")
 
     @property
     def downstream_rq_total(self) -> int:
