@@ -174,15 +174,19 @@ class HttpConnection:
         """
         self.ctx.connections.add(self)
         try:
+            # a head begun in ``initial``: the rest of it within the header timeout
+            begun = False
             if initial:
                 self.parser.feed(initial)
+                begun = not self.parser.events
             # (the request loop runs in this frame, not one below: every frame between
             # the task and the socket is resumed at each of a request's two checkpoints)
             while True:
                 self.scope = scope = trio.CancelScope()
                 with scope:
                     while not self.ctx.draining:
-                        head = await self._read_head()
+                        head = await self._read_head(begun)
+                        begun = False
                         if head is None or not await self._handle(head):
                             break
                 if not scope.cancelled_caught or not await self._after_timeout():
@@ -272,14 +276,19 @@ class HttpConnection:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise DownstreamClosed from None
 
-    async def _read_head(self) -> RequestReceived | None:
-        """The next request's head; None when the client closed cleanly."""
+    async def _read_head(self, begun: bool = False) -> RequestReceived | None:
+        """The next request's head; None when the client closed cleanly. ``begun``: its
+        first bytes were read already (its header timeout runs from now)."""
         parser = self.parser
         events = parser.events
         if not events:
             ctx = self.ctx
-            self.phase = _IDLE
-            self.deadline = ctx.now + ctx.config.idle_timeout
+            if begun:
+                self.phase = _HEAD
+                self.deadline = ctx.now + ctx.config.header_timeout
+            else:
+                self.phase = _IDLE
+                self.deadline = ctx.now + ctx.config.idle_timeout
             stream = self.stream
             while True:
                 # (the stream itself, not ``_receive``: one coroutine less per request)
