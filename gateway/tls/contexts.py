@@ -224,6 +224,15 @@ def client_context(config: UpstreamTls) -> ssl.SSLContext:
     return context
 
 
+def _reason(error: Exception) -> str:
+    """OpenSSL's reason for a failed handshake, as a log line says it."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {error.verify_message}"
+    if isinstance(error, ssl.SSLError) and error.reason:
+        return str(error.reason).lower().replace("_", " ")
+    return str(error)
+
+
 class TlsOrigin:
     """TLS to a cluster's endpoints: the context in force and where it counts."""
 
@@ -249,7 +258,7 @@ class TlsOrigin:
             io.close()
             if stats is not None:
                 stats.ssl_connection_error += 1
-            reason = getattr(e, "verify_message", None) or getattr(e, "reason", None) or str(e)
+            reason = _reason(e)
             log.warning("TLS handshake with upstream %s failed: %s", address, reason)
             raise UpstreamTlsError(f"TLS handshake with {address} failed: {reason}") from None
         except BaseException:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import ssl
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,9 @@ import h11
 import trio
 import trustme
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.app import Gateway
 from gateway.config import Address
@@ -32,12 +36,56 @@ class Pki:
         return str(path)
 
     def issue(self, name: str, *identities: str, **kwargs: Any) -> tuple[str, str]:
-        """A certificate for ``identities`` (default: ``name``): (cert file, key file)."""
-        cert = self.ca.issue_cert(*(identities or (name,)), **kwargs)
+        """A certificate for ``identities`` (default: ``name``): (cert file, key file).
+
+        trustme takes DNS names and IPs; a ``scheme://`` identity (a SPIFFE id) is a URI
+        SAN, in a leaf signed here with the trustme CA's key (trustme has no URI SANs).
+        """
+        identities = identities or (name,)
         cert_file, key_file = self.root / f"{name}.pem", self.root / f"{name}.key"
+        if any("://" in i for i in identities):
+            pem, key = self._issue_with_uris(identities)
+            cert_file.write_bytes(pem)
+            key_file.write_bytes(key)
+            return str(cert_file), str(key_file)
+        cert = self.ca.issue_cert(*identities, **kwargs)
         cert_file.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
         cert.private_key_pem.write_to_path(str(key_file))
         return str(cert_file), str(key_file)
+
+    def _issue_with_uris(self, identities: tuple[str, ...]) -> tuple[bytes, bytes]:
+        ca_cert = x509.load_pem_x509_certificate(self.ca.cert_pem.bytes())
+        ca_key = serialization.load_pem_private_key(self.ca.private_key_pem.bytes(), None)
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.UTC)
+        sans: list[x509.GeneralName] = [
+            x509.UniformResourceIdentifier(i) if "://" in i else x509.DNSName(i) for i in identities
+        ]
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "trustme")]))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName(sans), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]
+                ),
+                critical=False,
+            )
+            .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+        )
+        pem = cert.public_bytes(serialization.Encoding.PEM)
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        return pem, key_pem
 
     def client_context(self, cert: tuple[str, str] | None = None) -> ssl.SSLContext:
         """A client context trusting this CA, presenting ``cert`` if given."""
@@ -108,7 +156,10 @@ class TlsClient:
             while True:
                 event = conn.next_event()
                 if event is h11.NEED_DATA:
-                    conn.receive_data(await self.stream.receive_some(65536))
+                    data = await self.stream.receive_some(65536)
+                    if not data:
+                        raise trio.BrokenResourceError("closed by the gateway")
+                    conn.receive_data(data)
                 elif isinstance(event, h11.Response):
                     response = event
                 elif isinstance(event, h11.Data):
