@@ -1,4 +1,9 @@
-"""Serving the admin app with hypercorn on Trio, as a child of the gateway's supervisor."""
+"""Serving the admin app with hypercorn on Trio, as a child of the gateway's supervisor.
+
+With ``admin.toxiproxy`` set, Toxiproxy's API (``admin.toxiproxy``) is served beside it,
+in the same task tree. The FastAPI app is imported only when served, so a command that
+serves the Toxiproxy API alone (``triogate toxiproxy``) starts without it.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +16,13 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
-from admin.app import create_app
 from gateway import ChildSpec, Gateway
 from gateway.config import Address
 
 log = logging.getLogger("triogate.admin")
 
 
-def _hypercorn_config(address: Address) -> HypercornConfig:
+def hypercorn_config(address: Address) -> HypercornConfig:
     config = HypercornConfig()
     config.bind = [str(address)]
     config.accesslog = None  # request lines would be fine, but headers must never be logged
@@ -28,7 +32,7 @@ def _hypercorn_config(address: Address) -> HypercornConfig:
     return config
 
 
-def _bound(bind: str) -> Address:
+def bound_address(bind: str) -> Address:
     """hypercorn's ``http://host:port`` back to an ``Address``."""
     return Address.parse(bind.partition("://")[2])
 
@@ -51,13 +55,25 @@ async def serve_admin(
     api_key: str | None,
     task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the admin API on ``admin.address`` until cancelled; reports the bound address."""
-    address = gateway.control.config.admin.address
+    """Serve the admin API on ``admin.address`` (and Toxiproxy's on ``admin.toxiproxy``,
+    if set) until cancelled; reports the admin API's bound address."""
+    from admin.app import create_app
+    from admin.toxiproxy.server import serve_toxiproxy
+
+    admin = gateway.control.config.admin
+    address = admin.address
     app = create_app(gateway, api_key)
     async with trio.open_nursery() as nursery:
+        if admin.toxiproxy is not None:
+            toxiproxy = admin.toxiproxy
+            await nursery.start(
+                partial(serve_toxiproxy, metrics=toxiproxy.proxy_metrics),
+                gateway,
+                toxiproxy.address,
+            )
         binds: list[str] = await nursery.start(
-            partial(serve, app, _hypercorn_config(address))  # type: ignore[arg-type]
+            partial(serve, app, hypercorn_config(address))  # type: ignore[arg-type]
         )
-        gateway.admin_address = _bound(binds[0])
+        gateway.admin_address = bound_address(binds[0])
         log.info("admin API on http://%s/", gateway.admin_address)
         task_status.started(gateway.admin_address)

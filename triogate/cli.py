@@ -15,7 +15,7 @@ import trio
 
 from admin import admin_service
 from gateway import Gateway, run_gateway
-from gateway.config import Config, config_from_text, load_config
+from gateway.config import Address, Config, config_from_text, load_config
 from gateway.control.state import check_state_path, default_state_path, load_state
 from gateway.errors import ConfigError, StateFileError, root_cause
 from gateway.runtime.workers import resolve_workers
@@ -231,6 +231,47 @@ def demo(port: int, admin_port: int) -> None:
             nursery.cancel_scope.cancel()
 
     _run_trio(run_demo)
+
+
+@main.command(context_settings={"ignore_unknown_options": False})
+@click.option("--host", "-host", default="localhost", show_default=True, help="API host.")
+@click.option("--port", "-port", default=8474, show_default=True, help="API port (0: any).")
+@click.option(
+    "--config",
+    "-config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A JSON array of proxies (/populate's body, toxics allowed) made at start.",
+)
+@click.option(
+    "--proxy-metrics", "-proxy-metrics", is_flag=True, help="Serve /metrics (byte counters)."
+)
+@click.option("--runtime-metrics", "-runtime-metrics", is_flag=True, hidden=True)
+@click.option("--seed", "-seed", type=int, default=None, hidden=True)
+@click.option("--version", "-version", "show_version", is_flag=True, help="Print the version.")
+def toxiproxy(
+    host: str,
+    port: int,
+    config_file: Path | None,
+    proxy_metrics: bool,
+    runtime_metrics: bool,
+    seed: int | None,
+    show_version: bool,
+) -> None:
+    """A drop-in toxiproxy-server: Toxiproxy's REST API over triogate's tcp listeners."""
+    from triogate.toxiproxy import VERSION, serve_toxiproxy_server
+
+    if show_version:
+        click.echo(f"toxiproxy-server version {VERSION}")
+        return
+    if host == "localhost":
+        host = "127.0.0.1"  # as Go resolves it: IPv4 first
+    try:
+        address = Address.parse(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--host/--port") from None
+    _run_trio(serve_toxiproxy_server, address, config_file, proxy_metrics or runtime_metrics)
 
 
 main.add_command(ctl)

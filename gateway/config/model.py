@@ -101,6 +101,15 @@ class Address:
 
 
 @attrs.frozen
+class ToxiproxyApi:
+    """Where Toxiproxy's REST API is served beside the native admin API."""
+
+    address: Address = Address("127.0.0.1", 8474)
+    #: serve ``/metrics`` (toxiproxy-server's ``-proxy-metrics``)
+    proxy_metrics: bool = False
+
+
+@attrs.frozen
 class AdminConfig:
     """Where the admin API listens and how it authenticates."""
 
@@ -109,8 +118,8 @@ class AdminConfig:
     api_key_env: str | None = None
     #: path of a file holding the API key
     api_key_file: str | None = None
-    #: where Toxiproxy's REST API is served beside this one; None: not served
-    toxiproxy: Address | None = None
+    #: Toxiproxy's REST API served beside this one; None: not served
+    toxiproxy: ToxiproxyApi | None = None
     #: where runtime changes are persisted; default: ``<config file>.state.json``
     state_file: str | None = None
 
@@ -409,10 +418,13 @@ class Listener:
 
 
 def needs_rebind(old: Listener, new: Listener) -> bool:
-    """Whether going from ``old`` to ``new`` needs new sockets (fields marked ``REBIND``).
+    """Whether going from ``old`` to ``new`` needs new sockets (fields marked ``REBIND``,
+    or a protocol to or from ``udp``).
 
     Every other field of a listener changes live, without refusing a connection.
     """
+    if (old.protocol == "udp") != (new.protocol == "udp"):
+        return True  # datagram sockets for stream ones, or back
     return any(
         getattr(old, f.name) != getattr(new, f.name)
         for f in attrs.fields(Listener)

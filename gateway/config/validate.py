@@ -34,6 +34,7 @@ from gateway.config.model import (
     WeightedCluster,
 )
 from gateway.errors import ConfigError, ConfigIssue
+from policies.datagram_toxics import DATAGRAM_TOXIC_TYPES
 from policies.matching import pattern_problem
 from policies.toxics import parse_source
 
@@ -217,9 +218,6 @@ def _check_listener(
             issues.append(ConfigIssue(path, f"a {lst.protocol!r} listener has no routes"))
         if lst.protocol == "udp" and lst.max_sessions < 1:
             issues.append(ConfigIssue(f"{path}.max_sessions", "must be >= 1"))
-        # (until the L4 proxies serve them)
-        if lst.protocol == "udp":
-            issues.append(ConfigIssue(f"{path}.protocol", "'udp' is not served yet"))
     else:
         if lst.cluster is not None or lst.split:
             issues.append(
@@ -228,6 +226,8 @@ def _check_listener(
         if lst.routes and lst.virtual_hosts:
             issues.append(ConfigIssue(path, "give 'routes' or 'virtual_hosts', not both"))
     if lst.tls is not None:
+        if lst.protocol == "udp":
+            issues.append(ConfigIssue(f"{path}.tls", "a 'udp' listener takes no tls (no DTLS)"))
         _check_listener_tls(lst.tls, f"{path}.tls", issues)
     _check_toxics(lst, path, issues)
     for i, route in enumerate(lst.routes):
@@ -364,7 +364,7 @@ def _check_toxics(lst: Listener, path: str, issues: list[ConfigIssue]) -> None:
             issues.append(ConfigIssue(f"{tpath}.toxicity", "must be 0-1"))
         if toxic.type == "packet_loss" and lst.protocol != "udp":
             issues.append(ConfigIssue(f"{tpath}.type", "'packet_loss' is for udp listeners only"))
-        if lst.protocol == "udp" and toxic.type not in _UDP_TOXICS:
+        if lst.protocol == "udp" and toxic.type not in DATAGRAM_TOXIC_TYPES:
             issues.append(
                 ConfigIssue(
                     f"{tpath}.type",

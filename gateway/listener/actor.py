@@ -18,6 +18,10 @@ the sockets it accepts on) and changes it only on a message from its inbox:
     Drain(grace)          stop accepting, let each connection finish its request,
                           close idle ones, cancel what is left after ``grace`` seconds.
 
+A config with ``enabled: false`` closes the sockets (a udp listener's sessions end with
+them); enabled again, the listener binds the address it had. A udp listener's socket is
+read by ``gateway.proxy.udp`` instead of accepted on.
+
 Which listener fields need a new socket is said by the config model itself (fields
 marked ``rebind`` in ``gateway.config.model``; today only ``address``).
 
@@ -50,6 +54,7 @@ from gateway.netio import SocketIO, accept_forever, open_listening_sockets
 from gateway.observe.stats import StatsRegistry
 from gateway.proxy.http import HttpConnection
 from gateway.proxy.tcp import serve_tcp_connection
+from gateway.proxy.udp import UdpProxy, open_udp_sockets
 from gateway.runtime.actor import ask, command
 from gateway.tls import ClientCertHeader, ServerTls, TlsStream
 from gateway.tls.reload import watch_listener_tls
@@ -104,6 +109,8 @@ def bind_listener(config: Listener, *, listen: bool = True) -> Sockets:
     """
     host = None if config.address.host in ("", "*") else config.address.host
     try:
+        if config.protocol == "udp":
+            return tuple(open_udp_sockets(host, config.address.port, hold=not listen))
         return tuple(open_listening_sockets(host, config.address.port, listen=listen))
     except OSError as e:
         raise ListenerBindError(
@@ -199,6 +206,8 @@ class _ListenerActor:
         #: the cancel scope of each open connection (closed all at once when disabled)
         self.live: set[trio.CancelScope] = set()
         self.enabled = True
+        #: the sessions of a udp listener's sockets
+        self.udp = UdpProxy(handle.ctx)
         self._accept_on(sockets)
         if not handle.config.enabled:
             self._disable()
@@ -219,7 +228,13 @@ class _ListenerActor:
 
     async def _accept(self, sock: socket.socket, scope: trio.CancelScope) -> None:
         with scope:
-            await accept_forever(sock, self.conns, self._serve_connection)
+            # cancelled before this task ran (the listener went down at once): the socket
+            # may be closed already
+            await trio.lowlevel.checkpoint()
+            if sock.type == socket.SOCK_DGRAM:
+                await self.udp.serve(sock)
+            else:
+                await accept_forever(sock, self.conns, self._serve_connection)
 
     async def _serve_connection(self, io: SocketIO) -> None:
         handle = self.handle

@@ -229,6 +229,29 @@ class ListenerStats(Scope):
     mirror_rq_failed: int = counter()
     mirror_rq_dropped: int = counter()
     mirror_rq_body_skipped: int = counter()
+    # -- udp listeners (``gateway.proxy.udp``), Envoy's udp_proxy names -------------
+    #: client sessions started, and open now
+    downstream_sess_total: int = counter()
+    downstream_sess_active: int = gauge()
+    #: datagrams and bytes from clients (rx) and to clients (tx)
+    downstream_sess_rx_datagrams: int = counter()
+    downstream_sess_tx_datagrams: int = counter()
+    downstream_sess_rx_bytes: int = counter()
+    downstream_sess_tx_bytes: int = counter()
+    #: datagrams of new clients dropped at ``max_sessions``
+    downstream_sess_overflow: int = counter()
+    #: datagrams not passed on: no endpoint for a new session; the listener socket's
+    #: read or send failed (kernel buffer full, ICMP error)
+    downstream_sess_no_route: int = counter()
+    downstream_sess_rx_errors: int = counter()
+    downstream_sess_tx_errors: int = counter()
+    #: sessions closed after ``idle_timeout`` with no datagram either way
+    idle_timeout: int = counter()
+    #: datagrams dropped by ``packet_loss`` toxics, delayed by ``latency`` toxics, and
+    #: dropped because a direction already held ``udp.DELAY_QUEUE`` delayed datagrams
+    toxic_datagrams_dropped: int = counter("toxics.datagrams_dropped")
+    toxic_datagrams_delayed: int = counter("toxics.datagrams_delayed")
+    toxic_delay_overflow: int = counter("toxics.delay_overflow")
 
     # TLS termination (Envoy's listener ``ssl.*``): handshakes done (resumed ones also in
     # ``session_reused``), failed (a timeout, a bad or unverified certificate), clients
@@ -412,6 +435,14 @@ class ClusterStats(Scope):
     #: per endpoint address; an endpoint's stats outlive its runtime (a pool replaced by
     #: a config change, a restarted cluster actor) and go when it leaves the cluster
     endpoints: dict[str, EndpointStats] = attrs.field(factory=dict)
+    # -- udp sessions (``gateway.proxy.udp``), Envoy's udp_proxy cluster names: a session
+    # -- to an endpoint also counts in ``upstream_cx_total`` (and the endpoint's ``cx_total``)
+    #: datagrams from the endpoints (rx) and to them (tx); sends and receives that failed
+    #: (an ICMP error from the endpoint, a full kernel buffer)
+    udp_sess_rx_datagrams: int = counter("udp.sess_rx_datagrams")
+    udp_sess_tx_datagrams: int = counter("udp.sess_tx_datagrams")
+    udp_sess_rx_errors: int = counter("udp.sess_rx_errors")
+    udp_sess_tx_errors: int = counter("udp.sess_tx_errors")
 
     def endpoint(self, key: str) -> EndpointStats:
         """The stats of the endpoint at address ``key``, made on first use."""
