@@ -200,3 +200,25 @@ async def test_a_route_matches_the_verified_identity_in_xfcc(
     assert len(admin_upstream.requests) == 1
 
     await wait_until(lambda: len(upstream.requests) == 3)
+
+
+async def test_curl_with_a_client_certificate(
+    nursery: trio.Nursery, start_gateway: StartGateway, pki: Pki
+) -> None:
+    upstream = await RecordingUpstream("api").start(nursery)
+    gw = await start_gateway(
+        mtls_config(pki, upstream, {"required": True}, forward_client_cert="sanitize_set")
+    )
+    port = port_of(gw)
+    client = pki.issue("client", "client.example.com")
+    base = ["curl", "-sS", "--cacert", pki.ca_file, f"https://localhost:{port}/curl"]
+    served = await trio.run_process(
+        [*base, "--cert", client[0], "--key", client[1]], capture_stdout=True
+    )
+    assert served.stdout == b"api\n"
+    assert "DNS=client.example.com" in upstream.requests[-1]["x-forwarded-client-cert"]
+    refused_run = await trio.run_process(
+        base, capture_stdout=True, capture_stderr=True, check=False
+    )
+    assert refused_run.returncode != 0
+    assert len(upstream.requests) == 1
