@@ -61,6 +61,7 @@ from typing import Protocol
 import attrs
 import trio
 
+from gateway.cluster import health
 from gateway.cluster.breaker import ClusterBreaker
 from gateway.cluster.health import CheckOutcome, HealthChecked, run_endpoint_checks
 from gateway.cluster.outcomes import FLUSH_INTERVAL, Outcome, OutcomeBuffer, OutcomesWaiting
@@ -523,7 +524,15 @@ class _ClusterActor:
         async def check() -> None:
             with scope:
                 await run_endpoint_checks(
-                    key, address, config, cluster, self.handle.inbox, self.rng, self.handle.stats
+                    key,
+                    address,
+                    config,
+                    cluster,
+                    self.handle.inbox,
+                    self.rng,
+                    self.handle.stats,
+                    # over TLS for a cluster with ``tls`` (the one in force at each check)
+                    lambda a, c, n: health.check_endpoint(a, c, n, self.handle.tls),
                 )
 
         self.nursery.start_soon(check, name=f"health-check:{cluster}:{key}")

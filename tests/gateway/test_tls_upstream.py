@@ -14,7 +14,10 @@ import pytest
 import trio
 import yaml
 
-from gateway.config import Address
+from gateway.cluster.health import check_endpoint
+from gateway.config import Address, UpstreamTls
+from gateway.tls import TlsOrigin
+from policies.health import HealthCheckConfig
 from tests.conftest import StartGateway, gateway_process, simple_config
 from tests.gateway.l4_support import connect, l4_config, read_to_end
 from tests.gateway.tls_support import Pki, RecordingUpstream, server_context
@@ -182,3 +185,23 @@ async def test_a_tls_listener_with_two_workers(
                 )
                 statuses.append(response.status_code)
         assert statuses == [200] * 20
+
+
+async def test_health_checks_of_a_tls_cluster_run_over_tls(nursery: trio.Nursery, pki: Pki) -> None:
+    upstream = await RecordingUpstream(
+        "api", server_context(pki.issue("upstream", "api.internal"))
+    ).start(nursery)
+    good = TlsOrigin(UpstreamTls(sni="api.internal", ca=pki.ca_file))
+    outcome = await check_endpoint(
+        upstream.address, HealthCheckConfig(path="/healthz"), "api", good
+    )
+    assert outcome.passed, outcome.detail
+    assert upstream.requests[-1]["host"] == "api"
+    other = Pki(pki.root / "other")
+    other.root.mkdir()
+    wrong = TlsOrigin(UpstreamTls(sni="api.internal", ca=other.ca_file))
+    outcome = await check_endpoint(upstream.address, HealthCheckConfig(), "api", wrong)
+    assert not outcome.passed
+    assert "certificate verify failed" in outcome.detail
+    # in cleartext the TLS upstream does not answer HTTP
+    assert not (await check_endpoint(upstream.address, HealthCheckConfig(), "api")).passed
