@@ -154,16 +154,26 @@ async def open_connection(host: str, port: int) -> SocketIO:
 
 
 def open_listening_sockets(
-    host: str | None, port: int, backlog: int = 1024, *, listen: bool = True
+    host: str | None,
+    port: int,
+    backlog: int = 1024,
+    *,
+    listen: bool = True,
+    datagram: bool = False,
 ) -> list[socket.socket]:
     """Bound, listening, non-blocking sockets for ``host:port`` (all addresses if None).
 
-    With ``listen`` False the sockets are only bound: they hold the port (and resolve
-    port 0) for worker processes that listen on it with ``SO_REUSEPORT``, while the
-    kernel hands no connection to them (only listening sockets share the load).
+    With ``listen`` False the sockets only hold the port (and resolve port 0) for worker
+    processes that bind it with ``SO_REUSEPORT``, and the kernel must hand them nothing:
+    a TCP socket that never listens gets no connection; a bound UDP socket in the group
+    would get its share of the datagrams, so it is connected (to its own port on
+    loopback), which takes it out of the kernel's choice for every other sender
+    (checked on Linux 6.18: 0 of 200 clients' datagrams). ``datagram``: UDP sockets
+    (which never listen).
     """
+    kind = socket.SOCK_DGRAM if datagram else socket.SOCK_STREAM
     infos = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE | socket.AI_ADDRCONFIG
+        host, port, type=kind, flags=socket.AI_PASSIVE | socket.AI_ADDRCONFIG
     )
     sockets: list[socket.socket] = []
     try:
@@ -178,8 +188,11 @@ def open_listening_sockets(
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(sockaddr)
-            if listen:
+            if not datagram and listen:
                 sock.listen(backlog)
+            elif datagram and not listen:
+                loopback = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+                sock.connect((loopback, sock.getsockname()[1]))
             sock.setblocking(False)
             if port == 0:
                 break  # one socket: each family would get its own random port

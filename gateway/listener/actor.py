@@ -54,7 +54,7 @@ from gateway.netio import SocketIO, accept_forever, open_listening_sockets
 from gateway.observe.stats import StatsRegistry
 from gateway.proxy.http import HttpConnection
 from gateway.proxy.tcp import serve_tcp_connection
-from gateway.proxy.udp import UdpProxy, open_udp_sockets
+from gateway.proxy.udp import UdpProxy
 from gateway.runtime.actor import ask, command
 from gateway.tls import ClientCertHeader, ServerTls, TlsStream
 from gateway.tls.reload import watch_listener_tls
@@ -109,9 +109,10 @@ def bind_listener(config: Listener, *, listen: bool = True) -> Sockets:
     """
     host = None if config.address.host in ("", "*") else config.address.host
     try:
-        if config.protocol == "udp":
-            return tuple(open_udp_sockets(host, config.address.port, hold=not listen))
-        return tuple(open_listening_sockets(host, config.address.port, listen=listen))
+        datagram = config.protocol == "udp"
+        return tuple(
+            open_listening_sockets(host, config.address.port, listen=listen, datagram=datagram)
+        )
     except OSError as e:
         raise ListenerBindError(
             f"listener {config.name!r}: cannot bind {config.address}: {e.strerror or e}"

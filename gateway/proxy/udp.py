@@ -2,7 +2,7 @@
 
 Theory of operation, as Envoy's udp_proxy:
 
-- The listener's socket (``open_udp_sockets``, ``SO_REUSEPORT`` like the TCP listeners,
+- The listener's socket (``netio.open_listening_sockets``, ``SO_REUSEPORT`` like the TCP listeners,
   so worker processes share the address and the kernel spreads the clients) is read by
   ``UdpProxy.serve``. The datagrams of one client address form a **session**: an
   upstream socket of its own, connected to one endpoint of the listener's ``cluster``
@@ -59,7 +59,7 @@ from policies.datagram_toxics import (
 )
 from policies.split import WeightedSplit, key_point
 
-__all__ = ["DELAY_QUEUE", "UdpProxy", "compile_toxics", "open_udp_sockets"]
+__all__ = ["DELAY_QUEUE", "UdpProxy", "compile_toxics"]
 
 log = logging.getLogger("triogate.udp")
 
@@ -71,41 +71,6 @@ READ_BATCH: Final = 64
 DELAY_QUEUE: Final = 1024
 
 ClientAddress = Any  # what recvfrom answers: (host, port) or (host, port, flow, scope)
-
-
-def open_udp_sockets(host: str | None, port: int, *, hold: bool = False) -> list[socket.socket]:
-    """Bound, non-blocking UDP sockets for ``host:port`` (every address if None).
-
-    ``hold``: the socket only holds the address (and resolves port 0) for worker
-    processes that bind it with ``SO_REUSEPORT``. Unlike a TCP socket that never
-    listens, a bound UDP socket in the group would get its share of the datagrams; so
-    it is connected (to its own port on loopback), which takes it out of the kernel's
-    choice for every other sender (checked on Linux 6.18: 0 of 200 clients' datagrams).
-    """
-    infos = socket.getaddrinfo(
-        host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE | socket.AI_ADDRCONFIG
-    )
-    sockets: list[socket.socket] = []
-    try:
-        for family, type_, proto, _, sockaddr in infos:
-            sock = socket.socket(family, type_, proto)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(sockaddr)
-            if hold:
-                loopback = "::1" if family == socket.AF_INET6 else "127.0.0.1"
-                sock.connect((loopback, sock.getsockname()[1]))
-            sock.setblocking(False)
-            if port == 0:
-                break  # one socket: each family would get its own random port
-    except BaseException:
-        for s in sockets:
-            s.close()
-        raise
-    return sockets
 
 
 def compile_toxics(toxics: tuple[Toxic, ...]) -> tuple[DatagramToxic, ...]:
