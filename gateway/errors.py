@@ -5,6 +5,7 @@
     ├── UpstreamError                  talking to an upstream failed (maps to a local reply)
     │   ├── UpstreamConnectError       connect refused or unreachable             -> 502 / UF
     │   │   ├── UpstreamConnectTimeout     not connected within connect_timeout   -> 502 / UF
+    │   │   ├── UpstreamTlsError           the TLS handshake failed (verification) -> 502 / UF
     │   │   └── PoolExhausted              max_connections open and busy          -> 503 / UO
     │   ├── UpstreamResetError         connection reset or closed mid-exchange    -> 502 / UC
     │   │   └── UpstreamClosedEarly        closed before any byte of a response   -> 502 / UC
@@ -77,6 +78,11 @@ class UpstreamConnectError(UpstreamError):
 
 class UpstreamConnectTimeout(UpstreamConnectError):
     """The connection was not established within ``connect_timeout``."""
+
+
+class UpstreamTlsError(UpstreamConnectError):
+    """The TLS handshake with an upstream failed: its certificate did not verify, or it
+    refused ours (``str`` says which, as OpenSSL put it)."""
 
 
 class PoolExhausted(UpstreamConnectError):

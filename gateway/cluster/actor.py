@@ -61,6 +61,7 @@ from typing import Protocol
 import attrs
 import trio
 
+from gateway.cluster import health
 from gateway.cluster.breaker import ClusterBreaker
 from gateway.cluster.health import CheckOutcome, HealthChecked, run_endpoint_checks
 from gateway.cluster.outcomes import FLUSH_INTERVAL, Outcome, OutcomeBuffer, OutcomesWaiting
@@ -82,6 +83,8 @@ from gateway.errors import ConfigError, ConfigIssue
 from gateway.observe.events import EventLog
 from gateway.observe.stats.scopes import ClusterStats
 from gateway.runtime.actor import ask
+from gateway.tls import TlsOrigin
+from gateway.tls.reload import watch_origin
 from policies.health import HealthCheckConfig, HealthState, HealthThresholds
 from policies.outlier import (
     EjectionReason,
@@ -235,7 +238,10 @@ class ClusterHandle:
         self.health: Mapping[str, HealthState] = MappingProxyType({})
         #: each checked member's last check, by address
         self.checks: Mapping[str, CheckOutcome] = MappingProxyType({})
-        self.snapshot = build_snapshot(cluster, None, now=0.0)
+        #: TLS to the endpoints (``cluster.tls``): its context is swapped in place when
+        #: the files change (``gateway.tls.reload``); a new one when the config changes
+        self.tls = TlsOrigin(cluster.tls, stats) if cluster.tls is not None else None
+        self.snapshot = build_snapshot(cluster, None, now=0.0, tls=self.tls)
         self.discovery_stats = DiscoveryStats(source=cluster.discovery.type)
         #: registry clusters: every registered instance, by address
         self.registrations: tuple[Registration, ...] = ()
@@ -312,6 +318,7 @@ async def run_cluster(
     try:
         async with trio.open_nursery() as nursery:
             actor = _ClusterActor(handle, nursery, sweep_interval, resolver, rng)
+            nursery.start_soon(watch_origin, lambda: handle.tls)
             discovery = handle.snapshot.config.discovery
             if has_source_task(discovery):
                 with trio.move_on_after(discovery.timeout + WARM_SLACK):
@@ -458,7 +465,7 @@ class _ClusterActor:
             self.detector.set_hosts(str(ep.address) for ep in members)
             self._drain_outliers(now)
         self.snapshot = build_snapshot(
-            cluster, self.snapshot, now, members, self.health, self.ejected
+            cluster, self.snapshot, now, members, self.health, self.ejected, self.handle.tls
         )
         self.handle.snapshot = self.snapshot
         self.handle.registrations = self.registry.registrations()
@@ -517,7 +524,15 @@ class _ClusterActor:
         async def check() -> None:
             with scope:
                 await run_endpoint_checks(
-                    key, address, config, cluster, self.handle.inbox, self.rng, self.handle.stats
+                    key,
+                    address,
+                    config,
+                    cluster,
+                    self.handle.inbox,
+                    self.rng,
+                    self.handle.stats,
+                    # over TLS for a cluster with ``tls`` (the one in force at each check)
+                    lambda a, c, n: health.check_endpoint(a, c, n, self.handle.tls),
                 )
 
         self.nursery.start_soon(check, name=f"health-check:{cluster}:{key}")
@@ -703,6 +718,8 @@ class _ClusterActor:
     # -- commands and reports ----------------------------------------------------------
 
     def _reconfigure(self, new: Cluster) -> None:
+        if new.tls != self.snapshot.config.tls:
+            self.handle.tls = TlsOrigin(new.tls, self.handle.stats) if new.tls else None
         if new.health_check != self.snapshot.config.health_check:
             self._stop_checks()  # new checkers, from unknown (or none)
         if new.outlier_detection != self.snapshot.config.outlier_detection:

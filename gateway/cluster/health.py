@@ -43,8 +43,9 @@ from gateway.config import Address
 from gateway.errors import GatewayError
 from gateway.http1.events import ResponseReceived
 from gateway.http1.parse import ResponseParser
-from gateway.netio import open_connection
+from gateway.netio import SocketIO, open_connection
 from gateway.observe.stats.scopes import ClusterStats
+from gateway.tls import TlsOrigin, TlsStream
 from policies.health import HealthCheckConfig, next_check_delay, status_expected
 
 __all__ = ["USER_AGENT", "CheckOutcome", "HealthChecked", "check_endpoint", "run_endpoint_checks"]
@@ -80,15 +81,21 @@ class HealthChecked:
 Check = Callable[[Address, HealthCheckConfig, str], Awaitable[CheckOutcome]]
 
 
-async def check_endpoint(address: Address, config: HealthCheckConfig, cluster: str) -> CheckOutcome:
-    """Check ``address`` once, bounded by ``config.timeout``; never raises ``Exception``."""
+async def check_endpoint(
+    address: Address, config: HealthCheckConfig, cluster: str, tls: TlsOrigin | None = None
+) -> CheckOutcome:
+    """Check ``address`` once, bounded by ``config.timeout``; never raises ``Exception``.
+
+    ``tls``: the cluster's, for a cluster with ``tls`` (checked over TLS, as Envoy's
+    checks use the cluster's transport socket; a failed handshake fails the check).
+    """
     passed, detail = False, "timeout"
     with trio.move_on_after(config.timeout):
         try:
             if config.type == "http":
-                passed, detail = await _check_http(address, config, cluster)
+                passed, detail = await _check_http(address, config, cluster, tls)
             else:
-                passed, detail = await _check_tcp(address, config)
+                passed, detail = await _check_tcp(address, config, tls)
         except OSError as e:
             detail = _connect_detail(e)
         except trio.BrokenResourceError:  # the stream's own translation of a reset
@@ -98,15 +105,22 @@ async def check_endpoint(address: Address, config: HealthCheckConfig, cluster: s
     return CheckOutcome(passed, detail, time.time())
 
 
+async def _connect(address: Address, tls: TlsOrigin | None) -> SocketIO | TlsStream:
+    stream = await open_connection(address.host, address.port)
+    if tls is None:
+        return stream
+    return await tls.handshake(stream, address)  # ``UpstreamTlsError``: a GatewayError
+
+
 async def _check_http(
-    address: Address, config: HealthCheckConfig, cluster: str
+    address: Address, config: HealthCheckConfig, cluster: str, tls: TlsOrigin | None
 ) -> tuple[bool, str]:
     host = config.host if config.host is not None else cluster
     request = (
         f"GET {config.path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n"
         f"User-Agent: {USER_AGENT}\r\n\r\n"
     ).encode()
-    stream = await open_connection(address.host, address.port)
+    stream = await _connect(address, tls)
     try:
         await stream.send_all(request)
         parser = ResponseParser()
@@ -128,8 +142,10 @@ async def _check_http(
         stream.close()
 
 
-async def _check_tcp(address: Address, config: HealthCheckConfig) -> tuple[bool, str]:
-    stream = await open_connection(address.host, address.port)
+async def _check_tcp(
+    address: Address, config: HealthCheckConfig, tls: TlsOrigin | None
+) -> tuple[bool, str]:
+    stream = await _connect(address, tls)
     try:
         send, expect = config.send_bytes, config.expect_bytes
         if send:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Container, Mapping
 import attrs
 
 from gateway.config import Address, Cluster, Endpoint
+from gateway.tls import TlsOrigin
 from gateway.upstream.pool import EndpointPool
 from policies.balancing import ClusterBalancer, make_balancer
 from policies.endpoint_health import EndpointHealth, endpoint_health
@@ -37,9 +38,9 @@ class EndpointRuntime:
 
     __slots__ = ("active", "key", "pool")
 
-    def __init__(self, address: Address, cluster: Cluster) -> None:
+    def __init__(self, address: Address, cluster: Cluster, tls: TlsOrigin | None = None) -> None:
         self.key = str(address)
-        self.pool = EndpointPool(address, cluster.pool)
+        self.pool = EndpointPool(address, cluster.pool, tls=tls)
         #: requests in flight to this endpoint
         self.active = 0
 
@@ -154,8 +155,12 @@ def build_snapshot(
     endpoints: tuple[Endpoint, ...] | None = None,
     checks: Mapping[str, HealthState] | None = None,
     ejected: frozenset[str] = frozenset(),
+    tls: TlsOrigin | None = None,
 ) -> ClusterSnapshot:
     """The snapshot for ``cluster`` after ``previous`` (None: the first one).
+
+    ``tls`` is the cluster's ``TlsOrigin`` (None: cleartext); a pool made for another
+    (the cluster's ``tls`` changed) drains and a new runtime takes its place.
 
     ``endpoints`` are the cluster's members as its discovery source has them (default:
     the config's). Runtimes of ``previous`` are kept by address (their pools and
@@ -177,12 +182,12 @@ def build_snapshot(
         key = str(ep.address)
         old = before.get(key)
         if old is None:
-            runtime, ready_at = EndpointRuntime(ep.address, cluster), now
+            runtime, ready_at = EndpointRuntime(ep.address, cluster, tls), now
         else:
             runtime, ready_at = old.runtime, old.ready_at
-            if runtime.pool.config != cluster.pool:
+            if runtime.pool.config != cluster.pool or runtime.pool.tls is not tls:
                 runtime.pool.drain()
-                runtime = EndpointRuntime(ep.address, cluster)
+                runtime = EndpointRuntime(ep.address, cluster, tls)
             elif old.config.state != "active" and ep.state == "active":
                 ready_at = now  # back from draining/disabled: ramp up again
         if ep.state == "active":

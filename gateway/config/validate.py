@@ -10,10 +10,13 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import ssl
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import attrs
+from cryptography import x509
 
 from gateway.config.model import (
     Cluster,
@@ -23,9 +26,11 @@ from gateway.config.model import (
     Fault,
     HeaderMatch,
     Listener,
+    ListenerTls,
     Rollout,
     Route,
     RouteMatch,
+    UpstreamTls,
     WeightedCluster,
 )
 from gateway.errors import ConfigError, ConfigIssue
@@ -220,8 +225,10 @@ def _check_listener(
             )
         if lst.routes and lst.virtual_hosts:
             issues.append(ConfigIssue(path, "give 'routes' or 'virtual_hosts', not both"))
-    if lst.tls is not None:  # (until TLS is served)
-        issues.append(ConfigIssue(f"{path}.tls", "TLS termination is not served yet"))
+    if lst.tls is not None:
+        if lst.protocol == "udp":
+            issues.append(ConfigIssue(f"{path}.tls", "a 'udp' listener takes no tls (no DTLS)"))
+        _check_listener_tls(lst.tls, f"{path}.tls", issues)
     _check_toxics(lst, path, issues)
     for i, route in enumerate(lst.routes):
         _check_route(route, f"{path}.routes[{i}]", clusters, issues)
@@ -246,6 +253,98 @@ def _check_listener(
     if not 1 <= lst.max_request_headers_count <= 10000:
         issues.append(ConfigIssue(f"{path}.max_request_headers_count", "must be 1-10000"))
     _check_access_log(lst, path, issues)
+
+
+def _load_problem(load: Callable[[], object]) -> str | None:
+    """Why loading a TLS file fails (as the gateway will load it), or None."""
+    try:
+        load()
+    except OSError as e:
+        return f"cannot read: {e.strerror or e}"
+    except (ssl.SSLError, ValueError) as e:
+        return f"does not load: {getattr(e, 'reason', None) or e}"
+    return None
+
+
+def _check_pem(path: str, field: str, issues: list[ConfigIssue], *, ca: bool = False) -> bool:
+    """A certificate (or CA bundle) file that exists and parses as PEM."""
+    problem = _load_problem(
+        (lambda: ssl.create_default_context(cafile=path))
+        if ca
+        else (lambda: x509.load_pem_x509_certificates(Path(path).read_bytes()))
+    )
+    if problem is not None:
+        issues.append(ConfigIssue(field, f"{path}: {problem}"))
+    return problem is None
+
+
+def _check_key_pair(cert: str, key: str, path: str, issues: list[ConfigIssue]) -> None:
+    """A certificate that loads, and a key that loads and is the certificate's."""
+    if not _check_pem(cert, f"{path}.cert", issues):
+        return
+    try:
+        Path(key).read_bytes()
+    except OSError as e:
+        issues.append(ConfigIssue(f"{path}.key", f"{key}: cannot read: {e.strerror or e}"))
+        return
+    problem = _load_problem(
+        lambda: ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+    )
+    if problem is not None:
+        issues.append(
+            ConfigIssue(f"{path}.key", f"{key}: not the key of {cert}, or not a key: {problem}")
+        )
+
+
+def _check_listener_tls(tls: ListenerTls, path: str, issues: list[ConfigIssue]) -> None:
+    if not tls.certificates:
+        issues.append(ConfigIssue(f"{path}.certificates", "must not be empty"))
+    for i, certificate in enumerate(tls.certificates):
+        cpath = f"{path}.certificates[{i}]"
+        _check_key_pair(certificate.cert, certificate.key, cpath, issues)
+        for j, name in enumerate(certificate.server_names):
+            bare = name[2:] if name.startswith("*.") else name
+            if not _is_hostname(bare):
+                issues.append(
+                    ConfigIssue(
+                        f"{cpath}.server_names[{j}]",
+                        f"{name!r} is not a host name (a wildcard is '*.' and a name)",
+                    )
+                )
+    for j, protocol in enumerate(tls.alpn):
+        if not protocol or len(protocol) > 255:
+            issues.append(ConfigIssue(f"{path}.alpn[{j}]", "must be 1-255 characters"))
+    auth = tls.client_auth
+    if auth is not None:
+        _check_pem(auth.ca, f"{path}.client_auth.ca", issues, ca=True)
+        for j, san in enumerate(auth.allowed_sans):
+            if not (_is_hostname(san) or _is_uri(san)):
+                issues.append(
+                    ConfigIssue(
+                        f"{path}.client_auth.allowed_sans[{j}]",
+                        f"{san!r} is neither a DNS name nor a URI (spiffe://...)",
+                    )
+                )
+
+
+def _is_uri(value: str) -> bool:
+    scheme, sep, rest = value.partition("://")
+    return bool(sep and rest and re.fullmatch(r"[a-zA-Z][a-zA-Z0-9+.-]*", scheme))
+
+
+def _check_upstream_tls(tls: UpstreamTls, path: str, issues: list[ConfigIssue]) -> None:
+    if tls.sni is not None and not _is_hostname(tls.sni):
+        issues.append(ConfigIssue(f"{path}.sni", f"{tls.sni!r} is not a host name"))
+    if tls.ca is not None:
+        _check_pem(tls.ca, f"{path}.ca", issues, ca=True)
+    if (tls.cert is None) != (tls.key is None):
+        issues.append(ConfigIssue(f"{path}.cert", "give both 'cert' and 'key', or neither"))
+    elif tls.cert is not None and tls.key is not None:
+        _check_key_pair(tls.cert, tls.key, path, issues)
+
+
+#: the toxics a udp listener takes (datagrams: no stream to slice, pace or close)
+_UDP_TOXICS = frozenset({"latency", "packet_loss", "noop"})
 
 
 def _check_toxics(lst: Listener, path: str, issues: list[ConfigIssue]) -> None:
@@ -396,8 +495,10 @@ def _check_discovery(cluster: Cluster, path: str, issues: list[ConfigIssue]) -> 
 
 
 def _check_cluster(cluster: Cluster, path: str, issues: list[ConfigIssue]) -> None:
-    if cluster.tls is not None or cluster.protocol != "http1":  # (until they are served)
-        issues.append(ConfigIssue(f"{path}.tls", "upstream TLS and HTTP/2 are not served yet"))
+    if cluster.protocol != "http1":  # (until it is served)
+        issues.append(ConfigIssue(f"{path}.protocol", "upstream HTTP/2 is not served yet"))
+    if cluster.tls is not None:
+        _check_upstream_tls(cluster.tls, f"{path}.tls", issues)
     if not cluster.name:
         issues.append(ConfigIssue(f"{path}.name", "must not be empty"))
     issues += check_endpoints(cluster.endpoints, f"{path}.endpoints")

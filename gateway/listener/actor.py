@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 from collections.abc import Sequence
 
 import attrs
@@ -55,6 +56,8 @@ from gateway.proxy.http2 import serve_http
 from gateway.proxy.tcp import serve_tcp_connection
 from gateway.proxy.udp import UdpProxy
 from gateway.runtime.actor import ask, command
+from gateway.tls import ClientCertHeader, ServerTls, TlsStream
+from gateway.tls.reload import watch_listener_tls
 
 __all__ = [
     "Drain",
@@ -178,6 +181,19 @@ class ListenerHandle:
         return f"listener {self.name!r}"
 
 
+class _Handshake:
+    """A TLS handshake in progress, under the listener's timers (its header timeout)."""
+
+    __slots__ = ("deadline", "scope")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.scope = trio.CancelScope()
+
+    def cancel_if_idle(self) -> None:
+        self.scope.cancel()  # a drain closes connections that have sent no request
+
+
 class _ListenerActor:
     """The state of one running listener; only its own task changes it."""
 
@@ -233,13 +249,22 @@ class _ListenerActor:
         live.add(scope)
         try:
             with scope:
+                stream: SocketIO | TlsStream = io
+                client_cert: ClientCertHeader | None = None
+                tls = ctx.tls
+                if tls is not None:
+                    accepted = await self._handshake(io, tls)
+                    if accepted is None:
+                        return
+                    stream, client_cert = accepted
                 l4_split = ctx.l4_split
                 if l4_split is not None:
-                    await serve_tcp_connection(io, ctx, l4_split.pick(ctx.rng))
+                    await serve_tcp_connection(stream, ctx, l4_split.pick(ctx.rng))
                 elif ctx.toxics is None:
-                    await serve_http(io, ctx, io.peer_ip())
+                    alpn = stream.alpn if isinstance(stream, TlsStream) else None
+                    await serve_http(stream, ctx, io.peer_ip(), alpn, client_cert)
                 else:
-                    await self._serve_http_with_toxics(io)
+                    await self._serve_http_with_toxics(stream, client_cert)
         except Exception:
             log.exception("connection on listener %r failed", handle.name)
         finally:
@@ -248,14 +273,50 @@ class _ListenerActor:
             handle.connections -= 1
             stats.downstream_cx_active -= 1
 
-    async def _serve_http_with_toxics(self, io: SocketIO) -> None:
-        """An HTTP connection whose client side runs through the listener's toxics."""
+    async def _handshake(
+        self, io: SocketIO, tls: ServerTls
+    ) -> tuple[TlsStream, ClientCertHeader] | None:
+        """The TLS handshake, within the listener's header timeout, and the client
+        certificate's checks; None when the connection may not go on (counted)."""
+        ctx = self.ctx
+        stats = ctx.stats
+        stream = tls.wrap(io)
+        pending = _Handshake(ctx.now + ctx.config.header_timeout)
+        ctx.connections.add(pending)  # under the listener's timers, as a request head
+        try:
+            with pending.scope:
+                await stream.do_handshake()
+        except (ssl.SSLError, trio.BrokenResourceError, trio.ClosedResourceError) as e:
+            stats.ssl_connection_error += 1
+            if isinstance(e, ssl.SSLCertVerificationError):
+                stats.ssl_fail_verify_error += 1
+            log.debug("listener %r: TLS handshake failed: %s", ctx.name, e)
+            return None
+        finally:
+            ctx.connections.discard(pending)
+        if pending.scope.cancelled_caught:
+            stats.ssl_connection_error += 1
+            log.debug("listener %r: TLS handshake timed out", ctx.name)
+            return None
+        allowed, identity = tls.admit(stream, stats)
+        if not allowed:
+            log.info("listener %r: client certificate refused", ctx.name)
+            stream.close()
+            return None
+        return stream, ClientCertHeader(tls.config.forward_client_cert, identity)
+
+    async def _serve_http_with_toxics(
+        self, io: SocketIO | TlsStream, client_cert: ClientCertHeader | None
+    ) -> None:
+        """An HTTP connection whose client side runs through the listener's toxics
+        (over TLS, the toxics act on the decrypted bytes)."""
         ctx = self.ctx
         assert ctx.toxics is not None
         client_ip = io.peer_ip()
+        alpn = io.alpn if isinstance(io, TlsStream) else None
 
         async def serve(stream: trio.abc.HalfCloseableStream) -> None:
-            await serve_http(stream, ctx, client_ip)
+            await serve_http(stream, ctx, client_ip, alpn, client_cert)
 
         await serve_with_toxics(io, ctx.toxics, client_ip.decode(), ctx.rng, serve)
 
@@ -359,6 +420,7 @@ async def run_listener(
             outer.start_soon(ctx.run_timers)
             outer.start_soon(ctx.access_log.run_writer)
             outer.start_soon(ctx.mirror.run)
+            outer.start_soon(watch_listener_tls, ctx)
             async with trio.open_nursery() as conns:
                 actor = _ListenerActor(handle, sockets, conns)
                 outer.start_soon(actor.serve)

@@ -28,6 +28,7 @@ from gateway.faults.toxics import ToxicTable
 from gateway.observe.accesslog import AccessLog
 from gateway.observe.stats import ClusterStats, ListenerStats, StatsRegistry
 from gateway.proxy.mirror import Mirror
+from gateway.tls import ServerTls
 from policies.split import WeightedSplit
 
 #: granularity of the idle, header and route timeouts (seconds)
@@ -76,6 +77,9 @@ class ListenerContext:
     toxics: ToxicTable | None = attrs.field(init=False)
     #: an L4 listener's clusters: its ``cluster``, or its weighted ``split``
     l4_split: WeightedSplit | None = attrs.field(init=False)
+    #: the TLS contexts in force (None: cleartext); replaced on a reload of the files
+    #: (``gateway.tls.reload``), so a connection reads it once, at its start
+    tls: ServerTls | None = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.stats = self.registry.listener(self.config.name)
@@ -87,6 +91,8 @@ class ListenerContext:
         self.toxic_table = ToxicTable(self.config.toxics)
         self.toxics = self.toxic_table if self.config.toxics else None
         self.l4_split = _l4_split(self.config)
+        self.tls = ServerTls(self.config.tls) if self.config.tls is not None else None
+        self.scheme = b"https" if self.tls is not None else b"http"
 
     def reconfigure(self, config: Listener) -> None:
         """Take a new config of the same listener (one that needs no rebind)."""
@@ -97,6 +103,11 @@ class ListenerContext:
         self.toxic_table.update(config.toxics)
         self.toxics = self.toxic_table if config.toxics else None
         self.l4_split = _l4_split(config)
+        if config.tls is None:
+            self.tls = None
+        elif self.tls is None or self.tls.config != config.tls:
+            self.tls = ServerTls(config.tls)  # validation loaded these files already
+        self.scheme = b"https" if self.tls is not None else b"http"
 
     async def run_timers(self, tick: float = TIMER_TICK) -> None:
         """Cancel connections past their deadline; runs until cancelled."""

@@ -72,6 +72,7 @@ from gateway.observe.record import RequestRecord
 from gateway.observe.stats import BOUNDS_MS, ClusterStats
 from gateway.proxy.head import VIA_LINE, given_request_id, request_id, upstream_head
 from gateway.proxy.outcome import charge_attempt, charge_opened, failure_of
+from gateway.tls import ClientCertHeader
 from gateway.upstream.pool import EndpointPool, UpstreamConnection
 from policies.breaker import Permit
 from policies.retry import Decision, Failure, RetryRules, retry_stale
@@ -127,6 +128,7 @@ class HttpConnection:
         "_figures",
         "body_events",
         "breaker_result",
+        "client_cert",
         "client_ip",
         "ctx",
         "deadline",
@@ -140,10 +142,18 @@ class HttpConnection:
         "try_scope",
     )
 
-    def __init__(self, stream: trio.abc.Stream, ctx: ListenerContext, client_ip: bytes) -> None:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        ctx: ListenerContext,
+        client_ip: bytes,
+        client_cert: ClientCertHeader | None = None,
+    ) -> None:
         self.stream = stream
         self.ctx = ctx
         self.client_ip = client_ip
+        #: a TLS connection's ``x-forwarded-client-cert`` rule; None in cleartext
+        self.client_cert = client_cert
         cfg = ctx.config
         self.parser = RequestParser(
             max_head_bytes=cfg.max_request_headers_kb * 1024,
@@ -355,6 +365,9 @@ class HttpConnection:
         ctx = self.ctx
         self.record = record = self._figures
         record.begin(head, perf_counter())
+        client_cert = self.client_cert
+        if client_cert is not None:  # TLS: settled before routes match on it
+            client_cert.apply(head.headers)
         dp = ctx.dataplane.current
         entry = dp.routes[ctx.name].match(head)
         keep_alive = head.keep_alive and not ctx.draining

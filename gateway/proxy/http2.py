@@ -76,6 +76,7 @@ from gateway.http2.request import BodyLength, Malformed, request_head, trailer_f
 from gateway.http2.response import end_to_end, response_fields
 from gateway.listener.context import ListenerContext
 from gateway.proxy.http import HttpConnection
+from gateway.tls import ClientCertHeader
 
 log = logging.getLogger("triogate.proxy.http2")
 
@@ -106,7 +107,11 @@ async def sniff(stream: trio.abc.Stream) -> tuple[bytes, bool] | None:
 
 
 async def serve_http(
-    stream: trio.abc.Stream, ctx: ListenerContext, client_ip: bytes, alpn: str | None = None
+    stream: trio.abc.Stream,
+    ctx: ListenerContext,
+    client_ip: bytes,
+    alpn: str | None = None,
+    client_cert: ClientCertHeader | None = None,
 ) -> None:
     """Serve one client connection of an ``http`` listener: HTTP/2 if it negotiated
     ``h2`` by ALPN or opens with the preface (prior knowledge), else HTTP/1.1.
@@ -115,7 +120,7 @@ async def serve_http(
     that sends nothing within the idle timeout is closed.
     """
     if alpn == "h2":
-        await Http2Connection(stream, ctx, client_ip).serve(b"")
+        await Http2Connection(stream, ctx, client_ip, client_cert).serve(b"")
         return
     sniffed = None
     with trio.move_on_after(ctx.config.idle_timeout):
@@ -124,9 +129,9 @@ async def serve_http(
         return
     initial, is_h2 = sniffed
     if is_h2:
-        await Http2Connection(stream, ctx, client_ip).serve(initial)
+        await Http2Connection(stream, ctx, client_ip, client_cert).serve(initial)
     else:
-        await HttpConnection(stream, ctx, client_ip).serve(initial)
+        await HttpConnection(stream, ctx, client_ip, client_cert).serve(initial)
 
 
 class _ServerConnection(h2.connection.H2Connection):
@@ -159,10 +164,18 @@ _H2_CONFIG = h2.config.H2Configuration(
 class Http2Connection:
     """One HTTP/2 client connection: the state machine, its streams, its writer."""
 
-    def __init__(self, stream: trio.abc.Stream, ctx: ListenerContext, client_ip: bytes) -> None:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        ctx: ListenerContext,
+        client_ip: bytes,
+        client_cert: ClientCertHeader | None = None,
+    ) -> None:
         self.stream = stream
         self.ctx = ctx
         self.client_ip = client_ip
+        #: a TLS connection's ``x-forwarded-client-cert`` rule, for each stream
+        self.client_cert = client_cert
         settings = ctx.config.http2
         self.h2 = _ServerConnection(config=_H2_CONFIG)
         self.stream_window = settings.initial_stream_window_kb * 1024
@@ -591,7 +604,7 @@ class Http2Stream(HttpConnection):
 
     def __init__(self, conn: Http2Connection, stream_id: int, head: RequestReceived) -> None:
         writer = _StreamWriter(conn, stream_id, head.method == b"HEAD")
-        super().__init__(writer, conn.ctx, conn.client_ip)
+        super().__init__(writer, conn.ctx, conn.client_ip, conn.client_cert)
         self.conn = conn
         self.stream_id = stream_id
         self.writer = writer

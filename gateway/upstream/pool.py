@@ -10,7 +10,9 @@ whose last exchange ended cleanly (whole response read, no framing error, no
 its request finishes.
 
 Connections are opened by the pool's ``connector`` (``open_upstream``, a TCP connection,
-unless a test passes another: any ``netio.ByteStream``, such as an in-memory one).
+unless a test passes another: any ``netio.ByteStream``, such as an in-memory one); a
+pool of a cluster with ``tls`` runs its ``TlsOrigin``'s handshake over each, inside the
+same ``connect_timeout`` (a failed one is ``UpstreamTlsError``: 502, ``UF``).
 The liveness peek needs a socket; a connection without one is taken as open (a close
 that raced with reuse is caught by the caller's retry, as on a socket).
 
@@ -36,6 +38,7 @@ from gateway.errors import (
 )
 from gateway.http1.parse import ResponseParser
 from gateway.netio import ByteStream, SocketIO, open_connection
+from gateway.tls import TlsOrigin, TlsStream
 
 #: seconds idle after which a pooled connection is checked before reuse
 PEEK_AFTER_IDLE = 1.0
@@ -57,7 +60,7 @@ class UpstreamConnection:
     def __init__(self, io: ByteStream, pool: EndpointPool) -> None:
         self.io = io
         #: the socket to peek at before reuse; None for a stream without one
-        self.sock = io.sock if isinstance(io, SocketIO) else None
+        self.sock = io.sock if isinstance(io, SocketIO | TlsStream) else None
         self.pool = pool
         self.parser = ResponseParser()
         self.idle_since = 0.0
@@ -108,14 +111,29 @@ class UpstreamConnection:
 class EndpointPool:
     """Connections to one endpoint: bounded, reused, expired when idle too long."""
 
-    __slots__ = ("_idle", "address", "config", "connecting", "connector", "draining", "open")
+    __slots__ = (
+        "_idle",
+        "address",
+        "config",
+        "connecting",
+        "connector",
+        "draining",
+        "open",
+        "tls",
+    )
 
     def __init__(
-        self, address: Address, config: PoolConfig, connector: Connector = open_upstream
+        self,
+        address: Address,
+        config: PoolConfig,
+        connector: Connector = open_upstream,
+        tls: TlsOrigin | None = None,
     ) -> None:
         self.address = address
         self.config = config
         self.connector = connector
+        #: TLS to the endpoint (the cluster's ``tls``); None: cleartext
+        self.tls = tls
         self._idle: deque[UpstreamConnection] = deque()
         #: connections open (busy and idle)
         self.open = 0
@@ -172,7 +190,11 @@ class EndpointPool:
         ``UpstreamConnectError``, ``UpstreamConnectTimeout`` after ``connect_timeout``."""
         try:
             with trio.fail_after(self.config.connect_timeout):
-                return await self.connector(self.address)
+                io = await self.connector(self.address)
+                tls = self.tls
+                if tls is not None and isinstance(io, SocketIO):
+                    return await tls.handshake(io, self.address)
+                return io
         except trio.TooSlowError:
             raise UpstreamConnectTimeout(f"connect to {self.address} timed out") from None
         except OSError as e:

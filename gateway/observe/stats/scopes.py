@@ -272,6 +272,21 @@ class ListenerStats(Scope):
     http2_control_flood: int = counter("http2.inbound_control_frames_flood")
     http2_empty_frames_flood: int = counter("http2.inbound_empty_frames_flood")
 
+    # TLS termination (Envoy's listener ``ssl.*``): handshakes done (resumed ones also in
+    # ``session_reused``), failed (a timeout, a bad or unverified certificate), clients
+    # without a certificate (accepted: ``no_certificate``; refused: ``fail_verify_no_cert``),
+    # certificates that did not verify or carry none of ``allowed_sans``, and the
+    # certificate files' reloads taken and refused
+    ssl_handshake: int = counter("ssl.handshake")
+    ssl_session_reused: int = counter("ssl.session_reused")
+    ssl_connection_error: int = counter("ssl.connection_error")
+    ssl_no_certificate: int = counter("ssl.no_certificate")
+    ssl_fail_verify_no_cert: int = counter("ssl.fail_verify_no_cert")
+    ssl_fail_verify_error: int = counter("ssl.fail_verify_error")
+    ssl_fail_verify_san: int = counter("ssl.fail_verify_san")
+    ssl_certificate_update_success: int = counter("ssl.certificate_update_success")
+    ssl_certificate_update_rejected: int = counter("ssl.certificate_update_rejected")
+
     @property
     def downstream_rq_total(self) -> int:
         return sum(self.downstream_rq_xx)
@@ -328,6 +343,12 @@ class ClusterStats(Scope):
     upstream_cx_total: int = counter()
     upstream_cx_connect_fail: int = counter()
     upstream_cx_connect_timeout: int = counter()
+    # TLS origination (Envoy's cluster ``ssl.*``): handshakes done and failed (the
+    # reason is logged), and the TLS files' reloads taken and refused
+    ssl_handshake: int = counter("ssl.handshake")
+    ssl_connection_error: int = counter("ssl.connection_error")
+    ssl_certificate_update_success: int = counter("ssl.certificate_update_success")
+    ssl_certificate_update_rejected: int = counter("ssl.certificate_update_rejected")
     #: a connection was needed and ``pool.max_connections`` were busy, or the
     #: cluster's ``circuit_breakers.max_connections`` were open (UO)
     upstream_cx_overflow: int = counter()
