@@ -223,4 +223,4 @@ async def test_curl_and_openssl_s_client(
         )
         out = (s_client.stdout + s_client.stderr).decode()
         assert "Verify return code: 0 (ok)" in out
-        assert "ALPN protocol: http/1.1" in out
+        assert "ALPN protocol: h2" in out
