@@ -39,15 +39,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from run_bench import free_port, wait_listening  # bench/ is the script's directory
+
 LATENCIES = (50, 200, 500)
 RATES = (100, 1000, 10000)
 MIB = 1 << 20
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Upstream:
@@ -132,17 +128,6 @@ def round_trip(port: int, samples: int) -> float:
             times.append(time.perf_counter() - start)
             time.sleep(0.01)
     return statistics.median(times)
-
-
-def wait_listening(port: int, within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 def triogate_config(upstream: int, ports: dict[str, int]) -> str:

@@ -35,7 +35,6 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import trustme
+from run_bench import free_port, wait_listening  # bench/ is the script's directory
 
 ROOT = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -57,12 +57,6 @@ HANDSHAKES = (
     ("TLS 1.3 full + 1 request", ["-new", "-www", "/"]),
     ("TLS 1.3 resumed + 1 request", ["-reuse", "-www", "/"]),
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -83,17 +77,6 @@ def children(pid: int) -> list[int]:
     except OSError:
         return []
     return [int(c) for c in text.split()]
-
-
-def wait_listening(port: int, within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 @contextmanager

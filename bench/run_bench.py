@@ -234,6 +234,15 @@ def _accepts(port: int) -> bool:
         return False
 
 
+def wait_listening(port: int, within: float = 10.0) -> None:
+    """Return once something accepts on loopback ``port``; RuntimeError after ``within`` s."""
+    deadline = time.monotonic() + within
+    while not _accepts(port):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nothing listens on {port}")
+        time.sleep(0.05)
+
+
 def render_config(name: str, out_dir: Path, **values: object) -> Path:
     """Fill bench/configs/NAME's ${placeholders} and write the result into out_dir."""
     path = out_dir / name
