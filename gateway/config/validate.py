@@ -475,20 +475,15 @@ def _check_fault(fault: Fault, path: str, config: Config, issues: list[ConfigIss
             issues.append(
                 ConfigIssue(
                     f"{path}.abort",
-                    "needs exactly one of status, reset, empty, garbage, truncate",
+                    "needs exactly one of status, reset, empty, garbage, truncate, grpc_status",
                 )
             )
         if abort.status is not None and not 200 <= abort.status <= 599:
             issues.append(ConfigIssue(f"{path}.abort.status", "must be 200-599"))
         if abort.truncate is not None and not 0 <= abort.truncate < 1:
             issues.append(ConfigIssue(f"{path}.abort.truncate", "must be in [0, 1)"))
-        if abort.grpc_status is not None:
-            issues.append(
-                ConfigIssue(
-                    f"{path}.abort.grpc_status",
-                    "is reserved for gRPC aborts, which need HTTP/2 (not served yet)",
-                )
-            )
+        if abort.grpc_status is not None and not 1 <= abort.grpc_status <= 16:
+            issues.append(ConfigIssue(f"{path}.abort.grpc_status", "must be a gRPC error, 1-16"))
 
 
 def _check_rollout(
