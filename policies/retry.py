@@ -177,11 +177,18 @@ class RetryRules:
         """Tries a request gets: all of them if it can be sent again, else one."""
         return self.tries if replayable else 1
 
-    def may_hold_body(self, method: bytes, content_length: int | None) -> bool:
+    def may_hold_body(
+        self, method: bytes, content_length: int | None, grpc_call: bool = False
+    ) -> bool:
         """Whether a request with a body is worth holding to send it again: the route
         retries, the method is idempotent, and the body (``content_length``, None when
-        chunked and so unknown until its end) fits in ``buffer_limit``."""
-        if self.tries < 2 or method not in IDEMPOTENT:
+        chunked and so unknown until its end) fits in ``buffer_limit``.
+
+        A gRPC call (always a POST) on a route that names gRPC statuses is held
+        whatever its method: those conditions are the operator's word that the calls
+        may be sent again (as Envoy's ``retry_grpc_on``; Envoy holds any method).
+        """
+        if self.tries < 2 or (method not in IDEMPOTENT and not (grpc_call and self.grpc)):
             return False
         return content_length is None or content_length <= self.buffer_limit
 

@@ -85,6 +85,7 @@ from gateway.proxy.grpc import grpc_call, grpc_status_of, reply_fields, timeout_
 from gateway.proxy.http import HttpConnection
 from gateway.proxy.outcome import charge_attempt
 from policies.grpc import grpc_to_http
+from policies.retry import RetryRules
 
 log = logging.getLogger("triogate.proxy.http2")
 
@@ -702,6 +703,13 @@ class Http2Stream(HttpConnection):
         self.conn.kick()
         self._finish()
         return False
+
+    def _may_hold_body(self, head: RequestReceived, rules: RetryRules) -> bool:  # type: ignore[override]
+        """As the proxy core's; a gRPC call may be held on a route retrying gRPC statuses."""
+        if self.grpc and rules.grpc:
+            length = head.content_length if head.framing == LENGTH else None
+            return rules.may_hold_body(head.method, length, grpc_call=True)
+        return HttpConnection._may_hold_body(head, rules)
 
     def _finish(self) -> None:
         """As the proxy core's; a gRPC call's attempt is charged (outlier detection)
