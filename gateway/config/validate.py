@@ -402,8 +402,8 @@ def _check_discovery(cluster: Cluster, path: str, issues: list[ConfigIssue]) -> 
 
 
 def _check_cluster(cluster: Cluster, path: str, issues: list[ConfigIssue]) -> None:
-    if cluster.tls is not None or cluster.protocol != "http1":  # (until they are served)
-        issues.append(ConfigIssue(f"{path}.tls", "upstream TLS and HTTP/2 are not served yet"))
+    if cluster.tls is not None:  # (until it is served)
+        issues.append(ConfigIssue(f"{path}.tls", "upstream TLS is not served yet"))
     if not cluster.name:
         issues.append(ConfigIssue(f"{path}.name", "must not be empty"))
     issues += check_endpoints(cluster.endpoints, f"{path}.endpoints")

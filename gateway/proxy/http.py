@@ -896,6 +896,9 @@ class _BodyPump:
                 if out:
                     await self.conn.send(b"".join(out))
                     out = []
+                    if events:
+                        # (an HTTP/2 stream's body arrives while we send: take it first)
+                        continue
                 await http._more_body()
         except UpstreamResetError:
             # the upstream stopped reading; its response (or the reset) tells the rest

@@ -536,7 +536,9 @@ class _StreamWriter(trio.abc.Stream):
                         continue
                     if self.grpc:
                         self.grpc_status = grpc_status_of(ev.headers)
-                    end = ev.framing == NO_BODY and bool(events) and events[0] is MESSAGE_ENDED
+                    # a head with nothing after it (no body, no trailers) ends the stream
+                    # in one frame: gRPC's trailers-only response, as grpc clients want
+                    end = bool(events) and events[0] is MESSAGE_ENDED
                     if end:
                         events.popleft()
                         self.ended = True

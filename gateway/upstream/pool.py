@@ -108,7 +108,16 @@ class UpstreamConnection:
 class EndpointPool:
     """Connections to one endpoint: bounded, reused, expired when idle too long."""
 
-    __slots__ = ("_idle", "address", "config", "connecting", "connector", "draining", "open")
+    __slots__ = (
+        "_idle",
+        "address",
+        "config",
+        "connecting",
+        "connection_type",
+        "connector",
+        "draining",
+        "open",
+    )
 
     def __init__(
         self, address: Address, config: PoolConfig, connector: Connector = open_upstream
@@ -116,6 +125,9 @@ class EndpointPool:
         self.address = address
         self.config = config
         self.connector = connector
+        #: what a new connection is (``Http2UpstreamConnection`` for a ``protocol:
+        #: http2`` cluster: gRPC's stopgap until branch http2's pools)
+        self.connection_type: type[UpstreamConnection] = UpstreamConnection
         self._idle: deque[UpstreamConnection] = deque()
         #: connections open (busy and idle)
         self.open = 0
@@ -164,7 +176,7 @@ class EndpointPool:
             raise
         finally:
             self.connecting -= 1
-        return UpstreamConnection(io, self)
+        return self.connection_type(io, self)
 
     async def connect(self) -> ByteStream:
         """A new connection to the endpoint, outside the pool's idle list (the TCP

@@ -38,7 +38,7 @@ def _http2_config(addresses: list[Address], **route: Any) -> dict[str, Any]:
     return data
 
 
-def _upstream_http2_served() -> bool:
+def _upstream_http2_served() -> bool:  # (gateway.upstream.http2_single, a stopgap)
     try:
         config_from_data(_http2_config([Address("127.0.0.1", 1)]))
     except ConfigError:
@@ -215,3 +215,5 @@ async def test_an_upstream_killed_mid_stream(start_gateway: StartGateway) -> Non
     finally:
         proc.kill()
         proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
