@@ -29,8 +29,9 @@ call stands, as in Envoy).
 
 The data path checks a response head against one set, ``relay_statuses``: the HTTP
 statuses retried and, when gRPC statuses are, 200 (a gRPC response's status) and each
-gRPC status N retried as ``-N`` (gRPC statuses retried are never OK, 0), so a request
-on a route that retries nothing gRPC pays nothing for it.
+gRPC status N retried as ``-N`` (gRPC statuses retried are never OK, 0; ``0`` in the
+set, ``RETRY_200``, says a 200 is retried as an HTTP status), so a request on a route
+that retries nothing gRPC pays nothing for it.
 
 A route has ``1 + attempts`` tries, but only for a request that can be sent again
 (``replayable``): one without a body, or one whose method is idempotent and whose whole
@@ -102,6 +103,9 @@ class Decision(enum.Enum):
 
 
 NO_STATUSES: frozenset[int] = frozenset()
+#: in ``relay_statuses``: a 200 is retried whatever its ``grpc-status`` (gRPC's OK, 0,
+#: is never a retried gRPC status, so its slot is free)
+RETRY_200 = 0
 
 #: Envoy's default ``per_request_buffer_limit_bytes`` is the connection's 1 MiB buffer;
 #: a held body is memory per request in flight, so this gateway holds at most 64 KiB
@@ -131,9 +135,14 @@ class RetryRules:
 
     @relay_statuses.default
     def _relay(self) -> frozenset[int]:
-        if not self.grpc:
+        if not self.grpc and 200 not in self.statuses:
             return self.statuses
-        return self.statuses | {200} | {-status for status in self.grpc}
+        relay = set(self.statuses) | {-status for status in self.grpc}
+        if self.grpc:
+            relay.add(200)
+        if 200 in self.statuses:
+            relay.add(RETRY_200)  # HTTP 200 itself is retried (retriable_status_codes)
+        return frozenset(relay)
 
     @classmethod
     def compile(

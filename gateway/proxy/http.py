@@ -76,7 +76,7 @@ from gateway.proxy.outcome import charge_attempt, charge_opened, failure_of
 from gateway.upstream.pool import EndpointPool, UpstreamConnection
 from policies.breaker import Permit
 from policies.grpc import grpc_to_http
-from policies.retry import Decision, Failure, RetryRules, retry_stale
+from policies.retry import RETRY_200, Decision, Failure, RetryRules, retry_stale
 
 log = logging.getLogger("triogate.proxy")
 
@@ -773,7 +773,7 @@ class HttpConnection:
                 )
         status = resp.status
         if status in retry_statuses:
-            if status != 200:
+            if status != 200 or RETRY_200 in retry_statuses:
                 raise RetriableResponse(status)
             # a route retrying gRPC statuses: the call's status, if in the head
             grpc_status = retried(resp.headers, retry_statuses)

@@ -85,3 +85,12 @@ def test_grpc_conditions_retry_grpc_statuses_in_response_headers() -> None:
 def test_a_route_without_grpc_conditions_relays_its_http_statuses_only() -> None:
     rules = RetryRules.compile(1, ["5xx"])
     assert rules.relay_statuses is rules.statuses
+
+
+def test_a_retried_http_200_stays_retried_beside_grpc_statuses() -> None:
+    from policies.retry import RETRY_200
+
+    rules = RetryRules.compile(1, ["retriable-status-codes", "unavailable"], [200])
+    assert rules.relay_statuses == {200, -14, RETRY_200}
+    alone = RetryRules.compile(1, ["retriable-status-codes"], [200])
+    assert alone.relay_statuses == {200, RETRY_200}
