@@ -102,7 +102,8 @@ class FaultAbort:
     ``status``: a local reply with that status. ``reset``: the client connection is
     reset (RST). ``empty``: it is closed with no response. ``garbage``: bytes that are
     not HTTP, then close. ``truncate``: the upstream's response head and that fraction
-    of its body, then close. ``grpc_status`` is reserved for gRPC (HTTP/2).
+    of its body, then close. ``grpc_status``: a gRPC call gets a trailers-only reply with
+    that status (any other request the HTTP status it maps to, ``policies.grpc``).
     """
 
     status: int | None = None

@@ -27,6 +27,10 @@ Scheduling is pure too: ``next_check_delay`` is ``interval`` plus a uniform jitt
 ``[0, interval_jitter)``, or ``no_traffic_interval`` plus that jitter while the cluster
 has had no traffic (Envoy applies the jitter to both). ``now`` only stamps events.
 
+gRPC checks (``type: grpc``) call ``grpc.health.v1.Health/Check`` over cleartext
+HTTP/2 asking about ``service`` (empty: the server as a whole) and pass on
+``grpc-status`` 0 with the answer SERVING.
+
 TCP checks send ``send`` and expect ``expect`` back (either may be empty: connect
 only, or read a banner). Both are written as text (sent as UTF-8) or, with a ``hex:``
 prefix, as hex digits (``"hex:50494e47"``; spaces between bytes are allowed).
@@ -60,7 +64,7 @@ __all__ = [
 
 HEX_PREFIX: Final = "hex:"
 
-CheckType = Literal["http", "tcp"]
+CheckType = Literal["http", "tcp", "grpc"]
 
 
 def payload_bytes(text: str) -> bytes:
@@ -74,8 +78,8 @@ def payload_bytes(text: str) -> bytes:
 
 
 def _check_type(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value not in ("http", "tcp"):
-        raise InvalidSetting(attribute.name, f"must be 'http' or 'tcp', not {value!r}")
+    if value not in ("http", "tcp", "grpc"):
+        raise InvalidSetting(attribute.name, f"must be 'http', 'tcp' or 'grpc', not {value!r}")
 
 
 def _check_path(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -130,15 +134,21 @@ def _check_payload(instance: object, attribute: attrs.Attribute[Any], value: obj
         ) from None
 
 
+def _check_service(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str) or len(value.encode()) > 1024:
+        raise InvalidSetting(attribute.name, f"must be a service name (text), not {value!r}")
+
+
 @attrs.frozen
 class HealthCheckConfig:
     """A cluster's active health check (durations in seconds)."""
 
-    #: ``http``: GET ``path``, pass on an expected status; ``tcp``: connect, send, expect
+    #: ``http``: GET ``path``, pass on an expected status; ``tcp``: connect, send,
+    #: expect; ``grpc``: ``grpc.health.v1.Health/Check`` over HTTP/2, pass on SERVING
     type: CheckType = attrs.field(default="http", validator=_check_type)
     #: http: the path requested
     path: str = attrs.field(default="/healthz", validator=_check_path)
-    #: http: the Host header (None: the cluster's name)
+    #: http: the Host header, grpc: the ``:authority`` (None: the cluster's name)
     host: str | None = attrs.field(default=None, validator=_check_host)
     #: http: statuses that pass, as inclusive ``(first, last)`` ranges
     expected_statuses: tuple[tuple[int, int], ...] = attrs.field(
@@ -160,12 +170,16 @@ class HealthCheckConfig:
     send: str = attrs.field(default="", validator=_check_payload)
     #: tcp: bytes that must come back (text, or ``hex:`` digits); empty: connecting passes
     expect: str = attrs.field(default="", validator=_check_payload)
+    #: grpc: the service asked about (``HealthCheckRequest.service``); empty: the server
+    service: str = attrs.field(default="", validator=_check_service)
 
     def __attrs_post_init__(self) -> None:
-        if self.type == "http":
+        if self.type != "tcp":
             for name in ("send", "expect"):
                 if getattr(self, name):
                     raise InvalidSetting(name, "is for tcp checks only (type: tcp)")
+        if self.type != "grpc" and self.service:
+            raise InvalidSetting("service", "is for grpc checks only (type: grpc)")
 
     @property
     def send_bytes(self) -> bytes:

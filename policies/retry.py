@@ -21,6 +21,18 @@ Which outcomes a route retries is its ``retry_on`` list, with Envoy's meanings:
     5xx                      any of those, or any 5xx response
     retriable-status-codes   a response whose status is in ``retriable_status_codes``
 
+and, for gRPC calls, Envoy's ``retry_grpc_on`` names (``policies.grpc.RETRY_ON``):
+``cancelled``, ``deadline-exceeded``, ``internal``, ``resource-exhausted``,
+``unavailable``: a response whose *headers* carry that ``grpc-status`` (a trailers-only
+response, the only kind a proxy can still drop: once a message went downstream the
+call stands, as in Envoy).
+
+The data path checks a response head against one set, ``relay_statuses``: the HTTP
+statuses retried and, when gRPC statuses are, 200 (a gRPC response's status) and each
+gRPC status N retried as ``-N`` (gRPC statuses retried are never OK, 0; ``0`` in the
+set, ``RETRY_200``, says a 200 is retried as an HTTP status), so a request on a route
+that retries nothing gRPC pays nothing for it.
+
 A route has ``1 + attempts`` tries, but only for a request that can be sent again
 (``replayable``): one without a body, or one whose method is idempotent and whose whole
 body the proxy could hold, at most ``buffer_limit`` bytes (Envoy's
@@ -51,13 +63,14 @@ import attrs
 
 from policies.backoff import DEFAULT_BACKOFF, BackoffConfig
 from policies.errors import PolicyError
+from policies.grpc import RETRY_ON, grpc_statuses
 
 #: methods a proxy may send again when it cannot know whether the upstream processed them
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 
 #: every ``retry_on`` condition
 CONDITIONS = frozenset(
-    {"connect-failure", "reset", "gateway-error", "5xx", "retriable-status-codes"}
+    {"connect-failure", "reset", "gateway-error", "5xx", "retriable-status-codes", *RETRY_ON}
 )
 
 GATEWAY_ERRORS = frozenset({502, 503, 504})
@@ -90,6 +103,9 @@ class Decision(enum.Enum):
 
 
 NO_STATUSES: frozenset[int] = frozenset()
+#: in ``relay_statuses``: a 200 is retried whatever its ``grpc-status`` (gRPC's OK, 0,
+#: is never a retried gRPC status, so its slot is free)
+RETRY_200 = 0
 
 #: Envoy's default ``per_request_buffer_limit_bytes`` is the connection's 1 MiB buffer;
 #: a held body is memory per request in flight, so this gateway holds at most 64 KiB
@@ -112,6 +128,21 @@ class RetryRules:
     backoff: BackoffConfig = DEFAULT_BACKOFF
     #: the largest request body held so that the request can be sent again
     buffer_limit: int = DEFAULT_BUFFER_LIMIT
+    #: gRPC statuses retried (in a response's headers)
+    grpc: frozenset[int] = NO_STATUSES
+    #: what a response head is checked against (see the module docstring)
+    relay_statuses: frozenset[int] = attrs.field()
+
+    @relay_statuses.default
+    def _relay(self) -> frozenset[int]:
+        if not self.grpc and 200 not in self.statuses:
+            return self.statuses
+        relay = set(self.statuses) | {-status for status in self.grpc}
+        if self.grpc:
+            relay.add(200)
+        if 200 in self.statuses:
+            relay.add(RETRY_200)  # HTTP 200 itself is retried (retriable_status_codes)
+        return frozenset(relay)
 
     @classmethod
     def compile(
@@ -148,17 +179,25 @@ class RetryRules:
             per_try_timeout,
             backoff,
             buffer_limit,
+            frozenset(int(status) for status in grpc_statuses(on)),
         )
 
     def tries_for(self, replayable: bool) -> int:
         """Tries a request gets: all of them if it can be sent again, else one."""
         return self.tries if replayable else 1
 
-    def may_hold_body(self, method: bytes, content_length: int | None) -> bool:
+    def may_hold_body(
+        self, method: bytes, content_length: int | None, grpc_call: bool = False
+    ) -> bool:
         """Whether a request with a body is worth holding to send it again: the route
         retries, the method is idempotent, and the body (``content_length``, None when
-        chunked and so unknown until its end) fits in ``buffer_limit``."""
-        if self.tries < 2 or method not in IDEMPOTENT:
+        chunked and so unknown until its end) fits in ``buffer_limit``.
+
+        A gRPC call (always a POST) on a route that names gRPC statuses is held
+        whatever its method: those conditions are the operator's word that the calls
+        may be sent again (as Envoy's ``retry_grpc_on``; Envoy holds any method).
+        """
+        if self.tries < 2 or (method not in IDEMPOTENT and not (grpc_call and self.grpc)):
             return False
         return content_length is None or content_length <= self.buffer_limit
 
@@ -169,6 +208,11 @@ class RetryRules:
     def after_response(self, status: int, attempt: int, tries: int) -> Decision:
         """The decision after attempt ``attempt`` (of ``tries``) was answered ``status``."""
         return self._decide(status in self.statuses, attempt, tries)
+
+    def after_grpc_status(self, grpc_status: int, attempt: int, tries: int) -> Decision:
+        """The decision after attempt ``attempt`` (of ``tries``) was answered with
+        ``grpc_status`` in its response headers."""
+        return self._decide(grpc_status in self.grpc, attempt, tries)
 
     def statuses_to_retry(self, attempt: int, tries: int) -> frozenset[int]:
         """The statuses for which ``after_response`` says RETRY at ``attempt``: a set the

@@ -17,6 +17,12 @@ One check:
            ``expected_statuses`` (the body is not read).
     tcp    connect; send ``send`` (if any); if ``expect`` is set, read until those
            bytes have arrived (anywhere in what was read).
+    grpc   connect and speak HTTP/2 (prior knowledge, h2): call
+           ``/grpc.health.v1.Health/Check`` with ``service`` (``:authority`` as http's
+           Host); it passes iff the response is HTTP 200 with ``grpc-status`` 0 and
+           its message says SERVING. The two protobuf messages are one optional field
+           each, written and read here by hand (``health_request``,
+           ``serving_status``): no generated code.
 
 Each check is bounded by ``timeout`` (a cancel scope here, at the call site); a check
 that runs out of time fails with detail ``timeout``. Failures carry a short detail for
@@ -37,6 +43,10 @@ import time
 from collections.abc import Awaitable, Callable
 
 import attrs
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
 import trio
 
 from gateway.config import Address
@@ -48,7 +58,15 @@ from gateway.observe.stats.scopes import ClusterStats
 from gateway.tls import TlsOrigin, TlsStream
 from policies.health import HealthCheckConfig, next_check_delay, status_expected
 
-__all__ = ["USER_AGENT", "CheckOutcome", "HealthChecked", "check_endpoint", "run_endpoint_checks"]
+__all__ = [
+    "USER_AGENT",
+    "CheckOutcome",
+    "HealthChecked",
+    "check_endpoint",
+    "health_request",
+    "run_endpoint_checks",
+    "serving_status",
+]
 
 USER_AGENT = "triogate-health-check"
 #: the most a check reads while looking for a response head or ``expect``
@@ -94,6 +112,8 @@ async def check_endpoint(
         try:
             if config.type == "http":
                 passed, detail = await _check_http(address, config, cluster, tls)
+            elif config.type == "grpc":
+                passed, detail = await _check_grpc(address, config, cluster)
             else:
                 passed, detail = await _check_tcp(address, config, tls)
         except OSError as e:
@@ -140,6 +160,137 @@ async def _check_http(
                 return False, "no response head within 64 KiB"
     finally:
         stream.close()
+
+
+#: ``grpc.health.v1.HealthCheckResponse.ServingStatus`` names, by number
+SERVING_STATUSES = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
+SERVING = 1
+HEALTH_CHECK_PATH = b"/grpc.health.v1.Health/Check"
+_H2_CLIENT = h2.config.H2Configuration(client_side=True, header_encoding=None)
+
+
+def health_request(service: str) -> bytes:
+    """A length-prefixed ``HealthCheckRequest``: field 1 (``service``, a string) when
+    not empty, else the empty message."""
+    name = service.encode()
+    message = b"\x0a" + _varint(len(name)) + name if name else b""
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
+def serving_status(body: bytes) -> int | None:
+    """The ``status`` (field 1, an enum) of the length-prefixed ``HealthCheckResponse``
+    in ``body``; 0 (UNKNOWN) when the field is absent; None if ``body`` is not one
+    uncompressed message."""
+    if len(body) < 5 or body[0] != 0 or int.from_bytes(body[1:5], "big") != len(body) - 5:
+        return None
+    message, at, status = body[5:], 0, 0
+    try:
+        while at < len(message):
+            key, at = _read_varint(message, at)
+            field, wire = key >> 3, key & 7
+            if wire == 0:
+                value, at = _read_varint(message, at)
+                if field == 1:
+                    status = value
+            elif wire == 2:
+                size, at = _read_varint(message, at)
+                at += size
+            elif wire in (1, 5):
+                at += 8 if wire == 1 else 4
+            else:
+                return None
+    except IndexError:
+        return None
+    return status if at == len(message) else None
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _read_varint(data: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, at
+        shift += 7
+        if shift > 63:
+            raise IndexError("varint too long")
+
+
+async def _check_grpc(
+    address: Address, config: HealthCheckConfig, cluster: str
+) -> tuple[bool, str]:
+    host = config.host if config.host is not None else cluster
+    conn = h2.connection.H2Connection(config=_H2_CLIENT)
+    conn.initiate_connection()
+    conn.send_headers(
+        1,
+        [
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", HEALTH_CHECK_PATH),
+            (b":authority", host.encode()),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+            (b"user-agent", USER_AGENT.encode()),
+        ],
+    )
+    conn.send_data(1, health_request(config.service), end_stream=True)
+    stream = await open_connection(address.host, address.port)
+    try:
+        await stream.send_all(conn.data_to_send())
+        fields: dict[bytes, bytes] = {}
+        body = bytearray()
+        while True:
+            data = await stream.receive_some(MAX_READ)
+            if not data:
+                return False, "closed before a response"
+            try:
+                events = conn.receive_data(data)
+            except h2.exceptions.ProtocolError as e:
+                return False, f"HTTP/2 protocol error: {e}"
+            for event in events:
+                if isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived):
+                    fields.update(event.headers or ())
+                    status = fields.get(b":status", b"200")
+                    if status != b"200":
+                        return False, f"status {status.decode()}"
+                elif isinstance(event, h2.events.DataReceived):
+                    body += event.data or b""
+                    if len(body) > MAX_READ:
+                        return False, "response over 64 KiB"
+                    conn.acknowledge_received_data(event.flow_controlled_length or 0, 1)
+                elif isinstance(event, h2.events.StreamEnded):
+                    return _grpc_verdict(fields, bytes(body))
+                elif isinstance(event, h2.events.StreamReset):
+                    return False, "stream reset"
+                elif isinstance(event, h2.events.ConnectionTerminated):
+                    return False, "connection closed (GOAWAY)"
+            out = conn.data_to_send()
+            if out:
+                await stream.send_all(out)
+    finally:
+        stream.close()
+
+
+def _grpc_verdict(fields: dict[bytes, bytes], body: bytes) -> tuple[bool, str]:
+    grpc_status = fields.get(b"grpc-status")
+    if grpc_status != b"0":
+        status = "none" if grpc_status is None else grpc_status.decode("latin-1")
+        return False, f"grpc-status {status}"
+    serving = serving_status(body)
+    if serving is None:
+        return False, "malformed HealthCheckResponse"
+    return serving == SERVING, SERVING_STATUSES.get(serving, f"status {serving}")
 
 
 async def _check_tcp(

@@ -26,6 +26,7 @@ import attrs
 
 from gateway.config import Address, Cluster, Endpoint
 from gateway.tls import TlsOrigin
+from gateway.upstream.http2_single import Http2UpstreamConnection
 from gateway.upstream.pool import EndpointPool
 from policies.balancing import ClusterBalancer, make_balancer
 from policies.endpoint_health import EndpointHealth, endpoint_health
@@ -41,6 +42,8 @@ class EndpointRuntime:
     def __init__(self, address: Address, cluster: Cluster, tls: TlsOrigin | None = None) -> None:
         self.key = str(address)
         self.pool = EndpointPool(address, cluster.pool, tls=tls)
+        if cluster.protocol == "http2":  # (a stopgap: gateway.upstream.http2_single)
+            self.pool.connection_type = Http2UpstreamConnection
         #: requests in flight to this endpoint
         self.active = 0
 

@@ -51,7 +51,19 @@ IpFamily = Literal["all", "v4", "v6"]
 RolloutStateName = Literal["running", "paused", "succeeded", "rolled_back", "aborted"]
 #: the states in which a rollout moves its route's split (and its route is watched)
 ACTIVE_ROLLOUT_STATES: Final = frozenset({"running", "paused"})
-RetryOn = Literal["connect-failure", "reset", "5xx", "gateway-error", "retriable-status-codes"]
+RetryOn = Literal[
+    "connect-failure",
+    "reset",
+    "5xx",
+    "gateway-error",
+    "retriable-status-codes",
+    # gRPC statuses in a response's headers (policies.grpc.RETRY_ON)
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+]
 
 
 @attrs.frozen(order=True)

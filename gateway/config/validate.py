@@ -495,10 +495,12 @@ def _check_discovery(cluster: Cluster, path: str, issues: list[ConfigIssue]) -> 
 
 
 def _check_cluster(cluster: Cluster, path: str, issues: list[ConfigIssue]) -> None:
-    if cluster.protocol != "http1":  # (until it is served)
-        issues.append(ConfigIssue(f"{path}.protocol", "upstream HTTP/2 is not served yet"))
     if cluster.tls is not None:
         _check_upstream_tls(cluster.tls, f"{path}.tls", issues)
+        if cluster.protocol == "http2":  # (until the HTTP/2 pools speak TLS with ALPN)
+            issues.append(
+                ConfigIssue(f"{path}.protocol", "HTTP/2 over TLS to upstreams is not served yet")
+            )
     if not cluster.name:
         issues.append(ConfigIssue(f"{path}.name", "must not be empty"))
     issues += check_endpoints(cluster.endpoints, f"{path}.endpoints")
@@ -570,20 +572,15 @@ def _check_fault(fault: Fault, path: str, config: Config, issues: list[ConfigIss
             issues.append(
                 ConfigIssue(
                     f"{path}.abort",
-                    "needs exactly one of status, reset, empty, garbage, truncate",
+                    "needs exactly one of status, reset, empty, garbage, truncate, grpc_status",
                 )
             )
         if abort.status is not None and not 200 <= abort.status <= 599:
             issues.append(ConfigIssue(f"{path}.abort.status", "must be 200-599"))
         if abort.truncate is not None and not 0 <= abort.truncate < 1:
             issues.append(ConfigIssue(f"{path}.abort.truncate", "must be in [0, 1)"))
-        if abort.grpc_status is not None:
-            issues.append(
-                ConfigIssue(
-                    f"{path}.abort.grpc_status",
-                    "is reserved for gRPC aborts, which need HTTP/2 (not served yet)",
-                )
-            )
+        if abort.grpc_status is not None and not 1 <= abort.grpc_status <= 16:
+            issues.append(ConfigIssue(f"{path}.abort.grpc_status", "must be a gRPC error, 1-16"))
 
 
 def _check_rollout(

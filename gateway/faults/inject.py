@@ -40,6 +40,7 @@ import trio
 from gateway.faults.table import ActiveFaults, FaultTable
 from gateway.observe.stats import ListenerStats
 from policies.faults import HEADERS, NO_HEADERS, Injection, read_fault_headers
+from policies.grpc import grpc_to_http
 
 if TYPE_CHECKING:
     from gateway.http1.events import RequestReceived
@@ -147,7 +148,7 @@ async def _apply(
         truncate = abort.truncate
         if truncate is None:
             try:
-                return await _abort(http, record, abort.kind, abort.status)
+                return await _abort(http, record, abort.kind, abort.status, abort.grpc_status)
             finally:
                 slot.release()
     if injection.rate_kbps:
@@ -160,11 +161,21 @@ async def _apply(
 
 
 async def _abort(
-    http: HttpConnection, record: RequestRecord, kind: str, status: int | None
+    http: HttpConnection,
+    record: RequestRecord,
+    kind: str,
+    status: int | None,
+    grpc_status: int | None = None,
 ) -> bool:
     if kind == "status":
         assert status is not None
         return await http._reply(record, status, "fault filter abort")
+    if kind == "grpc_status":
+        # a gRPC call gets that status; any other request the HTTP status it maps to
+        assert grpc_status is not None
+        return await http._reply(
+            record, grpc_to_http(grpc_status), "fault filter abort", grpc_status=grpc_status
+        )
     record.status = 0  # no response
     if kind == "reset":
         sock = getattr(http.stream, "sock", None)

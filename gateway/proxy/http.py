@@ -70,12 +70,14 @@ from gateway.http1.serialize import CHUNKED_LINE, chunk, last_chunk, local_reply
 from gateway.listener.context import ListenerContext
 from gateway.observe.record import RequestRecord
 from gateway.observe.stats import BOUNDS_MS, ClusterStats
+from gateway.proxy.grpc import retried
 from gateway.proxy.head import VIA_LINE, given_request_id, request_id, upstream_head
 from gateway.proxy.outcome import charge_attempt, charge_opened, failure_of
 from gateway.tls import ClientCertHeader
 from gateway.upstream.pool import EndpointPool, UpstreamConnection
 from policies.breaker import Permit
-from policies.retry import Decision, Failure, RetryRules, retry_stale
+from policies.grpc import grpc_to_http
+from policies.retry import RETRY_200, Decision, Failure, RetryRules, retry_stale
 
 log = logging.getLogger("triogate.proxy")
 
@@ -466,7 +468,7 @@ class HttpConnection:
                 # request with one try, nothing: no call for the common case)
                 statuses = _NO_STATUSES
                 if attempt + 1 < tries and (retrying or _retry_admitted(cluster_stats)):
-                    statuses = rules.statuses
+                    statuses = rules.relay_statuses
                 exchange = self._exchange(
                     record,
                     head,
@@ -601,9 +603,18 @@ class HttpConnection:
         )
 
     async def _reply(
-        self, record: RequestRecord, status: int, text: str, headers: Headers | None = None
+        self,
+        record: RequestRecord,
+        status: int,
+        text: str,
+        headers: Headers | None = None,
+        grpc_status: int | None = None,
     ) -> bool:
-        """End the request with a local reply; True if the connection may serve another."""
+        """End the request with a local reply; True if the connection may serve another.
+
+        ``grpc_status``: a gRPC call's status, for a reply that sets it (a fault's abort;
+        a gRPC call is an HTTP/2 stream, whose ``_reply`` answers in gRPC's terms).
+        """
         keep = self.keep_after_local
         record.status = status
         record.bytes_out = len(text.encode()) + 1  # the body: the text and a newline
@@ -784,7 +795,12 @@ class HttpConnection:
                 )
         status = resp.status
         if status in retry_statuses:
-            raise RetriableResponse(status)
+            if status != 200 or RETRY_200 in retry_statuses:
+                raise RetriableResponse(status)
+            # a route retrying gRPC statuses: the call's status, if in the head
+            grpc_status = retried(resp.headers, retry_statuses)
+            if grpc_status is not None:
+                raise RetriableResponse(grpc_to_http(grpc_status))
         record.status = status
         rechunk = False
         if resp.framing == LENGTH or resp.framing == NO_BODY:
@@ -902,6 +918,9 @@ class _BodyPump:
                 if out:
                     await self.conn.send(b"".join(out))
                     out = []
+                    if events:
+                        # (an HTTP/2 stream's body arrives while we send: take it first)
+                        continue
                 await http._more_body()
         except UpstreamResetError:
             # the upstream stopped reading; its response (or the reset) tells the rest

@@ -34,8 +34,11 @@ the route's timeout as an HTTP/1.1 request has (the listener's timer task). A dr
 sends GOAWAY with the last stream id taken, refuses later streams (REFUSED_STREAM),
 lets the open ones finish and then closes.
 
-gRPC (later): local replies as ``grpc-status`` trailers and ``grpc-timeout`` as the
-route timeout hook in at ``Http2Stream`` (its ``_reply``) and ``_begin_stream``.
+gRPC (``gateway.proxy.grpc``): a stream whose request is a gRPC call answers its local
+replies in gRPC's terms (``Http2Stream._reply``: trailers-only), has its deadline
+capped by ``grpc-timeout`` (``Http2Stream.deadline``), and reports the response's
+``grpc-status`` (seen by its writer) to outlier detection and the breaker
+(``Http2Stream._finish``). An HTTP/1.1 connection never runs any of it.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from math import inf
+from time import perf_counter
 
 import h2.config
 import h2.connection
@@ -60,6 +64,7 @@ from gateway.http1.events import (
     NO_BODY,
     DataReceived,
     Event,
+    Headers,
     MessageEnded,
     RequestReceived,
     ResponseReceived,
@@ -75,8 +80,13 @@ from gateway.http2.defence import (
 from gateway.http2.request import BodyLength, Malformed, request_head, trailer_fields
 from gateway.http2.response import end_to_end, response_fields
 from gateway.listener.context import ListenerContext
+from gateway.observe.record import RequestRecord
+from gateway.proxy.grpc import grpc_call, grpc_status_of, reply_fields, timeout_of
 from gateway.proxy.http import HttpConnection
+from gateway.proxy.outcome import charge_attempt
 from gateway.tls import ClientCertHeader
+from policies.grpc import grpc_to_http
+from policies.retry import RetryRules
 
 log = logging.getLogger("triogate.proxy.http2")
 
@@ -496,9 +506,14 @@ class _StreamWriter(trio.abc.Stream):
     trailers. ``BrokenResourceError`` once the stream or the connection is gone.
     """
 
-    def __init__(self, conn: Http2Connection, stream_id: int, head_request: bool) -> None:
+    def __init__(
+        self, conn: Http2Connection, stream_id: int, head_request: bool, grpc: bool = False
+    ) -> None:
         self.conn = conn
         self.stream_id = stream_id
+        #: a gRPC call's: the ``grpc-status`` of its response (headers or trailers)
+        self.grpc = grpc
+        self.grpc_status: int | None = None
         self.parser = ResponseParser()
         if head_request:
             self.parser.expect_no_body()
@@ -532,7 +547,11 @@ class _StreamWriter(trio.abc.Stream):
                         if ev.status != 101:
                             h2c.send_headers(stream_id, fields)
                         continue
-                    end = ev.framing == NO_BODY and bool(events) and events[0] is MESSAGE_ENDED
+                    if self.grpc:
+                        self.grpc_status = grpc_status_of(ev.headers)
+                    # a head with nothing after it (no body, no trailers) ends the stream
+                    # in one frame: gRPC's trailers-only response, as grpc clients want
+                    end = bool(events) and events[0] is MESSAGE_ENDED
                     if end:
                         events.popleft()
                         self.ended = True
@@ -546,6 +565,8 @@ class _StreamWriter(trio.abc.Stream):
                         self.interim = False
                         continue
                     if ev.trailers:
+                        if self.grpc:
+                            self.grpc_status = grpc_status_of(ev.trailers)
                         h2c.send_headers(
                             stream_id, end_to_end(ev.trailers, frozenset()), end_stream=True
                         )
@@ -593,6 +614,8 @@ class Http2Stream(HttpConnection):
 
     __slots__ = (
         "conn",
+        "grpc",
+        "grpc_deadline",
         "length",
         "peer_reset",
         "stream_id",
@@ -603,7 +626,14 @@ class Http2Stream(HttpConnection):
     )
 
     def __init__(self, conn: Http2Connection, stream_id: int, head: RequestReceived) -> None:
-        writer = _StreamWriter(conn, stream_id, head.method == b"HEAD")
+        #: whether the request is a gRPC call, and the deadline its ``grpc-timeout`` sets
+        self.grpc = grpc_call(head.headers)
+        self.grpc_deadline = inf
+        if self.grpc:
+            seconds = timeout_of(head.headers)
+            if seconds is not None:
+                self.grpc_deadline = conn.ctx.now + seconds
+        writer = _StreamWriter(conn, stream_id, head.method == b"HEAD", self.grpc)
         super().__init__(writer, conn.ctx, conn.client_ip, conn.client_cert)
         self.conn = conn
         self.stream_id = stream_id
@@ -646,6 +676,73 @@ class Http2Stream(HttpConnection):
     def cancel_if_idle(self) -> None:
         """A stream is never idle: the connection answers the drain."""
 
+    # -- gRPC (gateway.proxy.grpc) --------------------------------------------------------
+
+    @property
+    def deadline(self) -> float:
+        return _DEADLINE_SLOT.__get__(self)  # type: ignore[no-any-return]
+
+    @deadline.setter
+    def deadline(self, value: float) -> None:
+        # a gRPC call's grpc-timeout caps every deadline the proxy core sets (route
+        # timeout included: the smaller wins)
+        grpc_deadline = self.grpc_deadline
+        _DEADLINE_SLOT.__set__(self, value if value < grpc_deadline else grpc_deadline)
+
+    async def _reply(
+        self,
+        record: RequestRecord,
+        status: int,
+        text: str,
+        headers: Headers | None = None,
+        grpc_status: int | None = None,
+    ) -> bool:
+        """A local reply; a gRPC call's is trailers-only, with its ``grpc-status``."""
+        if not self.grpc:
+            return await super()._reply(record, status, text, headers, grpc_status)
+        fields = reply_fields(status, text, record.flags, headers, grpc_status)
+        if self.permit is not None and self.breaker_result is None:
+            self.breaker_result = status  # the breaker judges what HTTP would have said
+        record.status = 200
+        record.bytes_out = 0
+        writer = self.writer
+        if writer.broken or self.conn.broken:
+            raise DownstreamClosed
+        try:
+            self.conn.h2.send_headers(self.stream_id, fields, end_stream=True)
+        except h2.exceptions.H2Error:
+            writer.broken = True
+            raise DownstreamClosed from None
+        writer.ended = True
+        record.head_sent = True
+        self.conn.kick()
+        self._finish()
+        return False
+
+    def _may_hold_body(self, head: RequestReceived, rules: RetryRules) -> bool:  # type: ignore[override]
+        """As the proxy core's; a gRPC call may be held on a route retrying gRPC statuses."""
+        if self.grpc and rules.grpc:
+            length = head.content_length if head.framing == LENGTH else None
+            return rules.may_hold_body(head.method, length, grpc_call=True)
+        return HttpConnection._may_hold_body(head, rules)
+
+    def _finish(self) -> None:
+        """As the proxy core's; a gRPC call's attempt is charged (outlier detection)
+        and its breaker told with the HTTP status its ``grpc-status`` maps to."""
+        record = self.record
+        grpc_status = self.writer.grpc_status
+        if record is not None and grpc_status:
+            mapped = grpc_to_http(grpc_status)
+            answered = record.answered
+            if answered is not None:
+                record.answered = None
+                ms = (perf_counter() - record.start) * 1000.0
+                charge_attempt(answered[0], answered[1], mapped, ms)
+                record.upstream_ms = ms
+            if self.permit is not None and self.breaker_result is None:
+                self.breaker_result = mapped
+        super()._finish()
+
     def wake(self) -> None:
         self.wakeup.set()
 
@@ -675,5 +772,8 @@ class Http2Stream(HttpConnection):
             self.wakeup = trio.Event()
             await self.wakeup.wait()
 
+
+#: the proxy core's own ``deadline`` slot, under ``Http2Stream.deadline``
+_DEADLINE_SLOT = HttpConnection.__dict__["deadline"]
 
 __all__ = ["PREFACE", "Http2Connection", "Http2Stream", "serve_http", "sniff"]

@@ -116,6 +116,7 @@ class EndpointPool:
         "address",
         "config",
         "connecting",
+        "connection_type",
         "connector",
         "draining",
         "open",
@@ -134,6 +135,9 @@ class EndpointPool:
         self.connector = connector
         #: TLS to the endpoint (the cluster's ``tls``); None: cleartext
         self.tls = tls
+        #: what a new connection is (``Http2UpstreamConnection`` for a ``protocol:
+        #: http2`` cluster: gRPC's stopgap until branch http2's pools)
+        self.connection_type: type[UpstreamConnection] = UpstreamConnection
         self._idle: deque[UpstreamConnection] = deque()
         #: connections open (busy and idle)
         self.open = 0
@@ -182,7 +186,7 @@ class EndpointPool:
             raise
         finally:
             self.connecting -= 1
-        return UpstreamConnection(io, self)
+        return self.connection_type(io, self)
 
     async def connect(self) -> ByteStream:
         """A new connection to the endpoint, outside the pool's idle list (the TCP

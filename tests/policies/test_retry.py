@@ -67,3 +67,30 @@ def test_a_stale_pooled_connection_resends_idempotent_requests_only() -> None:
     assert retry_stale(b"PUT", reused=True)
     assert not retry_stale(b"GET", reused=False)  # a fresh connection's close is an answer
     assert not retry_stale(b"POST", reused=True)
+
+
+def test_grpc_conditions_retry_grpc_statuses_in_response_headers() -> None:
+    rules = RetryRules.compile(2, ["unavailable", "resource-exhausted"])
+    assert rules.grpc == {14, 8}
+    assert rules.statuses == frozenset()  # no HTTP status is retried
+    assert rules.relay_statuses == {200, -14, -8}
+    assert rules.after_grpc_status(14, 0, 3) is RETRY
+    assert rules.after_grpc_status(14, 2, 3) is EXHAUSTED
+    assert rules.after_grpc_status(13, 0, 3) is FINAL  # internal is not named
+    assert rules.after_grpc_status(0, 0, 3) is FINAL
+    assert rules.after_response(200, 1, 3) is FINAL  # an OK call after a retry stands
+    assert rules.after_failure(Failure.RESET, 0, 3) is FINAL
+
+
+def test_a_route_without_grpc_conditions_relays_its_http_statuses_only() -> None:
+    rules = RetryRules.compile(1, ["5xx"])
+    assert rules.relay_statuses is rules.statuses
+
+
+def test_a_retried_http_200_stays_retried_beside_grpc_statuses() -> None:
+    from policies.retry import RETRY_200
+
+    rules = RetryRules.compile(1, ["retriable-status-codes", "unavailable"], [200])
+    assert rules.relay_statuses == {200, -14, RETRY_200}
+    alone = RetryRules.compile(1, ["retriable-status-codes"], [200])
+    assert alone.relay_statuses == {200, RETRY_200}

@@ -139,3 +139,23 @@ def test_a_body_is_held_only_for_a_retrying_route_an_idempotent_method_and_a_fit
     rules = RetryRules.compile(retries, ["5xx"], buffer_limit=limit)
     fits = length is None or length <= limit  # a chunked body's size is known at its end
     assert rules.may_hold_body(method, length) == (retries > 0 and method in IDEMPOTENT and fits)
+
+
+@given(conditions, attempts, st.integers(1, 12))
+def test_grpc_statuses_are_retried_iff_named(on: frozenset[str], attempt: int, tries: int) -> None:
+    """The oracle: each gRPC name retries its one status (``policies.grpc.RETRY_ON``)."""
+    from policies.grpc import RETRY_ON
+
+    rules = RetryRules.compile(tries - 1, on)
+    for grpc_status in range(17):
+        covered = any(RETRY_ON.get(name) == grpc_status for name in on)
+        decision = rules.after_grpc_status(grpc_status, attempt, tries)
+        if not covered or attempt + 1 > tries:
+            continue
+        want = (
+            Decision.RETRY
+            if attempt + 1 < tries
+            else (Decision.EXHAUSTED if attempt else Decision.FINAL)
+        )
+        assert decision is want
+        assert (-grpc_status in rules.relay_statuses) is covered or grpc_status == 0
