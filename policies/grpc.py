@@ -151,7 +151,9 @@ def parse_timeout(value: bytes) -> float | None:
     digits = value[:-1]
     if unit is None or not digits.isdigit():
         return None
-    return int(digits) * unit / 1e9
+    # int / int is correctly rounded; int / 1e9 would round the product first (an
+    # 8-digit count of hours is over 2**53 nanoseconds)
+    return int(digits) * unit / 10**9
 
 
 def percent_encode(message: str) -> bytes:
