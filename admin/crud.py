@@ -92,7 +92,10 @@ def add_collection_routes(
         index = created_index(items, collection, before)
         key = collection.url_key(items[index], index)
         response = answer(unstructure(items[index]), config, 201)
-        location = f"{request.url.path.rstrip('/')}/{quote(key, safe=':[]')}"
+        # the path as the client sent it, percent-encoded again: a header is Latin-1, and a
+        # listener's name in the path may be any text
+        parent_path = quote(request.url.path.rstrip("/"), safe="/:[]")
+        location = f"{parent_path}/{quote(key, safe=':[]')}"
         # e.g. ?virtual_host=, which the item's URL needs too (not ?before=)
         query = "&".join(
             f"{k}={quote(v)}" for k, v in request.query_params.items() if k != "before"

@@ -257,3 +257,16 @@ async def test_a_stats_filter_re_warns_about_is_still_a_filter(setup: AdminSetup
     r = await setup.admin.get("/stats", params={"filter": "[[c]luster"})
     assert r.status_code == 200, r.text
     assert r.json()["counters"] and all("cluster" in name for name in r.json()["counters"])
+
+
+async def test_a_location_header_names_any_listener_percent_encoded(setup: AdminSetup) -> None:
+    # a header is Latin-1: a listener named in other text is sent percent-encoded
+    listener = {"name": "écoute-东京", "address": "127.0.0.1:0", "routes": []}
+    r = await setup.admin.post("/listeners", json=listener)
+    assert r.status_code == 201, r.text
+    route = {"name": "r", "match": {"prefix": "/"}, "cluster": "c"}
+    r = await setup.admin.post(f"/listeners/{listener['name']}/routes", json=route)
+    assert r.status_code == 201, r.text
+    location = r.headers["location"]
+    assert location == "/listeners/%C3%A9coute-%E4%B8%9C%E4%BA%AC/routes/r"
+    assert (await setup.admin.get(location)).json()["name"] == "r"
