@@ -61,6 +61,7 @@ async def serve_worker(link: WorkerLink, index: int) -> None:
             await link.send(Refused.of(_plain(root_cause(e))))
             raise SystemExit(1) from None
         gc.freeze()  # as the primary does once started (triogate.cli._serve)
+        gc.set_threshold(7000, 10, 10)
         await link.send(Installed(first.config.version))
         try:
             while await _answer(gateway, link, index, await link.receive()):
