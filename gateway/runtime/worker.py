@@ -17,6 +17,7 @@ control plane.
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 import sys
@@ -59,6 +60,8 @@ async def serve_worker(link: WorkerLink, index: int) -> None:
         except Exception as e:  # cannot serve (a port it cannot bind): say why, then exit
             await link.send(Refused.of(_plain(root_cause(e))))
             raise SystemExit(1) from None
+        gc.freeze()  # as the primary does once started (triogate.cli._serve)
+        gc.set_threshold(7000, 10, 10)
         await link.send(Installed(first.config.version))
         try:
             while await _answer(gateway, link, index, await link.receive()):
