@@ -221,6 +221,10 @@ async def accept_forever(
                     break
                 if e.errno in (errno.ECONNABORTED, errno.EPROTO):
                     continue
+                if e.errno == errno.EBADF:
+                    # closed while this task was on its way back from the wait (a drain, a
+                    # listener disabled): its cancellation comes at the next checkpoint
+                    return
                 raise
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             nursery.start_soon(handler, SocketIO(conn))
