@@ -13,6 +13,7 @@ import pytest
 import trio
 
 from tests.conftest import StartGateway
+from tests.gateway.l4_support import StreamEcho, l4_config
 from tests.gateway.tls_support import (
     Pki,
     RecordingUpstream,
@@ -224,3 +225,35 @@ async def test_curl_and_openssl_s_client(
         out = (s_client.stdout + s_client.stderr).decode()
         assert "Verify return code: 0 (ok)" in out
         assert "ALPN protocol: h2" in out
+
+
+async def test_a_tcp_listener_terminates_tls_and_passes_plain_bytes_on(
+    nursery: trio.Nursery, start_gateway: StartGateway, pki: Pki
+) -> None:
+    echo = await StreamEcho().start(nursery)
+    cert = pki.issue("server", "localhost")
+    config = l4_config({"db": [echo.address]})
+    config["listeners"][0]["tls"] = {"certificates": [{"cert": cert[0], "key": cert[1]}]}
+    gw = await start_gateway(config)
+    port = gw.listener_address("tcp").port
+    tcp = await trio.open_tcp_stream("127.0.0.1", port)
+    stream = trio.SSLStream(tcp, pki.client_context(), server_hostname="localhost")
+    async with stream:
+        payload = b"x" * 100_000
+        await stream.send_all(payload)
+        received = b""
+        with trio.fail_after(10):
+            while len(received) < len(payload):
+                received += await stream.receive_some(65536)
+        assert received == payload  # the upstream echoed the decrypted bytes
+    stats = gw.stats.listener("tcp")
+    assert stats.ssl_handshake == 1
+    assert stats.downstream_cx_rx_bytes_total >= len(payload)
+    # a client that does not speak TLS reaches no upstream
+    plain = await trio.open_tcp_stream("127.0.0.1", port)
+    async with plain:
+        await plain.send_all(b"not a handshake\r\n\r\n")
+        with trio.fail_after(10):
+            while await plain.receive_some(65536):
+                pass
+    assert echo.accepted == 1
