@@ -501,6 +501,11 @@ def _check_cluster(cluster: Cluster, path: str, issues: list[ConfigIssue]) -> No
             issues.append(
                 ConfigIssue(f"{path}.protocol", "HTTP/2 over TLS to upstreams is not served yet")
             )
+        check = cluster.health_check
+        if check is not None and check.type == "grpc":  # (HTTP/2 over TLS, as above)
+            issues.append(
+                ConfigIssue(f"{path}.health_check.type", "gRPC checks over TLS are not served yet")
+            )
     if not cluster.name:
         issues.append(ConfigIssue(f"{path}.name", "must not be empty"))
     issues += check_endpoints(cluster.endpoints, f"{path}.endpoints")

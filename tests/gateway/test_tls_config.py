@@ -87,3 +87,12 @@ def test_cluster_tls_checks_and_http2_still_refused(pki: Pki) -> None:
     assert "clusters[0].tls.cert" in issues
     assert "clusters[0].tls.sni" in issues
     assert "not served yet" in issues["clusters[0].protocol"]
+
+
+def test_a_grpc_health_check_over_tls_is_refused_not_run_in_cleartext(pki: Pki) -> None:
+    config = simple_config({"api": [Address("127.0.0.1", 1)]})
+    config["clusters"][0]["tls"] = {"ca": pki.ca_file}
+    config["clusters"][0]["health_check"] = {"type": "grpc"}
+    assert "not served yet" in issues_of(config)["clusters[0].health_check.type"]
+    del config["clusters"][0]["tls"]
+    assert config_from_data(config).clusters[0].health_check is not None  # cleartext: fine
