@@ -9,6 +9,7 @@
     │   │   └── PoolExhausted              max_connections open and busy          -> 503 / UO
     │   ├── UpstreamResetError         connection reset or closed mid-exchange    -> 502 / UC
     │   │   └── UpstreamClosedEarly        closed before any byte of a response   -> 502 / UC
+    │   │       └── UpstreamStreamRefused      an HTTP/2 stream refused unprocessed    -> 502 / UC
     │   ├── UpstreamProtocolError      upstream sent bytes that do not parse      -> 502 / UPE
     │   ├── UpstreamTimeoutError       no full response within the route timeout -> 504 / UT
     │   │   └── UpstreamPerTryTimeout      nor within the route's per_try_timeout -> 504 / UT
@@ -106,6 +107,12 @@ class UpstreamResetError(UpstreamError):
 
 class UpstreamClosedEarly(UpstreamResetError):
     """The upstream closed the connection before sending any byte of a response."""
+
+
+class UpstreamStreamRefused(UpstreamClosedEarly):
+    """An HTTP/2 upstream refused a stream it never processed (``GOAWAY`` past its id,
+    ``REFUSED_STREAM``, its stream limit reached): safe to send again, whatever the
+    method (RFC 9113, section 8.7)."""
 
 
 class UpstreamProtocolError(UpstreamError):

@@ -208,6 +208,14 @@ class MembersWatcher(Protocol):
     def send_nowait(self, value: ClusterReport, /) -> None: ...
 
 
+def _tls_origin(cluster: Cluster, stats: ClusterStats | None) -> TlsOrigin | None:
+    """TLS to the cluster's endpoints (None: cleartext), offering h2 by ALPN to those of a
+    ``protocol: http2`` cluster."""
+    if cluster.tls is None:
+        return None
+    return TlsOrigin(cluster.tls, stats, ("h2",) if cluster.protocol == "http2" else ())
+
+
 class ClusterHandle:
     """How others reach a cluster actor: its inbox and its latest snapshot.
 
@@ -240,7 +248,7 @@ class ClusterHandle:
         self.checks: Mapping[str, CheckOutcome] = MappingProxyType({})
         #: TLS to the endpoints (``cluster.tls``): its context is swapped in place when
         #: the files change (``gateway.tls.reload``); a new one when the config changes
-        self.tls = TlsOrigin(cluster.tls, stats) if cluster.tls is not None else None
+        self.tls = _tls_origin(cluster, stats)
         self.snapshot = build_snapshot(cluster, None, now=0.0, tls=self.tls)
         self.discovery_stats = DiscoveryStats(source=cluster.discovery.type)
         #: registry clusters: every registered instance, by address
@@ -718,8 +726,9 @@ class _ClusterActor:
     # -- commands and reports ----------------------------------------------------------
 
     def _reconfigure(self, new: Cluster) -> None:
-        if new.tls != self.snapshot.config.tls:
-            self.handle.tls = TlsOrigin(new.tls, self.handle.stats) if new.tls else None
+        before = self.snapshot.config
+        if new.tls != before.tls or new.protocol != before.protocol:
+            self.handle.tls = _tls_origin(new, self.handle.stats)
         if new.health_check != self.snapshot.config.health_check:
             self._stop_checks()  # new checkers, from unknown (or none)
         if new.outlier_detection != self.snapshot.config.outlier_detection:

@@ -17,7 +17,8 @@ One check:
            ``expected_statuses`` (the body is not read).
     tcp    connect; send ``send`` (if any); if ``expect`` is set, read until those
            bytes have arrived (anywhere in what was read).
-    grpc   connect and speak HTTP/2 (prior knowledge, h2): call
+    grpc   connect and speak HTTP/2 (prior knowledge in cleartext, h2 by ALPN over the
+           cluster's tls, which needs ``protocol: http2``): call
            ``/grpc.health.v1.Health/Check`` with ``service`` (``:authority`` as http's
            Host); it passes iff the response is HTTP 200 with ``grpc-status`` 0 and
            its message says SERVING. The two protobuf messages are one optional field
@@ -113,7 +114,7 @@ async def check_endpoint(
             if config.type == "http":
                 passed, detail = await _check_http(address, config, cluster, tls)
             elif config.type == "grpc":
-                passed, detail = await _check_grpc(address, config, cluster)
+                passed, detail = await _check_grpc(address, config, cluster, tls)
             else:
                 passed, detail = await _check_tcp(address, config, tls)
         except OSError as e:
@@ -227,7 +228,7 @@ def _read_varint(data: bytes, at: int) -> tuple[int, int]:
 
 
 async def _check_grpc(
-    address: Address, config: HealthCheckConfig, cluster: str
+    address: Address, config: HealthCheckConfig, cluster: str, tls: TlsOrigin | None
 ) -> tuple[bool, str]:
     host = config.host if config.host is not None else cluster
     conn = h2.connection.H2Connection(config=_H2_CLIENT)
@@ -236,7 +237,7 @@ async def _check_grpc(
         1,
         [
             (b":method", b"POST"),
-            (b":scheme", b"http"),
+            (b":scheme", b"https" if tls is not None else b"http"),
             (b":path", HEALTH_CHECK_PATH),
             (b":authority", host.encode()),
             (b"content-type", b"application/grpc"),
@@ -245,7 +246,7 @@ async def _check_grpc(
         ],
     )
     conn.send_data(1, health_request(config.service), end_stream=True)
-    stream = await open_connection(address.host, address.port)
+    stream = await _connect(address, tls)  # over TLS: h2 offered by ALPN (protocol: http2)
     try:
         await stream.send_all(conn.data_to_send())
         fields: dict[bytes, bytes] = {}

@@ -26,7 +26,7 @@ import attrs
 
 from gateway.config import Address, Cluster, Endpoint
 from gateway.tls import TlsOrigin
-from gateway.upstream.http2_single import Http2UpstreamConnection
+from gateway.upstream.http2 import Http2EndpointPool
 from gateway.upstream.pool import EndpointPool
 from policies.balancing import ClusterBalancer, make_balancer
 from policies.endpoint_health import EndpointHealth, endpoint_health
@@ -41,9 +41,11 @@ class EndpointRuntime:
 
     def __init__(self, address: Address, cluster: Cluster, tls: TlsOrigin | None = None) -> None:
         self.key = str(address)
-        self.pool = EndpointPool(address, cluster.pool, tls=tls)
-        if cluster.protocol == "http2":  # (a stopgap: gateway.upstream.http2_single)
-            self.pool.connection_type = Http2UpstreamConnection
+        self.pool: EndpointPool
+        if cluster.protocol == "http2":
+            self.pool = Http2EndpointPool(address, cluster.pool, cluster.http2, tls=tls)
+        else:
+            self.pool = EndpointPool(address, cluster.pool, tls=tls)
         #: requests in flight to this endpoint
         self.active = 0
 
@@ -188,7 +190,7 @@ def build_snapshot(
             runtime, ready_at = EndpointRuntime(ep.address, cluster, tls), now
         else:
             runtime, ready_at = old.runtime, old.ready_at
-            if runtime.pool.config != cluster.pool or runtime.pool.tls is not tls:
+            if not runtime.pool.serves(cluster, tls):
                 runtime.pool.drain()
                 runtime = EndpointRuntime(ep.address, cluster, tls)
             elif old.config.state != "active" and ep.state == "active":

@@ -324,7 +324,9 @@ class ListenerTls:
 
 @attrs.frozen
 class Http2Settings:
-    """A listener's HTTP/2 limits (downstream)."""
+    """HTTP/2 limits: a listener's (of its clients' connections) or a ``protocol: http2``
+    cluster's (of its connections to each endpoint: streams per connection, the most
+    each stream buffers, the largest response header list taken)."""
 
     max_concurrent_streams: int = 100
     initial_stream_window_kb: int = 64
@@ -496,6 +498,9 @@ class Cluster:
     #: how requests go to its endpoints: HTTP/1.1, or HTTP/2 (prior knowledge in
     #: cleartext, ALPN over ``tls``)
     protocol: UpstreamProtocol = "http1"
+    #: ``protocol: http2``: the limits of each connection (as Envoy's cluster
+    #: ``http2_protocol_options``); more streams than it takes open another connection
+    http2: Http2Settings = Http2Settings()
     #: TLS to its endpoints; None: cleartext
     tls: UpstreamTls | None = None
 

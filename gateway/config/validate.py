@@ -25,6 +25,7 @@ from gateway.config.model import (
     Endpoint,
     Fault,
     HeaderMatch,
+    Http2Settings,
     Listener,
     ListenerTls,
     Rollout,
@@ -252,7 +253,18 @@ def _check_listener(
         issues.append(ConfigIssue(f"{path}.max_request_headers_kb", "must be 1-1024"))
     if not 1 <= lst.max_request_headers_count <= 10000:
         issues.append(ConfigIssue(f"{path}.max_request_headers_count", "must be 1-10000"))
+    _check_http2(lst.http2, f"{path}.http2", issues)
     _check_access_log(lst, path, issues)
+
+
+def _check_http2(http2: Http2Settings, path: str, issues: list[ConfigIssue]) -> None:
+    """A listener's or cluster's HTTP/2 limits, within what the protocol can say."""
+    if not 1 <= http2.max_concurrent_streams <= 2**31 - 1:
+        issues.append(ConfigIssue(f"{path}.max_concurrent_streams", "must be 1-2147483647"))
+    if not 1 <= http2.initial_stream_window_kb <= 2**21 - 1:  # RFC 9113: under 2^31 bytes
+        issues.append(ConfigIssue(f"{path}.initial_stream_window_kb", "must be 1-2097151"))
+    if not 1 <= http2.max_header_list_kb <= 1024:
+        issues.append(ConfigIssue(f"{path}.max_header_list_kb", "must be 1-1024"))
 
 
 def _load_problem(load: Callable[[], object]) -> str | None:
@@ -497,15 +509,16 @@ def _check_discovery(cluster: Cluster, path: str, issues: list[ConfigIssue]) -> 
 def _check_cluster(cluster: Cluster, path: str, issues: list[ConfigIssue]) -> None:
     if cluster.tls is not None:
         _check_upstream_tls(cluster.tls, f"{path}.tls", issues)
-        if cluster.protocol == "http2":  # (until the HTTP/2 pools speak TLS with ALPN)
-            issues.append(
-                ConfigIssue(f"{path}.protocol", "HTTP/2 over TLS to upstreams is not served yet")
-            )
         check = cluster.health_check
-        if check is not None and check.type == "grpc":  # (HTTP/2 over TLS, as above)
+        if check is not None and check.type == "grpc" and cluster.protocol != "http2":
+            # the check speaks h2, offered by ALPN only to a protocol: http2 cluster
             issues.append(
-                ConfigIssue(f"{path}.health_check.type", "gRPC checks over TLS are not served yet")
+                ConfigIssue(
+                    f"{path}.health_check.type",
+                    "a gRPC check over TLS needs the cluster's protocol: http2",
+                )
             )
+    _check_http2(cluster.http2, f"{path}.http2", issues)
     if not cluster.name:
         issues.append(ConfigIssue(f"{path}.name", "must not be empty"))
     issues += check_endpoints(cluster.endpoints, f"{path}.endpoints")

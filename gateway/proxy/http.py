@@ -51,6 +51,7 @@ from gateway.errors import (
     UpstreamError,
     UpstreamPerTryTimeout,
     UpstreamResetError,
+    UpstreamStreamRefused,
     UpstreamTimeoutError,
 )
 from gateway.faults.inject import apply_fault, choose_fault
@@ -680,8 +681,9 @@ class HttpConnection:
                     keep_alive, reusable = await self._relay_response(
                         record, conn, head, keep_alive, retry_statuses
                     )
-                except UpstreamClosedEarly:
-                    if not retry_stale(head.method, reused):
+                except UpstreamClosedEarly as e:
+                    refused = isinstance(e, UpstreamStreamRefused)  # (HTTP/2: never processed)
+                    if not (refused or retry_stale(head.method, reused)):
                         raise
                     # a pooled connection the upstream closed while it was idle: the
                     # request was not taken, so one fresh connection gets it

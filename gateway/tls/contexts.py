@@ -205,9 +205,11 @@ def _server_context(config: ListenerTls, cert: str, key: str, alpn: list[str]) -
     return context
 
 
-def client_context(config: UpstreamTls) -> ssl.SSLContext:
-    """The context of connections to a cluster's endpoints."""
+def client_context(config: UpstreamTls, alpn: tuple[str, ...] = ()) -> ssl.SSLContext:
+    """The context of connections to a cluster's endpoints, offering ``alpn``."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if alpn:
+        context.set_alpn_protocols(list(alpn))
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_ciphers(MODERN_CIPHERS)
     if config.verify:
@@ -235,9 +237,14 @@ def _reason(error: Exception) -> str:
 class TlsOrigin:
     """TLS to a cluster's endpoints: the context in force and where it counts."""
 
-    def __init__(self, config: UpstreamTls, stats: ClusterStats | None = None) -> None:
+    def __init__(
+        self, config: UpstreamTls, stats: ClusterStats | None = None, alpn: tuple[str, ...] = ()
+    ) -> None:
         self.config = config
-        self.context = client_context(config)
+        #: what the handshake offers: ``("h2",)`` to a ``protocol: http2`` cluster's
+        #: endpoints (as Envoy, none to an HTTP/1.1 one)
+        self.alpn = alpn
+        self.context = client_context(config, alpn)
         self.stats = stats
         self.signature = files_signature(self.paths())
 
@@ -275,7 +282,7 @@ class TlsOrigin:
             return None
         self.signature = signature
         try:
-            self.context = client_context(self.config)
+            self.context = client_context(self.config, self.alpn)
         except (OSError, ssl.SSLError, ValueError) as e:
             log.error("upstream TLS files changed but do not load, kept the old: %s", e)
             if self.stats is not None:

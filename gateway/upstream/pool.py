@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from gateway.config import Address, PoolConfig
+from gateway.config import Address, Cluster, PoolConfig
 from gateway.errors import (
     PoolExhausted,
     UpstreamClosedEarly,
@@ -116,7 +116,6 @@ class EndpointPool:
         "address",
         "config",
         "connecting",
-        "connection_type",
         "connector",
         "draining",
         "open",
@@ -135,9 +134,6 @@ class EndpointPool:
         self.connector = connector
         #: TLS to the endpoint (the cluster's ``tls``); None: cleartext
         self.tls = tls
-        #: what a new connection is (``Http2UpstreamConnection`` for a ``protocol:
-        #: http2`` cluster: gRPC's stopgap until branch http2's pools)
-        self.connection_type: type[UpstreamConnection] = UpstreamConnection
         self._idle: deque[UpstreamConnection] = deque()
         #: connections open (busy and idle)
         self.open = 0
@@ -148,6 +144,10 @@ class EndpointPool:
     @property
     def idle(self) -> int:
         return len(self._idle)
+
+    def serves(self, cluster: Cluster, tls: TlsOrigin | None) -> bool:
+        """Whether this pool is still right for ``cluster`` (else a new one replaces it)."""
+        return cluster.protocol == "http1" and cluster.pool == self.config and tls is self.tls
 
     def take_idle(self, now: float) -> UpstreamConnection | None:
         """The freshest idle connection fit for reuse; None when there is none (then
@@ -186,7 +186,7 @@ class EndpointPool:
             raise
         finally:
             self.connecting -= 1
-        return self.connection_type(io, self)
+        return UpstreamConnection(io, self)
 
     async def connect(self) -> ByteStream:
         """A new connection to the endpoint, outside the pool's idle list (the TCP

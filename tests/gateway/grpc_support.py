@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -71,11 +72,19 @@ def echo_handler() -> grpc.GenericRpcHandler:
     )
 
 
-def start_server(*handlers: grpc.GenericRpcHandler, workers: int = 8) -> tuple[grpc.Server, int]:
-    """A started grpcio server on a free loopback port, with the echo service."""
+def start_server(
+    *handlers: grpc.GenericRpcHandler, workers: int = 8, tls: tuple[str, str] | None = None
+) -> tuple[grpc.Server, int]:
+    """A started grpcio server on a free loopback port, with the echo service; over TLS
+    with ``tls`` (certificate and key files)."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
     server.add_generic_rpc_handlers((echo_handler(), *handlers))
-    port = server.add_insecure_port("127.0.0.1:0")
+    if tls is None:
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        cert, key = (Path(f).read_bytes() for f in tls)
+        credentials = grpc.ssl_server_credentials([(key, cert)])
+        port = server.add_secure_port("127.0.0.1:0", credentials)
     server.start()
     return server, port
 

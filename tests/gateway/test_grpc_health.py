@@ -18,7 +18,8 @@ from gateway.config import Address
 from policies.errors import InvalidSetting
 from policies.health import HealthCheckConfig
 from tests.conftest import StartGateway, simple_config, wait_until
-from tests.gateway.grpc_support import start_server
+from tests.gateway.grpc_support import channel, in_thread, start_server, unary
+from tests.gateway.tls_support import Pki
 
 GRPC_CHECK = HealthCheckConfig(type="grpc", timeout=2.0)
 
@@ -142,5 +143,43 @@ async def test_the_gateway_marks_a_not_serving_endpoint_unhealthy(
             server.stop(None)
 
 
-async def _equal(got: object, expected: dict[str, str]) -> bool:
+async def test_grpc_over_tls_checks_and_calls(start_gateway: StartGateway, pki: Pki) -> None:
+    """A ``protocol: http2`` cluster with ``tls``: the check and the calls speak h2 by ALPN
+    to a grpcio server that serves TLS only."""
+    servicer = health.HealthServicer()
+    server, port = start_server(tls=pki.issue("upstream", "api.internal"))
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    servicer.set("test.Echo", health_pb2.HealthCheckResponse.SERVING)
+    address = Address("127.0.0.1", port)
+    try:
+        data = simple_config({"api": [address]})
+        data["clusters"][0].update(
+            protocol="http2",
+            tls={"ca": pki.ca_file, "sni": "api.internal"},
+            health_check={"type": "grpc", "service": "test.Echo", "interval": 0.05,
+                          "no_traffic_interval": 0.05, "timeout": 1.0,
+                          "healthy_threshold": 1, "unhealthy_threshold": 1},
+        )  # fmt: skip
+        gateway = await start_gateway(data, admin=True)
+        async with httpx.AsyncClient(base_url=f"http://{gateway.admin_address}") as admin:
+
+            async def verdict() -> str:
+                r = await admin.get("/clusters/api/health")
+                [endpoint] = r.json()["endpoints"]
+                return str(endpoint["verdict"])
+
+            await wait_until(lambda: _equal(verdict(), "healthy"))
+            servicer.set("test.Echo", health_pb2.HealthCheckResponse.NOT_SERVING)
+            await wait_until(lambda: _equal(verdict(), "/failed_active_hc"))
+            servicer.set("test.Echo", health_pb2.HealthCheckResponse.SERVING)
+            await wait_until(lambda: _equal(verdict(), "healthy"))
+        with channel(gateway.listener_address("web")) as chan:
+            replies = await in_thread(lambda: [unary(chan)(b"tls %d" % i) for i in range(5)])
+        assert replies == [b"tls %d" % i for i in range(5)]
+        assert gateway.stats.cluster("api").ssl_handshake >= 2  # the checks' and the calls'
+    finally:
+        server.stop(None)
+
+
+async def _equal(got: object, expected: object) -> bool:
     return await got == expected  # type: ignore[misc]

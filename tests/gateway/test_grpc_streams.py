@@ -17,8 +17,6 @@ import grpc
 import pytest
 
 from gateway.config import Address
-from gateway.config.load import config_from_data
-from gateway.errors import ConfigError
 from tests.conftest import StartGateway, simple_config
 from tests.gateway.grpc_support import (
     call_error,
@@ -36,20 +34,6 @@ def _http2_config(addresses: list[Address], **route: Any) -> dict[str, Any]:
     )
     data["clusters"][0]["protocol"] = "http2"
     return data
-
-
-def _upstream_http2_served() -> bool:  # (gateway.upstream.http2_single, a stopgap)
-    try:
-        config_from_data(_http2_config([Address("127.0.0.1", 1)]))
-    except ConfigError:
-        return False
-    return True
-
-
-pytestmark = pytest.mark.skipif(
-    not _upstream_http2_served(),
-    reason="clusters with protocol: http2 are not served yet (branch http2's upstream pools)",
-)
 
 
 @pytest.fixture

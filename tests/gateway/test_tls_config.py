@@ -71,7 +71,7 @@ def test_errors_name_the_field(pki: Pki, tmp_path: Path) -> None:
     assert "listeners[0].tls.certificates[0].key" not in issues
 
 
-def test_cluster_tls_checks_and_http2_still_refused(pki: Pki) -> None:
+def test_cluster_tls_checks(pki: Pki) -> None:
     cert, key = pki.issue("client", "gateway.internal")
     config = simple_config({"api": [Address("127.0.0.1", 1)]})
     config["clusters"][0]["tls"] = {
@@ -86,13 +86,29 @@ def test_cluster_tls_checks_and_http2_still_refused(pki: Pki) -> None:
     issues = issues_of(config)
     assert "clusters[0].tls.cert" in issues
     assert "clusters[0].tls.sni" in issues
-    assert "not served yet" in issues["clusters[0].protocol"]
+    assert "clusters[0].protocol" not in issues  # HTTP/2 over TLS: h2 by ALPN
 
 
-def test_a_grpc_health_check_over_tls_is_refused_not_run_in_cleartext(pki: Pki) -> None:
+def test_a_grpc_health_check_over_tls_needs_an_http2_cluster(pki: Pki) -> None:
     config = simple_config({"api": [Address("127.0.0.1", 1)]})
     config["clusters"][0]["tls"] = {"ca": pki.ca_file}
     config["clusters"][0]["health_check"] = {"type": "grpc"}
-    assert "not served yet" in issues_of(config)["clusters[0].health_check.type"]
+    assert "protocol: http2" in issues_of(config)["clusters[0].health_check.type"]
+    config["clusters"][0]["protocol"] = "http2"  # h2 offered by ALPN: the check can speak it
+    assert config_from_data(config).clusters[0].health_check is not None
     del config["clusters"][0]["tls"]
+    config["clusters"][0]["protocol"] = "http1"
     assert config_from_data(config).clusters[0].health_check is not None  # cleartext: fine
+
+
+def test_http2_limits_are_checked() -> None:
+    config = simple_config({"api": [Address("127.0.0.1", 1)]})
+    config["clusters"][0]["http2"] = {"max_concurrent_streams": 0, "initial_stream_window_kb": 0}
+    config["listeners"][0]["http2"] = {"max_header_list_kb": 0}
+    issues = issues_of(config)
+    assert "clusters[0].http2.max_concurrent_streams" in issues
+    assert "clusters[0].http2.initial_stream_window_kb" in issues
+    assert "listeners[0].http2.max_header_list_kb" in issues
+    config["clusters"][0]["http2"] = {"max_concurrent_streams": 1}
+    del config["listeners"][0]["http2"]
+    assert config_from_data(config).clusters[0].http2.max_concurrent_streams == 1
