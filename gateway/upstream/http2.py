@@ -21,8 +21,9 @@ pool's interface, so the proxy core is the same for both protocols:
   pool's ``idle_timeout`` (or at once when draining, broken or told ``GOAWAY``).
 
 No task per session. The socket is read by whichever stream needs to (``pump``): one
-*reader* receives and dispatches every stream's frames, the others wait for its round to
-end and look again; a reader cancelled mid-read hands the role to the next. Writes take
+*reader* receives and dispatches every stream's frames, waking only the streams it
+brought something (a task switch per stream served, not per stream waiting); when its
+round ends, or it is cancelled, it hands the reading on to one of those still waiting. Writes take
 the session's ``data_to_send`` under one lock, in order.
 
 Flow control bounds the buffers: a stream's received DATA is acknowledged (its window
@@ -122,7 +123,6 @@ class Http2Session:
     __slots__ = (
         "broken",
         "by_id",
-        "changed",
         "connected",
         "failure",
         "goaway",
@@ -134,6 +134,8 @@ class Http2Session:
         "reading",
         "send_lock",
         "streams",
+        "waiters",
+        "window_waiters",
     )
 
     def __init__(self, pool: Http2EndpointPool) -> None:
@@ -160,10 +162,11 @@ class Http2Session:
         self.streams: list[Http2UpstreamStream] = []
         self.by_id: dict[int, Http2UpstreamStream] = {}
         self.send_lock = trio.Lock()
-        #: whether a stream is receiving for all of them; ``changed`` is set after
-        #: each receive, for those waiting on that reader
+        #: whether a stream is receiving for all of them; the others wait, each for
+        #: its own response (``waiters``) or for a window to open (``window_waiters``)
         self.reading = False
-        self.changed = trio.Event()
+        self.waiters: dict[Http2UpstreamStream, trio.Event] = {}
+        self.window_waiters: list[trio.Event] = []
         #: no new stream: the connection failed, closed, or broke the protocol ...
         self.broken = False
         #: ... or the server said GOAWAY (streams under its last id finish)
@@ -196,21 +199,32 @@ class Http2Session:
     # -- I/O ----------------------------------------------------------------------------
 
     async def flush(self) -> None:
-        """Send whatever the state machine has to send, in order."""
-        async with self.send_lock:
-            data = self.h2.data_to_send()
-            if not data or self.io is None:
-                return
-            try:
-                await self.io.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
-                self.fail(f"upstream {self.pool.address} reset: {e}")
+        """Send whatever the state machine has to send, in order: the bytes are taken
+        under the lock (taken at once when free, so nothing to send costs no wait)."""
+        lock = self.send_lock
+        if lock.locked():
+            async with lock:
+                await self._send(self.h2.data_to_send())
+            return
+        data = self.h2.data_to_send()
+        if data:
+            async with lock:  # (free: acquired before its checkpoint yields)
+                await self._send(data)
 
-    async def pump(self) -> None:
-        """Wait for the server's next frames: receive them if no stream is receiving,
-        else wait for that stream's receive to end."""
+    async def _send(self, data: bytes) -> None:
+        if not data or self.io is None:
+            return
+        try:
+            await self.io.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
+            self.fail(f"upstream {self.pool.address} reset: {e}")
+
+    async def pump(self, waiter: Http2UpstreamStream | None) -> None:
+        """Wait for the server's next frames: for ``waiter``'s response, or (None) for a
+        window to open. Receive them if no stream is receiving; else wait until that
+        stream's receive brings ``waiter`` something, or hands the receiving on."""
         if self.reading:
-            await self.changed.wait()
+            await self._wait_for_reader(waiter)
             return
         io = self.io
         assert io is not None
@@ -233,9 +247,43 @@ class Http2Session:
                 self._dispatch(event)
         finally:
             self.reading = False
-            changed, self.changed = self.changed, trio.Event()
-            changed.set()
+            self._hand_on()
         await self.flush()
+
+    async def _wait_for_reader(self, waiter: Http2UpstreamStream | None) -> None:
+        wakeup = trio.Event()
+        if waiter is None:
+            self.window_waiters.append(wakeup)
+        else:
+            self.waiters[waiter] = wakeup
+        try:
+            await wakeup.wait()
+        except BaseException:
+            if waiter is None:
+                if wakeup in self.window_waiters:
+                    self.window_waiters.remove(wakeup)
+            elif self.waiters.get(waiter) is wakeup:
+                del self.waiters[waiter]
+            if not self.reading:
+                self._hand_on()  # (cancelled, perhaps once chosen to read: another is)
+            raise
+
+    def _hand_on(self) -> None:
+        """No stream is receiving: wake one that waits, to receive for all."""
+        if self.waiters:
+            self.waiters.popitem()[1].set()
+        elif self.window_waiters:
+            self.window_waiters.pop().set()
+
+    def _wake(self, stream: Http2UpstreamStream) -> None:
+        wakeup = self.waiters.pop(stream, None)
+        if wakeup is not None:
+            wakeup.set()
+
+    def _wake_senders(self) -> None:
+        waiters, self.window_waiters = self.window_waiters, []
+        for wakeup in waiters:
+            wakeup.set()
 
     def _dispatch(self, event: h2.events.Event) -> None:
         by_id = self.by_id
@@ -249,12 +297,14 @@ class Http2Session:
             stream.unacked += size
             if event.data:
                 stream.parser.events.append(DataReceived(event.data))
+                self._wake(stream)
         elif isinstance(
             event, h2.events.ResponseReceived | h2.events.InformationalResponseReceived
         ):
             stream = by_id.get(event.stream_id or 0)
             if stream is not None:
                 stream.on_head(event.headers or ())
+                self._wake(stream)
         elif isinstance(event, h2.events.TrailersReceived):
             stream = by_id.get(event.stream_id or 0)
             if stream is not None:
@@ -267,6 +317,7 @@ class Http2Session:
                 stream.parser.events.append(
                     MessageEnded(tuple(trailers)) if trailers else MESSAGE_ENDED
                 )
+                self._wake(stream)
         elif isinstance(event, h2.events.StreamReset):
             stream = by_id.get(event.stream_id or 0)
             if stream is not None:
@@ -276,6 +327,8 @@ class Http2Session:
                 else:
                     code = _code_name(event.error_code)
                     stream.fail(UpstreamResetError(f"upstream {address} reset the stream ({code})"))
+                self._wake(stream)
+                self._wake_senders()
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.goaway = True
             last = event.last_stream_id or 0
@@ -283,6 +336,10 @@ class Http2Session:
             for stream_id, stream in by_id.items():
                 if stream_id > last:
                     stream.fail(UpstreamStreamRefused(f"upstream {address} sent GOAWAY before it"))
+                    self._wake(stream)
+            self._wake_senders()
+        elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
+            self._wake_senders()
 
     def fail(self, reason: str, protocol: bool = False) -> None:
         """The connection is over: each of its streams fails, ``UpstreamProtocolError`` if
@@ -296,6 +353,10 @@ class Http2Session:
                 stream.fail(UpstreamResetError(f"{reason} mid-response"))
             else:
                 stream.fail(UpstreamClosedEarly(f"{reason} without responding"))
+        waiters, self.waiters = self.waiters, {}
+        for wakeup in waiters.values():
+            wakeup.set()
+        self._wake_senders()
 
     def close(self) -> None:
         self.broken = True
@@ -446,7 +507,7 @@ class Http2UpstreamStream(UpstreamConnection):
             window = min(window, conn.max_outbound_frame_size)
             if window <= 0:
                 await session.flush()
-                await session.pump()
+                await session.pump(None)
                 continue
             conn.send_data(self.stream_id, view[:window].tobytes())
             view = view[window:]
@@ -467,7 +528,7 @@ class Http2UpstreamStream(UpstreamConnection):
         while not events:
             if self.error is not None:
                 raise self.error
-            await session.pump()
+            await session.pump(self)
 
     def _acknowledge(self) -> None:
         unacked, self.unacked = self.unacked, 0
