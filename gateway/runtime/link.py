@@ -71,9 +71,13 @@ class LinkClosed(GatewayError):
 
 @attrs.frozen
 class Install:
-    """Request: serve ``config`` (a worker's config: addresses resolved, members static)."""
+    """Request: serve ``config`` (a worker's config: addresses resolved, members static).
+
+    ``ticket_keys``: the primary's TLS session ticket keys (``gateway.tls.tickets``), in
+    a worker's first ``Install``, so that a session resumes on any worker."""
 
     config: Config
+    ticket_keys: bytes | None = None
 
 
 @attrs.frozen

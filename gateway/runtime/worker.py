@@ -44,6 +44,7 @@ from gateway.runtime.link import (
     ResetStats,
     WorkerLink,
 )
+from gateway.tls.tickets import use_ticket_keys
 
 log = logging.getLogger("triogate.worker")
 
@@ -52,6 +53,8 @@ async def serve_worker(link: WorkerLink, index: int) -> None:
     """Serve the configs the primary installs until it drains this worker or goes away."""
     first = await link.receive()
     assert isinstance(first, Install), f"a worker's first message is Install, not {first!r}"
+    if first.ticket_keys is not None:
+        use_ticket_keys(first.ticket_keys)  # before any TLS listener's contexts
     async with trio.open_nursery() as nursery:
         try:
             gateway: Gateway = await nursery.start(

@@ -78,6 +78,7 @@ from gateway.runtime.link import (
     ResetStats,
     WorkerLink,
 )
+from gateway.tls.tickets import ticket_keys
 from policies.health import HealthState
 from policies.restart import Decision, RestartBudget, RestartIntensity
 
@@ -410,7 +411,7 @@ class _PoolActor:
         worker.process = process
         try:
             with trio.fail_after(START_TIMEOUT):
-                answer = await link.call(Install(config))
+                answer = await link.call(Install(config, ticket_keys()))
                 if isinstance(answer, Installed):
                     for cluster in self.health.keys() | self.ejected.keys():
                         done = await link.call(

@@ -5,10 +5,10 @@ policy (TLS 1.2 or the configured minimum, ECDHE with AEAD ciphers only for TLS 
 ALPN, client certificates from ``client_auth.ca``). Connections start on the first
 context; its ``sni_callback`` moves the connection to the context the client's server
 name picks: an exact name, then a wildcard (``*.example.com`` matches one label), then
-the first. Session tickets are on (OpenSSL's default: two per TLS 1.3 handshake); they
-are sealed with the first context's keys (OpenSSL's ``session_ctx``), so a resumption
-works whichever certificate the name picked. A context holds its keys for its life: a
-reload (new contexts) or another worker process means a full handshake again.
+the first. Session tickets are on (OpenSSL's default: two per TLS 1.3 handshake), all
+sealed with the gateway's one set of keys (``gateway.tls.tickets``), so a session
+resumes whichever certificate the name picked, on any worker process, and after a
+certificate reload.
 
 Client certificates are asked for with ``CERT_OPTIONAL`` even when ``required``: a
 certificate that does not verify fails the handshake (OpenSSL), but a missing one is
@@ -39,6 +39,7 @@ from gateway.config import Address, ListenerTls, UpstreamTls
 from gateway.errors import UpstreamTlsError
 from gateway.netio import SocketIO
 from gateway.tls.stream import TlsStream
+from gateway.tls.tickets import share_ticket_keys
 
 if TYPE_CHECKING:
     from gateway.observe.stats import ClusterStats, ListenerStats
@@ -199,9 +200,14 @@ def _server_context(config: ListenerTls, cert: str, key: str, alpn: list[str]) -
     context.load_cert_chain(cert, key)
     if alpn:
         context.set_alpn_protocols(alpn)
+    scope = b""
     if config.client_auth is not None:
         context.load_verify_locations(cafile=config.client_auth.ca)
         context.verify_mode = ssl.CERT_OPTIONAL  # a missing one is refused by ``admit``
+        with open(config.client_auth.ca, "rb") as ca:  # (just loaded: readable)
+            scope = ca.read()
+    # a ticket opens on every worker and after a reload (not after a client CA change)
+    share_ticket_keys(context, scope)
     return context
 
 
