@@ -43,8 +43,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import trustme
-from run_bench import free_port, wait_listening  # bench/ is the script's directory
+from run_bench import (
+    free_port,
+    wait_listening,
+    write_certificate,
+)  # bench/ is the script's directory
 
 ROOT = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -229,10 +232,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        ca = trustme.CA()
-        cert = ca.issue_cert("localhost", "127.0.0.1")
-        cert.private_key_pem.write_to_path(str(tmp / "key.pem"))
-        (tmp / "cert.pem").write_bytes(b"".join(b.bytes() for b in cert.cert_chain_pems))
+        write_certificate(tmp)  # cert.pem and key.pem, which the configs name
         upstream = free_port()
         tls_port, plain_port = free_port(), free_port()
         print(f"openssl s_time x{args.clients} and wrk on core {args.client_core}, "

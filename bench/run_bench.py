@@ -259,6 +259,18 @@ def free_port() -> int:
         return port
 
 
+def write_certificate(out_dir: Path) -> tuple[Path, Path]:
+    """A trustme certificate for localhost and 127.0.0.1 written into out_dir: the chain
+    (``cert.pem``) and its key (``key.pem``), for the TLS benchmarks."""
+    import trustme  # a dev dependency; only the TLS benchmarks need it
+
+    cert_file, key_file = out_dir / "cert.pem", out_dir / "key.pem"
+    cert = trustme.CA().issue_cert("localhost", "127.0.0.1")
+    cert.private_key_pem.write_to_path(str(key_file))
+    cert_file.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    return cert_file, key_file
+
+
 def check_answers_hello(name: str, port: int) -> None:
     """One plain GET through the target, so a broken proxy is not benchmarked as fast."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)

@@ -303,7 +303,8 @@ class _ListenerActor:
             log.info("listener %r: client certificate refused", ctx.name)
             stream.close()
             return None
-        return stream, ClientCertHeader(tls.config.forward_client_cert, identity)
+        by = tls.served_by(stream) if identity is not None else ()
+        return stream, ClientCertHeader(tls.config.forward_client_cert, identity, by)
 
     async def _serve_http_with_toxics(
         self, io: SocketIO | TlsStream, client_cert: ClientCertHeader | None

@@ -20,6 +20,7 @@ from gateway.tls.contexts import (
     ServerTls,
     TlsOrigin,
     certificate_names,
+    certificate_uris,
     files_signature,
 )
 from gateway.tls.stream import TlsStream
@@ -35,6 +36,7 @@ __all__ = [
     "TlsOrigin",
     "TlsStream",
     "certificate_names",
+    "certificate_uris",
     "files_signature",
     "xfcc_element",
 ]

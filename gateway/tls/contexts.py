@@ -51,6 +51,7 @@ __all__ = [
     "ServerTls",
     "TlsOrigin",
     "certificate_names",
+    "certificate_uris",
     "files_signature",
 ]
 
@@ -85,6 +86,15 @@ def certificate_names(certificate: x509.Certificate) -> list[str]:
             str(a.value) for a in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         ]
     return [n.lower() for n in names]
+
+
+def certificate_uris(certificate: x509.Certificate) -> tuple[str, ...]:
+    """The URI SANs of a certificate (a SPIFFE id, say), in its order."""
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return ()
+    return tuple(san.get_values_for_type(x509.UniformResourceIdentifier))
 
 
 def files_signature(paths: Iterable[str]) -> tuple[tuple[str, int, int, int, int], ...]:
@@ -130,13 +140,15 @@ class ServerTls:
         offered = [p for p in config.alpn if p in SERVED_ALPN]
         self.exact: dict[str, ssl.SSLContext] = {}
         self.wildcard: dict[str, ssl.SSLContext] = {}
+        #: each context's certificate's URI SANs: XFCC's ``By`` on its connections
+        self.served_uris: dict[ssl.SSLContext, tuple[str, ...]] = {}
         contexts = []
         for certificate in config.certificates:
             context = _server_context(config, certificate.cert, certificate.key, offered)
             contexts.append(context)
-            names = certificate.server_names or certificate_names(
-                load_certificate(certificate.cert)
-            )
+            leaf = load_certificate(certificate.cert)
+            self.served_uris[context] = certificate_uris(leaf)
+            names = certificate.server_names or certificate_names(leaf)
             for name in names:
                 name = name.lower()
                 if name.startswith("*."):
@@ -169,6 +181,11 @@ class ServerTls:
 
     def wrap(self, io: SocketIO) -> TlsStream:
         return TlsStream(io, self.default, server_side=True)
+
+    def served_by(self, stream: TlsStream) -> tuple[str, ...]:
+        """The URI SANs of the certificate ``stream`` was served with (the one its
+        server name picked), after its handshake."""
+        return self.served_uris.get(stream.ssl.context, ())
 
     def admit(self, stream: TlsStream, stats: ListenerStats) -> tuple[bool, ClientIdentity | None]:
         """After the handshake: whether the client may go on (a refusal is counted in

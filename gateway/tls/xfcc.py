@@ -1,8 +1,12 @@
 """``x-forwarded-client-cert`` (XFCC), Envoy's header and modes, pure.
 
-An element describes one client certificate: ``Hash`` (SHA-256 of the DER, hex),
-``Subject`` (RFC 4514, quoted), then each ``URI`` and ``DNS`` SAN; elements of several
-hops are joined with ``,``. What the gateway does with the client's own header
+An element describes one verified client certificate, in Envoy's order: ``By`` (each
+URI SAN of the gateway's own certificate that served the connection, the one the
+client's server name picked; none when it has no URI SAN), ``Hash`` (SHA-256 of the
+client's DER, hex), ``Subject`` (RFC 4514, quoted), then each ``URI`` and ``DNS`` SAN of
+the client's; elements of several hops are joined with ``,``. Envoy's ``Cert`` and
+``Chain`` (URL-encoded PEM) are left out: Envoy adds them only when configured, and
+there is no key for them. What the gateway does with the client's own header
 (``forward_client_cert``), as Envoy's ``forward_client_cert_details``:
 
     sanitize         removed; nothing set
@@ -17,6 +21,8 @@ route is matched, so ``match.headers`` on it sees what the upstream will.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from gateway.config.model import ForwardClientCert
 from gateway.http1.events import Headers
 from gateway.tls.contexts import ClientIdentity
@@ -24,10 +30,12 @@ from gateway.tls.contexts import ClientIdentity
 XFCC = b"x-forwarded-client-cert"
 
 
-def xfcc_element(identity: ClientIdentity) -> bytes:
-    """The XFCC element describing ``identity``."""
+def xfcc_element(identity: ClientIdentity, by: Sequence[str] = ()) -> bytes:
+    """The XFCC element describing ``identity``, verified by a proxy whose certificate
+    has the URI SANs ``by``."""
     subject = identity.subject.replace("\\", "\\\\").replace('"', '\\"')
-    parts = [f"Hash={identity.hash}", f'Subject="{subject}"']
+    parts = [f"By={uri}" for uri in by]
+    parts += [f"Hash={identity.hash}", f'Subject="{subject}"']
     parts += [f"URI={uri}" for uri in identity.uris]
     parts += [f"DNS={name}" for name in identity.dns]
     return ";".join(parts).encode()
@@ -38,9 +46,14 @@ class ClientCertHeader:
 
     __slots__ = ("element", "mode")
 
-    def __init__(self, mode: ForwardClientCert, identity: ClientIdentity | None) -> None:
+    def __init__(
+        self,
+        mode: ForwardClientCert,
+        identity: ClientIdentity | None,
+        by: Sequence[str] = (),
+    ) -> None:
         self.mode = mode if identity is not None else "sanitize"
-        self.element = xfcc_element(identity) if identity is not None else b""
+        self.element = xfcc_element(identity, by) if identity is not None else b""
 
     def apply(self, headers: Headers) -> None:
         """Rewrite ``headers`` in place as the mode says."""

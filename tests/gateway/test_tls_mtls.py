@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import trio
+from cryptography import x509
 
 from tests.conftest import StartGateway, wait_until
 from tests.gateway.tls_support import (
@@ -18,6 +19,7 @@ from tests.gateway.tls_support import (
     RecordingUpstream,
     TlsClient,
     port_of,
+    serial_of_file,
     tls_config,
     tls_get,
 )
@@ -126,6 +128,11 @@ def _hash_of(cert_file: str) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
+def _subject_of(cert_file: str) -> str:
+    subject = x509.load_pem_x509_certificate(Path(cert_file).read_bytes()).subject
+    return subject.rfc4514_string()
+
+
 FORGED = "Hash=00;URI=spiffe://forged"
 
 
@@ -222,3 +229,68 @@ async def test_curl_with_a_client_certificate(
     )
     assert refused_run.returncode != 0
     assert len(upstream.requests) == 1
+
+
+GATEWAY = "spiffe://cluster.local/ns/edge/sa/gateway"
+
+
+async def test_xfcc_by_names_the_uri_sans_of_the_certificate_that_served_the_connection(
+    nursery: trio.Nursery, start_gateway: StartGateway, pki: Pki
+) -> None:
+    # two certificates, the server name picks one: "localhost" (the first) has no URI
+    # SAN, "mesh.example.com" has two, so its element opens with two ``By``
+    upstream = await RecordingUpstream("api").start(nursery)
+    plain = pki.issue("server", "localhost")
+    mesh = pki.issue("mesh", "mesh.example.com", GATEWAY, "spiffe://cluster.local/ns/edge/sa/alt")
+    gw = await start_gateway(
+        tls_config(
+            upstream.address,
+            [{"cert": plain[0], "key": plain[1]}, {"cert": mesh[0], "key": mesh[1]}],
+            client_auth={"ca": pki.ca_file, "required": True},
+            forward_client_cert="sanitize_set",
+        )
+    )
+    port = port_of(gw)
+    client_cert = pki.issue("web", SPIFFE, "web.example.com")
+    own = f'Hash={_hash_of(client_cert[0])};Subject="O=trustme";URI={SPIFFE};DNS=web.example.com'
+
+    served = await TlsClient.open(port, pki.client_context(client_cert), "mesh.example.com")
+    assert served.peer_serial == serial_of_file(mesh[0])
+    assert (await served.request("/")).status == 200
+    await served.aclose()
+    assert upstream.requests[-1]["x-forwarded-client-cert"] == (
+        f"By={GATEWAY};By=spiffe://cluster.local/ns/edge/sa/alt;{own}"
+    )
+
+    served = await TlsClient.open(port, pki.client_context(client_cert), "localhost")
+    assert served.peer_serial == serial_of_file(plain[0])
+    assert (await served.request("/")).status == 200
+    await served.aclose()
+    assert upstream.requests[-1]["x-forwarded-client-cert"] == own
+
+
+async def test_xfcc_by_in_an_appended_element(
+    nursery: trio.Nursery, start_gateway: StartGateway, pki: Pki
+) -> None:
+    # the one certificate has a URI SAN: ours, appended to what the client sent, opens
+    # with ``By``; the client's own element passes as sent
+    upstream = await RecordingUpstream("api").start(nursery)
+    cert = pki.issue("server", "localhost", GATEWAY)
+    gw = await start_gateway(
+        tls_config(
+            upstream.address,
+            [{"cert": cert[0], "key": cert[1]}],
+            client_auth={"ca": pki.ca_file, "required": False},
+            forward_client_cert="append_forward",
+        )
+    )
+    client_cert = pki.issue("client", "client.example.com")
+    reply = await tls_get(
+        port_of(gw), pki.client_context(client_cert), headers=[("x-forwarded-client-cert", FORGED)]
+    )
+    assert reply.status == 200
+    subject = _subject_of(client_cert[0])
+    assert upstream.requests[-1]["x-forwarded-client-cert"] == (
+        f'{FORGED},By={GATEWAY};Hash={_hash_of(client_cert[0])};Subject="{subject}";'
+        "DNS=client.example.com"
+    )
