@@ -15,11 +15,6 @@ from tests.conftest import simple_config
 from tests.gateway.tls_support import Pki
 
 
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    return Pki(tmp_path)
-
-
 def issues_of(data: dict[str, Any]) -> dict[str, str]:
     with pytest.raises(ConfigError) as caught:
         config_from_data(data)

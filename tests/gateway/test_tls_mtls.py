@@ -27,11 +27,6 @@ from tests.gateway.tls_support import (
 SPIFFE = "spiffe://cluster.local/ns/default/sa/web"
 
 
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    return Pki(tmp_path)
-
-
 def mtls_config(
     pki: Pki, upstream: RecordingUpstream, client_auth: dict[str, Any], **tls: Any
 ) -> dict[str, Any]:

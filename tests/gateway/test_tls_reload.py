@@ -8,7 +8,6 @@ import os
 import shutil
 from pathlib import Path
 
-import pytest
 import trio
 
 from tests.conftest import StartGateway, simple_config, wait_until
@@ -23,11 +22,6 @@ from tests.gateway.tls_support import (
 )
 
 WITHIN = 6.0  # the watcher looks every second
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    return Pki(tmp_path)
 
 
 def write(path: str, data: bytes) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import ssl
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,11 +20,6 @@ from policies.health import HealthCheckConfig
 from tests.conftest import StartGateway, gateway_process, simple_config
 from tests.gateway.l4_support import connect, l4_config, read_to_end
 from tests.gateway.tls_support import Pki, RecordingUpstream, server_context
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    return Pki(tmp_path)
 
 
 def with_tls(config: dict[str, Any], **tls: Any) -> dict[str, Any]:
