@@ -1,6 +1,6 @@
 """TLS session tickets shared over a gateway's contexts (``gateway.tls.tickets``): a
 session resumes on a listener's new contexts (a reload, another worker process) and
-on a gateway of two workers, but not across a client CA change."""
+on a TLS listener served by two worker processes, but not across a client CA change."""
 
 from __future__ import annotations
 
@@ -91,23 +91,25 @@ async def test_sessions_resume_across_two_workers(pki: Pki, start_upstream: obje
         port = gateway.listeners["web"].port
         client = pki.client_context()
 
-        def requests() -> list[bool]:
+        def requests() -> list[tuple[bytes, bool]]:
             session = None
-            reused = []
+            answers = []
             for _ in range(30):  # a connection each: SO_REUSEPORT spreads them
                 raw = socket.create_connection(("127.0.0.1", port))
                 with client.wrap_socket(raw, server_hostname="localhost", session=session) as s:
                     s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                    while s.recv(65536):
-                        pass
+                    response = b""
+                    while data := s.recv(65536):
+                        response += data
                     session = s.session
-                    reused.append(s.session_reused)
-            return reused
+                    answers.append((response[:12], s.session_reused))
+            return answers
 
-        reused = await trio.to_thread.run_sync(requests)
+        answers = await trio.to_thread.run_sync(requests)
         rows = await worker_rows(gateway.admin)
         stats = await admin_json(gateway.admin, "/stats?filter=ssl")
-    assert reused == [False] + [True] * 29
+    assert [status for status, _ in answers] == [b"HTTP/1.1 200"] * 30
+    assert [reused for _, reused in answers] == [False] + [True] * 29
     assert all(row["downstream_rq_total"] > 0 for row in rows), rows  # both workers served
     assert len(rows) == 2
     assert stats["counters"]["listener.web.ssl.session_reused"] == 29

@@ -11,13 +11,12 @@ from typing import Any
 import httpx
 import pytest
 import trio
-import yaml
 
 from gateway.cluster.health import check_endpoint
 from gateway.config import Address, UpstreamTls
 from gateway.tls import TlsOrigin
 from policies.health import HealthCheckConfig
-from tests.conftest import StartGateway, gateway_process, simple_config
+from tests.conftest import StartGateway, simple_config
 from tests.gateway.l4_support import connect, l4_config, read_to_end
 from tests.gateway.tls_support import Pki, RecordingUpstream, server_context
 
@@ -157,28 +156,6 @@ async def test_the_tcp_proxy_to_a_tls_cluster(
         assert await read_to_end(stream) == payload
     assert b"".join(received) == payload
     assert gw.stats.clusters["echo"].ssl_handshake == 1
-
-
-async def test_a_tls_listener_with_two_workers(
-    nursery: trio.Nursery, pki: Pki, start_upstream: Any
-) -> None:
-    api = await start_upstream("api")
-    cert = pki.issue("server", "localhost")
-    config = simple_config({"api": [api]})
-    config["listeners"][0]["tls"] = {"certificates": [{"cert": cert[0], "key": cert[1]}]}
-    path = pki.root / "gateway.yaml"
-    path.write_text(yaml.safe_dump(config))
-    async with gateway_process(path, workers=2) as gateway:
-        port = gateway.listeners["web"].port
-        statuses = []
-        async with httpx.AsyncClient(verify=pki.client_context()) as client:
-            for _ in range(20):
-                # a new connection each time: both workers' contexts are exercised
-                response = await client.get(
-                    f"https://localhost:{port}/", headers={"connection": "close"}
-                )
-                statuses.append(response.status_code)
-        assert statuses == [200] * 20
 
 
 async def test_health_checks_of_a_tls_cluster_run_over_tls(nursery: trio.Nursery, pki: Pki) -> None:
