@@ -43,7 +43,14 @@ from starlette.types import Scope
 from admin.edits import ItemNotFound, endpoint_key
 from admin.errors import GUARDED, WRITE, RequestRefused, responses
 from admin.http import gateway_of, json_content, read_json
-from gateway import ClusterHandle, ConfigError, ConfigIssue, NotRegistered, Registration
+from gateway import (
+    ClusterHandle,
+    ConfigError,
+    ConfigIssue,
+    NotRegistered,
+    Registration,
+    Registrations,
+)
 from gateway.config import Endpoint, structure, unstructure
 
 
@@ -126,6 +133,14 @@ def _handle(request: Request, cluster: str) -> ClusterHandle:
     return handle
 
 
+def _registry(request: Request, cluster: str) -> Registrations:
+    """The cluster's registrations: its actor's, or in a fleet the ones etcd holds."""
+    registrations = gateway_of(request).registrations_of(cluster)
+    if registrations is None:
+        raise ItemNotFound(f"no cluster {cluster!r}")
+    return registrations
+
+
 def _key(endpoint: str) -> str:
     try:
         return endpoint_key(endpoint)
@@ -182,14 +197,14 @@ _ONE = json_content(RegistrationOut.model_json_schema(), "The registration")
 
 @router.get(ENDPOINTS, include_in_schema=False)
 async def list_registrations(request: Request, cluster: str) -> Response:
-    registrations = _handle(request, cluster).registrations
+    registrations = await _registry(request, cluster).registrations()
     return JSONResponse([_show(r) for r in registrations])
 
 
 @router.get(ENDPOINT, include_in_schema=False)
 async def get_registration(request: Request, cluster: str, endpoint: str) -> Response:
     key = _key(endpoint)
-    for registration in _handle(request, cluster).registrations:
+    for registration in await _registry(request, cluster).registrations():
         if registration.key == key:
             return JSONResponse(_show(registration))
     raise NotRegistered(f"no instance registered at {key}")
@@ -198,7 +213,7 @@ async def get_registration(request: Request, cluster: str, endpoint: str) -> Res
 @router.post(ENDPOINTS, include_in_schema=False)
 async def register(request: Request, cluster: str) -> Response:
     endpoint, ttl = await _registration_body(request)
-    answer = await _handle(request, cluster).register(endpoint, ttl)
+    answer = await _registry(request, cluster).register(endpoint, ttl)
     key = answer.registration.key
     return JSONResponse(
         _show(answer.registration),
@@ -210,7 +225,7 @@ async def register(request: Request, cluster: str) -> Response:
 @router.put(ENDPOINT, include_in_schema=False)
 async def register_at(request: Request, cluster: str, endpoint: str) -> Response:
     address, ttl = await _registration_body(request, _key(endpoint))
-    answer = await _handle(request, cluster).register(address, ttl)
+    answer = await _registry(request, cluster).register(address, ttl)
     return JSONResponse(_show(answer.registration), status_code=201 if answer.created else 200)
 
 
@@ -225,7 +240,7 @@ async def patch_registration(request: Request, cluster: str, endpoint: str) -> R
 
 @router.delete(ENDPOINT, include_in_schema=False)
 async def deregister(request: Request, cluster: str, endpoint: str) -> Response:
-    await _handle(request, cluster).deregister(_key(endpoint))
+    await _registry(request, cluster).deregister(_key(endpoint))
     return Response(status_code=204)
 
 
@@ -247,7 +262,7 @@ async def heartbeat(request: Request, cluster: str, endpoint: str) -> Response:
     ttl = _ttl(body)
     if body:
         raise ConfigError([ConfigIssue(str(k), "unknown field") for k in body])
-    registration = await _handle(request, cluster).renew(_key(endpoint), ttl)
+    registration = await _registry(request, cluster).renew(_key(endpoint), ttl)
     return JSONResponse(_show(registration))
 
 
@@ -266,5 +281,5 @@ async def discovery_status(request: Request, cluster: str) -> dict[str, Any]:
         "type": snapshot.config.discovery.type,
         "stats": {**unstructure(stats), "since_success": since},
         "endpoints": [unstructure(ep) for ep in snapshot.members],
-        "registrations": [_show(r) for r in handle.registrations],
+        "registrations": [_show(r) for r in await _registry(request, cluster).registrations()],
     }
