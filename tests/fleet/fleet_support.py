@@ -51,7 +51,9 @@ async def served_by(node: GatewayProcess) -> str:
     return r.headers["x-upstream"]
 
 
-async def route_to(node: GatewayProcess, cluster: str, *, if_match: int | None = None) -> httpx.Response:
+async def route_to(
+    node: GatewayProcess, cluster: str, *, if_match: int | None = None
+) -> httpx.Response:
     """``PUT /config`` on ``node`` with the route sent to ``cluster``."""
     config: dict[str, Any] = await admin_json(node.admin, "/config")
     version = config.pop("version")
