@@ -44,7 +44,7 @@ from gateway.control.fleet import (
 )
 from gateway.control.plane import ControlPlane, run_control_plane
 from gateway.control.rollouts import RolloutsHandle, run_rollouts
-from gateway.control.store import EtcdStore, Store
+from gateway.control.store import EtcdStore, FileStore, Store
 from gateway.dataplane import DataPlane, DataPlaneRef
 from gateway.observe.stats import StatsRegistry, run_stats_ticker
 from gateway.observe.stats.merge import absorb, dump, total
@@ -227,6 +227,9 @@ async def run_gateway(
     ``detect_outliers`` False: the cluster actors leave outlier detection to another
     process (a worker's, whose primary detects), keeping only the attempts' results.
     ``rollouts`` False: no rollout actor (a worker's: its primary moves the splits).
+    ``store`` is where changes are committed (an ``EtcdStore``: this node is in a
+    fleet, and runs the watch, the session and the registry mirror); None: the state
+    file at ``state_path`` (None: not persisted).
     """
     dataplane = DataPlaneRef(DataPlane(config=Config(), routes={}, clusters={}))
     stats = StatsRegistry()
@@ -236,7 +239,7 @@ async def run_gateway(
     control = ControlPlane(
         config,
         dataplane,
-        state_path if store is None else store,
+        FileStore(state_path) if store is None else store,
         stats,
         workers=pool,
         detect_outliers=detect_outliers,

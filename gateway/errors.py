@@ -192,7 +192,7 @@ class FleetConflict(VersionMismatch):
     change since this node read it. ``latest`` is what etcd holds now (its plain data
     and revision), which this node applies before anything else."""
 
-    def __init__(self, expected: int, current: int, latest: tuple[object, int] | None) -> None:
+    def __init__(self, expected: int, current: int, latest: tuple[bytes, int] | None) -> None:
         super().__init__(expected, current)
         self.latest = latest
 

@@ -7,11 +7,15 @@ newline-separated JSON objects), ``/v3/lease/grant|keepalive|revoke`` and
 int64 fields are decimal strings; a field at its zero value is left out (a watch
 event without ``type`` is a PUT, a transaction without ``succeeded`` failed).
 
-Every unary call runs under one cancel scope of ``dial_timeout`` (connect and answer);
-the endpoints are tried in order until one answers. Not reaching any, or an error
-answer, raises ``StoreUnavailable`` naming etcd, its URL and why (``code``: etcd's
-gRPC status, 5 for a lease that is gone). With ``username_env``/``password_env`` the
-client authenticates once and again whenever etcd says its token is no longer valid.
+The unary calls go through one pooled ``httpx.AsyncClient``. A watch has a connection
+of its own, spoken with h11 (a streamed httpx response left before its end leaves
+httpcore's body generator to the garbage collector; this one closes its socket when the
+watch ends, cancelled or not). Every unary call runs under one cancel scope of
+``dial_timeout`` (connect and answer); the endpoints are tried in order until one
+answers. Not reaching any, or an error answer, raises ``StoreUnavailable`` naming
+etcd, its URL and why (``code``: etcd's gRPC status, 5 for a lease that is gone).
+With ``username_env``/``password_env`` the client authenticates once, and again
+whenever etcd says its token is no longer valid.
 """
 
 from __future__ import annotations
@@ -20,10 +24,13 @@ import base64
 import json
 import os
 import ssl
-from collections.abc import AsyncIterator
+import urllib.parse
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any, Final
 
 import attrs
+import h11
 import httpx
 import trio
 
@@ -151,10 +158,10 @@ def _credentials(store: StoreConfig) -> tuple[str, str] | None:
     return values[0], values[1]
 
 
-def _ssl_context(store: StoreConfig) -> ssl.SSLContext | bool:
+def _ssl_context(store: StoreConfig) -> ssl.SSLContext:
     tls = store.tls
     if tls is None:
-        return True
+        return ssl.create_default_context()
     context = ssl.create_default_context(cafile=tls.ca)
     if tls.cert is not None and tls.key is not None:
         context.load_cert_chain(tls.cert, tls.key)
@@ -169,8 +176,9 @@ class EtcdClient:
         self.endpoints = tuple(url.rstrip("/") for url in store.endpoints)
         self._credentials = _credentials(store)
         self._token: str | None = None
+        self._ssl = _ssl_context(store)
         # timeouts are the cancel scopes of each call, not httpx's
-        self._http = httpx.AsyncClient(verify=_ssl_context(store), timeout=None)
+        self._http = httpx.AsyncClient(verify=self._ssl, timeout=None)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -210,7 +218,7 @@ class EtcdClient:
         raise StoreUnavailable(f"etcd unreachable ({'; '.join(errors)})")
 
     def _headers(self) -> dict[str, str]:
-        return {} if self._token is None else {"Authorization": self._token}
+        return {"Authorization": self._token} if self._token else {}
 
     async def _authenticate(self) -> None:
         assert self._credentials is not None
@@ -290,7 +298,7 @@ class EtcdClient:
 
     # -- watches -----------------------------------------------------------------------
 
-    async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[WatchBatch]:
+    async def watch(self, prefix: str, start_revision: int) -> AsyncGenerator[WatchBatch, None]:
         """Every change under ``prefix`` from ``start_revision`` on, as etcd sends them.
 
         Ends (``StoreUnavailable``) when the stream breaks; a compacted start revision
@@ -309,46 +317,93 @@ class EtcdClient:
         errors = []
         for url in self.endpoints:
             try:
-                async for batch in self._watch_at(url, body):
-                    yield batch
-                    if batch.compacted:
-                        return
-            except (httpx.HTTPError, trio.TooSlowError) as e:
-                errors.append(f"{url}: {e or type(e).__name__}")
+                async with aclosing(self._watch_at(url, body)) as batches:
+                    async for batch in batches:
+                        yield batch
+                        if batch.compacted:
+                            return
+            except trio.TooSlowError:
+                errors.append(f"{url}: no answer within {self.store.dial_timeout:g} s")
+                continue
+            except StoreUnavailable as e:
+                errors.append(str(e))
                 continue
             errors.append(f"{url}: the watch stream ended")
         self._token = None if self._credentials is not None else self._token
         raise StoreUnavailable(f"etcd watch broke ({'; '.join(errors)})")
 
-    async def _watch_at(self, url: str, body: dict[str, Any]) -> AsyncIterator[WatchBatch]:
-        request = self._http.build_request(
-            "POST", url + "/v3/watch", json=body, headers=self._headers()
-        )
-        with trio.fail_after(self.store.dial_timeout):
-            response = await self._http.send(request, stream=True)
+    async def _watch_at(self, url: str, body: dict[str, Any]) -> AsyncGenerator[WatchBatch, None]:
+        """One watch stream on ``url``, over h11 on a trio stream of its own: a watch
+        that ends early (cancelled, compacted) closes its socket then and there."""
+        parts = urllib.parse.urlsplit(url)
+        host, port = parts.hostname or "", parts.port or 2379
+        data = json.dumps(body).encode()
+        headers = [
+            ("Host", parts.netloc),
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(data))),
+            *self._headers().items(),
+        ]
+        conn = h11.Connection(h11.CLIENT)
         try:
-            if response.status_code != 200:
-                await response.aread()
-                raise StoreUnavailable(f"etcd at {url} refused the watch: {response.text}")
-            async for line in response.aiter_lines():
+            with trio.fail_after(self.store.dial_timeout):
+                stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+                if parts.scheme == "https":
+                    stream = trio.SSLStream(stream, self._ssl, server_hostname=host)
+                    await stream.do_handshake()
+            async with stream:
+                request = conn.send(h11.Request(method="POST", target="/v3/watch", headers=headers))
+                await stream.send_all(
+                    request + conn.send(h11.Data(data=data)) + conn.send(h11.EndOfMessage())
+                )
+                async with aclosing(_watch_batches(conn, stream, url)) as batches:
+                    async for batch in batches:
+                        yield batch
+        except (OSError, trio.BrokenResourceError, h11.ProtocolError) as e:
+            raise StoreUnavailable(f"etcd watch at {url} broke: {e or type(e).__name__}") from e
+
+
+async def _watch_batches(
+    conn: h11.Connection, stream: trio.abc.Stream, url: str
+) -> AsyncGenerator[WatchBatch, None]:
+    """The watch responses etcd streams back, one JSON object a line."""
+    status = 0
+    buffer = b""
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(bytes(await stream.receive_some(65536)))
+        elif isinstance(event, h11.Response):
+            status = event.status_code
+        elif isinstance(event, h11.Data):
+            buffer += event.data
+            if status != 200:
+                continue
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
                 if not line.strip():
                     continue
-                message = json.loads(line)
-                if "error" in message:
-                    raise StoreUnavailable(f"etcd at {url} ended the watch: {message['error']}")
-                result = message.get("result", {})
-                revision = int(result.get("header", {}).get("revision", 0))
-                if "compact_revision" in result:
-                    yield WatchBatch(revision, compacted=True)
+                batch = _watch_batch(json.loads(line), url)
+                yield batch
+                if batch.compacted:
                     return
-                events = tuple(
-                    Event(KeyValue.parse(e["kv"]), e.get("type") == "DELETE")
-                    for e in result.get("events", ())
-                )
-                yield WatchBatch(revision, events)
-        finally:
-            with trio.CancelScope(shield=True):
-                await response.aclose()
+        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+            if status != 200:
+                raise StoreUnavailable(f"etcd at {url} refused the watch: {buffer[:200]!r}")
+            return
+
+
+def _watch_batch(message: dict[str, Any], url: str) -> WatchBatch:
+    if "error" in message:
+        raise StoreUnavailable(f"etcd at {url} ended the watch: {message['error']}")
+    result = message.get("result", {})
+    revision = int(result.get("header", {}).get("revision", 0))
+    if "compact_revision" in result:
+        return WatchBatch(revision, compacted=True)
+    events = tuple(
+        Event(KeyValue.parse(e["kv"]), e.get("type") == "DELETE") for e in result.get("events", ())
+    )
+    return WatchBatch(revision, events)
 
 
 def _json(response: httpx.Response, url: str) -> Any:

@@ -37,6 +37,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from contextlib import aclosing
 from types import MappingProxyType
 from typing import Any, Final, Protocol
 
@@ -311,15 +312,18 @@ async def run_store_watch(
                 await _deliver_all(store, control, registry, found.kvs)
                 start = found.revision + 1
                 log.info("etcd %s read whole at revision %d", prefix, found.revision)
-            async for batch in client.watch(prefix + "/", start):
-                backoff = 0.05
-                if batch.compacted:
-                    log.warning("etcd compacted past revision %d: reading %s again", start, prefix)
-                    start = None
-                    break
-                await _deliver(store, control, registry, batch.events)
-                for event in batch.events:
-                    start = max(start, event.kv.mod_revision + 1)
+            async with aclosing(client.watch(prefix + "/", start)) as batches:
+                async for batch in batches:
+                    backoff = 0.05
+                    if batch.compacted:
+                        log.warning(
+                            "etcd compacted past revision %d: reading %s again", start, prefix
+                        )
+                        start = None
+                        break
+                    await _deliver(store, control, registry, batch.events)
+                    for event in batch.events:
+                        start = max(start, event.kv.mod_revision + 1)
         except StoreUnavailable as e:
             log.warning("etcd watch on %s: %s; again in %.2f s", prefix, e, backoff)
             await trio.sleep(backoff)

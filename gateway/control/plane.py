@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -73,7 +72,7 @@ from gateway.cluster.actor import (
 )
 from gateway.cluster.outcomes import Outcome
 from gateway.config import Address, Cluster, Config, Endpoint, Listener, ensure_valid, needs_rebind
-from gateway.control.store import EtcdStore, FileStore, Store, config_of_document
+from gateway.control.store import EtcdStore, Store, config_of_document
 from gateway.control.view import ListenerView, RuntimeView
 from gateway.dataplane import DataPlane, DataPlaneRef
 from gateway.errors import (
@@ -162,7 +161,7 @@ class ControlPlane:
         self,
         config: Config,
         dataplane: DataPlaneRef,
-        store: Store | Path | None,
+        store: Store,
         stats: StatsRegistry | None = None,
         workers: WorkerPool | None = None,
         *,
@@ -173,8 +172,8 @@ class ControlPlane:
         #: the stats of every listener and cluster, kept by name across changes
         self.stats = stats if stats is not None else StatsRegistry()
         self.dataplane = dataplane
-        #: where step 5 commits a change (a path: that state file)
-        self.store: Store = store if not isinstance(store, Path | None) else FileStore(store)
+        #: where step 5 commits a change: the state file, or etcd
+        self.store = store
         #: the worker processes serving the listeners; None: this process serves them
         self.workers = workers
         #: whether this process's cluster actors run outlier detection (not on a worker
@@ -336,7 +335,6 @@ class _ControlActor:
             if not isinstance(result, FleetConflict) or result.latest is None:
                 return result
             document, revision = result.latest
-            assert isinstance(document, bytes)
             adopted = await self.adopt(document, revision)
             if if_match is not None or not adopted:
                 return result

@@ -61,10 +61,10 @@ async def test_a_write_on_one_node_is_served_by_the_others(
         for node in (second, third):
             await wait_until(serves(node, "b"), within=10)
         assert [await version_of(n) for n in (first, second, third)] == [2, 2, 2]
-        nodes = await admin_json(second.admin, "/fleet")
-        assert sorted(n["address"] for n in nodes) == sorted(
-            str(n.admin) for n in (first, second, third)
-        )
+        # each node's key carries its admin address once its admin API serves
+        admins = sorted(str(n.admin) for n in (first, second, third))
+        # and the version it runs, within a round of its session
+        nodes = await wait_until(lambda: _fleet_listing(second, admins, 2), within=10)
         assert sum(n["leader"] for n in nodes) == 1
         assert [n["self"] for n in nodes].count(True) == 1
     # a node started again with the same file changes nothing in etcd
@@ -105,6 +105,18 @@ async def _race(first: GatewayProcess, second: GatewayProcess, version: int) -> 
         nursery.start_soon(write, first, "b")
         nursery.start_soon(write, second, "a")
     return statuses
+
+
+async def _fleet_listing(
+    node: GatewayProcess, admins: list[str], version: int
+) -> list[dict[str, Any]] | None:
+    """``GET /fleet`` on ``node`` once it lists exactly the nodes at ``admins``, each
+    at ``version``."""
+    listed: list[dict[str, Any]] = await admin_json(node.admin, "/fleet")
+    found = sorted(str(n["address"]) for n in listed)
+    if found != admins or any(n["version"] != version for n in listed):
+        return None
+    return listed
 
 
 async def _all_at(nodes: list, version: int) -> bool:  # type: ignore[type-arg]

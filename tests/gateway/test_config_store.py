@@ -59,9 +59,18 @@ config_store:
         ({"endpoints": []}, "config_store.endpoints: is required for type 'etcd'"),
         ({"endpoints": ["127.0.0.1:2379"]}, "config_store.endpoints[0]: must be http://"),
         ({"endpoints": ["http://a:1", "ftp://b:2"]}, "config_store.endpoints[1]: must be http://"),
-        ({"endpoints": ["http://127.0.0.1"]}, "config_store.endpoints[0]: 'http://127.0.0.1' names no port"),
-        ({"endpoints": ["http://127.0.0.1:99999"]}, "config_store.endpoints[0]: 'http://127.0.0.1:99999' is not a URL"),
-        ({"endpoints": ["http://127.0.0.1:2379/v3"]}, "config_store.endpoints[0]: 'http://127.0.0.1:2379/v3': a client URL has no path"),
+        (
+            {"endpoints": ["http://127.0.0.1"]},
+            "config_store.endpoints[0]: 'http://127.0.0.1' names no port",
+        ),
+        (
+            {"endpoints": ["http://127.0.0.1:99999"]},
+            "config_store.endpoints[0]: 'http://127.0.0.1:99999' is not a URL",
+        ),
+        (
+            {"endpoints": ["http://127.0.0.1:2379/v3"]},
+            "config_store.endpoints[0]: 'http://127.0.0.1:2379/v3': a client URL has no path",
+        ),
         ({"prefix": "triogate"}, "config_store.prefix: must be a key path"),
         ({"prefix": "/triogate/"}, "config_store.prefix: must be a key path"),
         ({"prefix": "/"}, "config_store.prefix: must be a key path"),
@@ -69,7 +78,10 @@ config_store:
         ({"dial_timeout": "soon"}, "config_store.dial_timeout"),
         ({"username_env": "U"}, "config_store.password_env: is required with the other"),
         ({"password_env": "P"}, "config_store.username_env: is required with the other"),
-        ({"tls": {"ca": "/nonexistent/ca.pem"}}, "config_store.endpoints[0]: must be https:// when tls is set"),
+        (
+            {"tls": {"ca": "/nonexistent/ca.pem"}},
+            "config_store.endpoints[0]: must be https:// when tls is set",
+        ),
         ({"type": "consul"}, "config_store.type"),
         ({"watch": True}, "config_store.watch"),
     ],
