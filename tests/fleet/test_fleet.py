@@ -93,6 +93,35 @@ async def test_concurrent_conflicting_writes_one_wins_the_other_gets_412(
                 assert await version_of(node) == version + 1
 
 
+async def test_writes_without_if_match_on_two_nodes_both_land(
+    etcd: EtcdServer, start_upstream: StartUpstream, tmp_path: Path
+) -> None:
+    a, b = await start_upstream("a"), await start_upstream("b")
+    config = tmp_path / "fleet.yaml"
+    config.write_text(fleet_config(etcd.url, "/triogate/merge", a, b))
+    async with AsyncExitStack() as stack:
+        first, second = await start_nodes(stack, config, 2, tmp_path)
+        answers: list[httpx.Response] = []
+
+        async def add_faults(node: GatewayProcess, prefix: str) -> None:
+            async with httpx.AsyncClient(timeout=20) as client:
+                for i in range(5):
+                    body = {"name": f"{prefix}{i}", "percent": 0, "abort": {"status": 503}}
+                    answers.append(await client.post(f"http://{node.admin}/faults", json=body))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(add_faults, first, "first-")
+            nursery.start_soon(add_faults, second, "second-")
+        # a write that found the other node first was tried again on its config: no
+        # write lost, none refused
+        assert [r.status_code for r in answers] == [201] * 10, [r.text for r in answers]
+        for node in (first, second):
+            await wait_until(lambda n=node: _at_least(n, 11), within=10)
+            faults = await admin_json(node.admin, "/faults")
+            assert len(faults) == 10
+        assert await version_of(first) == await version_of(second) == 11
+
+
 async def _race(first: GatewayProcess, second: GatewayProcess, version: int) -> dict[str, int]:
     """``first`` routes to b and ``second`` to a, both with ``If-Match: version``."""
     statuses: dict[str, int] = {}
