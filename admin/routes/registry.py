@@ -21,7 +21,9 @@ A registration whose TTL passes without a heartbeat is removed, and drains, like
 deregistration. In a fleet (``config_store.type: etcd``) the registrations are the
 fleet's: an etcd key bound to a lease of the TTL, written through any node and served
 by all; a heartbeat keeps the lease alive, and an expired lease removes the instance
-from every node at once (``gateway.control.fleet``). On a cluster of any other discovery type these paths keep their config
+from every node at once (``gateway.control.fleet``).
+
+On a cluster of any other discovery type these paths keep their config
 meaning (``clusters.py``): the routes here match only registry clusters
 (``RegistryRoute``), so a static cluster's ``POST .../endpoints`` still adds an
 endpoint to the config. They are left out of ``/openapi.json``, which can hold one
