@@ -101,14 +101,20 @@ def if_match(request: Request) -> int | None:
 
 
 def _keep_admin(change: Change) -> Change:
-    """The admin section (address, key, state file) is read at start only: refuse edits."""
+    """The admin and config_store sections (this node's own) are read at start only:
+    refuse edits."""
 
     def guarded(current: Config) -> Config:
         new = change(current)
-        if new.admin != current.admin:
-            raise ConfigError(
-                [ConfigIssue("admin", "is fixed while running; edit the config file and restart")]
-            )
+        for section in ("admin", "config_store"):
+            if getattr(new, section) != getattr(current, section):
+                raise ConfigError(
+                    [
+                        ConfigIssue(
+                            section, "is fixed while running; edit the config file and restart"
+                        )
+                    ]
+                )
         return new
 
     return guarded

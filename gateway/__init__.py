@@ -8,7 +8,8 @@ Everything a layer above (``admin``, ``triogate``) needs is named here or in
       app.py        run_gateway, Gateway: the supervision tree of one process
       dataplane.py  the snapshot the data side reads (the control/data boundary)
       runtime/      supervisor, the request/reply helper of actor handles
-      control/      the control plane actor, the runtime view it publishes, state file
+      control/      the control plane actor, the runtime view it publishes, the config
+                    store (state file, or etcd shared by a fleet), the rollout actor
       cluster/      cluster actors and the snapshot they publish
       listener/     listener actors, the per-listener context and timers
       proxy/        the data path: HTTP/1.1 and TCP
@@ -22,6 +23,7 @@ Everything a layer above (``admin``, ``triogate``) needs is named here or in
 from gateway.app import Gateway, Service, run_gateway
 from gateway.cluster.actor import ClusterHandle
 from gateway.cluster.view import health_view
+from gateway.control.fleet import Registrations
 from gateway.control.rollouts import ACTIONS as ROLLOUT_ACTIONS
 from gateway.control.rollouts import RolloutAction, RolloutsHandle
 from gateway.discovery import NotRegistered, Registration
@@ -55,6 +57,7 @@ __all__ = [
     "GatewayError",
     "NotRegistered",
     "Registration",
+    "Registrations",
     "RolloutAction",
     "RolloutConflict",
     "RolloutNotFound",

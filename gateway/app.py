@@ -32,9 +32,19 @@ from typing import Any
 import attrs
 import trio
 
+from gateway.cluster.actor import ClusterHandle
 from gateway.config import Address, Config
+from gateway.control.fleet import (
+    Fleet,
+    LocalRegistrations,
+    Registrations,
+    run_fleet_registry,
+    run_fleet_session,
+    run_store_watch,
+)
 from gateway.control.plane import ControlPlane, run_control_plane
 from gateway.control.rollouts import RolloutsHandle, run_rollouts
+from gateway.control.store import EtcdStore, FileStore, Store
 from gateway.dataplane import DataPlane, DataPlaneRef
 from gateway.observe.stats import StatsRegistry, run_stats_ticker
 from gateway.observe.stats.merge import absorb, dump, total
@@ -53,6 +63,8 @@ class Gateway:
     #: the rollout actor's handle; None in a worker process (its primary runs them)
     rollouts: RolloutsHandle | None = None
     admin_address: Address | None = None
+    #: this node in its fleet (an etcd config store); None: a single node
+    fleet: Fleet | None = None
 
     @property
     def stats(self) -> StatsRegistry:
@@ -101,6 +113,31 @@ class Gateway:
         self.stats.reset()
         return self.stats
 
+    def registrations_of(self, cluster: str) -> Registrations | None:
+        """The registrations of registry cluster ``cluster`` (the fleet's, in etcd, in a
+        fleet); None when there is no such cluster."""
+        handle: ClusterHandle | None = self.control.clusters.get(cluster)
+        if handle is None:
+            return None
+        if self.fleet is not None:
+            return self.fleet.registry.of(cluster)
+        return LocalRegistrations(handle)
+
+    async def fleet_nodes(self) -> list[dict[str, Any]]:
+        """The nodes alive in this gateway's fleet (this one alone without a fleet)."""
+        if self.fleet is not None:
+            return await self.fleet.nodes()
+        return [
+            {
+                "node": None,
+                "address": None if self.admin_address is None else str(self.admin_address),
+                "version": self.control.version,
+                "pid": os.getpid(),
+                "leader": True,
+                "self": True,
+            }
+        ]
+
     def listener_address(self, name: str) -> Address:
         handle = self.control.listeners[name]
         assert handle.bound is not None, f"listener {name!r} is not bound"
@@ -144,6 +181,29 @@ def _rollouts_child(handle: RolloutsHandle) -> ChildSpec:
     return ChildSpec(name="rollouts", start=start)
 
 
+def _fleet_children(fleet: Fleet) -> list[ChildSpec]:
+    """The registry mirror, the watch and the session of a node in a fleet."""
+
+    async def registry(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        await run_fleet_registry(fleet.registry, task_status=task_status)
+
+    async def watch(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        await run_store_watch(fleet.store, fleet.control, fleet.registry, task_status=task_status)
+
+    async def session(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        await run_fleet_session(fleet, task_status=task_status)
+
+    return [
+        ChildSpec(name="fleet-registry", start=registry),
+        ChildSpec(name="store-watch", start=watch),
+        ChildSpec(name="fleet-session", start=session),
+    ]
+
+
+def _leading(fleet: Fleet) -> Callable[[], bool]:
+    return lambda: fleet.leading
+
+
 #: a child the composing command adds to the root supervisor, made from the gateway
 Service = Callable[[Gateway], ChildSpec]
 
@@ -152,6 +212,7 @@ async def run_gateway(
     config: Config,
     *,
     state_path: Path | None = None,
+    store: Store | None = None,
     services: Sequence[Service] = (),
     workers: int = 1,
     verbosity: int = 0,
@@ -166,6 +227,9 @@ async def run_gateway(
     ``detect_outliers`` False: the cluster actors leave outlier detection to another
     process (a worker's, whose primary detects), keeping only the attempts' results.
     ``rollouts`` False: no rollout actor (a worker's: its primary moves the splits).
+    ``store`` is where changes are committed (an ``EtcdStore``: this node is in a
+    fleet, and runs the watch, the session and the registry mirror); None: the state
+    file at ``state_path`` (None: not persisted).
     """
     dataplane = DataPlaneRef(DataPlane(config=Config(), routes={}, clusters={}))
     stats = StatsRegistry()
@@ -173,13 +237,22 @@ async def run_gateway(
     if pool is not None:
         stats.local_gauges = False  # the workers' gauges, summed
     control = ControlPlane(
-        config, dataplane, state_path, stats, workers=pool, detect_outliers=detect_outliers
+        config,
+        dataplane,
+        FileStore(state_path) if store is None else store,
+        stats,
+        workers=pool,
+        detect_outliers=detect_outliers,
     )
     gateway = Gateway(control)
     children = [_control_child(control), _stats_child(gateway)]
+    if isinstance(store, EtcdStore):
+        gateway.fleet = Fleet(store, control, lambda: gateway.admin_address)
+        children += _fleet_children(gateway.fleet)
     if rollouts:
         refresh = None if pool is None else gateway.refresh_stats
-        gateway.rollouts = RolloutsHandle(control, stats, refresh)
+        leading = None if gateway.fleet is None else _leading(gateway.fleet)
+        gateway.rollouts = RolloutsHandle(control, stats, refresh, leading)
         children.append(_rollouts_child(gateway.rollouts))
     children += [service(gateway) for service in services]
     async with trio.open_nursery() as nursery:

@@ -21,11 +21,14 @@
     ├── SupervisorEscalation           a child crashed past its restart intensity
     ├── ActorStopped                   an actor ended before answering a request  -> 503
     ├── VersionMismatch                ``If-Match`` names a version no longer current -> 412
+    │   └── FleetConflict              another node committed first (etcd's revision moved) -> 412
     ├── ChangeFailed                   a valid change could not be applied; rolled back -> 503
     ├── RolloutNotFound                no rollout by that name                    -> 404
     ├── RolloutConflict                a rollout's name is taken, or its state refuses
     │                                  the command (pausing a finished one)       -> 409
-    └── StateFileError(OSError)        the state file cannot be read or written   -> 503
+    ├── StateFileError(OSError)        the state file cannot be read or written   -> 503
+    └── StoreUnavailable               etcd cannot be reached, or this node has not
+                                       caught up with it yet (a write is refused) -> 503
 
 ``status_hint`` is the HTTP status a local reply uses for the error, ``flag`` the
 access log's response flag (Envoy's). ``trio.BrokenResourceError`` is translated into
@@ -191,6 +194,16 @@ class VersionMismatch(GatewayError):
         self.current = current
 
 
+class FleetConflict(VersionMismatch):
+    """An etcd transaction found the config's revision moved: another node committed a
+    change since this node read it. ``latest`` is what etcd holds now (its plain data
+    and revision), which this node applies before anything else."""
+
+    def __init__(self, expected: int, current: int, latest: tuple[bytes, int] | None) -> None:
+        super().__init__(expected, current)
+        self.latest = latest
+
+
 class ChangeFailed(GatewayError):
     """A valid change failed while it was applied; the running gateway was rolled back."""
 
@@ -213,3 +226,15 @@ class StateFileError(GatewayError, OSError):
     """The state file (runtime changes) cannot be read or written."""
 
     status_hint = 503
+
+
+class StoreUnavailable(GatewayError):
+    """etcd cannot be reached (or answered with an error), or this node has not caught up
+    with it since it started from its local cache: the message names etcd and why.
+    ``code`` is etcd's gRPC status code when etcd answered with an error."""
+
+    status_hint = 503
+
+    def __init__(self, reason: str, code: int | None = None) -> None:
+        super().__init__(reason)
+        self.code = code

@@ -18,6 +18,7 @@ from admin import admin_service
 from gateway import Gateway, run_gateway
 from gateway.config import Address, Config, config_from_text, load_config
 from gateway.control.state import check_state_path, default_state_path, load_state
+from gateway.control.store import Store, open_etcd_store
 from gateway.errors import ConfigError, StateFileError, root_cause
 from gateway.runtime.workers import resolve_workers
 from triogate.ctl import ctl
@@ -61,6 +62,7 @@ async def _serve(
     on_ready: str = "",
     workers: int = 1,
     verbosity: int = 0,
+    store: Store | None = None,
 ) -> None:
     api_key = _api_key(config)
     if not config.admin.address.is_loopback and api_key is None:
@@ -74,6 +76,7 @@ async def _serve(
                 lambda task_status: run_gateway(
                     config,
                     state_path=state_path,
+                    store=store,
                     services=[admin_service(api_key)],
                     workers=workers,
                     verbosity=verbosity,
@@ -171,6 +174,7 @@ def run(
     except ConfigError as e:
         _fail_config(e, str(config_file))
     state_path: Path | None = None
+    fleet = config.config_store.type == "etcd"
     if not no_state:
         state_path = state_file or (
             Path(config.admin.state_file)
@@ -179,7 +183,9 @@ def run(
         )
         try:
             check_state_path(state_path)
-            saved = load_state(state_path)
+            # in a fleet the state file is the cache of etcd's config, read only when
+            # etcd cannot be reached
+            saved = None if fleet else load_state(state_path)
         except ConfigError as e:
             _fail_config(e, str(state_path))
         except StateFileError as e:
@@ -188,10 +194,27 @@ def run(
         if saved is not None:
             click.echo(f"loaded runtime state version {saved.version} from {state_path}")
             config = saved
-        else:
+        elif not fleet:
             click.echo(f"loaded {config_file} (no runtime state at {state_path})")
     verbosity = ctx.find_root().params.get("verbose", 0)
-    _run_trio(partial(_serve, workers=count, verbosity=verbosity), config, state_path)
+    serve = partial(_serve, workers=count, verbosity=verbosity)
+    if fleet:
+        _run_trio(_serve_fleet, serve, config, state_path, str(config_file))
+    else:
+        _run_trio(serve, config, state_path)
+
+
+async def _serve_fleet(
+    serve: Callable[..., Awaitable[None]], config: Config, cache: Path | None, source: str
+) -> None:
+    """Serve the fleet's config from etcd (seeded from ``config`` if it has none)."""
+    opened = await open_etcd_store(config, cache, source)
+    click.echo(opened.message)
+    try:
+        await serve(opened.config, cache, store=opened.store)
+    finally:
+        with trio.CancelScope(shield=True):
+            await opened.store.client.aclose()
 
 
 def _run_trio(fn: Callable[..., Awaitable[None]], *args: object) -> None:

@@ -12,6 +12,7 @@ from admin.routes import (
     config,
     endpoint_health,
     faults,
+    fleet,
     health,
     listeners,
     registry,
@@ -28,6 +29,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     registry.status_router,
     endpoint_health.router,
     faults.router,
+    fleet.router,
     rollouts.router,
     toxics.router,
 )

@@ -26,8 +26,8 @@ async def get_config(request: Request) -> Response:
     openapi_extra=body_schema(
         Config,
         description="A whole config. Its version, if given, must be the current one "
-        "(like If-Match); the new config gets the next version. The admin section cannot "
-        "change while running: leave it out, or send it unchanged.",
+        "(like If-Match); the new config gets the next version. The admin and config_store "
+        "sections cannot change while running: leave them out, or send them unchanged.",
     ),
     responses={200: _CONFIG, **responses(*WRITE)},
 )
@@ -38,9 +38,11 @@ async def replace_config(request: Request) -> Response:
         new = structure(Config, body)
         if "version" in body and new.version != current.version:
             raise VersionMismatch(new.version, current.version)
-        # the admin section is fixed while running: leaving it out keeps it
+        # the admin and config_store sections are fixed while running: leaving one out
+        # keeps it
         admin = new.admin if "admin" in body else current.admin
-        return attrs.evolve(new, version=current.version, admin=admin)
+        store = new.config_store if "config_store" in body else current.config_store
+        return attrs.evolve(new, version=current.version, admin=admin, config_store=store)
 
     config = await apply(request, change)
     return answer(unstructure(config), config)

@@ -18,7 +18,12 @@ config version, no ``ETag``/``If-Match``):
 - ``GET .../endpoints[/{address}]`` shows registrations with ``ttl`` and ``expires_in``.
 
 A registration whose TTL passes without a heartbeat is removed, and drains, like a
-deregistration. On a cluster of any other discovery type these paths keep their config
+deregistration. In a fleet (``config_store.type: etcd``) the registrations are the
+fleet's: an etcd key bound to a lease of the TTL, written through any node and served
+by all; a heartbeat keeps the lease alive, and an expired lease removes the instance
+from every node at once (``gateway.control.fleet``).
+
+On a cluster of any other discovery type these paths keep their config
 meaning (``clusters.py``): the routes here match only registry clusters
 (``RegistryRoute``), so a static cluster's ``POST .../endpoints`` still adds an
 endpoint to the config. They are left out of ``/openapi.json``, which can hold one
@@ -43,7 +48,14 @@ from starlette.types import Scope
 from admin.edits import ItemNotFound, endpoint_key
 from admin.errors import GUARDED, WRITE, RequestRefused, responses
 from admin.http import gateway_of, json_content, read_json
-from gateway import ClusterHandle, ConfigError, ConfigIssue, NotRegistered, Registration
+from gateway import (
+    ClusterHandle,
+    ConfigError,
+    ConfigIssue,
+    NotRegistered,
+    Registration,
+    Registrations,
+)
 from gateway.config import Endpoint, structure, unstructure
 
 
@@ -126,6 +138,14 @@ def _handle(request: Request, cluster: str) -> ClusterHandle:
     return handle
 
 
+def _registry(request: Request, cluster: str) -> Registrations:
+    """The cluster's registrations: its actor's, or in a fleet the ones etcd holds."""
+    registrations = gateway_of(request).registrations_of(cluster)
+    if registrations is None:
+        raise ItemNotFound(f"no cluster {cluster!r}")
+    return registrations
+
+
 def _key(endpoint: str) -> str:
     try:
         return endpoint_key(endpoint)
@@ -182,14 +202,14 @@ _ONE = json_content(RegistrationOut.model_json_schema(), "The registration")
 
 @router.get(ENDPOINTS, include_in_schema=False)
 async def list_registrations(request: Request, cluster: str) -> Response:
-    registrations = _handle(request, cluster).registrations
+    registrations = await _registry(request, cluster).registrations()
     return JSONResponse([_show(r) for r in registrations])
 
 
 @router.get(ENDPOINT, include_in_schema=False)
 async def get_registration(request: Request, cluster: str, endpoint: str) -> Response:
     key = _key(endpoint)
-    for registration in _handle(request, cluster).registrations:
+    for registration in await _registry(request, cluster).registrations():
         if registration.key == key:
             return JSONResponse(_show(registration))
     raise NotRegistered(f"no instance registered at {key}")
@@ -198,7 +218,7 @@ async def get_registration(request: Request, cluster: str, endpoint: str) -> Res
 @router.post(ENDPOINTS, include_in_schema=False)
 async def register(request: Request, cluster: str) -> Response:
     endpoint, ttl = await _registration_body(request)
-    answer = await _handle(request, cluster).register(endpoint, ttl)
+    answer = await _registry(request, cluster).register(endpoint, ttl)
     key = answer.registration.key
     return JSONResponse(
         _show(answer.registration),
@@ -210,7 +230,7 @@ async def register(request: Request, cluster: str) -> Response:
 @router.put(ENDPOINT, include_in_schema=False)
 async def register_at(request: Request, cluster: str, endpoint: str) -> Response:
     address, ttl = await _registration_body(request, _key(endpoint))
-    answer = await _handle(request, cluster).register(address, ttl)
+    answer = await _registry(request, cluster).register(address, ttl)
     return JSONResponse(_show(answer.registration), status_code=201 if answer.created else 200)
 
 
@@ -225,7 +245,7 @@ async def patch_registration(request: Request, cluster: str, endpoint: str) -> R
 
 @router.delete(ENDPOINT, include_in_schema=False)
 async def deregister(request: Request, cluster: str, endpoint: str) -> Response:
-    await _handle(request, cluster).deregister(_key(endpoint))
+    await _registry(request, cluster).deregister(_key(endpoint))
     return Response(status_code=204)
 
 
@@ -247,7 +267,7 @@ async def heartbeat(request: Request, cluster: str, endpoint: str) -> Response:
     ttl = _ttl(body)
     if body:
         raise ConfigError([ConfigIssue(str(k), "unknown field") for k in body])
-    registration = await _handle(request, cluster).renew(_key(endpoint), ttl)
+    registration = await _registry(request, cluster).renew(_key(endpoint), ttl)
     return JSONResponse(_show(registration))
 
 
@@ -266,5 +286,5 @@ async def discovery_status(request: Request, cluster: str) -> dict[str, Any]:
         "type": snapshot.config.discovery.type,
         "stats": {**unstructure(stats), "since_success": since},
         "endpoints": [unstructure(ep) for ep in snapshot.members],
-        "registrations": [_show(r) for r in handle.registrations],
+        "registrations": [_show(r) for r in await _registry(request, cluster).registrations()],
     }

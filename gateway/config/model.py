@@ -47,6 +47,7 @@ TlsVersion = Literal["1.2", "1.3"]
 ForwardClientCert = Literal["sanitize", "forward_only", "append_forward", "sanitize_set"]
 UpstreamProtocol = Literal["http1", "http2"]
 DiscoveryType = Literal["static", "dns", "file", "registry"]
+StoreType = Literal["file", "etcd"]
 IpFamily = Literal["all", "v4", "v6"]
 RolloutStateName = Literal["running", "paused", "succeeded", "rolled_back", "aborted"]
 #: the states in which a rollout moves its route's split (and its route is watched)
@@ -135,6 +136,38 @@ class AdminConfig:
     toxiproxy: ToxiproxyApi | None = None
     #: where runtime changes are persisted; default: ``<config file>.state.json``
     state_file: str | None = None
+
+
+@attrs.frozen
+class StoreTls:
+    """TLS to etcd: the CA that signed its certificate, and a client certificate."""
+
+    #: PEM file of the CA that signed etcd's certificate
+    ca: str | None = None
+    #: PEM client certificate and its key, when etcd asks for one (--client-cert-auth)
+    cert: str | None = None
+    key: str | None = None
+
+
+@attrs.frozen
+class StoreConfig:
+    """Where the config lives: this node's state file, or etcd shared by a fleet.
+
+    Like ``admin``, it is this node's own: never stored in etcd, fixed while running.
+    """
+
+    #: ``file``: the state file, one node; ``etcd``: every key under ``prefix``
+    type: StoreType = "file"
+    #: etcd's client URLs (``http://host:port`` or ``https://``); tried in order
+    endpoints: tuple[str, ...] = ()
+    #: every key of this fleet lives under it
+    prefix: str = "/triogate"
+    #: seconds to connect (and for one request) before etcd counts as unreachable
+    dial_timeout: float = 2.0
+    tls: StoreTls | None = None
+    #: names of environment variables holding etcd's user name and password
+    username_env: str | None = None
+    password_env: str | None = None
 
 
 @attrs.frozen
@@ -625,6 +658,8 @@ class Config:
     max_active_faults: int = 1000
     #: staged rollouts, with where each is (``status``)
     rollouts: tuple[Rollout, ...] = ()
+    #: where the config is kept (this node's own, like ``admin``)
+    config_store: StoreConfig = StoreConfig()
     version: int = 1
 
     def cluster(self, name: str) -> Cluster | None:

@@ -11,6 +11,7 @@ import ipaddress
 import math
 import re
 import ssl
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -31,6 +32,7 @@ from gateway.config.model import (
     Rollout,
     Route,
     RouteMatch,
+    StoreConfig,
     UpstreamTls,
     WeightedCluster,
 )
@@ -660,6 +662,63 @@ def _check_rollout(
         )
 
 
+def _check_store_endpoint(url: str, path: str, issues: list[ConfigIssue]) -> None:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        issues.append(ConfigIssue(path, f"{url!r} is not a URL: {e}"))
+        return
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        issues.append(
+            ConfigIssue(path, f"must be http://host:port or https://host:port, not {url!r}")
+        )
+    elif port is None:
+        issues.append(ConfigIssue(path, f"{url!r} names no port (etcd's client port is 2379)"))
+    elif parts.path not in ("", "/") or parts.query or parts.fragment:
+        issues.append(ConfigIssue(path, f"{url!r}: a client URL has no path"))
+
+
+def _check_config_store(store: StoreConfig, issues: list[ConfigIssue]) -> None:
+    """``config_store``: a file store takes no etcd settings; an etcd store needs them right."""
+    path = "config_store"
+    if store.type == "file":
+        default = StoreConfig()
+        for field in attrs.fields(StoreConfig):
+            if field.name != "type" and getattr(store, field.name) != getattr(default, field.name):
+                issues.append(ConfigIssue(f"{path}.{field.name}", "does not apply to type 'file'"))
+        return
+    if not store.endpoints:
+        issues.append(ConfigIssue(f"{path}.endpoints", "is required for type 'etcd'"))
+    for i, url in enumerate(store.endpoints):
+        _check_store_endpoint(url, f"{path}.endpoints[{i}]", issues)
+    prefix = store.prefix
+    if not prefix.startswith("/") or prefix == "/" or prefix.endswith("/") or "//" in prefix:
+        issues.append(
+            ConfigIssue(f"{path}.prefix", f"must be a key path like /triogate/prod, not {prefix!r}")
+        )
+    if not math.isfinite(store.dial_timeout) or store.dial_timeout <= 0:
+        issues.append(ConfigIssue(f"{path}.dial_timeout", "must be a positive number of seconds"))
+    if (store.username_env is None) != (store.password_env is None):
+        missing = "password_env" if store.password_env is None else "username_env"
+        issues.append(ConfigIssue(f"{path}.{missing}", "is required with the other of the pair"))
+    tls = store.tls
+    if tls is None:
+        return
+    for i, url in enumerate(store.endpoints):
+        if url.startswith("http://"):
+            issues.append(ConfigIssue(f"{path}.endpoints[{i}]", "must be https:// when tls is set"))
+    if (tls.cert is None) != (tls.key is None):
+        missing = "key" if tls.key is None else "cert"
+        issues.append(
+            ConfigIssue(f"{path}.tls.{missing}", "is required with the other of the pair")
+        )
+    if tls.ca is not None:
+        _check_pem(tls.ca, f"{path}.tls.ca", issues, ca=True)
+    if tls.cert is not None and tls.key is not None:
+        _check_key_pair(tls.cert, tls.key, f"{path}.tls", issues)
+
+
 def check(config: Config) -> list[ConfigIssue]:
     """Every problem in ``config``, by path."""
     issues: list[ConfigIssue] = []
@@ -686,6 +745,7 @@ def check(config: Config) -> list[ConfigIssue]:
     watched: dict[tuple[str, str], str] = {}
     for i, rollout in enumerate(config.rollouts):
         _check_rollout(rollout, f"rollouts[{i}]", config, watched, issues)
+    _check_config_store(config.config_store, issues)
     if config.version < 1:
         issues.append(ConfigIssue("version", "must be >= 1"))
     return issues

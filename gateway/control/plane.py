@@ -16,7 +16,9 @@ can each be undone, in an order that never lets a request see a half-applied cha
    assignment: new requests see the new version, requests in flight keep theirs;
 4. listeners take their new config live (``Reconfigure``), move to their new sockets
    (``Rebind``: the old sockets come back still open), or start;
-5. the new config is persisted (write, fsync, rename), when a state file is set.
+5. the new config is committed to the store (``gateway.control.store``): the state
+   file (write, fsync, rename), when one is set; or, in a fleet, an etcd transaction
+   that fails if another node committed first (``FleetConflict``, 412).
 
 If any step fails (a bind, a child that crashes on its command, the persist), the steps
 done so far are undone newest first and the caller gets why; the running gateway is
@@ -27,6 +29,15 @@ only then.
 
 Writes are serialized by the actor's inbox, so ``If-Match`` (the version the writer
 read) detects a lost update.
+
+In a fleet (an ``EtcdStore``) the changes other nodes commit arrive as
+``StoreChanged`` (from the watch, ``gateway.control.fleet``) and are applied by the
+same steps, without step 5: the store's revision moves only once one is in force. A
+write whose transaction finds another node was first applies what etcd holds (the
+conflict carries it) and, without ``If-Match``, is tried again on it; with one it is
+refused (412). A config from etcd that this node cannot run (a listener's port taken
+here) is logged and not adopted: the node keeps its config and its writes are refused
+(the revision it compares is behind) until a later config applies.
 
 With worker processes (``ControlPlane(workers=WorkerPool(n))``) the listeners are
 served by the workers, not here: step 1 binds each new or moved listener's address
@@ -46,7 +57,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -62,7 +72,7 @@ from gateway.cluster.actor import (
 )
 from gateway.cluster.outcomes import Outcome
 from gateway.config import Address, Cluster, Config, Endpoint, Listener, ensure_valid, needs_rebind
-from gateway.control.state import save_state
+from gateway.control.store import EtcdStore, Store, config_of_document
 from gateway.control.view import ListenerView, RuntimeView
 from gateway.dataplane import DataPlane, DataPlaneRef
 from gateway.errors import (
@@ -70,6 +80,7 @@ from gateway.errors import (
     ChangeFailed,
     ConfigError,
     ConfigIssue,
+    FleetConflict,
     GatewayError,
     ListenerBindError,
     VersionMismatch,
@@ -89,7 +100,14 @@ from gateway.runtime.actor import ask, command
 from gateway.runtime.supervisor import ChildSpec, SupervisorHandle, run_supervisor
 from gateway.runtime.workers import RemoteListener, WorkerPool, run_worker_pool, worker_config
 
-__all__ = ["ApplyChange", "Change", "ControlPlane", "Drain", "run_control_plane"]
+__all__ = [
+    "ApplyChange",
+    "Change",
+    "ControlPlane",
+    "Drain",
+    "StoreChanged",
+    "run_control_plane",
+]
 
 log = logging.getLogger("triogate.control")
 
@@ -117,7 +135,19 @@ class Drain:
     reply: trio.MemorySendChannel[Exception | None]
 
 
-ControlMsg = ApplyChange | Drain | MembersPublished | VerdictsPublished
+@attrs.frozen
+class StoreChanged:
+    """Event: etcd holds ``document`` at ``revision`` (another node's commit, or the
+    config read again after an outage)."""
+
+    document: bytes
+    revision: int
+
+
+ControlMsg = ApplyChange | Drain | MembersPublished | VerdictsPublished | StoreChanged
+
+#: tries of a write without ``If-Match`` that keeps finding another node was first
+FLEET_TRIES = 5
 
 
 class ControlPlane:
@@ -131,7 +161,7 @@ class ControlPlane:
         self,
         config: Config,
         dataplane: DataPlaneRef,
-        state_path: Path | None,
+        store: Store,
         stats: StatsRegistry | None = None,
         workers: WorkerPool | None = None,
         *,
@@ -142,7 +172,8 @@ class ControlPlane:
         #: the stats of every listener and cluster, kept by name across changes
         self.stats = stats if stats is not None else StatsRegistry()
         self.dataplane = dataplane
-        self.state_path = state_path
+        #: where step 5 commits a change: the state file, or etcd
+        self.store = store
         #: the worker processes serving the listeners; None: this process serves them
         self.workers = workers
         #: whether this process's cluster actors run outlier detection (not on a worker
@@ -248,6 +279,8 @@ async def run_control_plane(
                         await actor.sync_members()
                     case VerdictsPublished(cluster=name):
                         await actor.sync_health(name)
+                    case StoreChanged(document=document, revision=revision):
+                        await actor.adopt(document, revision)
         finally:
             # the addresses held for the workers are this incarnation's to let go
             for sockets in actor.held.values():
@@ -297,6 +330,36 @@ class _ControlActor:
         self._publish(ready=True)
 
     async def apply(self, change: Change, if_match: int | None) -> Config | Exception:
+        for _ in range(FLEET_TRIES):
+            result = await self._apply_once(change, if_match)
+            if not isinstance(result, FleetConflict) or result.latest is None:
+                return result
+            document, revision = result.latest
+            adopted = await self.adopt(document, revision)
+            if if_match is not None or not adopted:
+                return result
+        return result
+
+    async def adopt(self, document: bytes, revision: int) -> bool:
+        """Run etcd's config at ``revision`` if it is newer than this node's; whether
+        the node now runs it."""
+        store = self.control.store
+        assert isinstance(store, EtcdStore)
+        if store.revision is not None and revision <= store.revision:
+            return True
+        try:
+            new = config_of_document(document, self.config)
+            if new != self.config:
+                await self._transition(new, persist=False)
+        except GatewayError as e:
+            log.error("etcd revision %d (a config from the fleet) not applied: %s", revision, e)
+            return False
+        await store.adopt(new, revision)
+        self._publish(ready=True)
+        log.info("config version %d (etcd revision %d) applied", new.version, revision)
+        return True
+
+    async def _apply_once(self, change: Change, if_match: int | None) -> Config | Exception:
         current = self.config
         if if_match is not None and if_match != current.version:
             return VersionMismatch(if_match, current.version)
@@ -362,8 +425,8 @@ class _ControlActor:
             await self._move_listeners(old, new, bound, undo, commit)
         else:  # the workers swap their own data planes
             await self._install_on_workers(self.pool, new, bound, undo, commit)
-        if persist and self.control.state_path is not None:
-            await trio.to_thread.run_sync(save_state, self.control.state_path, new)
+        if persist:
+            await self.control.store.commit(new)
         for name in _names(old.clusters) - _names(new.clusters):
             commit.append(self._removal_of_cluster(name))
         for name in _names(old.listeners) - _names(new.listeners):

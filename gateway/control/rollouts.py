@@ -135,12 +135,17 @@ class RolloutsHandle:
         control: ControlPlane,
         stats: StatsRegistry,
         refresh: Callable[[], Awaitable[object]] | None = None,
+        leading: Callable[[], bool] | None = None,
     ) -> None:
         #: the running config, and ``apply`` for the actor's writes
         self.control = control
         self.stats = stats
         #: brings ``stats`` up to date first (a primary: the workers' figures summed)
         self.refresh = refresh
+        #: in a fleet: whether this node drives the rollouts (None: it always does).
+        #: A follower keeps the schedules and takes commands, but judges nothing and
+        #: writes no weights of its own: the leader's arrive with the config.
+        self.leading = leading
         #: per active rollout, its current step's figures; replaced whole, never edited
         self.steps: MappingProxyType[str, StepView] = MappingProxyType({})
         self.inbox, self._inbox_rx = trio.open_memory_channel[RolloutMsg](16)
@@ -242,8 +247,14 @@ class _RolloutsActor:
                 wake = min(wake, run.next_judgement)
         return wake
 
+    @property
+    def leads(self) -> bool:
+        return self.handle.leading is None or self.handle.leading()
+
     async def tick(self) -> None:
         await self.reconcile()
+        if not self.leads:
+            return
         now = trio.current_time()
         due = [
             run
@@ -342,6 +353,8 @@ class _RolloutsActor:
                 spec.plan(), RolloutState(status.state), status.step, now
             )
             run = self._run(spec, schedule, now)
+            if not self.leads:
+                continue
             if status.weight != schedule.weight or route_weights(config, spec) != _split_of(
                 spec, schedule.weight
             ):

@@ -216,7 +216,8 @@ async def test_curl_and_openssl_s_client(
             capture_stderr=True,
             check=False,
         )
-        # (decoded loosely: with h2 chosen the gateway may send its SETTINGS, raw bytes)
+        # after ALPN h2 the server's SETTINGS frame may reach s_client before its stdin's
+        # end does, and it prints those bytes raw
         out = (s_client.stdout + s_client.stderr).decode(errors="replace")
         assert "Verify return code: 0 (ok)" in out
         assert "ALPN protocol: h2" in out
