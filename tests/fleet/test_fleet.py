@@ -22,6 +22,7 @@ from tests.conftest import (
     admin_json,
     gateway_process,
     wait_until,
+    worker_rows,
 )
 from tests.fleet.conftest import EtcdServer, freeze, thaw
 from tests.fleet.fleet_support import (
@@ -318,3 +319,36 @@ async def test_a_registration_through_one_node_expires_on_every_node(
 async def _members(node: GatewayProcess, addresses: list[str]) -> bool:
     view = await admin_json(node.admin, "/clusters/pool/discovery")
     return sorted(e["address"] for e in view["endpoints"]) == addresses
+
+
+async def test_a_node_with_two_workers_takes_part(
+    etcd: EtcdServer, start_upstream: StartUpstream, tmp_path: Path
+) -> None:
+    """The store watch and commits live in the primary's control plane: its worker
+    processes serve what the fleet writes, and a write through it reaches the others."""
+    a, b = await start_upstream("a"), await start_upstream("b")
+    config = tmp_path / "fleet.yaml"
+    config.write_text(fleet_config(etcd.url, "/triogate/workers", a, b))
+    async with AsyncExitStack() as stack:
+        plain = await stack.enter_async_context(
+            gateway_process(config, state_file=tmp_path / "plain.json")
+        )
+        pooled = await stack.enter_async_context(
+            gateway_process(config, state_file=tmp_path / "pooled.json", workers=2)
+        )
+        assert await served_by(pooled) == "a"
+
+        async def every_connection_to(upstream: str) -> bool:
+            # a new connection each: SO_REUSEPORT spreads them over both workers
+            return [await served_by(pooled) for _ in range(12)] == [upstream] * 12
+
+        r = await route_to(plain, "b")
+        assert r.status_code == 200, r.text
+        await wait_until(lambda: every_connection_to("b"), within=10)
+        rows = await worker_rows(pooled.admin)
+        assert [row["version"] for row in rows] == [2, 2]
+        assert all(row["downstream_rq_total"] > 0 for row in rows), rows
+        r = await route_to(pooled, "a")
+        assert r.status_code == 200, r.text
+        await wait_until(serves(plain, "a"), within=10)
+        await wait_until(lambda: every_connection_to("a"), within=10)
