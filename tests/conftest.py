@@ -11,7 +11,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import h11
@@ -541,3 +541,15 @@ async def start_upstream_process() -> AsyncIterator[StartUpstreamProcess]:
     yield start
     for upstream in started:
         await upstream.aclose()
+
+
+if TYPE_CHECKING:
+    from tests.gateway.tls_support import Pki
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    """A trustme CA whose files go under the test's ``tmp_path``."""
+    from tests.gateway.tls_support import Pki  # (it imports this module)
+
+    return Pki(tmp_path)

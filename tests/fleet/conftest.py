@@ -16,6 +16,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,7 +29,7 @@ import trio
 from tests.conftest import wait_until
 
 ETCD = shutil.which("etcd")
-_SERVING = re.compile(rb"serving insecure client requests on 127\.0\.0\.1:(\d+)")
+_SERVING = re.compile(rb"serving (?:insecure )?client requests on 127\.0\.0\.1:(\d+)")
 
 
 def _free_port() -> int:
@@ -45,10 +46,24 @@ class EtcdServer:
     data_dir: Path
     port: int = 0
     process: trio.Process | None = None
+    #: (CA, certificate, key) files: HTTPS only, and a client certificate from the CA
+    #: required (``--client-cert-auth``); None: plain HTTP
+    tls: tuple[str, str, str] | None = None
+    #: the client certificate and key its own readiness checks present
+    client_cert: tuple[str, str] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def _verify(self) -> ssl.SSLContext | bool:
+        if self.tls is None:
+            return True
+        context = ssl.create_default_context(cafile=self.tls[0])
+        if self.client_cert is not None:
+            context.load_cert_chain(*self.client_cert)
+        return context
 
     async def start(self) -> None:
         """Start it; return once it answers a read."""
@@ -59,13 +74,17 @@ class EtcdServer:
             ETCD,
             "--name=test",
             f"--data-dir={self.data_dir}",
-            f"--listen-client-urls=http://127.0.0.1:{self.port}",
-            f"--advertise-client-urls=http://127.0.0.1:{self.port}",
+            f"--listen-client-urls={self.url}",
+            f"--advertise-client-urls={self.url}",
             "--listen-peer-urls=http://127.0.0.1:0",
             "--initial-advertise-peer-urls=http://127.0.0.1:2380",
             "--initial-cluster=test=http://127.0.0.1:2380",
             "--log-outputs=stderr",
         ]
+        if self.tls is not None:
+            ca, cert, key = self.tls
+            argv += [f"--trusted-ca-file={ca}", f"--cert-file={cert}", f"--key-file={key}"]
+            argv.append("--client-cert-auth")
         self.process = process = await trio.lowlevel.open_process(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
@@ -83,7 +102,7 @@ class EtcdServer:
 
     async def answers(self) -> bool:
         try:
-            async with httpx.AsyncClient(timeout=2) as client:
+            async with httpx.AsyncClient(timeout=2, verify=self._verify()) as client:
                 r = await client.post(f"{self.url}/v3/kv/range", json={"key": "eA=="})
         except httpx.HTTPError:
             return False
@@ -98,7 +117,7 @@ class EtcdServer:
                 await process.wait()
 
     async def call(self, path: str, body: object) -> dict[str, object]:
-        async with httpx.AsyncClient(timeout=10) as client:
+        async with httpx.AsyncClient(timeout=10, verify=self._verify()) as client:
             r = await client.post(f"{self.url}{path}", json=body)
         assert r.status_code == 200, r.text
         answer: dict[str, object] = r.json()
@@ -113,13 +132,18 @@ async def _drain(stream: trio.abc.ReceiveStream) -> None:
         pass
 
 
-@pytest.fixture
-async def etcd(tmp_path: Path) -> AsyncIterator[EtcdServer]:
-    """A running etcd, killed after the test."""
+def need_etcd() -> None:
+    """Skip (fail under CI) when Debian's etcd is not installed."""
     if ETCD is None:
         if os.environ.get("CI"):
             pytest.fail("etcd is not installed: .ci/run installs Debian's etcd-server")
         pytest.skip("etcd is not installed (apt-get install etcd-server)")
+
+
+@pytest.fixture
+async def etcd(tmp_path: Path) -> AsyncIterator[EtcdServer]:
+    """A running etcd, killed after the test."""
+    need_etcd()
     server = EtcdServer(tmp_path / "etcd")
     await server.start()
     try:

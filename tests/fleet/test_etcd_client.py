@@ -4,15 +4,18 @@ that reports compaction, endpoints tried in turn, and user/password authenticati
 from __future__ import annotations
 
 from contextlib import aclosing
+from pathlib import Path
 
 import pytest
 import trio
 
 from gateway.config import StoreConfig
+from gateway.config.model import StoreTls
 from gateway.control.etcd import Compare, EtcdClient, prefix_end, put_op, range_op
 from gateway.errors import ConfigError, StoreUnavailable
 from tests.conftest import ClosedAddress
-from tests.fleet.conftest import EtcdServer
+from tests.fleet.conftest import EtcdServer, need_etcd
+from tests.gateway.tls_support import Pki
 
 
 def client_of(*endpoints: str, **settings: object) -> EtcdClient:
@@ -133,3 +136,38 @@ async def test_user_and_password_from_the_environment(
                         break
     finally:
         await client.aclose()
+
+
+async def test_tls_with_a_client_certificate(tmp_path: Path, pki: Pki) -> None:
+    """``config_store.tls``: etcd's certificate verified against ``ca``, and the client
+    certificate etcd requires (``--client-cert-auth``), for calls and the watch alike."""
+    need_etcd()
+    client_cert = pki.issue("client", "client.test")
+    server = EtcdServer(
+        tmp_path / "etcd",
+        tls=(pki.ca_file, *pki.issue("etcd", "127.0.0.1")),
+        client_cert=client_cert,
+    )
+    await server.start()
+    try:
+        without = client_of(server.url, tls=StoreTls(ca=pki.ca_file))
+        try:
+            with pytest.raises(StoreUnavailable, match="etcd unreachable"):
+                await without.range("/t/x")
+        finally:
+            await without.aclose()
+        tls = StoreTls(ca=pki.ca_file, cert=client_cert[0], key=client_cert[1])
+        client = client_of(server.url, tls=tls)
+        try:
+            await client.put("/t/x", b"over tls")
+            assert [kv.value for kv in (await client.range("/t/x")).kvs] == [b"over tls"]
+            with trio.fail_after(10):
+                async with aclosing(client.watch("/t/", 1)) as batches:
+                    async for batch in batches:
+                        if batch.events:
+                            assert batch.events[0].kv.value == b"over tls"
+                            break
+        finally:
+            await client.aclose()
+    finally:
+        await server.stop()
