@@ -1,0 +1,434 @@
+"""The HTTP filter chain of a listener: built when a config is published, run per request.
+
+Theory of operation. ``HttpFilterChain.build`` (the control plane, once per published
+config, never per request) turns a listener's ``http_filters`` into an ordered tuple of
+``HttpFilterFactory``, each knowing which hooks its filters have, and adds the built-in
+``faults`` filter (``gateway.faults``) last, right ahead of the router, when the
+config's ``faults`` can take the listener's requests. A listener with neither has no
+chain: the data path then pays one truth test (``DataPlane.chains`` is empty, or has no
+entry for the listener).
+
+Per request, ``HttpFilterChain.begin`` makes a ``RequestFilters`` holding an instance
+of each filter that has a hook and that the request's route does not disable; a
+request that no filter takes gets none (and no coroutine). The order, in the core
+(``gateway.proxy.http``):
+
+1. The route is matched from the request as it came (so that its
+   ``disabled_filters`` are known), as Envoy's route cache is.
+2. The request-headers hooks run in order, over a ``HeaderMap`` whose first fields are
+   the pseudo-headers ``:method``, ``:path``, ``:authority`` and ``:scheme`` (as Envoy
+   and proxy-wasm show them); what a hook wrote there is put back in the request. A
+   hook may answer with a ``LocalReply``: the filters after it, the router and the
+   upstream never see the request.
+3. If a hook changed ``:path`` or ``:authority``, the route is matched again (Envoy's
+   ``clearRouteCache``): the new route's cluster, timeout, retries... apply. The
+   filters that ran stay as they were; the new route's ``disabled_filters`` is not
+   applied again.
+4. The faults filter, last, decides on the final route and cluster (``choose_fault``:
+   synchronous, so a request that gets no fault pays no coroutine); a route may
+   disable it by the name ``faults``.
+5. The request body, when a filter has a body hook, goes through the hooks piece by
+   piece as it streams upstream, re-framed chunked (its length may change); a hook
+   may return ``BUFFER`` (Envoy's ``StopIterationAndBuffer``): the pieces are held and
+   given to it again, whole, with the next one, up to ``filter_buffer_limit_kb``
+   (over: 413). Trailers go through the trailers hooks.
+6. The response head goes through the response-headers hooks (``:status`` first)
+   before any of it goes downstream; a ``LocalReply`` there replaces the upstream's
+   response. Its body and trailers as the request's (a held body over the limit:
+   500, if no byte of the response went down yet).
+7. ``on_log`` hooks run once the request is over (after the access log has it), then
+   ``on_done``.
+
+A hook that raises fails the request with a 500 (``FilterError``, flag ``FLT``),
+counted as ``listener.<name>.http_filter.<filter>.error``; with ``fail_open`` the
+filter is skipped instead, for the rest of that request. Either way, other requests
+and the gateway go on.
+
+The instance protocol (``HttpFilter``) is what every kind of filter implements: the
+Python adapter (``gateway.filters.python``), the proxy-wasm host
+(``gateway.filters.wasm``). Every hook is a coroutine: a paused proxy-wasm filter
+simply awaits inside its hook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final, Protocol
+
+import attrs
+
+from gateway.errors import FilterBodyTooLarge, FilterError, FilterReplied
+from gateway.filters.api import HeaderMap, LocalReply
+
+if TYPE_CHECKING:
+    from gateway.faults.table import FaultTable
+    from gateway.http1.events import RequestReceived, ResponseReceived, Trailers
+    from gateway.observe.record import RequestRecord
+    from gateway.observe.stats import FilterStats, StatsRegistry
+    from gateway.routing import RouteEntry
+
+__all__ = [
+    "BUFFER",
+    "FAULTS",
+    "HOOKS",
+    "Buffer",
+    "HttpFilter",
+    "HttpFilterChain",
+    "HttpFilterFactory",
+    "RequestFilters",
+]
+
+#: the name of the built-in faults filter in a chain (a route disables it by this name)
+FAULTS: Final = "faults"
+
+#: every hook an ``HttpFilter`` may have
+HOOKS: Final = (
+    "on_request_headers",
+    "on_request_body",
+    "on_request_trailers",
+    "on_response_headers",
+    "on_response_body",
+    "on_response_trailers",
+    "on_log",
+)
+
+
+class Buffer:
+    """A body hook's answer: hold this piece, give it back with the next (to the end)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "BUFFER"
+
+
+#: Envoy's ``StopIterationAndBuffer``, proxy-wasm's ``Action::Pause`` on a body
+BUFFER: Final = Buffer()
+
+
+class HttpFilter(Protocol):
+    """One filter's instance for one request: what the chain awaits.
+
+    Only the hooks its factory lists in ``hooks`` are called. Headers hooks edit the
+    ``HeaderMap`` in place and return a ``LocalReply`` to answer, or None to go on. Body
+    hooks return the bytes to pass on in place of ``data`` (None: ``data`` unchanged),
+    or ``BUFFER``. Raising fails the request (or skips the filter: ``fail_open``).
+    """
+
+    async def on_request_headers(
+        self, headers: HeaderMap, end_of_stream: bool
+    ) -> LocalReply | None: ...
+
+    async def on_request_body(self, data: bytes, end_of_stream: bool) -> bytes | Buffer | None: ...
+
+    async def on_request_trailers(self, trailers: HeaderMap) -> None: ...
+
+    async def on_response_headers(
+        self, headers: HeaderMap, end_of_stream: bool
+    ) -> LocalReply | None: ...
+
+    async def on_response_body(self, data: bytes, end_of_stream: bool) -> bytes | Buffer | None: ...
+
+    async def on_response_trailers(self, trailers: HeaderMap) -> None: ...
+
+    async def on_log(self, record: RequestRecord) -> None: ...
+
+    def on_done(self) -> None:
+        """The request is over (called once, last, even when a hook failed)."""
+
+
+class HttpFilterFactory(Protocol):
+    """A configured filter of a listener: makes its per-request instances."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def hooks(self) -> frozenset[str]:
+        """The hooks (``HOOKS``) its instances have; no hook: no instance."""
+
+    @property
+    def fail_open(self) -> bool:
+        """A failing instance is skipped (True) or fails the request with 500 (False)."""
+
+    def new_filter(self) -> HttpFilter:
+        """An instance for one request (a stateless filter may return a shared one)."""
+
+
+@attrs.frozen(eq=False)
+class _Member:
+    """A factory in a chain, with its stats and the hooks the chain asks of it."""
+
+    factory: HttpFilterFactory
+    stats: FilterStats
+    request_body: bool
+    response: bool
+
+
+@attrs.frozen(eq=False)
+class HttpFilterChain:
+    """A listener's HTTP filters in order, and the faults filter (module docstring)."""
+
+    members: tuple[_Member, ...]
+    #: the config's faults, when some can take this listener's requests
+    faults: FaultTable | None
+    #: ``filter_buffer_limit_kb``, in bytes
+    buffer_limit: int
+
+    @classmethod
+    def build(
+        cls,
+        listener: str,
+        factories: Sequence[HttpFilterFactory],
+        faults: FaultTable | None,
+        registry: StatsRegistry,
+        buffer_limit: int,
+    ) -> HttpFilterChain | None:
+        """The chain of ``listener``; None when it would have nothing to do."""
+        members = tuple(
+            _Member(
+                factory,
+                registry.filter(listener, "http_filter", factory.name),
+                bool(factory.hooks & {"on_request_body", "on_request_trailers"}),
+                bool(
+                    factory.hooks
+                    & {"on_response_headers", "on_response_body", "on_response_trailers"}
+                ),
+            )
+            for factory in factories
+            if factory.hooks
+        )
+        if faults is not None and listener not in faults.listeners:
+            faults = None
+        if not members and faults is None:
+            return None
+        return cls(members, faults, buffer_limit)
+
+    def begin(self, entry: RouteEntry | None) -> RequestFilters | None:
+        """The filters of one request on ``entry`` (None: no route matched yet); None
+        when none of them has anything to do (the faults filter decides later)."""
+        members = self.members
+        if not members:
+            return None
+        if entry is not None and entry.route.disabled_filters:
+            disabled = entry.route.disabled_filters
+            members = tuple(m for m in members if m.factory.name not in disabled)
+            if not members:
+                return None
+        return RequestFilters(members, [m.factory.new_filter() for m in members], self)
+
+    def faults_for(self, entry: RouteEntry) -> FaultTable | None:
+        """The fault table for a request on ``entry``, unless the route disables it."""
+        faults = self.faults
+        if faults is not None and FAULTS in entry.route.disabled_filters:
+            return None
+        return faults
+
+
+class RequestFilters:
+    """The filter instances of one request and where each stands (module docstring)."""
+
+    __slots__ = (
+        "chain",
+        "failed",
+        "held_request",
+        "held_response",
+        "instances",
+        "members",
+        "request_body",
+        "rerouted",
+        "response",
+        "response_body",
+    )
+
+    def __init__(
+        self, members: tuple[_Member, ...], instances: list[HttpFilter], chain: HttpFilterChain
+    ) -> None:
+        self.chain = chain
+        self.members = members
+        self.instances = instances
+        #: per member: skipped for the rest of the request (``fail_open`` after a failure)
+        self.failed = [False] * len(members)
+        #: whether the request's body goes through hooks (re-framed chunked)
+        self.request_body = any(m.request_body for m in members)
+        #: whether the response goes through hooks before any of it goes down
+        self.response = any(m.response for m in members)
+        #: whether the response body goes through hooks (re-framed)
+        self.response_body = any(
+            m.factory.hooks & {"on_response_body", "on_response_trailers"} for m in members
+        )
+        #: whether a request-headers hook changed ``:path`` or ``:authority``
+        self.rerouted = False
+        #: per member, the body pieces it holds (``BUFFER``), by direction
+        self.held_request: list[list[bytes]] | None = None
+        self.held_response: list[list[bytes]] | None = None
+
+    def _failed(self, index: int, error: Exception) -> None:
+        """A hook of member ``index`` raised: counted; skipped (fail_open) or raised."""
+        if isinstance(error, FilterReplied):
+            raise error
+        member = self.members[index]
+        member.stats.error += 1
+        if member.factory.fail_open:
+            self.failed[index] = True
+            return
+        name = member.factory.name
+        raise FilterError(f"filter {name!r} failed: {error!r}", filter_name=name) from error
+
+    # -- request --------------------------------------------------------------------------
+
+    async def request_headers(self, head: RequestReceived, scheme: bytes) -> LocalReply | None:
+        """The request-headers hooks over ``head`` (edited in place); a local reply, or None."""
+        fields = [
+            (b":method", head.method),
+            (b":path", head.target),
+            (b":authority", head.host),
+            (b":scheme", scheme),
+            *head.headers,
+        ]
+        headers = HeaderMap(fields)
+        end = head.framing == 0  # NO_BODY
+        reply: LocalReply | None = None
+        for index, instance in enumerate(self.instances):
+            if "on_request_headers" not in self.members[index].factory.hooks:
+                continue
+            try:
+                reply = await instance.on_request_headers(headers, end)
+            except Exception as e:
+                self._failed(index, e)
+                continue
+            if reply is not None:
+                break
+        pseudo = {n: v for n, v in fields if n[:1] == b":"}
+        head.headers = [(n, v) for n, v in fields if n[:1] != b":"]
+        head.method = pseudo.get(b":method", head.method)
+        target = pseudo.get(b":path", head.target)
+        host = pseudo.get(b":authority", head.host)
+        if target != head.target or host != head.host:
+            self.rerouted = True
+            head.target = target
+            if host != head.host:
+                head.host = host
+                HeaderMap(head.headers).set_bytes(b"host", host)
+        return reply
+
+    async def request_body(self, data: bytes, end_of_stream: bool) -> bytes:
+        """A piece of the request body through the body hooks; what goes upstream."""
+        return await self._body(data, end_of_stream, "on_request_body", 413)
+
+    async def request_trailers(self, trailers: Trailers) -> Trailers:
+        return await self._trailers(trailers, "on_request_trailers")
+
+    # -- response -------------------------------------------------------------------------
+
+    async def response_headers(self, resp: ResponseReceived) -> LocalReply | None:
+        """The response-headers hooks, last filter first (as Envoy's encoders run)."""
+        fields = [(b":status", b"%d" % resp.status), *resp.headers]
+        headers = HeaderMap(fields)
+        end = resp.framing == 0  # NO_BODY
+        reply: LocalReply | None = None
+        for index in range(len(self.instances) - 1, -1, -1):
+            if self.failed[index] or "on_response_headers" not in self.members[index].factory.hooks:
+                continue
+            try:
+                reply = await self.instances[index].on_response_headers(headers, end)
+            except Exception as e:
+                self._failed(index, e)
+                continue
+            if reply is not None:
+                break
+        status = resp.status
+        for name, value in fields:
+            if name == b":status":
+                status = int(value) if value.isdigit() and 200 <= int(value) <= 599 else status
+        resp.status = status
+        resp.headers = [(n, v) for n, v in fields if n[:1] != b":"]
+        return reply
+
+    async def response_body(self, data: bytes, end_of_stream: bool) -> bytes:
+        return await self._body(data, end_of_stream, "on_response_body", 500, reverse=True)
+
+    async def response_trailers(self, trailers: Trailers) -> Trailers:
+        return await self._trailers(trailers, "on_response_trailers", reverse=True)
+
+    # -- both -----------------------------------------------------------------------------
+
+    async def _body(
+        self, data: bytes, end: bool, hook: str, over_status: int, *, reverse: bool = False
+    ) -> bytes:
+        """``data`` through each filter's ``hook`` in order; ``BUFFER`` holds it in that
+        filter's place (``_held``) until the end or the limit."""
+        held = self._held(hook)
+        order = range(len(self.instances) - 1, -1, -1) if reverse else range(len(self.instances))
+        for index in order:
+            if self.failed[index] or hook not in self.members[index].factory.hooks:
+                continue
+            pending = held[index]
+            if pending:
+                data = b"".join(pending) + data
+                pending.clear()
+            try:
+                result = await getattr(self.instances[index], hook)(data, end)
+            except Exception as e:
+                self._failed(index, e)
+                continue
+            if result is BUFFER:
+                if end:
+                    result = None  # nothing after the end: what it held goes on
+                else:
+                    if len(data) > self.chain.buffer_limit:
+                        name = self.members[index].factory.name
+                        raise FilterBodyTooLarge(
+                            f"a body held for filter {name!r} is over filter_buffer_limit_kb",
+                            status=over_status,
+                            filter_name=name,
+                        )
+                    pending.append(data)
+                    return b""
+            if result is not None:
+                if isinstance(result, LocalReply):
+                    raise FilterReplied(result, filter_name=self.members[index].factory.name)
+                data = bytes(result)  # type: ignore[arg-type]
+        return data
+
+    def _held(self, hook: str) -> list[list[bytes]]:
+        """The pieces each filter holds in ``hook``'s direction (made on first use)."""
+        if hook == "on_request_body":
+            if self.held_request is None:
+                self.held_request = [[] for _ in self.instances]
+            return self.held_request
+        if self.held_response is None:
+            self.held_response = [[] for _ in self.instances]
+        return self.held_response
+
+    async def _trailers(self, trailers: Trailers, hook: str, *, reverse: bool = False) -> Trailers:
+        fields = list(trailers)
+        headers = HeaderMap(fields)
+        order = range(len(self.instances) - 1, -1, -1) if reverse else range(len(self.instances))
+        for index in order:
+            if self.failed[index] or hook not in self.members[index].factory.hooks:
+                continue
+            try:
+                await getattr(self.instances[index], hook)(headers)
+            except Exception as e:
+                self._failed(index, e)
+        return tuple(fields)
+
+    # -- the end --------------------------------------------------------------------------
+
+    async def log(self, record: RequestRecord) -> None:
+        """The ``on_log`` hooks, then every instance's ``on_done``; never raises."""
+        for index, instance in enumerate(self.instances):
+            if "on_log" in self.members[index].factory.hooks and not self.failed[index]:
+                try:
+                    await instance.on_log(record)
+                except Exception:
+                    self.members[index].stats.error += 1
+        self.done()
+
+    def done(self) -> None:
+        for index, instance in enumerate(self.instances):
+            try:
+                instance.on_done()
+            except Exception:
+                self.members[index].stats.error += 1

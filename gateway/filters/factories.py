@@ -1,0 +1,67 @@
+"""From a listener's filter config to the factories its chains hold.
+
+``build_http_factory`` and ``build_network_factory`` are the one place a filter config
+becomes code: the config's validation calls them (so a Python factory that does not
+import, or refuses its config, is a config error naming the field, and the running
+config stays), and so does the control plane when it publishes a config (each
+publication makes new factories: a changed ``config`` takes effect for new requests).
+
+``wasm:`` entries are refused here, and only here, until the proxy-wasm host
+(``gateway.filters.wasm``) lands: its factory replaces ``_wasm_factory``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from gateway.filters.network import PythonNetworkFilterFactory
+from gateway.filters.python import PythonHttpFilterFactory, import_factory
+
+if TYPE_CHECKING:
+    from gateway.config.model import FilterConfig, WasmFilter
+    from gateway.filters.chain import HttpFilterFactory
+    from gateway.filters.network import NetworkFilterFactory
+
+__all__ = ["FilterConfigProblem", "build_http_factory", "build_network_factory"]
+
+WASM_NOT_SERVED = "wasm filters are served once gateway.filters.wasm lands"
+
+
+class FilterConfigProblem(ValueError):
+    """A filter config that cannot be built; ``field`` is where, under the filter's path
+    (``python.factory``, ``wasm``)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+def _python_target(config: FilterConfig) -> Any:
+    assert config.python is not None
+    try:
+        factory = import_factory(config.python.factory)
+    except ValueError as e:
+        raise FilterConfigProblem("python.factory", str(e)) from e
+    try:
+        return factory(config.python.config)
+    except Exception as e:  # the user's factory refusing its config
+        raise FilterConfigProblem("python.config", f"the factory refused it: {e!r}") from e
+
+
+def _wasm_factory(name: str, wasm: WasmFilter, kind: str) -> Any:
+    raise FilterConfigProblem("wasm", WASM_NOT_SERVED)
+
+
+def build_http_factory(config: FilterConfig) -> HttpFilterFactory:
+    """The factory of one ``http_filters`` entry; ``FilterConfigProblem`` if it cannot be."""
+    if config.wasm is not None:
+        return _wasm_factory(config.name, config.wasm, "http")  # type: ignore[no-any-return]
+    return PythonHttpFilterFactory(config.name, _python_target(config))
+
+
+def build_network_factory(config: FilterConfig) -> NetworkFilterFactory:
+    """The factory of one ``network_filters`` entry; ``FilterConfigProblem`` if it cannot be."""
+    if config.wasm is not None:
+        return _wasm_factory(config.name, config.wasm, "network")  # type: ignore[no-any-return]
+    return PythonNetworkFilterFactory(config.name, _python_target(config))
