@@ -13,6 +13,8 @@ import attrs
 from gateway.cluster.actor import ClusterHandle
 from gateway.config import Config
 from gateway.faults.table import FaultTable
+from gateway.filters.chain import HttpFilterChain
+from gateway.filters.network import NetworkFilterChain
 from gateway.routing import RouteTable
 
 
@@ -23,6 +25,11 @@ class DataPlane:
     clusters: dict[str, ClusterHandle]
     #: the HTTP faults of this version; None when none is configured
     faults: FaultTable | None = None
+    #: the HTTP filter chains (``gateway.filters.chain``: the faults filter among them)
+    #: of the listeners that have one; empty when none has, as the data path tests
+    chains: dict[str, HttpFilterChain] = attrs.field(factory=dict)
+    #: the network filter chains of the tcp listeners that have one
+    network_chains: dict[str, NetworkFilterChain] = attrs.field(factory=dict)
 
 
 class DataPlaneRef:

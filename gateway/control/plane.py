@@ -75,6 +75,7 @@ from gateway.errors import (
     VersionMismatch,
 )
 from gateway.faults.table import FaultTable
+from gateway.filters.factories import build_chains
 from gateway.listener.actor import (
     ListenerHandle,
     Sockets,
@@ -433,11 +434,15 @@ class _ControlActor:
         for name in _names(old.listeners) - _names(new.listeners):
             if name in previous.routes:
                 routes[name] = previous.routes[name]
+        faults = FaultTable.compile(new, previous.faults)
+        chains, network_chains = build_chains(new, faults, self.stats)
         ref.current = DataPlane(
             config=new,
             routes=routes,
             clusters={c.name: self.clusters[c.name] for c in new.clusters},
-            faults=FaultTable.compile(new, previous.faults),
+            faults=faults,
+            chains=chains,
+            network_chains=network_chains,
         )
 
         async def restore() -> None:

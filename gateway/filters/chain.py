@@ -52,10 +52,12 @@ simply awaits inside its hook.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import attrs
+import trio
 
 from gateway.errors import FilterBodyTooLarge, FilterError, FilterReplied
 from gateway.filters.api import HeaderMap, LocalReply
@@ -67,11 +69,17 @@ if TYPE_CHECKING:
     from gateway.observe.stats import FilterStats, StatsRegistry
     from gateway.routing import RouteEntry
 
+log = logging.getLogger("triogate.filters")
+
+#: requests whose ``on_log`` hooks wait to run, per listener; one more is dropped
+LOG_QUEUE: Final = 256
+
 __all__ = [
     "BUFFER",
     "FAULTS",
     "HOOKS",
     "Buffer",
+    "FilterLog",
     "HttpFilter",
     "HttpFilterChain",
     "HttpFilterFactory",
@@ -131,7 +139,8 @@ class HttpFilter(Protocol):
 
     async def on_response_trailers(self, trailers: HeaderMap) -> None: ...
 
-    async def on_log(self, record: RequestRecord) -> None: ...
+    async def on_log(self, entry: dict[str, Any]) -> None:
+        """The request is over: its figures (``log_entry``), after the access log's."""
 
     def on_done(self) -> None:
         """The request is over (called once, last, even when a hook failed)."""
@@ -235,10 +244,10 @@ class RequestFilters:
         "held_response",
         "instances",
         "members",
-        "request_body",
         "rerouted",
-        "response",
-        "response_body",
+        "takes_request_body",
+        "takes_response",
+        "takes_response_body",
     )
 
     def __init__(
@@ -250,11 +259,11 @@ class RequestFilters:
         #: per member: skipped for the rest of the request (``fail_open`` after a failure)
         self.failed = [False] * len(members)
         #: whether the request's body goes through hooks (re-framed chunked)
-        self.request_body = any(m.request_body for m in members)
+        self.takes_request_body = any(m.request_body for m in members)
         #: whether the response goes through hooks before any of it goes down
-        self.response = any(m.response for m in members)
+        self.takes_response = any(m.response for m in members)
         #: whether the response body goes through hooks (re-framed)
-        self.response_body = any(
+        self.takes_response_body = any(
             m.factory.hooks & {"on_response_body", "on_response_trailers"} for m in members
         )
         #: whether a request-headers hook changed ``:path`` or ``:authority``
@@ -269,11 +278,12 @@ class RequestFilters:
             raise error
         member = self.members[index]
         member.stats.error += 1
+        name = member.factory.name
+        log.warning("http filter %r failed: %r", name, error)
         if member.factory.fail_open:
             self.failed[index] = True
             return
-        name = member.factory.name
-        raise FilterError(f"filter {name!r} failed: {error!r}", filter_name=name) from error
+        raise FilterError(f"filter {name!r} failed", filter_name=name) from error
 
     # -- request --------------------------------------------------------------------------
 
@@ -388,7 +398,7 @@ class RequestFilters:
             if result is not None:
                 if isinstance(result, LocalReply):
                     raise FilterReplied(result, filter_name=self.members[index].factory.name)
-                data = bytes(result)  # type: ignore[arg-type]
+                data = bytes(result)
         return data
 
     def _held(self, hook: str) -> list[list[bytes]]:
@@ -416,14 +426,15 @@ class RequestFilters:
 
     # -- the end --------------------------------------------------------------------------
 
-    async def log(self, record: RequestRecord) -> None:
+    async def log(self, entry: dict[str, Any]) -> None:
         """The ``on_log`` hooks, then every instance's ``on_done``; never raises."""
         for index, instance in enumerate(self.instances):
             if "on_log" in self.members[index].factory.hooks and not self.failed[index]:
                 try:
-                    await instance.on_log(record)
-                except Exception:
+                    await instance.on_log(entry)
+                except Exception as e:
                     self.members[index].stats.error += 1
+                    log.warning("http filter %r failed in on_log: %r", self.members[index], e)
         self.done()
 
     def done(self) -> None:
@@ -432,3 +443,47 @@ class RequestFilters:
                 instance.on_done()
             except Exception:
                 self.members[index].stats.error += 1
+
+
+def log_entry(record: RequestRecord) -> dict[str, Any]:
+    """A request's figures as plain values, taken when it ends (the record is reused)."""
+    head = record.head
+    return {
+        "method": head.method.decode("latin-1"),
+        "path": head.target.decode("latin-1"),
+        "authority": head.host.decode("latin-1"),
+        "status": record.status,
+        "flags": record.flags,
+        "bytes_in": record.bytes_in,
+        "bytes_out": record.bytes_out,
+        "duration_ms": record.duration_ms,
+        "request_id": record.request_id.decode("latin-1"),
+    }
+
+
+class FilterLog:
+    """Runs the ``on_log`` hooks of ended requests in the listener's task (``run``), so
+    that a request never waits for them; over ``LOG_QUEUE`` waiting, a request's hooks
+    are dropped (counted as ``log_dropped`` of each of its filters), its ``on_done`` run."""
+
+    def __init__(self) -> None:
+        self._tx, self._rx = trio.open_memory_channel[tuple[RequestFilters, dict[str, Any]]](
+            LOG_QUEUE
+        )
+
+    def offer(self, filters: RequestFilters, record: RequestRecord) -> None:
+        """The request of ``filters`` ended as ``record`` says (never blocks)."""
+        if not any("on_log" in m.factory.hooks for m in filters.members):
+            filters.done()
+            return
+        try:
+            self._tx.send_nowait((filters, log_entry(record)))
+        except trio.WouldBlock:
+            for member in filters.members:
+                member.stats.log_dropped += 1
+            filters.done()
+
+    async def run(self) -> None:
+        """Run the hooks offered, in order, until cancelled."""
+        async for filters, entry in self._rx:
+            await filters.log(entry)

@@ -14,15 +14,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from gateway.filters.network import PythonNetworkFilterFactory
+from gateway.filters.chain import HttpFilterChain
+from gateway.filters.network import NetworkFilterChain, PythonNetworkFilterFactory
 from gateway.filters.python import PythonHttpFilterFactory, import_factory
 
 if TYPE_CHECKING:
-    from gateway.config.model import FilterConfig, WasmFilter
+    from gateway.config.model import Config, FilterConfig, WasmFilter
+    from gateway.faults.table import FaultTable
     from gateway.filters.chain import HttpFilterFactory
     from gateway.filters.network import NetworkFilterFactory
+    from gateway.observe.stats import StatsRegistry
 
-__all__ = ["FilterConfigProblem", "build_http_factory", "build_network_factory"]
+__all__ = [
+    "FilterConfigProblem",
+    "build_chains",
+    "build_http_factory",
+    "build_network_factory",
+]
 
 WASM_NOT_SERVED = "wasm filters are served once gateway.filters.wasm lands"
 
@@ -65,3 +73,29 @@ def build_network_factory(config: FilterConfig) -> NetworkFilterFactory:
     if config.wasm is not None:
         return _wasm_factory(config.name, config.wasm, "network")  # type: ignore[no-any-return]
     return PythonNetworkFilterFactory(config.name, _python_target(config))
+
+
+def build_chains(
+    config: Config, faults: FaultTable | None, registry: StatsRegistry
+) -> tuple[dict[str, HttpFilterChain], dict[str, NetworkFilterChain]]:
+    """The filter chains of a config about to be published, by listener: only those of
+    listeners with something to do (``DataPlane.chains``, ``network_chains``)."""
+    chains: dict[str, HttpFilterChain] = {}
+    network: dict[str, NetworkFilterChain] = {}
+    for lst in config.listeners:
+        if lst.protocol == "http":
+            chain = HttpFilterChain.build(
+                lst.name,
+                [build_http_factory(f) for f in lst.http_filters],
+                faults,
+                registry,
+                lst.filter_buffer_limit_kb * 1024,
+            )
+            if chain is not None:
+                chains[lst.name] = chain
+        elif lst.protocol == "tcp" and lst.network_filters:
+            factories = [build_network_factory(f) for f in lst.network_filters]
+            network_chain = NetworkFilterChain.build(lst.name, factories, registry)
+            if network_chain is not None:
+                network[lst.name] = network_chain
+    return chains, network

@@ -30,15 +30,12 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gateway.filters.api import HeaderMap, LocalReply
 from gateway.filters.chain import HOOKS, Buffer
 
-if TYPE_CHECKING:
-    from gateway.observe.record import RequestRecord
-
-__all__ = ["PythonHttpFilter", "PythonHttpFilterFactory", "import_factory", "log_entry"]
+__all__ = ["PythonHttpFilter", "PythonHttpFilterFactory", "import_factory"]
 
 
 def import_factory(spec: str) -> Callable[[Any], Any]:
@@ -67,25 +64,9 @@ async def _call(hook: Callable[..., Any], *args: Any) -> Any:
     return result
 
 
-def log_entry(record: RequestRecord) -> dict[str, Any]:
-    """What a Python ``on_log`` hook gets: the request's figures as plain values."""
-    head = record.head
-    return {
-        "method": head.method.decode("latin-1"),
-        "path": head.target.decode("latin-1"),
-        "authority": head.host.decode("latin-1"),
-        "status": record.status,
-        "flags": record.flags,
-        "bytes_in": record.bytes_in,
-        "bytes_out": record.bytes_out,
-        "duration_ms": record.duration_ms,
-        "request_id": record.request_id.decode("latin-1"),
-    }
-
-
 def _body_result(result: Any, hook: str) -> bytes | Buffer | None:
     if result is None or isinstance(result, Buffer | bytes):
-        return result  # type: ignore[no-any-return]
+        return result
     if isinstance(result, bytearray | memoryview):
         return bytes(result)
     if isinstance(result, str):
@@ -136,8 +117,8 @@ class PythonHttpFilter:
     async def on_response_trailers(self, trailers: HeaderMap) -> None:
         await _call(self.target.on_response_trailers, trailers)
 
-    async def on_log(self, record: RequestRecord) -> None:
-        await _call(self.target.on_log, log_entry(record))
+    async def on_log(self, entry: dict[str, Any]) -> None:
+        await _call(self.target.on_log, entry)
 
     def on_done(self) -> None:
         pass

@@ -493,6 +493,8 @@ class FilterStats(Scope):
     """
 
     error: int = counter()
+    #: requests whose ``on_log`` hooks were dropped (the listener's queue of them full)
+    log_dropped: int = counter()
     wasm_trap: int = counter("wasm.trap")
     wasm_timeout: int = counter("wasm.timeout")
     wasm_oom: int = counter("wasm.oom")
