@@ -204,7 +204,9 @@ def main() -> None:
             )
             figures[name] = took / args.requests * 1e6
         for name, us in figures.items():
-            extra = f" (+{us - figures['none']:.2f})" if "none" in figures and name != "none" else ""
+            extra = (
+                f" (+{us - figures['none']:.2f})" if "none" in figures and name != "none" else ""
+            )
             print(f"{name:24} {us:8.2f} us CPU per request{extra}")
         return
     took = trio.run(
