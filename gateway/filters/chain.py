@@ -53,14 +53,14 @@ simply awaits inside its hook.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import attrs
 import trio
 
 from gateway.errors import FilterBodyTooLarge, FilterError, FilterReplied
-from gateway.filters.api import HeaderMap, LocalReply
+from gateway.filters.api import Fields, HeaderMap, LocalReply
 
 if TYPE_CHECKING:
     from gateway.faults.table import FaultTable
@@ -166,12 +166,43 @@ class HttpFilterFactory(Protocol):
 
 @attrs.frozen(eq=False)
 class _Member:
-    """A factory in a chain, with its stats and the hooks the chain asks of it."""
+    """A factory in a chain, with its stats."""
 
     factory: HttpFilterFactory
     stats: FilterStats
-    request_body: bool
-    response: bool
+
+
+_REQUEST_BODY = frozenset({"on_request_body", "on_request_trailers"})
+_RESPONSE = frozenset({"on_response_headers", "on_response_body", "on_response_trailers"})
+_RESPONSE_BODY = frozenset({"on_response_body", "on_response_trailers"})
+
+
+@attrs.frozen(eq=False)
+class _Plan:
+    """The members a request runs (the chain's, or those a route's ``disabled_filters``
+    leaves) and what they take: worked out when the chain is built, not per request."""
+
+    members: tuple[_Member, ...]
+    #: the indices of the members with ``on_request_headers``
+    request_headers: tuple[int, ...]
+    takes_request_body: bool
+    takes_response: bool
+    takes_response_body: bool
+    logs: bool
+
+    @classmethod
+    def of(cls, members: tuple[_Member, ...]) -> _Plan | None:
+        if not members:
+            return None
+        hooks = [m.factory.hooks for m in members]
+        return cls(
+            members,
+            tuple(i for i, h in enumerate(hooks) if "on_request_headers" in h),
+            any(h & _REQUEST_BODY for h in hooks),
+            any(h & _RESPONSE for h in hooks),
+            any(h & _RESPONSE_BODY for h in hooks),
+            any("on_log" in h for h in hooks),
+        )
 
 
 @attrs.frozen(eq=False)
@@ -183,6 +214,10 @@ class HttpFilterChain:
     faults: FaultTable | None
     #: ``filter_buffer_limit_kb``, in bytes
     buffer_limit: int
+    #: what a request runs: on a route that disables none (None: nothing), and by the
+    #: ``disabled_filters`` of the listener's routes
+    plan: _Plan | None
+    plans: dict[tuple[str, ...], _Plan | None]
 
     @classmethod
     def build(
@@ -192,18 +227,12 @@ class HttpFilterChain:
         faults: FaultTable | None,
         registry: StatsRegistry,
         buffer_limit: int,
+        disabled: Iterable[tuple[str, ...]] = (),
     ) -> HttpFilterChain | None:
-        """The chain of ``listener``; None when it would have nothing to do."""
+        """The chain of ``listener``; None when it would have nothing to do.
+        ``disabled``: the ``disabled_filters`` of its routes."""
         members = tuple(
-            _Member(
-                factory,
-                registry.filter(listener, "http_filter", factory.name),
-                bool(factory.hooks & {"on_request_body", "on_request_trailers"}),
-                bool(
-                    factory.hooks
-                    & {"on_response_headers", "on_response_body", "on_response_trailers"}
-                ),
-            )
+            _Member(factory, registry.filter(listener, "http_filter", factory.name))
             for factory in factories
             if factory.hooks
         )
@@ -211,20 +240,23 @@ class HttpFilterChain:
             faults = None
         if not members and faults is None:
             return None
-        return cls(members, faults, buffer_limit)
+        plans = {
+            names: _Plan.of(tuple(m for m in members if m.factory.name not in names))
+            for names in disabled
+        }
+        return cls(members, faults, buffer_limit, _Plan.of(members), plans)
 
     def begin(self, entry: RouteEntry | None) -> RequestFilters | None:
         """The filters of one request on ``entry`` (None: no route matched yet); None
         when none of them has anything to do (the faults filter decides later)."""
-        members = self.members
-        if not members:
-            return None
-        if entry is not None and entry.route.disabled_filters:
+        plan = self.plan
+        if entry is not None:
             disabled = entry.route.disabled_filters
-            members = tuple(m for m in members if m.factory.name not in disabled)
-            if not members:
-                return None
-        return RequestFilters(members, [m.factory.new_filter() for m in members], self)
+            if disabled:
+                plan = self.plans.get(disabled, plan)
+        if plan is None:
+            return None
+        return RequestFilters(plan, [m.factory.new_filter() for m in plan.members], self)
 
     def faults_for(self, entry: RouteEntry) -> FaultTable | None:
         """The fault table for a request on ``entry``, unless the route disables it."""
@@ -244,28 +276,26 @@ class RequestFilters:
         "held_response",
         "instances",
         "members",
+        "plan",
         "rerouted",
         "takes_request_body",
         "takes_response",
         "takes_response_body",
     )
 
-    def __init__(
-        self, members: tuple[_Member, ...], instances: list[HttpFilter], chain: HttpFilterChain
-    ) -> None:
+    def __init__(self, plan: _Plan, instances: list[HttpFilter], chain: HttpFilterChain) -> None:
         self.chain = chain
-        self.members = members
+        self.plan = plan
+        self.members = plan.members
         self.instances = instances
         #: per member: skipped for the rest of the request (``fail_open`` after a failure)
-        self.failed = [False] * len(members)
+        self.failed = [False] * len(instances)
         #: whether the request's body goes through hooks (re-framed chunked)
-        self.takes_request_body = any(m.request_body for m in members)
+        self.takes_request_body = plan.takes_request_body
         #: whether the response goes through hooks before any of it goes down
-        self.takes_response = any(m.response for m in members)
+        self.takes_response = plan.takes_response
         #: whether the response body goes through hooks (re-framed)
-        self.takes_response_body = any(
-            m.factory.hooks & {"on_response_body", "on_response_trailers"} for m in members
-        )
+        self.takes_response_body = plan.takes_response_body
         #: whether a request-headers hook changed ``:path`` or ``:authority``
         self.rerouted = False
         #: per member, the body pieces it holds (``BUFFER``), by direction
@@ -289,37 +319,47 @@ class RequestFilters:
 
     async def request_headers(self, head: RequestReceived, scheme: bytes) -> LocalReply | None:
         """The request-headers hooks over ``head`` (edited in place); a local reply, or None."""
-        fields = [
+        fields: Fields = [
             (b":method", head.method),
             (b":path", head.target),
             (b":authority", head.host),
             (b":scheme", scheme),
-            *head.headers,
         ]
+        fields += head.headers
         headers = HeaderMap(fields)
         end = head.framing == 0  # NO_BODY
         reply: LocalReply | None = None
-        for index, instance in enumerate(self.instances):
-            if "on_request_headers" not in self.members[index].factory.hooks:
+        instances, failed = self.instances, self.failed
+        for index in self.plan.request_headers:
+            if failed[index]:
                 continue
             try:
-                reply = await instance.on_request_headers(headers, end)
+                reply = await instances[index].on_request_headers(headers, end)
             except Exception as e:
                 self._failed(index, e)
                 continue
             if reply is not None:
                 break
-        pseudo = {n: v for n, v in fields if n[:1] == b":"}
-        head.headers = [(n, v) for n, v in fields if n[:1] != b":"]
-        head.method = pseudo.get(b":method", head.method)
-        target = pseudo.get(b":path", head.target)
-        host = pseudo.get(b":authority", head.host)
+        rest: Fields = []
+        method, target, host = head.method, head.target, head.host
+        for pair in fields:
+            name = pair[0]
+            if name[:1] != b":":
+                rest.append(pair)
+            elif name == b":path":
+                target = pair[1]
+            elif name == b":authority":
+                host = pair[1]
+            elif name == b":method":
+                method = pair[1]
+        head.headers = rest
+        head.method = method
         if target != head.target or host != head.host:
             self.rerouted = True
             head.target = target
             if host != head.host:
                 head.host = host
-                HeaderMap(head.headers).set_bytes(b"host", host)
+                HeaderMap(rest).set_bytes(b"host", host)
         return reply
 
     async def request_body(self, data: bytes, end_of_stream: bool) -> bytes:
@@ -473,7 +513,7 @@ class FilterLog:
 
     def offer(self, filters: RequestFilters, record: RequestRecord) -> None:
         """The request of ``filters`` ended as ``record`` says (never blocks)."""
-        if not any("on_log" in m.factory.hooks for m in filters.members):
+        if not filters.plan.logs:
             filters.done()
             return
         try:

@@ -90,6 +90,7 @@ def build_chains(
                 faults,
                 registry,
                 lst.filter_buffer_limit_kb * 1024,
+                {r.disabled_filters for r in lst.all_routes() if r.disabled_filters},
             )
             if chain is not None:
                 chains[lst.name] = chain

@@ -82,7 +82,8 @@ def _reply_result(result: Any, hook: str) -> LocalReply | None:
 
 class PythonHttpFilter:
     """The chain's instance protocol (``HttpFilter``) over a user's object; it keeps no
-    state per request, so one serves them all."""
+    state per request, so one serves them all. A hook's result is awaited only when it
+    is awaitable (a coroutine function's); None, the common answer, returns at once."""
 
     __slots__ = ("target",)
 
@@ -92,12 +93,17 @@ class PythonHttpFilter:
     async def on_request_headers(
         self, headers: HeaderMap, end_of_stream: bool
     ) -> LocalReply | None:
-        return _reply_result(
-            await _call(self.target.on_request_headers, headers), "on_request_headers"
-        )
+        result = self.target.on_request_headers(headers)
+        if result is None:
+            return None
+        if inspect.isawaitable(result):
+            result = await result
+        return _reply_result(result, "on_request_headers")
 
     async def on_request_body(self, data: bytes, end_of_stream: bool) -> bytes | Buffer | None:
-        result = await _call(self.target.on_request_body, data, end_of_stream)
+        result = self.target.on_request_body(data, end_of_stream)
+        if result is not None and inspect.isawaitable(result):
+            result = await result
         return _body_result(result, "on_request_body")
 
     async def on_request_trailers(self, trailers: HeaderMap) -> None:
@@ -106,12 +112,17 @@ class PythonHttpFilter:
     async def on_response_headers(
         self, headers: HeaderMap, end_of_stream: bool
     ) -> LocalReply | None:
-        return _reply_result(
-            await _call(self.target.on_response_headers, headers), "on_response_headers"
-        )
+        result = self.target.on_response_headers(headers)
+        if result is None:
+            return None
+        if inspect.isawaitable(result):
+            result = await result
+        return _reply_result(result, "on_response_headers")
 
     async def on_response_body(self, data: bytes, end_of_stream: bool) -> bytes | Buffer | None:
-        result = await _call(self.target.on_response_body, data, end_of_stream)
+        result = self.target.on_response_body(data, end_of_stream)
+        if result is not None and inspect.isawaitable(result):
+            result = await result
         return _body_result(result, "on_response_body")
 
     async def on_response_trailers(self, trailers: HeaderMap) -> None:

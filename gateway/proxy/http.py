@@ -390,7 +390,8 @@ class HttpConnection:
         if client_cert is not None:  # TLS: settled before routes match on it
             client_cert.apply(head.headers)
         dp = ctx.dataplane.current
-        entry = dp.routes[ctx.name].match(head)
+        listener = ctx.name
+        entry = dp.routes[listener].match(head)
         keep_alive = head.keep_alive and not ctx.draining
         # after a local reply, a request body we did not read would be taken for the
         # next request: keep the connection only for body-less requests
@@ -398,25 +399,27 @@ class HttpConnection:
         faults = None
         chains = dp.chains
         if chains:  # HTTP filters, the faults among them (gateway.filters.chain)
-            chain = chains.get(ctx.name)
+            chain = chains.get(listener)
             if chain is not None:
-                filters = chain.begin(entry)
-                if filters is not None:
-                    self.filters = filters
-                    try:
-                        reply = await filters.request_headers(head, ctx.scheme)
-                    except FilterError as e:
-                        record.add_flag(e.flag)
-                        record.request_id = given_request_id(head) or request_id(ctx.rng)
-                        return await self._reply(record, e.status_hint, str(e))
-                    if reply is not None:
-                        record.request_id = given_request_id(head) or request_id(ctx.rng)
-                        return await self._local_reply(record, reply)
-                    if filters.rerouted:  # Envoy's clearRouteCache: the route again
-                        entry = dp.routes[ctx.name].match(head)
-                    if filters.takes_request_body and head.framing != NO_BODY:
-                        _rechunk_request(head)
-                if entry is not None:
+                if chain.plan is not None:  # (None: the faults filter alone)
+                    filters = chain.begin(entry)
+                    if filters is not None:
+                        self.filters = filters
+                        try:
+                            reply = await filters.request_headers(head, ctx.scheme)
+                        except FilterError as e:
+                            record.add_flag(e.flag)
+                            record.request_id = given_request_id(head) or request_id(ctx.rng)
+                            return await self._reply(record, e.status_hint, str(e))
+                        if reply is not None:
+                            record.request_id = given_request_id(head) or request_id(ctx.rng)
+                            return await self._local_reply(record, reply)
+                        if filters.rerouted:  # Envoy's clearRouteCache: the route again
+                            entry = dp.routes[listener].match(head)
+                        if filters.takes_request_body and head.framing != NO_BODY:
+                            _rechunk_request(head)
+                faults = chain.faults
+                if faults is not None and entry is not None and entry.route.disabled_filters:
                     faults = chain.faults_for(entry)
         if entry is None:
             record.flags = "NR"
