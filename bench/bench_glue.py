@@ -138,12 +138,12 @@ async def serve_all(
             config, plane.routes, plane.clusters, faults=FaultTable.compile(config, None)
         )
     registry = StatsRegistry()
-    try:  # (a tree with filters: the faults are the chain's; the chains as published)
+    try:  # (a tree with filters: the chains as published)
         from gateway.filters.factories import build_chains
     except ImportError:
         pass
     else:
-        chains, _network = build_chains(config, plane.faults, registry)
+        chains, _network = build_chains(config, registry)
         plane = DataPlane(config, plane.routes, plane.clusters, plane.faults, chains)
     ctx = ListenerContext(listener, DataPlaneRef(plane), rng=random.Random(7), registry=registry)
     if rollout:  # (imported here: a tree from before rollouts runs without)

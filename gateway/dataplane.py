@@ -23,10 +23,11 @@ class DataPlane:
     config: Config
     routes: dict[str, RouteTable]
     clusters: dict[str, ClusterHandle]
-    #: the HTTP faults of this version; None when none is configured
+    #: the HTTP faults of this version, the built-in last filter of every HTTP
+    #: listener's chain (``gateway.filters.chain``); None when none is configured
     faults: FaultTable | None = None
-    #: the HTTP filter chains (``gateway.filters.chain``: the faults filter among them)
-    #: of the listeners that have one; empty when none has, as the data path tests
+    #: the HTTP filter chains of the listeners that have ``http_filters``; empty when
+    #: none has, as the data path tests
     chains: dict[str, HttpFilterChain] = attrs.field(factory=dict)
     #: the network filter chains of the tcp listeners that have one
     network_chains: dict[str, NetworkFilterChain] = attrs.field(factory=dict)

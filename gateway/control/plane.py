@@ -434,13 +434,12 @@ class _ControlActor:
         for name in _names(old.listeners) - _names(new.listeners):
             if name in previous.routes:
                 routes[name] = previous.routes[name]
-        faults = FaultTable.compile(new, previous.faults)
-        chains, network_chains = build_chains(new, faults, self.stats)
+        chains, network_chains = build_chains(new, self.stats)
         ref.current = DataPlane(
             config=new,
             routes=routes,
             clusters={c.name: self.clusters[c.name] for c in new.clusters},
-            faults=faults,
+            faults=FaultTable.compile(new, previous.faults),
             chains=chains,
             network_chains=network_chains,
         )

@@ -2,11 +2,13 @@
 
 Theory of operation. ``HttpFilterChain.build`` (the control plane, once per published
 config, never per request) turns a listener's ``http_filters`` into an ordered tuple of
-``HttpFilterFactory``, each knowing which hooks its filters have, and adds the built-in
-``faults`` filter (``gateway.faults``) last, right ahead of the router, when the
-config's ``faults`` can take the listener's requests. A listener with neither has no
-chain: the data path then pays one truth test (``DataPlane.chains`` is empty, or has no
-entry for the listener).
+``HttpFilterFactory``, each knowing which hooks its filters have, and works out what a
+request runs on each route (``_Plan``: the members its ``disabled_filters`` leaves).
+The built-in ``faults`` filter (``gateway.faults``) is the chain's last member, right
+ahead of the router: the config's ``FaultTable`` (``DataPlane.faults``), which the core
+consults after the other filters' request-headers hooks. A listener without filters
+has no chain (``DataPlane.chains`` has no entry for it): its requests pay one truth
+test for filters, and one ``is None`` test for the faults, as before there were filters.
 
 Per request, ``HttpFilterChain.begin`` makes a ``RequestFilters`` holding an instance
 of each filter that has a hook and that the request's route does not disable; a
@@ -26,7 +28,7 @@ request that no filter takes gets none (and no coroutine). The order, in the cor
    applied again.
 4. The faults filter, last, decides on the final route and cluster (``choose_fault``:
    synchronous, so a request that gets no fault pays no coroutine); a route may
-   disable it by the name ``faults``.
+   disable it by the name ``faults`` (``FAULTS``).
 5. The request body, when a filter has a body hook, goes through the hooks piece by
    piece as it streams upstream, re-framed chunked (its length may change); a hook
    may return ``BUFFER`` (Envoy's ``StopIterationAndBuffer``): the pieces are held and
@@ -63,7 +65,6 @@ from gateway.errors import FilterBodyTooLarge, FilterError, FilterReplied
 from gateway.filters.api import Fields, HeaderMap, LocalReply
 
 if TYPE_CHECKING:
-    from gateway.faults.table import FaultTable
     from gateway.http1.events import RequestReceived, ResponseReceived, Trailers
     from gateway.observe.record import RequestRecord
     from gateway.observe.stats import FilterStats, StatsRegistry
@@ -207,16 +208,14 @@ class _Plan:
 
 @attrs.frozen(eq=False)
 class HttpFilterChain:
-    """A listener's HTTP filters in order, and the faults filter (module docstring)."""
+    """A listener's HTTP filters in order (module docstring)."""
 
     members: tuple[_Member, ...]
-    #: the config's faults, when some can take this listener's requests
-    faults: FaultTable | None
     #: ``filter_buffer_limit_kb``, in bytes
     buffer_limit: int
-    #: what a request runs: on a route that disables none (None: nothing), and by the
-    #: ``disabled_filters`` of the listener's routes
-    plan: _Plan | None
+    #: what a request runs: on a route that disables none, and by the
+    #: ``disabled_filters`` of the listener's routes (None: all of them disabled)
+    plan: _Plan
     plans: dict[tuple[str, ...], _Plan | None]
 
     @classmethod
@@ -224,7 +223,6 @@ class HttpFilterChain:
         cls,
         listener: str,
         factories: Sequence[HttpFilterFactory],
-        faults: FaultTable | None,
         registry: StatsRegistry,
         buffer_limit: int,
         disabled: Iterable[tuple[str, ...]] = (),
@@ -236,20 +234,20 @@ class HttpFilterChain:
             for factory in factories
             if factory.hooks
         )
-        if faults is not None and listener not in faults.listeners:
-            faults = None
-        if not members and faults is None:
+        if not members:
             return None
         plans = {
             names: _Plan.of(tuple(m for m in members if m.factory.name not in names))
             for names in disabled
         }
-        return cls(members, faults, buffer_limit, _Plan.of(members), plans)
+        plan = _Plan.of(members)
+        assert plan is not None
+        return cls(members, buffer_limit, plan, plans)
 
     def begin(self, entry: RouteEntry | None) -> RequestFilters | None:
         """The filters of one request on ``entry`` (None: no route matched yet); None
-        when none of them has anything to do (the faults filter decides later)."""
-        plan = self.plan
+        when its route disables every one."""
+        plan: _Plan | None = self.plan
         if entry is not None:
             disabled = entry.route.disabled_filters
             if disabled:
@@ -257,13 +255,6 @@ class HttpFilterChain:
         if plan is None:
             return None
         return RequestFilters(plan, [m.factory.new_filter() for m in plan.members], self)
-
-    def faults_for(self, entry: RouteEntry) -> FaultTable | None:
-        """The fault table for a request on ``entry``, unless the route disables it."""
-        faults = self.faults
-        if faults is not None and FAULTS in entry.route.disabled_filters:
-            return None
-        return faults
 
 
 class RequestFilters:

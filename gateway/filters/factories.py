@@ -20,7 +20,6 @@ from gateway.filters.python import PythonHttpFilterFactory, import_factory
 
 if TYPE_CHECKING:
     from gateway.config.model import Config, FilterConfig, WasmFilter
-    from gateway.faults.table import FaultTable
     from gateway.filters.chain import HttpFilterFactory
     from gateway.filters.network import NetworkFilterFactory
     from gateway.observe.stats import StatsRegistry
@@ -76,18 +75,17 @@ def build_network_factory(config: FilterConfig) -> NetworkFilterFactory:
 
 
 def build_chains(
-    config: Config, faults: FaultTable | None, registry: StatsRegistry
+    config: Config, registry: StatsRegistry
 ) -> tuple[dict[str, HttpFilterChain], dict[str, NetworkFilterChain]]:
     """The filter chains of a config about to be published, by listener: only those of
     listeners with something to do (``DataPlane.chains``, ``network_chains``)."""
     chains: dict[str, HttpFilterChain] = {}
     network: dict[str, NetworkFilterChain] = {}
     for lst in config.listeners:
-        if lst.protocol == "http":
+        if lst.protocol == "http" and lst.http_filters:
             chain = HttpFilterChain.build(
                 lst.name,
                 [build_http_factory(f) for f in lst.http_filters],
-                faults,
                 registry,
                 lst.filter_buffer_limit_kb * 1024,
                 {r.disabled_filters for r in lst.all_routes() if r.disabled_filters},

@@ -58,7 +58,7 @@ from gateway.errors import (
 )
 from gateway.faults.inject import apply_fault, choose_fault
 from gateway.filters.api import LocalReply
-from gateway.filters.chain import RequestFilters
+from gateway.filters.chain import FAULTS, RequestFilters
 from gateway.http1.events import (
     CHUNKED,
     LENGTH,
@@ -396,31 +396,27 @@ class HttpConnection:
         # after a local reply, a request body we did not read would be taken for the
         # next request: keep the connection only for body-less requests
         self.keep_after_local = keep_alive and head.framing == NO_BODY
-        faults = None
+        faults = dp.faults
         chains = dp.chains
-        if chains:  # HTTP filters, the faults among them (gateway.filters.chain)
+        if chains:  # HTTP filters (gateway.filters.chain): off unless configured
             chain = chains.get(listener)
             if chain is not None:
-                if chain.plan is not None:  # (None: the faults filter alone)
-                    filters = chain.begin(entry)
-                    if filters is not None:
-                        self.filters = filters
-                        try:
-                            reply = await filters.request_headers(head, ctx.scheme)
-                        except FilterError as e:
-                            record.add_flag(e.flag)
-                            record.request_id = given_request_id(head) or request_id(ctx.rng)
-                            return await self._reply(record, e.status_hint, str(e))
-                        if reply is not None:
-                            record.request_id = given_request_id(head) or request_id(ctx.rng)
-                            return await self._local_reply(record, reply)
-                        if filters.rerouted:  # Envoy's clearRouteCache: the route again
-                            entry = dp.routes[listener].match(head)
-                        if filters.takes_request_body and head.framing != NO_BODY:
-                            _rechunk_request(head)
-                faults = chain.faults
-                if faults is not None and entry is not None and entry.route.disabled_filters:
-                    faults = chain.faults_for(entry)
+                filters = chain.begin(entry)
+                if filters is not None:
+                    self.filters = filters
+                    try:
+                        reply = await filters.request_headers(head, ctx.scheme)
+                    except FilterError as e:
+                        record.add_flag(e.flag)
+                        record.request_id = given_request_id(head) or request_id(ctx.rng)
+                        return await self._reply(record, e.status_hint, str(e))
+                    if reply is not None:
+                        record.request_id = given_request_id(head) or request_id(ctx.rng)
+                        return await self._local_reply(record, reply)
+                    if filters.rerouted:  # Envoy's clearRouteCache: the route again
+                        entry = dp.routes[listener].match(head)
+                    if filters.takes_request_body and head.framing != NO_BODY:
+                        _rechunk_request(head)
         if entry is None:
             record.flags = "NR"
             record.request_id = given_request_id(head) or request_id(ctx.rng)
@@ -437,7 +433,8 @@ class HttpConnection:
         record.cluster = cluster_stats.quoted
         if entry.watch is not None:  # a rollout watches the route (gateway.control.rollouts)
             record.watch = entry.watch.get(name)
-        if faults is not None:  # the faults filter, last of the chain (gateway.faults)
+        # the faults filter, the chain's last (gateway.faults): off unless configured
+        if faults is not None and FAULTS not in entry.route.disabled_filters:
             chosen = choose_fault(faults, ctx, entry, name, head)
             if chosen is not None:
                 ended = await apply_fault(self, chosen, record)

@@ -63,7 +63,7 @@ def head(target: bytes = b"/a") -> RequestReceived:
 
 
 def chain(*factories: Any, limit: int = 10) -> HttpFilterChain:
-    built = HttpFilterChain.build("web", factories, None, StatsRegistry(), limit)
+    built = HttpFilterChain.build("web", factories, StatsRegistry(), limit)
     assert built is not None
     return built
 
@@ -72,7 +72,7 @@ async def test_a_failing_filter_with_fail_open_is_skipped_and_counted() -> None:
     seen: list[str] = []
     registry = StatsRegistry()
     factories = [Factory("trap", Raises(), fail_open=True), Factory("tag", Tags("tag", seen))]
-    built = HttpFilterChain.build("web", factories, None, registry, 10)
+    built = HttpFilterChain.build("web", factories, registry, 10)
     assert built is not None
     filters = built.begin(None)
     assert filters is not None

@@ -10,7 +10,6 @@ import pytest
 
 from gateway.config import Address, config_from_data
 from gateway.errors import ConfigError
-from gateway.faults.table import FaultTable
 from gateway.filters.factories import WASM_NOT_SERVED, build_chains
 from gateway.observe.stats import StatsRegistry
 from tests.conftest import simple_config
@@ -102,17 +101,13 @@ def test_filters_belong_to_their_protocol() -> None:
     assert issues["listeners[0].network_filters"] == "only 'tcp' listeners have them"
 
 
-def test_chains_exist_only_for_listeners_with_something_to_do() -> None:
+def test_chains_exist_only_for_listeners_with_filters_that_have_hooks() -> None:
     plain = config_from_data(simple_config({"a": [UP]}))
     registry = StatsRegistry()
-    assert build_chains(plain, FaultTable.compile(plain, None), registry) == ({}, {})
-    data = simple_config({"a": [UP]})
-    data["faults"] = [{"name": "f", "listener": "web", "percent": 0, "abort": {"status": 503}}]
-    with_faults = config_from_data(data)
-    chains, network = build_chains(with_faults, FaultTable.compile(with_faults, None), registry)
-    assert list(chains) == ["web"] and network == {}
-    assert chains["web"].members == () and chains["web"].faults is not None
-    # a filter with no hook at all costs nothing either
+    assert build_chains(plain, registry) == ({}, {})
     data = http([{"name": "t", "python": {"factory": f"{SAMPLES}:NoHooks"}}])
-    hookless = config_from_data(data)
-    assert build_chains(hookless, None, registry) == ({}, {})
+    assert build_chains(config_from_data(data), registry) == ({}, {})
+    data = http([{"name": "t", "python": {"factory": f"{SAMPLES}:AddHeader"}}])
+    chains, network = build_chains(config_from_data(data), registry)
+    assert list(chains) == ["web"] and network == {}
+    assert [m.factory.name for m in chains["web"].members] == ["t"]
