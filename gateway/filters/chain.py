@@ -42,7 +42,9 @@ request that no filter takes gets none (and no coroutine). The order, in the cor
    ``on_done``.
 
 A hook that raises fails the request with a 500 (``FilterError``, flag ``FLT``),
-counted as ``listener.<name>.http_filter.<filter>.error``; with ``fail_open`` the
+counted as ``listener.<name>.http_filter.<filter>.error`` (and, when the exception has
+a ``stat`` attribute naming one of ``wasm_trap``, ``wasm_timeout``, ``wasm_oom``, in
+that counter too: how the proxy-wasm host reports its failures); with ``fail_open`` the
 filter is skipped instead, for the rest of that request. Either way, other requests
 and the gateway go on.
 
@@ -100,6 +102,10 @@ HOOKS: Final = (
     "on_response_trailers",
     "on_log",
 )
+
+
+#: the ``FilterStats`` counters a hook's exception may name in its ``stat`` attribute
+_FAILURE_STATS: Final = frozenset({"wasm_trap", "wasm_timeout", "wasm_oom"})
 
 
 class Buffer:
@@ -298,7 +304,13 @@ class RequestFilters:
         if isinstance(error, FilterReplied):
             raise error
         member = self.members[index]
-        member.stats.error += 1
+        stats = member.stats
+        stats.error += 1
+        # a failure may name its own counter too (the proxy-wasm host's ``wasm_trap``,
+        # ``wasm_timeout``, ``wasm_oom``: ``FilterStats`` fields)
+        kind = getattr(error, "stat", None)
+        if isinstance(kind, str) and kind in _FAILURE_STATS:
+            setattr(stats, kind, getattr(stats, kind) + 1)
         name = member.factory.name
         log.warning("http filter %r failed: %r", name, error)
         if member.factory.fail_open:

@@ -27,9 +27,15 @@ class Factory:
         return self.target
 
 
+class Trapped(Exception):
+    """How the proxy-wasm host will report a trap: an exception naming its counter."""
+
+    stat = "wasm_trap"
+
+
 class Raises:
     async def on_request_headers(self, headers: HeaderMap, end: bool) -> None:
-        raise RuntimeError("trap")
+        raise Trapped("unreachable executed")
 
 
 class Tags:
@@ -80,6 +86,7 @@ async def test_a_failing_filter_with_fail_open_is_skipped_and_counted() -> None:
     assert await filters.request_headers(request, b"http") is None
     assert request.headers == [(b"host", b"h"), (b"x-tag", b"tag")]
     assert registry.filters["web", "http_filter", "trap"].error == 1
+    assert registry.filters["web", "http_filter", "trap"].wasm_trap == 1
     closed = chain(Factory("trap", Raises())).begin(None)
     assert closed is not None
     with pytest.raises(FilterError):

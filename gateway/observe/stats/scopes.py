@@ -500,6 +500,7 @@ class FilterStats(Scope):
     wasm_oom: int = counter("wasm.oom")
 
 
+@attrs.define(slots=True, eq=False)
 class RouteClusterStats(Scope):
     """``listener.<listener>.route.<route>.cluster.<cluster>.*``: the requests one route
     sent to one of its clusters, counted per request when it ends (not per attempt), as
