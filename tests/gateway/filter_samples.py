@@ -158,3 +158,35 @@ class NoHooks:
 
     def __init__(self, config: Any) -> None:
         pass
+
+
+class Masks:
+    """Replaces an upstream's response with its own when the upstream is ``b``."""
+
+    def __init__(self, config: Any) -> None:
+        pass
+
+    def on_response_headers(self, headers: HeaderMap) -> LocalReply | None:
+        if headers.get("x-upstream") == "b":
+            return LocalReply(502, "b is hidden\n", [("x-masked", "1")])
+        return None
+
+
+class HoldsResponse:
+    """Holds the whole response body (``BUFFER``), then passes it on."""
+
+    def __init__(self, config: Any) -> None:
+        pass
+
+    def on_response_body(self, data: bytes, end_of_stream: bool) -> bytes | Buffer:
+        return data if end_of_stream else BUFFER
+
+
+class Trailers:
+    """Adds a request trailer."""
+
+    def __init__(self, config: Any) -> None:
+        pass
+
+    def on_request_trailers(self, trailers: HeaderMap) -> None:
+        trailers["x-checked"] = "yes"

@@ -56,8 +56,11 @@ class Recorder:
                     elif isinstance(event, h11.Data):
                         current["body"] += event.data
                     elif isinstance(event, h11.EndOfMessage):
+                        current["trailers"] = {n.decode(): v.decode() for n, v in event.headers}
                         self.requests.append(current)
                         body = current["body"] if current["target"] == "/echo" else self.body
+                        if current["target"] == "/big":
+                            body = b"x" * 100_000
                         headers = [("x-upstream", self.name), ("content-length", str(len(body)))]
                         out = conn.send(h11.Response(status_code=200, headers=headers))
                         out += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
@@ -326,3 +329,57 @@ async def test_a_network_filter_sees_and_rewrites_tcp_bytes_both_ways(
     # upper-cased on the way up, echoed, bracketed on the way down (per piece)
     assert received.replace(b"][", b"") == b"[HELLO]"
     await wait_until(lambda: filter_samples.TCP_EVENTS == ["new", "close"])
+
+
+async def test_a_response_hooks_local_reply_replaces_the_upstreams_response(
+    nursery: trio.Nursery, start_gateway: StartGateway
+) -> None:
+    routes = [
+        {"match": {"prefix": "/b"}, "cluster": "b"},
+        {"match": {"prefix": "/"}, "cluster": "a"},
+    ]
+    _gw, url, _a, b = await gateway_with(nursery, start_gateway, [python("mask", "Masks")], routes)
+    async with httpx.AsyncClient() as client:
+        masked = await client.get(f"{url}/b")
+        shown = await client.get(f"{url}/a")
+    assert (masked.status_code, masked.text, masked.headers["x-masked"]) == (
+        502,
+        "b is hidden\n",
+        "1",
+    )
+    assert len(b.requests) == 1  # it went upstream; its answer never came down
+    assert (shown.status_code, shown.text) == (200, "hello from upstream")
+
+
+async def test_a_response_body_held_over_the_limit_is_a_500(
+    nursery: trio.Nursery, start_gateway: StartGateway
+) -> None:
+    _gw, url, _a, _ = await gateway_with(
+        nursery, start_gateway, [python("hold", "HoldsResponse")], filter_buffer_limit_kb=16
+    )
+    async with httpx.AsyncClient() as client:
+        small = await client.get(f"{url}/x")
+        big = await client.get(f"{url}/big")  # 100,000 bytes, held past 16 KiB
+    assert (small.status_code, small.text) == (200, "hello from upstream")
+    assert big.status_code == 500
+    assert "filter_buffer_limit_kb" in big.text
+
+
+async def test_request_trailers_go_through_the_trailers_hooks(
+    nursery: trio.Nursery, start_gateway: StartGateway
+) -> None:
+    gw, _url, a, _ = await gateway_with(nursery, start_gateway, [python("tr", "Trailers")])
+    address = gw.listener_address("web")
+    stream = await trio.open_tcp_stream(address.host, address.port)
+    async with stream:
+        await stream.send_all(
+            b"POST /x HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n"
+            b"te: trailers\r\n\r\n5\r\nhello\r\n0\r\nx-sent: 1\r\n\r\n"
+        )
+        received = b""
+        with trio.fail_after(5):
+            while b"hello from upstream" not in received:
+                received += await stream.receive_some(65536)
+    assert received.startswith(b"HTTP/1.1 200")
+    assert a.requests[0]["body"] == b"hello"
+    assert a.requests[0]["trailers"] == {"x-sent": "1", "x-checked": "yes"}
