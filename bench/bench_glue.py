@@ -22,6 +22,10 @@ the cluster's stats): what they cost a request, against a run without.
 ``--fault-percent P`` configures one HTTP fault (an abort) on the listener at ``P``
 percent, so that ``0`` measures a fault that is decided on every request and never
 applied (only for a tree with faults).
+``--filters`` prints, side by side from the same run, the CPU per request with no filter
+and with each filter of ``FILTERS`` (a header-adding Python filter: ``sample_filters``;
+the proxy-wasm ones join it there), each variant on the same tree (only for a tree with
+filters). ``--filter NAME`` measures one variant alone (for callgrind).
 ``--rollout`` has the route watched as a running staged rollout watches it (each request
 also counted in the route's stats for its cluster): what a rollout costs a request on
 its route, against a run without (only for a tree with rollouts).
@@ -36,6 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
@@ -44,6 +49,15 @@ RESPONSE = (
     b"Content-Type: application/octet-stream\r\nContent-Length: 13\r\n"
     b"Connection: keep-alive\r\n\r\nhello, world\n"
 )
+
+
+#: the variants ``--filters`` compares: a name and the listener's ``http_filters``
+FILTERS: dict[str, list[dict[str, Any]]] = {
+    "none": [],
+    "python-add-header": [
+        {"name": "tag", "python": {"factory": "sample_filters:AddHeader", "config": {}}}
+    ],
+}
 
 
 class FakeStream:
@@ -80,12 +94,14 @@ async def serve_all(
     resilience: bool,
     fault_percent: float | None,
     rollout: bool = False,
+    http_filters: list[dict[str, Any]] | None = None,
 ) -> float:
     """Serve ``requests`` over ``connections``; the CPU seconds it took."""
     from gateway.cluster.actor import ClusterHandle
     from gateway.config import config_from_data
     from gateway.dataplane import DataPlane, DataPlaneRef
     from gateway.listener.context import ListenerContext
+    from gateway.observe.stats import StatsRegistry
     from gateway.proxy.http import HttpConnection
     from gateway.routing import RouteTable
 
@@ -100,6 +116,8 @@ async def serve_all(
         ],
         "clusters": [{"name": "c", "endpoints": [{"address": "127.0.0.1:9"}]}],
     }
+    if http_filters:
+        data["listeners"][0]["http_filters"] = http_filters
     if resilience:
         data["clusters"][0]["breaker"] = {}
         data["clusters"][0]["outlier_detection"] = {}
@@ -119,14 +137,20 @@ async def serve_all(
         plane = DataPlane(
             config, plane.routes, plane.clusters, faults=FaultTable.compile(config, None)
         )
-    ctx = ListenerContext(listener, DataPlaneRef(plane), rng=random.Random(7))
+    registry = StatsRegistry()
+    try:  # (a tree with filters: the chains as published)
+        from gateway.filters.factories import build_chains
+    except ImportError:
+        pass
+    else:
+        chains, _network = build_chains(config, registry)
+        plane = DataPlane(config, plane.routes, plane.clusters, plane.faults, chains)
+    ctx = ListenerContext(listener, DataPlaneRef(plane), rng=random.Random(7), registry=registry)
     if rollout:  # (imported here: a tree from before rollouts runs without)
         from gateway.routing import watch_routes
 
         watch = watch_routes("web", frozenset({"main"}), ctx.registry)
-        ctx.dataplane.current = DataPlane(
-            config, {"web": RouteTable(listener, watch)}, plane.clusters, plane.faults
-        )
+        ctx.dataplane.current = attrs.evolve(plane, routes={"web": RouteTable(listener, watch)})
     if resilience:  # (imported here: a tree from before them runs without)
         from gateway.cluster.breaker import ClusterBreaker
         from gateway.cluster.outcomes import OutcomeBuffer
@@ -161,8 +185,30 @@ def main() -> None:
     parser.add_argument("--resilience", action="store_true", help="breaker and outlier detection")
     parser.add_argument("--fault-percent", type=float, default=None)
     parser.add_argument("--rollout", action="store_true", help="the route watched by a rollout")
+    parser.add_argument("--filters", action="store_true", help="each of FILTERS, side by side")
+    parser.add_argument("--filter", choices=sorted(FILTERS), help="one of FILTERS alone")
     args = parser.parse_args()
     sys.path.insert(0, str(args.tree))
+    if args.filters or args.filter:
+        names = list(FILTERS) if args.filters else [args.filter]
+        figures = {}
+        for name in names:
+            took = trio.run(
+                serve_all,
+                args.requests,
+                args.connections,
+                args.resilience,
+                args.fault_percent,
+                args.rollout,
+                FILTERS[name],
+            )
+            figures[name] = took / args.requests * 1e6
+        for name, us in figures.items():
+            extra = (
+                f" (+{us - figures['none']:.2f})" if "none" in figures and name != "none" else ""
+            )
+            print(f"{name:24} {us:8.2f} us CPU per request{extra}")
+        return
     took = trio.run(
         serve_all,
         args.requests,

@@ -13,6 +13,8 @@ import attrs
 from gateway.cluster.actor import ClusterHandle
 from gateway.config import Config
 from gateway.faults.table import FaultTable
+from gateway.filters.chain import HttpFilterChain
+from gateway.filters.network import NetworkFilterChain
 from gateway.routing import RouteTable
 
 
@@ -21,8 +23,14 @@ class DataPlane:
     config: Config
     routes: dict[str, RouteTable]
     clusters: dict[str, ClusterHandle]
-    #: the HTTP faults of this version; None when none is configured
+    #: the HTTP faults of this version, the built-in last filter of every HTTP
+    #: listener's chain (``gateway.filters.chain``); None when none is configured
     faults: FaultTable | None = None
+    #: the HTTP filter chains of the listeners that have ``http_filters``; empty when
+    #: none has, as the data path tests
+    chains: dict[str, HttpFilterChain] = attrs.field(factory=dict)
+    #: the network filter chains of the tcp listeners that have one
+    network_chains: dict[str, NetworkFilterChain] = attrs.field(factory=dict)
 
 
 class DataPlaneRef:

@@ -17,6 +17,11 @@
     ├── NoHealthyUpstream              the cluster has no endpoint to pick       -> 503 / UH
     ├── DownstreamProtocolError        the client sent a malformed request        -> 400 / 431
     ├── DownstreamClosed               the client went away mid-request           (no reply)
+    ├── FilterError                    an HTTP filter failed the request (raised) -> 500 / FLT
+    │   ├── FilterBodyTooLarge             a body held for a filter is over the
+    │   │                                  listener's filter_buffer_limit_kb   -> 413 / 500, FLT
+    │   └── FilterReplied                  a filter answered locally after the request went
+    │                                      upstream (a response hook's ``LocalReply``)
     ├── ListenerBindError(OSError)     a listener's address cannot be bound
     ├── SupervisorEscalation           a child crashed past its restart intensity
     ├── ActorStopped                   an actor ended before answering a request  -> 503
@@ -156,6 +161,35 @@ class DownstreamProtocolError(GatewayError):
 
 class DownstreamClosed(GatewayError):
     """The client went away; nothing more can be written to it."""
+
+
+class FilterError(GatewayError):
+    """An HTTP filter failed this request (its hook raised, or a wasm module trapped)."""
+
+    status_hint = 500
+    flag = "FLT"
+
+    def __init__(self, message: str, *, filter_name: str = "") -> None:
+        super().__init__(message)
+        self.filter_name = filter_name
+
+
+class FilterBodyTooLarge(FilterError):
+    """A body a filter asked to see whole is over ``filter_buffer_limit_kb``."""
+
+    def __init__(self, message: str, *, status: int, filter_name: str = "") -> None:
+        super().__init__(message, filter_name=filter_name)
+        self.status_hint = status
+
+
+class FilterReplied(FilterError):
+    """A response hook answered with a ``LocalReply`` (``reply``) in the upstream's stead."""
+
+    flag = ""
+
+    def __init__(self, reply: object, *, filter_name: str = "") -> None:
+        super().__init__("a filter replied locally", filter_name=filter_name)
+        self.reply = reply
 
 
 class SupervisorEscalation(GatewayError):

@@ -10,7 +10,7 @@ Every field has a default where a user of Envoy would expect one.
 from __future__ import annotations
 
 import ipaddress
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import attrs
 
@@ -284,6 +284,8 @@ class Route:
     split_key: SplitKey | None = None
     #: copy a share of the requests to a shadow cluster (``gateway.proxy.mirror``)
     mirror: MirrorPolicy | None = None
+    #: the listener's ``http_filters`` (by name; ``faults`` too) skipped on this route
+    disabled_filters: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -398,6 +400,37 @@ class Toxic:
 
 
 @attrs.frozen
+class WasmFilter:
+    """A proxy-wasm module as a filter (``gateway.filters.wasm``)."""
+
+    path: str
+    #: passed to the module's ``on_configure``, as bytes
+    config: str = ""
+    #: a trapping or over-budget module: 500 (False) or the filter skipped (True)
+    fail_open: bool = False
+    max_memory_mb: int = 64
+    #: the deadline of one callback (milliseconds)
+    max_ms_per_call: float = 50.0
+
+
+@attrs.frozen
+class PythonFilter:
+    """A filter written in Python: ``factory`` (``module:attribute``) called with ``config``."""
+
+    factory: str
+    config: Any = attrs.field(factory=dict, hash=False)
+
+
+@attrs.frozen
+class FilterConfig:
+    """One filter of a listener's chain: exactly one of ``wasm`` or ``python``."""
+
+    name: str
+    wasm: WasmFilter | None = None
+    python: PythonFilter | None = None
+
+
+@attrs.frozen
 class Listener:
     """A bound address and how its traffic is handled.
 
@@ -435,6 +468,13 @@ class Listener:
     #: prior knowledge)
     tls: ListenerTls | None = None
     http2: Http2Settings = Http2Settings()
+    #: HTTP filters, in order, on every request (``gateway.filters.chain``)
+    http_filters: tuple[FilterConfig, ...] = ()
+    #: network filters, in order, on the bytes of each connection (``protocol: tcp``)
+    network_filters: tuple[FilterConfig, ...] = ()
+    #: the most a filter that asks for a whole body may hold (KiB): over it, 413 (a
+    #: request's) or 500 (a response's)
+    filter_buffer_limit_kb: int = 1024
 
     def all_routes(self) -> list[Route]:
         """Every route, those of the virtual hosts included, in order."""

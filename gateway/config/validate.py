@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import re
 import ssl
 import urllib.parse
@@ -257,6 +258,73 @@ def _check_listener(
         issues.append(ConfigIssue(f"{path}.max_request_headers_count", "must be 1-10000"))
     _check_http2(lst.http2, f"{path}.http2", issues)
     _check_access_log(lst, path, issues)
+    _check_filters(lst, path, issues)
+
+
+def _check_filters(lst: Listener, path: str, issues: list[ConfigIssue]) -> None:
+    """A listener's ``http_filters`` and ``network_filters``, and its routes'
+    ``disabled_filters``; a filter that passes is built (``gateway.filters.factories``:
+    a Python factory is imported and called with its config)."""
+    # (imported here: the filters import the config model)
+    from gateway.filters.chain import FAULTS
+    from gateway.filters.factories import (
+        FilterConfigProblem,
+        build_http_factory,
+        build_network_factory,
+    )
+
+    if lst.http_filters and lst.protocol != "http":
+        issues.append(ConfigIssue(f"{path}.http_filters", "only 'http' listeners have them"))
+    if lst.network_filters and lst.protocol != "tcp":
+        issues.append(ConfigIssue(f"{path}.network_filters", "only 'tcp' listeners have them"))
+    if not 1 <= lst.filter_buffer_limit_kb <= 1024 * 1024:
+        issues.append(ConfigIssue(f"{path}.filter_buffer_limit_kb", "must be 1-1048576"))
+    for key, filters in (
+        ("http_filters", lst.http_filters),
+        ("network_filters", lst.network_filters),
+    ):
+        for name in _dupes(f.name for f in filters):
+            issues.append(ConfigIssue(f"{path}.{key}", f"filter {name!r} defined twice"))
+        build = build_http_factory if key == "http_filters" else build_network_factory
+        for i, flt in enumerate(filters):
+            fpath = f"{path}.{key}[{i}]"
+            before = len(issues)
+            if not flt.name:
+                issues.append(ConfigIssue(f"{fpath}.name", "must not be empty"))
+            elif key == "http_filters" and flt.name == FAULTS:
+                issues.append(
+                    ConfigIssue(f"{fpath}.name", f"{FAULTS!r} is the built-in faults filter's")
+                )
+            if (flt.wasm is None) == (flt.python is None):
+                issues.append(ConfigIssue(fpath, "needs exactly one of 'wasm' or 'python'"))
+                continue
+            wasm = flt.wasm
+            if wasm is not None:
+                if not os.path.isfile(wasm.path):
+                    issues.append(ConfigIssue(f"{fpath}.wasm.path", f"{wasm.path}: no such file"))
+                if wasm.max_memory_mb < 1:
+                    issues.append(ConfigIssue(f"{fpath}.wasm.max_memory_mb", "must be >= 1"))
+                if not wasm.max_ms_per_call > 0:
+                    issues.append(ConfigIssue(f"{fpath}.wasm.max_ms_per_call", "must be > 0"))
+            if len(issues) > before or lst.protocol not in ("http", "tcp"):
+                continue
+            try:
+                build(flt)
+            except FilterConfigProblem as e:
+                issues.append(ConfigIssue(f"{fpath}.{e.field}", e.reason))
+    known = {f.name for f in lst.http_filters} | {FAULTS}
+    routes = [(f"{path}.routes[{i}]", r) for i, r in enumerate(lst.routes)]
+    for i, vh in enumerate(lst.virtual_hosts):
+        routes += [(f"{path}.virtual_hosts[{i}].routes[{j}]", r) for j, r in enumerate(vh.routes)]
+    for rpath, route in routes:
+        for j, name in enumerate(route.disabled_filters):
+            if name not in known:
+                issues.append(
+                    ConfigIssue(
+                        f"{rpath}.disabled_filters[{j}]",
+                        f"listener {lst.name!r} has no http filter {name!r}",
+                    )
+                )
 
 
 def _check_http2(http2: Http2Settings, path: str, issues: list[ConfigIssue]) -> None:

@@ -86,6 +86,7 @@ from gateway.errors import (
     VersionMismatch,
 )
 from gateway.faults.table import FaultTable
+from gateway.filters.factories import build_chains
 from gateway.listener.actor import (
     ListenerHandle,
     Sockets,
@@ -496,11 +497,14 @@ class _ControlActor:
         for name in _names(old.listeners) - _names(new.listeners):
             if name in previous.routes:
                 routes[name] = previous.routes[name]
+        chains, network_chains = build_chains(new, self.stats)
         ref.current = DataPlane(
             config=new,
             routes=routes,
             clusters={c.name: self.clusters[c.name] for c in new.clusters},
             faults=FaultTable.compile(new, previous.faults),
+            chains=chains,
+            network_chains=network_chains,
         )
 
         async def restore() -> None:

@@ -113,3 +113,18 @@ def local_reply(
     lines.append(b"\r\n")
     lines.append(body)
     return b"".join(lines)
+
+
+def reply_with_body(status: int, body: bytes, headers: Headers, *, close: bool) -> bytes:
+    """A whole response the gateway answers with: ``headers`` as given (framing ones
+    dropped), ``body`` with its ``content-length`` (a filter's ``LocalReply``)."""
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b"Unknown"))]
+    for name, value in headers:
+        if name.lower() not in (b"content-length", b"transfer-encoding", b"connection"):
+            lines.append(name + b": " + value + b"\r\n")
+    lines.append(b"content-length: %d\r\n" % len(body))
+    if close:
+        lines.append(b"connection: close\r\n")
+    lines.append(b"\r\n")
+    lines.append(body)
+    return b"".join(lines)

@@ -421,6 +421,7 @@ async def run_listener(
             outer.start_soon(ctx.run_timers)
             outer.start_soon(ctx.access_log.run_writer)
             outer.start_soon(ctx.mirror.run)
+            outer.start_soon(ctx.filter_log.run)
             outer.start_soon(watch_listener_tls, ctx)
             async with trio.open_nursery() as conns:
                 actor = _ListenerActor(handle, sockets, conns)

@@ -25,6 +25,7 @@ import trio
 from gateway.config import Listener
 from gateway.dataplane import DataPlaneRef
 from gateway.faults.toxics import ToxicTable
+from gateway.filters.chain import FilterLog
 from gateway.observe.accesslog import AccessLog
 from gateway.observe.stats import ClusterStats, ListenerStats, StatsRegistry
 from gateway.proxy.mirror import Mirror
@@ -68,6 +69,8 @@ class ListenerContext:
     access_log: AccessLog = attrs.field(init=False)
     #: copies of requests on their way to shadow clusters
     mirror: Mirror = attrs.field(init=False)
+    #: the ``on_log`` hooks of HTTP filters, run in the listener's task
+    filter_log: FilterLog = attrs.field(init=False)
     #: ``config.tracing``, flattened for the data path
     start_traceparent: bool = attrs.field(init=False)
     traceparent_sampled: bool = attrs.field(init=False)
@@ -86,6 +89,7 @@ class ListenerContext:
         self.cluster_stats = self.registry.clusters
         self.access_log = AccessLog(self.config.access_log, self.stats)
         self.mirror = Mirror(self.stats, self.dataplane)
+        self.filter_log = FilterLog()
         self.start_traceparent = self.config.tracing.start_traceparent
         self.traceparent_sampled = self.config.tracing.sampled
         self.toxic_table = ToxicTable(self.config.toxics)

@@ -43,6 +43,8 @@ from gateway.errors import (
     CircuitBreakerOverflow,
     DownstreamClosed,
     DownstreamProtocolError,
+    FilterError,
+    FilterReplied,
     GatewayError,
     NoHealthyUpstream,
     PoolExhausted,
@@ -55,6 +57,8 @@ from gateway.errors import (
     UpstreamTimeoutError,
 )
 from gateway.faults.inject import apply_fault, choose_fault
+from gateway.filters.api import LocalReply
+from gateway.filters.chain import FAULTS, RequestFilters
 from gateway.http1.events import (
     CHUNKED,
     LENGTH,
@@ -67,7 +71,14 @@ from gateway.http1.events import (
     ResponseReceived,
 )
 from gateway.http1.parse import RequestParser
-from gateway.http1.serialize import CHUNKED_LINE, chunk, last_chunk, local_reply, response_head
+from gateway.http1.serialize import (
+    CHUNKED_LINE,
+    chunk,
+    last_chunk,
+    local_reply,
+    reply_with_body,
+    response_head,
+)
 from gateway.listener.context import ListenerContext
 from gateway.observe.record import RequestRecord
 from gateway.observe.stats import BOUNDS_MS, ClusterStats
@@ -135,6 +146,7 @@ class HttpConnection:
         "client_ip",
         "ctx",
         "deadline",
+        "filters",
         "keep_after_local",
         "parser",
         "permit",
@@ -179,6 +191,8 @@ class HttpConnection:
         self.breaker_result: int | Failure | None = None
         #: the cancel scope of the try in progress under a ``per_try_timeout``
         self.try_scope: trio.CancelScope | None = None
+        #: the HTTP filters of the request in progress; None without any
+        self.filters: RequestFilters | None = None
 
     async def serve(self, initial: bytes = b"") -> None:
         """Serve requests until the client closes, errs, times out or the listener drains.
@@ -362,6 +376,10 @@ class HttpConnection:
         access_log = ctx.access_log
         if access_log.enabled:
             access_log.record(record)
+        filters = self.filters
+        if filters is not None:  # the on_log hooks run in the listener's task
+            self.filters = None
+            ctx.filter_log.offer(filters, record)
 
     async def _handle(self, head: RequestReceived) -> bool:
         """Proxy one request; True if the connection may serve another."""
@@ -372,11 +390,33 @@ class HttpConnection:
         if client_cert is not None:  # TLS: settled before routes match on it
             client_cert.apply(head.headers)
         dp = ctx.dataplane.current
-        entry = dp.routes[ctx.name].match(head)
+        listener = ctx.name
+        entry = dp.routes[listener].match(head)
         keep_alive = head.keep_alive and not ctx.draining
         # after a local reply, a request body we did not read would be taken for the
         # next request: keep the connection only for body-less requests
         self.keep_after_local = keep_alive and head.framing == NO_BODY
+        faults = dp.faults
+        chains = dp.chains
+        if chains:  # HTTP filters (gateway.filters.chain): off unless configured
+            chain = chains.get(listener)
+            if chain is not None:
+                filters = chain.begin(entry)
+                if filters is not None:
+                    self.filters = filters
+                    try:
+                        reply = await filters.request_headers(head, ctx.scheme)
+                    except FilterError as e:
+                        record.add_flag(e.flag)
+                        record.request_id = given_request_id(head) or request_id(ctx.rng)
+                        return await self._reply(record, e.status_hint, str(e))
+                    if reply is not None:
+                        record.request_id = given_request_id(head) or request_id(ctx.rng)
+                        return await self._local_reply(record, reply)
+                    if filters.rerouted:  # Envoy's clearRouteCache: the route again
+                        entry = dp.routes[listener].match(head)
+                    if filters.takes_request_body and head.framing != NO_BODY:
+                        _rechunk_request(head)
         if entry is None:
             record.flags = "NR"
             record.request_id = given_request_id(head) or request_id(ctx.rng)
@@ -393,8 +433,9 @@ class HttpConnection:
         record.cluster = cluster_stats.quoted
         if entry.watch is not None:  # a rollout watches the route (gateway.control.rollouts)
             record.watch = entry.watch.get(name)
-        if dp.faults is not None:  # HTTP faults (gateway.faults): off unless configured
-            chosen = choose_fault(dp.faults, ctx, entry, name, head)
+        # the faults filter, the chain's last (gateway.faults): off unless configured
+        if faults is not None and FAULTS not in entry.route.disabled_filters:
+            chosen = choose_fault(faults, ctx, entry, name, head)
             if chosen is not None:
                 ended = await apply_fault(self, chosen, record)
                 if ended is not None:
@@ -428,7 +469,9 @@ class HttpConnection:
         if rules.tries > 1:  # a route that retries: can this request be sent again?
             if not streamed:
                 tries = rules.tries
-            elif self._may_hold_body(head, rules):
+            elif self._may_hold_body(head, rules) and (
+                self.filters is None or not self.filters.takes_request_body
+            ):  # (a body the filters see streams: it is not held for retries)
                 body = await self._hold_body(record, head, rules.buffer_limit)
                 if body is not None:
                     held, streamed, tries = body, False, rules.tries
@@ -489,6 +532,11 @@ class HttpConnection:
                     keep = await (exchange if not per_try else self._per_try(per_try, exchange))
                 except RetriableResponse:
                     pass  # dropped before any of it went downstream: the next try
+                except FilterError as e:  # a filter failed or replied (body, response)
+                    if isinstance(e, FilterReplied) and not record.head_sent:
+                        return await self._local_reply(record, e.reply)  # type: ignore[arg-type]
+                    error, flags = e, e.flag
+                    break
                 except UpstreamError as e:
                     error, flags = e, e.flag
                     if record.head_sent or isinstance(e, CircuitBreakerOverflow):
@@ -620,6 +668,18 @@ class HttpConnection:
         record.status = status
         record.bytes_out = len(text.encode()) + 1  # the body: the text and a newline
         await self._send(local_reply(status, text, close=not keep, extra_headers=headers))
+        self._finish()
+        return keep
+
+    async def _local_reply(self, record: RequestRecord, reply: LocalReply) -> bool:
+        """End the request with a filter's ``LocalReply``; True if the connection may
+        serve another."""
+        keep = self.keep_after_local
+        body = reply.body_bytes()
+        record.status = reply.status
+        record.bytes_out = len(body)
+        await self._send(reply_with_body(reply.status, body, reply.header_fields(), close=not keep))
+        record.head_sent = True
         self._finish()
         return keep
 
@@ -803,6 +863,17 @@ class HttpConnection:
             grpc_status = retried(resp.headers, retry_statuses)
             if grpc_status is not None:
                 raise RetriableResponse(grpc_to_http(grpc_status))
+        filters = self.filters
+        if filters is not None and filters.takes_response:
+            reply = await filters.response_headers(resp)
+            if reply is not None:
+                raise FilterReplied(reply)
+            if resp.status != status:
+                status = resp.status
+                resp.reason = b""
+            if filters.takes_response_body and resp.framing != NO_BODY:
+                record.status = status
+                return await self._relay_filtered(record, conn, resp, filters, keep_alive, head)
         record.status = status
         rechunk = False
         if resp.framing == LENGTH or resp.framing == NO_BODY:
@@ -843,6 +914,58 @@ class HttpConnection:
         # llhttp's keep_alive already accounts for "Connection: close" and HTTP/1.0
         return keep_alive, resp.keep_alive and not parser.broken
 
+    async def _relay_filtered(
+        self,
+        record: RequestRecord,
+        conn: UpstreamConnection,
+        resp: ResponseReceived,
+        filters: RequestFilters,
+        keep_alive: bool,
+        head: RequestReceived,
+    ) -> tuple[bool, bool]:
+        """``_relay_response``'s body part when filters see the response body: each piece
+        through their body hooks, the body re-framed (chunked; close-delimited for an
+        HTTP/1.0 client) as its length may change, the head held until the first byte
+        of body the filters pass on (so a body over the buffer limit is still a 500)."""
+        parser = conn.parser
+        events = parser.events
+        resp.headers = [h for h in resp.headers if h[0].lower() != b"content-length"]
+        if head.version == b"1.0":
+            keep_alive, rechunk, extra = False, False, b"connection: close\r\n"
+        else:
+            rechunk, extra = True, CHUNKED_LINE
+            if not keep_alive:
+                extra += b"connection: close\r\n"
+        out = [
+            response_head(resp.status, resp.reason, resp.headers, resp.connection, VIA_LINE + extra)
+        ]
+        done = False
+        while True:
+            while events:
+                ev = events.popleft()
+                if isinstance(ev, DataReceived):
+                    data = await filters.response_body(ev.data, False)
+                else:
+                    assert isinstance(ev, MessageEnded)
+                    data = await filters.response_body(b"", True)
+                    done = True
+                if data:
+                    record.bytes_out += len(data)
+                    out.append(chunk(data) if rechunk else data)
+                if done:
+                    if rechunk:
+                        assert isinstance(ev, MessageEnded)
+                        out.append(last_chunk(await filters.response_trailers(ev.trailers)))
+                    break
+            if out and (done or len(out) > 1 or record.head_sent):
+                await self._send(b"".join(out))
+                record.head_sent = True
+                out = []
+            if done:
+                break
+            await conn.read()
+        return keep_alive, resp.keep_alive and not parser.broken
+
 
 #: what stands in for the head of a request that never had a valid one (400, 408)
 NO_REQUEST = RequestReceived(
@@ -858,6 +981,12 @@ NO_REQUEST = RequestReceived(
 )
 
 _NO_STATUSES: frozenset[int] = frozenset()
+
+
+def _rechunk_request(head: RequestReceived) -> None:
+    """``head``'s body goes upstream chunked: filters may change its length."""
+    head.framing = CHUNKED
+    head.headers = [h for h in head.headers if h[0].lower() != b"content-length"]
 
 
 def _ms_since(start: float) -> float:
@@ -902,18 +1031,32 @@ class _BodyPump:
         http = self.http
         record = self.record
         events = http.body_events
+        filters = http.filters
+        if filters is not None and not filters.takes_request_body:
+            filters = None
         out = [up_head]
         try:
             while True:
                 while events:
                     ev = events.popleft()
                     if isinstance(ev, DataReceived):
-                        record.bytes_in += len(ev.data)
-                        out.append(chunk(ev.data) if chunked else ev.data)
+                        data = ev.data
+                        record.bytes_in += len(data)
+                        if filters is not None:  # (the body was re-framed chunked)
+                            data = await filters.request_body(data, False)
+                            if not data:
+                                continue
+                        out.append(chunk(data) if chunked else data)
                         continue
                     assert isinstance(ev, MessageEnded)
+                    trailers = ev.trailers
+                    if filters is not None:
+                        tail = await filters.request_body(b"", True)
+                        if tail:
+                            out.append(chunk(tail))
+                        trailers = await filters.request_trailers(trailers)
                     if chunked:
-                        out.append(last_chunk(ev.trailers))
+                        out.append(last_chunk(trailers))
                     await self.conn.send(b"".join(out))
                     self.done = True
                     return
@@ -927,7 +1070,8 @@ class _BodyPump:
         except UpstreamResetError:
             # the upstream stopped reading; its response (or the reset) tells the rest
             return
-        except (DownstreamClosed, DownstreamProtocolError) as e:
-            # the client broke off or sent a malformed body: the exchange is over
+        except (DownstreamClosed, DownstreamProtocolError, FilterError) as e:
+            # the client broke off or sent a malformed body, or a filter failed on it
+            # (or replied): the exchange is over
             self.failed = e
             scope.cancel()

@@ -20,6 +20,13 @@ endpoint means one attempt. When every attempt failed the client connection is c
 and ``upstream_cx_connect_attempts_exceeded`` counts it. Each failed attempt is charged
 to its endpoint and reported to the outlier detector as a connect failure.
 
+Network filters (``gateway.filters.network``): a listener with ``network_filters`` has
+its connection's filters begun when the client connects (``on_new_connection``, before
+the upstream connect); each direction's destination is then a ``FilteredSink`` that
+passes every piece through the filters' data hooks before writing it, and
+``on_close`` runs when the connection ends. A filter that raises ends the connection.
+A listener without them pays one truth test per connection.
+
 Bytes (Envoy's names): the listener's ``downstream_cx_rx_bytes_total`` (read from
 clients) and ``downstream_cx_tx_bytes_total`` (written to them), the cluster's
 ``upstream_cx_tx_bytes_total`` and ``upstream_cx_rx_bytes_total``, counted per chunk.
@@ -66,6 +73,7 @@ import trio
 from gateway.cluster.snapshot import ClusterSnapshot, EndpointRuntime
 from gateway.errors import NoHealthyUpstream, UpstreamConnectError
 from gateway.faults.toxics import Link, ToxicConnection, set_reset_on_close
+from gateway.filters.network import ConnectionFilters, FilteredSink, NetworkFilterFailed
 from gateway.listener.context import ListenerContext
 from gateway.netio import ByteStream, SocketIO
 from gateway.observe.stats import ClusterStats, ListenerStats
@@ -88,7 +96,7 @@ Stream: TypeAlias = ByteStream
 class TcpConnection:
     """One proxied client connection under the listener's timers (idle timeout)."""
 
-    __slots__ = ("client", "ctx", "deadline", "idle_timeout", "scope", "upstream")
+    __slots__ = ("client", "ctx", "deadline", "filters", "idle_timeout", "scope", "upstream")
 
     def __init__(self, client: Stream, ctx: ListenerContext) -> None:
         self.client = client
@@ -97,6 +105,8 @@ class TcpConnection:
         self.scope = trio.CancelScope()
         self.idle_timeout = ctx.config.idle_timeout
         self.deadline = ctx.now + self.idle_timeout
+        #: the listener's network filters for this connection; None without any
+        self.filters: ConnectionFilters | None = None
 
     def cancel_if_idle(self) -> None:
         """A drain does not cut a TCP connection short: it ends with the drain's grace."""
@@ -170,9 +180,17 @@ class _Splice:
         try:
             await link.run()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            if self.broken is None and link.failing is not None:
-                self.broken = self.client if link.failing is self.client else self.upstream
+            failing = link.failing
+            if isinstance(failing, FilteredSink):
+                failing = failing.inner
+            if self.broken is None and failing is not None:
+                self.broken = self.client if failing is self.client else self.upstream
             self.scope.cancel()  # a reset on either side ends both directions
+        except NetworkFilterFailed as e:  # counted by the filters; says nothing of the upstream
+            log.info("tcp: %s", e)
+            if self.broken is None:
+                self.broken = self.client
+            self.scope.cancel()
 
 
 async def serve_tcp_connection(client: ByteStream, ctx: ListenerContext, cluster: str) -> None:
@@ -181,12 +199,25 @@ async def serve_tcp_connection(client: ByteStream, ctx: ListenerContext, cluster
     ctx.connections.add(conn)
     try:
         with conn.scope:
+            chains = ctx.dataplane.current.network_chains
+            if chains:  # network filters: off unless configured
+                chain = chains.get(ctx.name)
+                if chain is not None:
+                    conn.filters = chain.begin()
+                    try:
+                        await conn.filters.new_connection()
+                    except NetworkFilterFailed as e:
+                        log.info("tcp %s: %s", ctx.name, e)
+                        return
             await _serve(conn, ctx, cluster)
     finally:
         ctx.connections.discard(conn)
         client.close()
         if conn.upstream is not None:
             conn.upstream.close()
+        if conn.filters is not None:
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await conn.filters.close()
 
 
 async def _serve(conn: TcpConnection, ctx: ListenerContext, cluster: str) -> None:
@@ -307,19 +338,25 @@ async def _connect_and_splice(
         charge_connected(cluster_stats, endpoint_stats)
         client = conn.client
         listener_stats = ctx.stats
+        to_upstream: Stream | FilteredSink = upstream
+        to_client: Stream | FilteredSink = client
+        filters = conn.filters
+        if filters is not None:
+            to_upstream = FilteredSink(upstream, filters.downstream)
+            to_client = FilteredSink(client, filters.upstream)
         links = (
             Link(
                 toxics,
                 "upstream",
                 client,
-                upstream,
+                to_upstream,
                 _UpstreamBytes(conn, listener_stats, cluster_stats),
             ),
             Link(
                 toxics,
                 "downstream",
                 upstream,
-                client,
+                to_client,
                 _DownstreamBytes(conn, listener_stats, cluster_stats),
             ),
         )

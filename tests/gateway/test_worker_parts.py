@@ -207,3 +207,16 @@ def test_resolve_workers_auto_and_refusals() -> None:
     for bad in ("0", "-1", "lots"):
         with pytest.raises(ValueError):
             resolve_workers(bad)
+
+
+def test_filter_counters_are_summed_over_workers() -> None:
+    workers = [StatsRegistry(), StatsRegistry()]
+    workers[0].filter("web", "http_filter", "audit").error = 2
+    workers[1].filter("web", "http_filter", "audit").error = 3
+    workers[1].filter("db", "network_filter", "count").error = 1
+    primary = StatsRegistry()
+    primary.local_gauges = False
+    absorb(primary, [dump(w) for w in workers])
+    counters = stats_json(primary)["counters"]
+    assert counters["listener.web.http_filter.audit.error"] == 5
+    assert counters["listener.db.network_filter.count.error"] == 1

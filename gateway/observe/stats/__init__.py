@@ -19,6 +19,7 @@ from gateway.observe.stats.registry import SeriesPoint, StatsRegistry, run_stats
 from gateway.observe.stats.scopes import (
     ClusterStats,
     EndpointStats,
+    FilterStats,
     ListenerStats,
     RouteClusterStats,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "BOUNDS_MS",
     "ClusterStats",
     "EndpointStats",
+    "FilterStats",
     "Histogram",
     "ListenerStats",
     "RouteClusterStats",

@@ -51,6 +51,8 @@ def _scopes(registry: StatsRegistry) -> Iterator[tuple[str, dict[str, str], Scop
     for (listener, route, cluster), rs in registry.routes.items():
         labels = {"route": route, "listener": listener, "cluster": cluster}
         yield f"listener.{listener}.route.{route}.cluster.{cluster}.", labels, rs
+    for (listener, kind, name), fs in registry.filters.items():
+        yield f"listener.{listener}.{kind}.{name}.", {kind: name, "listener": listener}, fs
 
 
 def stats_json(registry: StatsRegistry, pattern: re.Pattern[str] | None = None) -> dict[str, Any]:

@@ -67,6 +67,7 @@ def dump(registry: StatsRegistry) -> dict[str, Any]:
             for name, cs in registry.clusters.items()
         },
         "routes": [[*key, _dump_scope(rs)] for key, rs in registry.routes.items()],
+        "filters": [[*key, _dump_scope(fs)] for key, fs in registry.filters.items()],
     }
 
 
@@ -123,6 +124,8 @@ def absorb(registry: StatsRegistry, dumps: Iterable[dict[str, Any]]) -> None:
                 _add(cluster_stats.endpoint(key), figures)
         for listener, route, cluster, figures in part.get("routes", ()):
             _add(registry.route_cluster(listener, route, cluster), figures)
+        for listener, kind, name, figures in part.get("filters", ()):
+            _add(registry.filter(listener, kind, name), figures)
 
 
 def total(part: dict[str, Any], stat: str) -> int:

@@ -31,6 +31,7 @@ import trio
 from gateway.observe.stats.histogram import difference, quantile
 from gateway.observe.stats.scopes import (
     ClusterStats,
+    FilterStats,
     Frame,
     ListenerStats,
     RouteClusterStats,
@@ -76,6 +77,8 @@ class StatsRegistry:
         self.series: dict[str, deque[SeriesPoint]] = {}
         #: per (listener, route, cluster), for the routes a rollout watches
         self.routes: dict[tuple[str, str, str], RouteClusterStats] = {}
+        #: per (listener, ``http_filter`` or ``network_filter``, filter name)
+        self.filters: dict[tuple[str, str, str], FilterStats] = {}
         self._series_len = max(2, int(series_span / tick))
         self._handles: dict[str, ClusterHandle] = {}
         #: wall-clock time of the start, or of the last reset
@@ -111,6 +114,15 @@ class StatsRegistry:
             stats = self.routes[key] = RouteClusterStats("/".join(key))
         return stats
 
+    def filter(self, listener: str, kind: str, name: str) -> FilterStats:
+        """The stats of filter ``name`` of ``listener`` (``kind``: ``http_filter`` or
+        ``network_filter``), made on first use."""
+        key = (listener, kind, name)
+        stats = self.filters.get(key)
+        if stats is None:
+            stats = self.filters[key] = FilterStats("/".join(key))
+        return stats
+
     def track_cluster(self, handle: ClusterHandle) -> None:
         """Read ``handle``'s endpoints from now on (its latest snapshot, each time)."""
         self._handles[handle.name] = handle
@@ -126,6 +138,8 @@ class StatsRegistry:
         self.listeners.pop(name, None)
         for key in [k for k in self.routes if k[0] == name]:
             del self.routes[key]
+        for fkey in [k for k in self.filters if k[0] == name]:
+            del self.filters[fkey]
 
     def endpoints(self, cluster: str) -> tuple[EndpointState, ...]:
         """Every endpoint the cluster still knows, draining ones included."""
@@ -210,6 +224,7 @@ class StatsRegistry:
             yield cs
             yield from cs.endpoints.values()
         yield from self.routes.values()
+        yield from self.filters.values()
 
 
 def _series_point(previous: Frame, frame: Frame, wall: float) -> SeriesPoint | None:

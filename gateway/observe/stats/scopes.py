@@ -481,6 +481,26 @@ class ClusterStats(Scope):
 
 
 @attrs.define(slots=True, eq=False)
+class FilterStats(Scope):
+    """``listener.<listener>.http_filter.<filter>.*`` (or ``network_filter``): how one
+    filter of one listener failed requests or connections. ``name`` is ``(listener,
+    kind, filter)`` joined by ``/``.
+
+    ``error``: a Python filter's hook raised (the request got a 500, or the filter was
+    skipped with ``fail_open``); the ``wasm.*`` counters are a proxy-wasm module's
+    failures by kind (``gateway.filters.wasm``): a trap, a callback over
+    ``max_ms_per_call``, a module over ``max_memory_mb``.
+    """
+
+    error: int = counter()
+    #: requests whose ``on_log`` hooks were dropped (the listener's queue of them full)
+    log_dropped: int = counter()
+    wasm_trap: int = counter("wasm.trap")
+    wasm_timeout: int = counter("wasm.timeout")
+    wasm_oom: int = counter("wasm.oom")
+
+
+@attrs.define(slots=True, eq=False)
 class RouteClusterStats(Scope):
     """``listener.<listener>.route.<route>.cluster.<cluster>.*``: the requests one route
     sent to one of its clusters, counted per request when it ends (not per attempt), as
