@@ -54,6 +54,7 @@ from gateway.errors import (
     WasmTrap,
 )
 from gateway.filters.api import HeaderMap, LocalReply
+from gateway.filters.wasm._calls import Export, MemoryView, StoreContext, define, store_context
 from gateway.filters.wasm.abi import (
     Action,
     BufferType,
@@ -298,12 +299,14 @@ class _Vm:
         store: wasmtime.Store,
         instance: wasmtime.Instance,
         memory: wasmtime.Memory,
-        allocate: wasmtime.Func,
-        callbacks: dict[str, wasmtime.Func],
+        allocate: Export,
+        callbacks: dict[str, Export],
     ) -> None:
         self.store = store
+        self.context = store_context(store)
         self.instance = instance
         self.memory = memory
+        self.view = MemoryView(memory)
         self.allocate = allocate
         self.callbacks = callbacks
         self.root = _Context(_ROOT_ID, {})
@@ -319,35 +322,33 @@ class _Vm:
     def streams(self) -> int:
         return len(self.contexts) - 1
 
-    # -- memory, as seen from inside a hostcall (``caller``) --
+    # -- memory, as seen from inside a hostcall (``store``: the store's context) --
 
-    def _span(self, caller: wasmtime.Caller, ptr: int, size: int) -> int:
-        ptr &= _U32_MASK
-        if ptr + size > self.memory.data_len(caller):
+    def _span(self, store: StoreContext, ptr: int, size: int) -> int:
+        address = self.view.address(store, ptr & _U32_MASK, size)
+        if address is None:
             raise _BadMemory
-        base = ctypes.cast(self.memory.data_ptr(caller), ctypes.c_void_p).value
-        assert base is not None
-        return base + ptr
+        return address
 
-    def read(self, caller: wasmtime.Caller, ptr: int, size: int) -> bytes:
+    def read(self, store: StoreContext, ptr: int, size: int) -> bytes:
         size &= _U32_MASK
         if size == 0:
             return b""
-        return ctypes.string_at(self._span(caller, ptr, size), size)
+        return ctypes.string_at(self._span(store, ptr, size), size)
 
-    def write(self, caller: wasmtime.Caller, ptr: int, data: bytes) -> None:
+    def write(self, store: StoreContext, ptr: int, data: bytes) -> None:
         if data:
-            ctypes.memmove(self._span(caller, ptr, len(data)), data, len(data))
+            ctypes.memmove(self._span(store, ptr, len(data)), data, len(data))
 
-    def put_u32(self, caller: wasmtime.Caller, ptr: int, value: int) -> None:
-        self.write(caller, ptr, _U32.pack(value & _U32_MASK))
+    def put_u32(self, store: StoreContext, ptr: int, value: int) -> None:
+        self.write(store, ptr, _U32.pack(value & _U32_MASK))
 
-    def put_u64(self, caller: wasmtime.Caller, ptr: int, value: int) -> None:
-        self.write(caller, ptr, _U64.pack(value & _U64_MASK))
+    def put_u64(self, store: StoreContext, ptr: int, value: int) -> None:
+        self.write(store, ptr, _U64.pack(value & _U64_MASK))
 
     def copy_out(
         self,
-        caller: wasmtime.Caller,
+        store: StoreContext,
         data: bytes,
         ptr_ptr: int,
         size_ptr: int,
@@ -357,12 +358,12 @@ class _Vm:
         (an empty value is address 0, unless ``always``)."""
         address = 0
         if data or always:
-            address = self.allocate(caller, len(data)) & _U32_MASK
+            address = (self.allocate(store, len(data)) or 0) & _U32_MASK
             if address == 0 and data:
                 raise _BadMemory
-            self.write(caller, address, data)
-        self.put_u32(caller, ptr_ptr, address)
-        self.put_u32(caller, size_ptr, len(data))
+            self.write(store, address, data)
+        self.put_u32(store, ptr_ptr, address)
+        self.put_u32(store, size_ptr, len(data))
 
 
 class _StreamContext(_Context):
@@ -568,29 +569,31 @@ class NetworkContext(_StreamContext):
 
 # -- the host --------------------------------------------------------------------------------
 
-_CALLBACKS: Final = (
-    "_initialize",
-    "_start",
-    "main",
-    "proxy_on_context_create",
-    "proxy_on_vm_start",
-    "proxy_on_configure",
-    "proxy_on_tick",
-    "proxy_on_done",
-    "proxy_on_log",
-    "proxy_on_delete",
-    "proxy_on_request_headers",
-    "proxy_on_request_body",
-    "proxy_on_request_trailers",
-    "proxy_on_response_headers",
-    "proxy_on_response_body",
-    "proxy_on_response_trailers",
-    "proxy_on_new_connection",
-    "proxy_on_downstream_data",
-    "proxy_on_upstream_data",
-    "proxy_on_downstream_connection_close",
-    "proxy_on_upstream_connection_close",
-)
+#: the callbacks the host makes, with their (parameters, results), all i32
+_CALLBACKS: Final = {
+    "_initialize": (0, 0),
+    "_start": (0, 0),
+    "main": (2, 1),
+    "proxy_on_context_create": (2, 0),
+    "proxy_on_vm_start": (2, 1),
+    "proxy_on_configure": (2, 1),
+    "proxy_on_tick": (1, 0),
+    "proxy_on_done": (1, 1),
+    "proxy_on_log": (1, 0),
+    "proxy_on_delete": (1, 0),
+    "proxy_on_request_headers": (3, 1),
+    "proxy_on_request_body": (3, 1),
+    "proxy_on_request_trailers": (2, 1),
+    "proxy_on_response_headers": (3, 1),
+    "proxy_on_response_body": (3, 1),
+    "proxy_on_response_trailers": (2, 1),
+    "proxy_on_new_connection": (1, 1),
+    "proxy_on_downstream_data": (3, 1),
+    "proxy_on_upstream_data": (3, 1),
+    "proxy_on_downstream_connection_close": (2, 0),
+    "proxy_on_upstream_connection_close": (2, 0),
+}
+_ALLOCATORS: Final = ("proxy_on_memory_allocate", "malloc")
 _ABI_MARKERS: Final = ("proxy_abi_version_0_2_1", "proxy_abi_version_0_2_0")
 
 _I = "i32"
@@ -848,7 +851,7 @@ class WasmFilterHost:
     # -- calling in --
 
     def _invoke(
-        self, vm: _Vm, context: _Context, callback: str, func: wasmtime.Func, *args: int
+        self, vm: _Vm, context: _Context, callback: str, func: Export, *args: int
     ) -> int | None:
         """One callback under the deadline; a failure raised as the ``WasmTrap`` it is."""
         runtime = self._runtime
@@ -857,7 +860,7 @@ class WasmFilterHost:
         vm.store.set_epoch_deadline(self._deadline_ticks)
         runtime.arm()
         try:
-            result: int | None = func(vm.store, *args)
+            result = func(vm.context, *args)
         except (wasmtime.WasmtimeError, _ProcExit) as exc:
             raise self._failure(vm, callback, exc) from None
         except Exception as exc:  # a hostcall's own bug: the module's call fails, not us
@@ -912,13 +915,14 @@ class WasmFilterHost:
         memory = exports.get("memory")
         if not isinstance(memory, wasmtime.Memory):
             raise WasmLoadError(f"{self.name}: exports no memory")
-        allocate = exports.get("proxy_on_memory_allocate") or exports.get("malloc")
-        if not isinstance(allocate, wasmtime.Func):
-            raise WasmLoadError(f"{self.name}: exports neither proxy_on_memory_allocate nor malloc")
+        allocator = next((name for name in _ALLOCATORS if name in exports), None)
+        if allocator is None:
+            raise WasmLoadError(f"{self.name}: exports neither {' nor '.join(_ALLOCATORS)}")
+        allocate = self._export(store, allocator, exports[allocator], (1, 1))
         callbacks = {
-            name: func
-            for name in _CALLBACKS
-            if isinstance(func := exports.get(name), wasmtime.Func)
+            name: self._export(store, name, exports[name], arity)
+            for name, arity in _CALLBACKS.items()
+            if name in exports
         }
         vm = _Vm(store, instance, memory, allocate, callbacks)
         try:
@@ -927,6 +931,23 @@ class WasmFilterHost:
             raise WasmLoadError(str(exc)) from None
         self.last_instantiation_s = time.perf_counter() - started
         return vm
+
+    def _export(
+        self, store: wasmtime.Store, name: str, export: object, arity: tuple[int, int]
+    ) -> Export:
+        """``name`` as the host calls it, or ``WasmLoadError`` when its type is not the ABI's."""
+        wanted = f"{arity[0]} i32 parameters and {arity[1]} i32 result(s)"
+        if not isinstance(export, wasmtime.Func):
+            raise WasmLoadError(f"{self.name}: exports {name} as something else than a function")
+        try:
+            callback = Export(export, store)
+        except TypeError:
+            callback = None
+        if callback is None or callback.arity != arity:
+            raise WasmLoadError(
+                f"{self.name}: exports {name} as {export.type(store)}; the ABI's takes {wanted}"
+            )
+        return callback
 
     def _start(self, vm: _Vm) -> None:
         callbacks = vm.callbacks
@@ -985,9 +1006,7 @@ class WasmFilterHost:
                     f"{full} as {theirs} (triogate's is {_signature(ours.params, ours.results)})"
                 )
                 continue
-            linker.define_func(
-                key[0], key[1], ours, _guard(getattr(self, method)), access_caller=True
-            )
+            define(linker, key[0], key[1], ours, _guard(getattr(self, method)))
         if missing:
             raise WasmLoadError(
                 f"{self.name}: imports {', '.join(missing)}, which triogate does not provide"
@@ -996,69 +1015,69 @@ class WasmFilterHost:
             raise WasmLoadError(f"{self.name}: imports {'; '.join(mismatched)}")
         return linker
 
-    # -- hostcalls: ``caller`` first, then the ABI's arguments as wasm gives them --
+    # -- hostcalls: the store's context first, then the ABI's arguments as wasm gives them --
 
-    def _proxy_log(self, caller: wasmtime.Caller, level: int, ptr: int, size: int) -> int:
+    def _proxy_log(self, store: StoreContext, level: int, ptr: int, size: int) -> int:
         if not 0 <= level <= LogLevel.CRITICAL:
             return _BAD_ARGUMENT
-        vm = self._vm_of(caller)
-        message = vm.read(caller, ptr, size).decode("utf-8", "replace")
+        vm = self._vm_of(store)
+        message = vm.read(store, ptr, size).decode("utf-8", "replace")
         if level >= LogLevel.ERROR:
             vm.last_error = message
         if level >= self._log_level:
             self._log(LogLevel(level), message)
         return _OK
 
-    def _proxy_get_log_level(self, caller: wasmtime.Caller, ptr: int) -> int:
-        self._vm_of(caller).put_u32(caller, ptr, self._log_level)
+    def _proxy_get_log_level(self, store: StoreContext, ptr: int) -> int:
+        self._vm_of(store).put_u32(store, ptr, self._log_level)
         return _OK
 
-    def _proxy_set_tick_period(self, caller: wasmtime.Caller, period_ms: int) -> int:
-        vm = self._vm_of(caller)
+    def _proxy_set_tick_period(self, store: StoreContext, period_ms: int) -> int:
+        vm = self._vm_of(store)
         period_ms &= _U32_MASK
         vm.tick_period = period_ms / 1000 if period_ms else None
         vm.next_tick = None
         self._ticks_changed.set()
         return _OK
 
-    def _proxy_get_time(self, caller: wasmtime.Caller, ptr: int) -> int:
-        self._vm_of(caller).put_u64(caller, ptr, time.time_ns())
+    def _proxy_get_time(self, store: StoreContext, ptr: int) -> int:
+        self._vm_of(store).put_u64(store, ptr, time.time_ns())
         return _OK
 
     def _proxy_get_property(
-        self, caller: wasmtime.Caller, path_ptr: int, path_size: int, value_pp: int, size_p: int
+        self, store: StoreContext, path_ptr: int, path_size: int, value_pp: int, size_p: int
     ) -> int:
-        vm = self._vm_of(caller)
-        name = _property_name(vm.read(caller, path_ptr, path_size))
+        vm = self._vm_of(store)
+        name = _property_name(vm.read(store, path_ptr, path_size))
         value = vm.effective.properties.get(name)
         if value is None:
             value = self.properties.get(name)
         if value is None:
             return _NOT_FOUND
-        vm.copy_out(caller, value, value_pp, size_p)
+        vm.copy_out(store, value, value_pp, size_p)
         return _OK
 
     def _proxy_set_property(
-        self, caller: wasmtime.Caller, path_ptr: int, path_size: int, value_ptr: int, size: int
+        self, store: StoreContext, path_ptr: int, path_size: int, value_ptr: int, size: int
     ) -> int:
-        vm = self._vm_of(caller)
-        name = _property_name(vm.read(caller, path_ptr, path_size))
-        vm.effective.properties[name] = vm.read(caller, value_ptr, size)
+        vm = self._vm_of(store)
+        name = _property_name(vm.read(store, path_ptr, path_size))
+        vm.effective.properties[name] = vm.read(store, value_ptr, size)
         return _OK
 
-    def _proxy_continue_stream(self, caller: wasmtime.Caller, stream: int) -> int:
+    def _proxy_continue_stream(self, store: StoreContext, stream: int) -> int:
         if not 0 <= stream <= StreamType.UPSTREAM:
             return _BAD_ARGUMENT
-        return self._vm_of(caller).effective._continue(StreamType(stream))
+        return self._vm_of(store).effective._continue(StreamType(stream))
 
-    def _proxy_close_stream(self, caller: wasmtime.Caller, stream: int) -> int:
+    def _proxy_close_stream(self, store: StoreContext, stream: int) -> int:
         if not 0 <= stream <= StreamType.UPSTREAM:
             return _BAD_ARGUMENT
-        return self._vm_of(caller).effective._close(StreamType(stream))
+        return self._vm_of(store).effective._close(StreamType(stream))
 
     def _proxy_send_local_response(
         self,
-        caller: wasmtime.Caller,
+        store: StoreContext,
         status: int,
         details_ptr: int,
         details_size: int,
@@ -1068,11 +1087,11 @@ class WasmFilterHost:
         headers_size: int,
         grpc_status: int,
     ) -> int:
-        vm = self._vm_of(caller)
-        details = vm.read(caller, details_ptr, details_size).decode("utf-8", "replace")
-        body = vm.read(caller, body_ptr, body_size)
+        vm = self._vm_of(store)
+        details = vm.read(store, details_ptr, details_size).decode("utf-8", "replace")
+        body = vm.read(store, body_ptr, body_size)
         try:
-            pairs = decode_pairs(vm.read(caller, headers_ptr, headers_size))
+            pairs = decode_pairs(vm.read(store, headers_ptr, headers_size))
             reply = LocalReply(
                 status=status,
                 body=body,
@@ -1084,15 +1103,15 @@ class WasmFilterHost:
             return _BAD_ARGUMENT
         return _OK
 
-    def _proxy_set_effective_context(self, caller: wasmtime.Caller, context_id: int) -> int:
-        vm = self._vm_of(caller)
+    def _proxy_set_effective_context(self, store: StoreContext, context_id: int) -> int:
+        vm = self._vm_of(store)
         context = vm.contexts.get(context_id & _U32_MASK)
         if context is None:
             return _BAD_ARGUMENT
         vm.effective = context
         return _OK
 
-    def _proxy_done(self, caller: wasmtime.Caller) -> int:
+    def _proxy_done(self, store: StoreContext) -> int:
         # contexts end when the adapter deletes them: nothing is ever pending here
         return _NOT_FOUND
 
@@ -1101,101 +1120,95 @@ class WasmFilterHost:
 
     def _proxy_get_header_map_value(
         self,
-        caller: wasmtime.Caller,
+        store: StoreContext,
         map_type: int,
         key_ptr: int,
         key_size: int,
         value_pp: int,
         size_p: int,
     ) -> int:
-        vm = self._vm_of(caller)
+        vm = self._vm_of(store)
         headers = self._map(vm, map_type)
         if headers is None:
             return _BAD_ARGUMENT
-        value = headers.get_bytes(vm.read(caller, key_ptr, key_size))
+        value = headers.get_bytes(vm.read(store, key_ptr, key_size))
         if value is None:
             return _NOT_FOUND
-        vm.copy_out(caller, value, value_pp, size_p)
+        vm.copy_out(store, value, value_pp, size_p)
         return _OK
 
     def _proxy_add_header_map_value(
         self,
-        caller: wasmtime.Caller,
+        store: StoreContext,
         map_type: int,
         key_ptr: int,
         key_size: int,
         value_ptr: int,
         value_size: int,
     ) -> int:
-        vm = self._vm_of(caller)
+        vm = self._vm_of(store)
         headers = self._map(vm, map_type)
         if headers is None:
             return _BAD_ARGUMENT
-        headers.add_bytes(
-            vm.read(caller, key_ptr, key_size), vm.read(caller, value_ptr, value_size)
-        )
+        headers.add_bytes(vm.read(store, key_ptr, key_size), vm.read(store, value_ptr, value_size))
         return _OK
 
     def _proxy_replace_header_map_value(
         self,
-        caller: wasmtime.Caller,
+        store: StoreContext,
         map_type: int,
         key_ptr: int,
         key_size: int,
         value_ptr: int,
         value_size: int,
     ) -> int:
-        vm = self._vm_of(caller)
+        vm = self._vm_of(store)
         headers = self._map(vm, map_type)
         if headers is None:
             return _BAD_ARGUMENT
-        headers.set_bytes(
-            vm.read(caller, key_ptr, key_size), vm.read(caller, value_ptr, value_size)
-        )
+        headers.set_bytes(vm.read(store, key_ptr, key_size), vm.read(store, value_ptr, value_size))
         return _OK
 
     def _proxy_remove_header_map_value(
-        self, caller: wasmtime.Caller, map_type: int, key_ptr: int, key_size: int
+        self, store: StoreContext, map_type: int, key_ptr: int, key_size: int
     ) -> int:
-        vm = self._vm_of(caller)
+        vm = self._vm_of(store)
         headers = self._map(vm, map_type)
         if headers is None:
             return _BAD_ARGUMENT
-        headers.remove_bytes(vm.read(caller, key_ptr, key_size))
+        headers.remove_bytes(vm.read(store, key_ptr, key_size))
         return _OK
 
     def _proxy_get_header_map_pairs(
-        self, caller: wasmtime.Caller, map_type: int, data_pp: int, size_p: int
+        self, store: StoreContext, map_type: int, data_pp: int, size_p: int
     ) -> int:
-        vm = self._vm_of(caller)
+        vm = self._vm_of(store)
         headers = self._map(vm, map_type)
         if headers is None:
             return _BAD_ARGUMENT
-        vm.copy_out(caller, encode_pairs(headers.fields), data_pp, size_p)
+        vm.copy_out(store, encode_pairs(headers.fields), data_pp, size_p)
         return _OK
 
     def _proxy_set_header_map_pairs(
-        self, caller: wasmtime.Caller, map_type: int, data_ptr: int, size: int
+        self, store: StoreContext, map_type: int, data_ptr: int, size: int
     ) -> int:
-        vm = self._vm_of(caller)
+        vm = self._vm_of(store)
         headers = self._map(vm, map_type)
         if headers is None:
             return _BAD_ARGUMENT
         try:
-            pairs = decode_pairs(vm.read(caller, data_ptr, size))
+            pairs = decode_pairs(vm.read(store, data_ptr, size))
         except ValueError:
             return _BAD_ARGUMENT
         headers.replace_all(pairs)
         return _OK
 
-    def _proxy_get_header_map_size(
-        self, caller: wasmtime.Caller, map_type: int, size_p: int
-    ) -> int:
-        vm = self._vm_of(caller)
+    def _proxy_get_header_map_size(self, store: StoreContext, map_type: int, size_p: int) -> int:
+        vm = self._vm_of(store)
         headers = self._map(vm, map_type)
         if headers is None:
             return _BAD_ARGUMENT
-        vm.put_u32(caller, size_p, len(encode_pairs(headers.fields)))
+        vm.put_u32(store, size_p, len(encode_pairs(headers.fields)))
         return _OK
 
     def _buffer(self, vm: _Vm, buffer_type: int) -> bytes | bytearray | None:
@@ -1207,14 +1220,14 @@ class WasmFilterHost:
 
     def _proxy_get_buffer_bytes(
         self,
-        caller: wasmtime.Caller,
+        store: StoreContext,
         buffer_type: int,
         start: int,
         length: int,
         data_pp: int,
         size_p: int,
     ) -> int:
-        vm = self._vm_of(caller)
+        vm = self._vm_of(store)
         if not 0 <= buffer_type <= BufferType.FOREIGN_FUNCTION_ARGUMENTS:
             return _BAD_ARGUMENT
         buffer = self._buffer(vm, buffer_type)
@@ -1224,19 +1237,19 @@ class WasmFilterHost:
         length &= _U32_MASK
         # even an empty slice is given an allocation: the AssemblyScript SDK reads the
         # pointer as an ArrayBuffer whatever the size (and traps on a null one)
-        vm.copy_out(caller, bytes(buffer[start : start + length]), data_pp, size_p, always=True)
+        vm.copy_out(store, bytes(buffer[start : start + length]), data_pp, size_p, always=True)
         return _OK
 
     def _proxy_set_buffer_bytes(
         self,
-        caller: wasmtime.Caller,
+        store: StoreContext,
         buffer_type: int,
         start: int,
         length: int,
         data_ptr: int,
         size: int,
     ) -> int:
-        vm = self._vm_of(caller)
+        vm = self._vm_of(store)
         if not 0 <= buffer_type <= BufferType.FOREIGN_FUNCTION_ARGUMENTS:
             return _BAD_ARGUMENT
         buffer = self._buffer(vm, buffer_type)
@@ -1247,101 +1260,101 @@ class WasmFilterHost:
         start &= _U32_MASK
         length &= _U32_MASK
         # start 0 and size 0 prepends, a start past the end appends, anything else replaces
-        buffer[start : start + length] = vm.read(caller, data_ptr, size)
+        buffer[start : start + length] = vm.read(store, data_ptr, size)
         return _OK
 
     def _proxy_get_buffer_status(
-        self, caller: wasmtime.Caller, buffer_type: int, length_p: int, flags_p: int
+        self, store: StoreContext, buffer_type: int, length_p: int, flags_p: int
     ) -> int:
-        vm = self._vm_of(caller)
+        vm = self._vm_of(store)
         if not 0 <= buffer_type <= BufferType.FOREIGN_FUNCTION_ARGUMENTS:
             return _BAD_ARGUMENT
         buffer = self._buffer(vm, buffer_type)
         if buffer is None:
             return _NOT_FOUND
-        vm.put_u32(caller, length_p, len(buffer))
-        vm.put_u32(caller, flags_p, 0)
+        vm.put_u32(store, length_p, len(buffer))
+        vm.put_u32(store, flags_p, 0)
         return _OK
 
     def _proxy_define_metric(
-        self, caller: wasmtime.Caller, kind: int, name_ptr: int, name_size: int, id_p: int
+        self, store: StoreContext, kind: int, name_ptr: int, name_size: int, id_p: int
     ) -> int:
         if not 0 <= kind <= MetricKind.HISTOGRAM:
             return _BAD_ARGUMENT
-        vm = self._vm_of(caller)
-        name = vm.read(caller, name_ptr, name_size).decode("utf-8", "replace")
+        vm = self._vm_of(store)
+        name = vm.read(store, name_ptr, name_size).decode("utf-8", "replace")
         try:
             metric_id = self.metrics.define(MetricKind(kind), name)
         except ValueError:
             return _BAD_ARGUMENT
-        vm.put_u32(caller, id_p, metric_id)
+        vm.put_u32(store, id_p, metric_id)
         return _OK
 
-    def _proxy_increment_metric(self, caller: wasmtime.Caller, metric_id: int, delta: int) -> int:
+    def _proxy_increment_metric(self, store: StoreContext, metric_id: int, delta: int) -> int:
         return _metric_call(self.metrics.increment, metric_id & _U32_MASK, delta)
 
-    def _proxy_record_metric(self, caller: wasmtime.Caller, metric_id: int, value: int) -> int:
+    def _proxy_record_metric(self, store: StoreContext, metric_id: int, value: int) -> int:
         return _metric_call(self.metrics.record, metric_id & _U32_MASK, value & _U64_MASK)
 
-    def _proxy_get_metric(self, caller: wasmtime.Caller, metric_id: int, value_p: int) -> int:
+    def _proxy_get_metric(self, store: StoreContext, metric_id: int, value_p: int) -> int:
         try:
             value = self.metrics.get(metric_id & _U32_MASK)
         except KeyError:
             return _NOT_FOUND
-        self._vm_of(caller).put_u64(caller, value_p, value)
+        self._vm_of(store).put_u64(store, value_p, value)
         return _OK
 
     def _proxy_get_shared_data(
         self,
-        caller: wasmtime.Caller,
+        store: StoreContext,
         key_ptr: int,
         key_size: int,
         value_pp: int,
         size_p: int,
         cas_p: int,
     ) -> int:
-        vm = self._vm_of(caller)
-        entry = _SHARED_DATA.get((self.vm_id, vm.read(caller, key_ptr, key_size)))
+        vm = self._vm_of(store)
+        entry = _SHARED_DATA.get((self.vm_id, vm.read(store, key_ptr, key_size)))
         if entry is None:
             return _NOT_FOUND
-        vm.copy_out(caller, entry[0], value_pp, size_p)
-        vm.put_u32(caller, cas_p, entry[1])
+        vm.copy_out(store, entry[0], value_pp, size_p)
+        vm.put_u32(store, cas_p, entry[1])
         return _OK
 
     def _proxy_set_shared_data(
         self,
-        caller: wasmtime.Caller,
+        store: StoreContext,
         key_ptr: int,
         key_size: int,
         value_ptr: int,
         value_size: int,
         cas: int,
     ) -> int:
-        vm = self._vm_of(caller)
-        key = (self.vm_id, vm.read(caller, key_ptr, key_size))
+        vm = self._vm_of(store)
+        key = (self.vm_id, vm.read(store, key_ptr, key_size))
         current = _SHARED_DATA.get(key, (b"", 0))[1]
         cas &= _U32_MASK
         if cas and cas != current:
             return _CAS_MISMATCH
-        _SHARED_DATA[key] = (vm.read(caller, value_ptr, value_size), (current + 1) & _U32_MASK or 1)
+        _SHARED_DATA[key] = (vm.read(store, value_ptr, value_size), (current + 1) & _U32_MASK or 1)
         return _OK
 
-    def _wasi_proc_exit(self, caller: wasmtime.Caller, code: int) -> None:
+    def _wasi_proc_exit(self, store: StoreContext, code: int) -> None:
         raise _ProcExit(code)
 
     def _wasi_fd_write(
-        self, caller: wasmtime.Caller, fd: int, iovs: int, iovs_len: int, written_p: int
+        self, store: StoreContext, fd: int, iovs: int, iovs_len: int, written_p: int
     ) -> int:
         if fd not in (1, 2):
             return _EBADF
-        vm = self._vm_of(caller)
+        vm = self._vm_of(store)
         try:
             chunks = []
             for i in range(iovs_len & _U32_MASK):
-                ptr, size = struct.unpack("<II", vm.read(caller, iovs + 8 * i, 8))
-                chunks.append(vm.read(caller, ptr, size))
+                ptr, size = struct.unpack("<II", vm.read(store, iovs + 8 * i, 8))
+                chunks.append(vm.read(store, ptr, size))
             data = b"".join(chunks)
-            vm.put_u32(caller, written_p, len(data))
+            vm.put_u32(store, written_p, len(data))
         except _BadMemory:
             return _EFAULT
         level = LogLevel.INFO if fd == 1 else LogLevel.ERROR
@@ -1353,7 +1366,7 @@ class WasmFilterHost:
         return _ESUCCESS
 
     def _wasi_clock_time_get(
-        self, caller: wasmtime.Caller, clock: int, precision: int, time_p: int
+        self, store: StoreContext, clock: int, precision: int, time_p: int
     ) -> int:
         if clock == 0:
             now = time.time_ns()
@@ -1362,35 +1375,35 @@ class WasmFilterHost:
         else:
             return _ENOTSUP
         try:
-            self._vm_of(caller).put_u64(caller, time_p, now)
+            self._vm_of(store).put_u64(store, time_p, now)
         except _BadMemory:
             return _EFAULT
         return _ESUCCESS
 
-    def _wasi_random_get(self, caller: wasmtime.Caller, ptr: int, size: int) -> int:
+    def _wasi_random_get(self, store: StoreContext, ptr: int, size: int) -> int:
         try:
-            self._vm_of(caller).write(caller, ptr, os.urandom(size & _U32_MASK))
+            self._vm_of(store).write(store, ptr, os.urandom(size & _U32_MASK))
         except _BadMemory:
             return _EFAULT
         return _ESUCCESS
 
-    def _wasi_sizes_get(self, caller: wasmtime.Caller, count_p: int, size_p: int) -> int:
+    def _wasi_sizes_get(self, store: StoreContext, count_p: int, size_p: int) -> int:
         # no environment and no arguments: the spec asks for zeros
-        vm = self._vm_of(caller)
+        vm = self._vm_of(store)
         try:
-            vm.put_u32(caller, count_p, 0)
-            vm.put_u32(caller, size_p, 0)
+            vm.put_u32(store, count_p, 0)
+            vm.put_u32(store, size_p, 0)
         except _BadMemory:
             return _EFAULT
         return _ESUCCESS
 
-    def _wasi_nothing(self, caller: wasmtime.Caller, first: int, second: int) -> int:
+    def _wasi_nothing(self, store: StoreContext, first: int, second: int) -> int:
         return _ESUCCESS
 
-    def _wasi_sched_yield(self, caller: wasmtime.Caller) -> int:
+    def _wasi_sched_yield(self, store: StoreContext) -> int:
         return _ESUCCESS
 
-    def _vm_of(self, caller: wasmtime.Caller) -> _Vm:
+    def _vm_of(self, store: StoreContext) -> _Vm:
         # calls never overlap (one thread; no hostcall calls a callback), so the instance
         # a hostcall comes from is the one ``_invoke`` is running
         vm = self._calling
@@ -1418,9 +1431,9 @@ def _guard(method: Callable[..., Any]) -> Callable[..., Any]:
     """A hostcall whose pointer falls outside the module's memory answers
     INVALID_MEMORY_ACCESS, as the ABI says, instead of trapping."""
 
-    def hostcall(caller: wasmtime.Caller, *args: int) -> Any:
+    def hostcall(store: StoreContext, *args: int) -> Any:
         try:
-            return method(caller, *args)
+            return method(store, *args)
         except _BadMemory:
             return _INVALID_MEMORY
 
