@@ -1,7 +1,8 @@
-// Builds the proxy-wasm filters tests/wasm runs that no one here wrote, as published:
-// the "Hello, World" filter (root id "add_header") of @solo-io/proxy-runtime's README,
-// taken from the installed package, compiled by the pinned assemblyscript with the flags
-// that README gives (`--use abort=abort_proc_exit`, optimized). Output: build/*.wasm.
+// Builds the AssemblyScript proxy-wasm filters tests/wasm runs, with the pinned SDK and
+// compiler and the flags the SDK's README gives (`--use abort=abort_proc_exit`, optimized):
+// its published "Hello, World" filter (root id "add_header"), taken as published from the
+// installed package's README, and our own filters on the SDK (assembly/*.ts).
+// Output: build/*.wasm.
 "use strict";
 const fs = require("fs");
 const path = require("path");
@@ -19,11 +20,7 @@ function example(readme) {
   return blocks[0];
 }
 
-function build(name, source) {
-  const dir = path.join(here, "build", name, "assembly");
-  fs.mkdirSync(dir, { recursive: true });
-  const entry = path.join(dir, "index.ts");
-  fs.writeFileSync(entry, source);
+function compile(name, entry) {
   const out = path.join(here, "build", `${name}.wasm`);
   execFileSync(
     process.execPath,
@@ -33,4 +30,15 @@ function build(name, source) {
   console.log(`built ${path.relative(here, out)}`);
 }
 
+function build(name, source) {
+  const dir = path.join(here, "build", name, "assembly");
+  fs.mkdirSync(dir, { recursive: true });
+  const entry = path.join(dir, "index.ts");
+  fs.writeFileSync(entry, source);
+  compile(name, entry);
+}
+
 build("add_header", example(fs.readFileSync(path.join(sdk, "README.md"), "utf8")));
+for (const file of fs.readdirSync(path.join(here, "assembly")).filter((f) => f.endsWith(".ts"))) {
+  compile(path.basename(file, ".ts"), path.join(here, "assembly", file));
+}

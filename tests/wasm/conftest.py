@@ -1,6 +1,6 @@
-"""Modules for the proxy-wasm host's tests: our WAT filters (``filters/``) and the
-AssemblyScript SDK's published example, built by ``build.js`` (``npm ci && npm run build``
-here, as ``.ci/run`` does). Without node or the installed SDK the AssemblyScript tests are
+"""Modules for the proxy-wasm host's tests: our WAT filters (``filters/``), the
+AssemblyScript SDK's published example and our own filters on that SDK (``assembly/``),
+built by ``build.js`` (``npm ci && npm run build`` here, as ``.ci/run`` does). Without node or the installed SDK the AssemblyScript tests are
 skipped, except in CI (``CI`` set), where they fail."""
 
 from __future__ import annotations
@@ -63,11 +63,12 @@ def load(logs: Logs, metrics: DictMetricsSink) -> LoadFilter:
 @pytest.fixture(scope="session")
 def assemblyscript_build() -> Path:
     """``build/``, with the AssemblyScript example built (built here when it is missing)."""
-    wanted = BUILD / "add_header.wasm"
+    wanted = [BUILD / "add_header.wasm"]
+    wanted += [BUILD / f"{source.stem}.wasm" for source in (HERE / "assembly").glob("*.ts")]
     installed = (HERE / "node_modules" / "@solo-io" / "proxy-runtime").is_dir()
-    if not wanted.exists() and NODE is not None and installed:
+    if not all(map(Path.exists, wanted)) and NODE is not None and installed:
         subprocess.run([NODE, str(HERE / "build.js")], cwd=HERE, check=True, timeout=300)
-    if not wanted.exists():
+    if not all(map(Path.exists, wanted)):
         if os.environ.get("CI"):
             pytest.fail(
                 "the AssemblyScript example is not built (npm ci && npm run build in tests/wasm)"
