@@ -399,3 +399,109 @@ def test_the_configuration_reaches_the_module(tmp_path: Path) -> None:
     WasmFilterHost.load(path, b"good")
     with pytest.raises(WasmLoadError, match="returned false"):
         WasmFilterHost.load(path, b"bad!")
+
+
+def test_a_hostcall_from_the_start_function_is_refused(tmp_path: Path) -> None:
+    path = write_module(
+        tmp_path,
+        '(import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))',
+        """(func (export "proxy_abi_version_0_2_1"))
+           (func $early (drop (call $log (i32.const 2) (i32.const 0) (i32.const 1))))
+           (start $early)""",
+    )
+    with pytest.raises(WasmLoadError, match="calls the host from its start function"):
+        WasmFilterHost.load(path)
+
+
+SHARED = """(func (export "proxy_abi_version_0_2_1"))
+  (data (i32.const 0) "key")
+  (data (i32.const 16) "first")
+  (data (i32.const 32) "x-value")
+  (data (i32.const 48) "x-cas-mismatch")
+  ;; set "key" to "first" (cas 0: whatever it was), read it back into x-value, then try to
+  ;; set it with a stale cas (1 + the cas read) and put that status in x-cas-mismatch
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (drop (call $set (i32.const 0) (i32.const 3) (i32.const 16) (i32.const 5) (i32.const 0)))
+    (drop (call $get (i32.const 0) (i32.const 3) (i32.const 1024) (i32.const 1028) (i32.const 1032)))
+    (drop (call $add (i32.const 0) (i32.const 32) (i32.const 7) (i32.load (i32.const 1024)) (i32.load (i32.const 1028))))
+    (i32.store8 (i32.const 1040)
+      (call $set (i32.const 0) (i32.const 3) (i32.const 16) (i32.const 5)
+        (i32.add (i32.load (i32.const 1032)) (i32.const 1))))
+    (drop (call $add (i32.const 0) (i32.const 48) (i32.const 14) (i32.const 1040) (i32.const 1)))
+    (i32.const 0))"""
+
+
+def test_shared_data_with_compare_and_swap(tmp_path: Path) -> None:
+    path = write_module(
+        tmp_path,
+        """(import "env" "proxy_set_shared_data" (func $set (param i32 i32 i32 i32 i32) (result i32)))
+           (import "env" "proxy_get_shared_data" (func $get (param i32 i32 i32 i32 i32) (result i32)))
+           (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))""",
+        SHARED,
+    )
+    # two hosts of one vm_id (two filter configs, or two config versions) share it
+    for host in (
+        WasmFilterHost.load(path, vm_id="shared-test"),
+        WasmFilterHost.load(path, vm_id="shared-test"),
+    ):
+        context = host.new_http_context()
+        request = headers()
+        context.on_request_headers(request, end_of_stream=True)
+        assert request.get_bytes(b"x-value") == b"first"
+        assert request.get_bytes(b"x-cas-mismatch") == bytes([wasm.Status.CAS_MISMATCH])
+        context.delete()
+
+
+def test_close_stream(tmp_path: Path) -> None:
+    path = write_module(
+        tmp_path,
+        '(import "env" "proxy_close_stream" (func $close (param i32) (result i32)))',
+        """(func (export "proxy_abi_version_0_2_1"))
+           (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+             (drop (call $close (i32.const 0)))
+             (i32.const 0))""",
+    )
+    context = WasmFilterHost.load(path).new_http_context()
+    assert context.on_request_headers(headers(), end_of_stream=True) is Action.PAUSE
+    assert context.closed and context.request_resumed.is_set()
+    context.delete()
+
+
+async def test_a_failing_tick_is_counted_and_ticks_no_more(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    path = write_module(
+        tmp_path,
+        '(import "env" "proxy_set_tick_period_milliseconds" (func $period (param i32) (result i32)))',
+        """(func (export "proxy_abi_version_0_2_1"))
+           (global $ticks (mut i32) (i32.const 0))
+           (func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+             (drop (call $period (i32.const 100)))
+             (i32.const 1))
+           (func (export "proxy_on_tick") (param i32)
+             (global.set $ticks (i32.add (global.get $ticks) (i32.const 1)))
+             (if (i32.eq (global.get $ticks) (i32.const 3)) (then unreachable)))""",
+    )
+    metrics = DictMetricsSink()
+    host = WasmFilterHost.load(path, metrics=metrics)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(host.serve_ticks)
+        await trio.sleep(10)
+        assert metrics["wasm.trap"] == 1  # the third tick, and no tick after it
+        host.close()
+
+
+def test_a_hostcall_s_own_bug_fails_the_call_not_the_gateway(
+    load: LoadFilter, metrics: DictMetricsSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: WasmFilterHost, store: object, *args: int) -> int:
+        raise ZeroDivisionError("a bug in a hostcall")
+
+    monkeypatch.setattr(WasmFilterHost, "_proxy_log", broken)
+    host = load("properties")
+    context = host.new_http_context()
+    with pytest.raises(WasmTrap, match="a bug in a hostcall") as raised:
+        context.on_request_headers(headers(), end_of_stream=True)
+    assert isinstance(raised.value.__cause__, ZeroDivisionError)
+    assert metrics["wasm.trap"] == 1
+    context.delete()

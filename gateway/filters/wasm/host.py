@@ -267,6 +267,10 @@ class _ProcExit(Exception):
         super().__init__(f"proc_exit({code})")
 
 
+class _HostcallRefused(Exception):
+    """A hostcall from the module's start function, which runs before any context."""
+
+
 class _BadMemory(Exception):
     """A pointer out of the module's memory: the hostcall answers INVALID_MEMORY_ACCESS."""
 
@@ -905,6 +909,10 @@ class WasmFilterHost:
         runtime.arm()
         try:
             instance = self._linker.instantiate(store, self._module)
+        except _HostcallRefused:
+            raise WasmLoadError(
+                f"{self.name}: calls the host from its start function, before any context exists"
+            ) from None
         except (wasmtime.WasmtimeError, _ProcExit) as exc:
             raise WasmLoadError(
                 f"{self.name}: cannot be instantiated: {_first_line(exc)}"
@@ -1408,7 +1416,7 @@ class WasmFilterHost:
         # a hostcall comes from is the one ``_invoke`` is running
         vm = self._calling
         if vm is None:
-            raise _ProcExit(-1)  # a hostcall from the module's start function: refused
+            raise _HostcallRefused  # from the module's start function, before any context
         return vm
 
 
