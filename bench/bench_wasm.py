@@ -11,7 +11,9 @@ context, and a trap.
   function making the same edit, in the same run;
 * one request's context: ``new_http_context`` + the callback + ``delete`` (``on_done``,
   ``on_log``, ``on_delete``);
-* a trap: the failing call, and the fresh instance the next request waits for.
+* a trap: the failing call, and the fresh instance the next request waits for;
+* a callback that never returns: how long it held the thread before ``max_ms_per_call``
+  interrupted it (epoch interruption, the ticker advancing every ``EPOCH_TICK_S``).
 
     .venv/bin/python bench/bench_wasm.py [--calls 20000]
 """
@@ -24,7 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway.errors import WasmTrap
+from gateway.errors import WasmTimeout, WasmTrap
 from gateway.filters.api import HeaderMap
 from gateway.filters.wasm import WasmFilterHost, WasmLimits, host
 
@@ -149,6 +151,22 @@ def main() -> None:
     if have_as:
         warm = statistics.median(timed(lambda: load(AS_EXAMPLE, b"bench", "add_header"), 20))
         print(f"  AssemblyScript add-header: a fresh instance (warm load) {warm * 1e3:.3f}")
+
+    print("\nan endless callback (ms it ran, median of 10) against max_ms_per_call")
+    for limit in (5, 20, 100):
+        looping = WasmFilterHost.load(
+            FILTERS / "faults.wat", limits=WasmLimits(max_ms_per_call=limit)
+        )
+        ran = []
+        for _ in range(10):
+            context = looping.new_http_context()
+            started = time.perf_counter()
+            try:
+                context.on_request_headers(HeaderMap([(b"x-loop", b"1")]), True)
+            except WasmTimeout:
+                ran.append(time.perf_counter() - started)
+            context.delete()
+        print(f"  max_ms_per_call {limit:>3}: interrupted after {statistics.median(ran) * 1e3:.1f}")
 
 
 if __name__ == "__main__":
