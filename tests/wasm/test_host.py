@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import struct
+import weakref
 from pathlib import Path
 
 import pytest
@@ -505,3 +507,15 @@ def test_a_hostcall_s_own_bug_fails_the_call_not_the_gateway(
     assert isinstance(raised.value.__cause__, ZeroDivisionError)
     assert metrics["wasm.trap"] == 1
     context.delete()
+
+
+def test_a_host_no_one_holds_is_freed_with_its_instances(load: LoadFilter) -> None:
+    # wasmtime-py keeps hostcalls in a global table: it must not keep the host alive
+    host = load("properties")
+    context = host.new_http_context()
+    context.on_request_headers(headers(), end_of_stream=True)
+    context.delete()
+    held = weakref.ref(host)
+    del host, context
+    gc.collect()
+    assert held() is None

@@ -38,6 +38,7 @@ import os
 import struct
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, TypeAlias
@@ -1022,7 +1023,7 @@ class WasmFilterHost:
                     f"{full} as {theirs} (triogate's is {_signature(ours.params, ours.results)})"
                 )
                 continue
-            define(linker, key[0], key[1], ours, _guard(getattr(self, method)))
+            define(linker, key[0], key[1], ours, _hostcall(self, method))
         if missing:
             raise WasmLoadError(
                 f"{self.name}: imports {', '.join(missing)}, which triogate does not provide"
@@ -1443,13 +1444,22 @@ def _metric_call(method: Callable[[int, int], None], metric_id: int, value: int)
     return _OK
 
 
-def _guard(method: Callable[..., Any]) -> Callable[..., Any]:
-    """A hostcall whose pointer falls outside the module's memory answers
-    INVALID_MEMORY_ACCESS, as the ABI says, instead of trapping."""
+def _hostcall(host: WasmFilterHost, name: str) -> Callable[..., Any]:
+    """The hostcall ``name`` of ``host``, as the linker calls it.
+
+    It holds the host weakly: wasmtime-py's hostcall table is global, and a bound method
+    there would keep every host ever loaded, with its instances, alive. A pointer outside
+    the module's memory answers INVALID_MEMORY_ACCESS, as the ABI says, not a trap.
+    """
+    method = getattr(type(host), name)
+    owner = weakref.ref(host)
 
     def hostcall(store: StoreContext, *args: int) -> Any:
+        target = owner()
+        if target is None:
+            raise _HostcallRefused
         try:
-            return method(store, *args)
+            return method(target, store, *args)
         except _BadMemory:
             return _INVALID_MEMORY
 
