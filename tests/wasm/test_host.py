@@ -519,3 +519,24 @@ def test_a_host_no_one_holds_is_freed_with_its_instances(load: LoadFilter) -> No
     del host, context
     gc.collect()
     assert held() is None
+
+
+def test_a_paused_downstream_resumes_when_the_module_says(tmp_path: Path) -> None:
+    # the client's data waits until the upstream has said something
+    path = write_module(
+        tmp_path,
+        '(import "env" "proxy_continue_stream" (func $continue (param i32) (result i32)))',
+        """(func (export "proxy_abi_version_0_2_1"))
+           (func (export "proxy_on_downstream_data") (param i32 i32 i32) (result i32) (i32.const 1))
+           (func (export "proxy_on_upstream_data") (param i32 i32 i32) (result i32)
+             (drop (call $continue (i32.const 2)))
+             (i32.const 0))""",
+    )
+    connection = WasmFilterHost.load(path).new_network_context()
+    assert connection.on_new_connection() is Action.CONTINUE  # not exported: continue
+    assert connection.on_downstream_data(bytearray(b"hello"), end_of_stream=False) is Action.PAUSE
+    assert not connection.downstream_resumed.is_set()
+    assert connection.upstream_resumed.is_set()
+    assert connection.on_upstream_data(bytearray(b"banner"), end_of_stream=False) is Action.CONTINUE
+    assert connection.downstream_resumed.is_set() and not connection.closed
+    connection.delete()
