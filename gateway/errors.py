@@ -32,8 +32,15 @@
     ├── RolloutConflict                a rollout's name is taken, or its state refuses
     │                                  the command (pausing a finished one)       -> 409
     ├── StateFileError(OSError)        the state file cannot be read or written   -> 503
-    └── StoreUnavailable               etcd cannot be reached, or this node has not
-                                       caught up with it yet (a write is refused) -> 503
+    ├── StoreUnavailable               etcd cannot be reached, or this node has not
+    │                                  caught up with it yet (a write is refused) -> 503
+    └── WasmError                      a proxy-wasm filter's module failed        -> 500
+        ├── WasmLoadError                  it cannot be loaded: compile, a missing import,
+        │                                  a trap or ``false`` from vm_start/configure
+        └── WasmTrap                       a callback trapped (the request fails; the
+            │                              filter's ``fail_open`` may skip it instead)
+            ├── WasmTimeout                    it ran past ``max_ms_per_call``
+            └── WasmOutOfMemory                it was refused memory past ``max_memory_mb``
 
 ``status_hint`` is the HTTP status a local reply uses for the error, ``flag`` the
 access log's response flag (Envoy's). ``trio.BrokenResourceError`` is translated into
@@ -272,3 +279,27 @@ class StoreUnavailable(GatewayError):
     def __init__(self, reason: str, code: int | None = None) -> None:
         super().__init__(reason)
         self.code = code
+
+
+class WasmError(GatewayError):
+    """A proxy-wasm filter's module failed (gateway/filters/wasm)."""
+
+    status_hint = 500
+
+
+class WasmLoadError(WasmError):
+    """A module cannot be loaded: it does not compile, imports a function triogate does not
+    provide (named in the message), or trapped or answered ``false`` in
+    ``proxy_on_vm_start``/``proxy_on_configure``."""
+
+
+class WasmTrap(WasmError):
+    """A module's callback trapped; the request (or connection) it served fails."""
+
+
+class WasmTimeout(WasmTrap):
+    """A callback ran past the filter's ``max_ms_per_call`` and was interrupted."""
+
+
+class WasmOutOfMemory(WasmTrap):
+    """A callback failed after its module was refused memory past ``max_memory_mb``."""

@@ -1,0 +1,37 @@
+;; Pauses every request; its root context's tick (every 10 ms) resumes the last one paused
+;; after adding `x-resumed: tick` to its headers.
+(module
+  (import "env" "proxy_set_tick_period_milliseconds" (func $tick_period (param i32) (result i32)))
+  (import "env" "proxy_set_effective_context" (func $effective (param i32) (result i32)))
+  (import "env" "proxy_continue_stream" (func $continue (param i32) (result i32)))
+  (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (global $heap (mut i32) (i32.const 65536))
+  ;; a bump allocator over the second page that starts over when the page is full
+  (func (export "malloc") (param $size i32) (result i32)
+    (local $at i32)
+    (if (i32.gt_u (i32.add (global.get $heap) (local.get $size)) (i32.const 131072))
+      (then (global.set $heap (i32.const 65536))))
+    (local.set $at (global.get $heap))
+    (global.set $heap
+      (i32.and (i32.add (i32.add (local.get $at) (local.get $size)) (i32.const 7)) (i32.const -8)))
+    (local.get $at))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (global $paused (mut i32) (i32.const 0))
+  (data (i32.const 0) "x-resumed")
+  (data (i32.const 16) "tick")
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+    (drop (call $tick_period (i32.const 10)))
+    (i32.const 1))
+  (func (export "proxy_on_request_headers") (param $context i32) (param i32 i32) (result i32)
+    (global.set $paused (local.get $context))
+    (i32.const 1))
+  (func (export "proxy_on_tick") (param i32)
+    (if (global.get $paused)
+      (then
+        (drop (call $effective (global.get $paused)))
+        (drop (call $add (i32.const 0) (i32.const 0) (i32.const 9) (i32.const 16) (i32.const 4)))
+        (drop (call $continue (i32.const 0)))
+        (global.set $paused (i32.const 0)))))
+)
