@@ -28,11 +28,14 @@ from gateway.control.rollouts import ACTIONS as ROLLOUT_ACTIONS
 from gateway.control.rollouts import RolloutAction, RolloutsHandle
 from gateway.discovery import NotRegistered, Registration
 from gateway.errors import (
+    ChangeFailed,
     ConfigError,
     ConfigIssue,
     GatewayError,
     RolloutConflict,
     RolloutNotFound,
+    StateFileError,
+    StoreUnavailable,
     VersionMismatch,
 )
 from gateway.observe.events import Event, EventLog
@@ -47,6 +50,7 @@ from gateway.runtime.supervisor import ChildSpec
 __all__ = [
     "PROMETHEUS_CONTENT_TYPE",
     "ROLLOUT_ACTIONS",
+    "ChangeFailed",
     "ChildSpec",
     "ClusterHandle",
     "ConfigError",
@@ -63,6 +67,8 @@ __all__ = [
     "RolloutNotFound",
     "RolloutsHandle",
     "Service",
+    "StateFileError",
+    "StoreUnavailable",
     "VersionMismatch",
     "clusters_view",
     "health_view",
