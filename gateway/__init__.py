@@ -37,6 +37,7 @@ from gateway.errors import (
     StateFileError,
     StoreUnavailable,
     VersionMismatch,
+    bind_failed,
 )
 from gateway.observe.events import Event, EventLog
 from gateway.observe.stats.export import (
@@ -70,6 +71,7 @@ __all__ = [
     "StateFileError",
     "StoreUnavailable",
     "VersionMismatch",
+    "bind_failed",
     "clusters_view",
     "health_view",
     "prometheus_text",
