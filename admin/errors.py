@@ -7,7 +7,8 @@
     │   ├── ItemNotFound        a URL names a missing item               -> 404
     │   └── ItemExists          create with a key already taken          -> 409
     ├── RequestRefused          the request itself is unacceptable       -> its status_hint
-    │                           (400 bad JSON or If-Match, 413 too big, 415 not JSON)
+    │                           (400 bad JSON or If-Match, 413 too big, 415 not JSON,
+    │                           409 a command the rollout's state refuses)
     ├── ChangeFailed            an actor failed on the change; rolled back -> 503, the cause
     ├── StateFileError          the change could not be persisted; rolled back -> 503
     └── any other (ActorStopped) the control plane did not answer        -> 503

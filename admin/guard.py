@@ -18,8 +18,9 @@ This is a plain ASGI middleware, so it also covers any WebSocket a later route o
 
 The key is not asked of a GET or HEAD of the pages that explain the API (``public``):
 ``/``, ``/docs`` with its assets, and ``/openapi.json``. They are the same for every
-gateway of this version, derived from the code alone (no config, no state, no figures),
-so they show nothing that the package itself does not; and the docs page has to load
+gateway of this version, derived from the code alone (no config, no state, no figures;
+but whether a key is set, which any 401 tells), so they show nothing that the package
+itself does not; and the docs page has to load
 the schema before Swagger UI's *Authorize* can take the key for the requests it sends.
 Envoy's admin has no authentication at all; everything else here stays behind the key.
 The Host check applies to them as to any request.
