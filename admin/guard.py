@@ -20,10 +20,10 @@ The key is not asked of a GET or HEAD of the pages that explain the API (``publi
 ``/``, ``/docs`` with its assets, and ``/openapi.json``. They are the same for every
 gateway of this version, derived from the code alone (no config, no state, no figures;
 but whether a key is set, which any 401 tells), so they show nothing that the package
-itself does not; and the docs page has to load
-the schema before Swagger UI's *Authorize* can take the key for the requests it sends.
-Envoy's admin has no authentication at all; everything else here stays behind the key.
-The Host check applies to them as to any request.
+itself does not; and the docs page has to load the schema before Swagger UI's
+*Authorize* can take the key for the requests it sends. Envoy's admin has no
+authentication at all; everything else here stays behind the key. The Host check
+applies to them as to any request.
 """
 
 from __future__ import annotations
