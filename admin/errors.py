@@ -17,7 +17,8 @@ A refused or failed write changes nothing: the running gateway, ``GET /config`` 
 state file are as they were.
 
 A 422 lists each problem as ``{"loc": "clusters[0].endpoints[1].address", "msg": ...}``,
-with paths from the root of the whole config; every other error is ``{"detail": text}``.
+with paths from the root of the whole config; every other error is ``{"detail": text}``
+(and ``hint``, below).
 
 Each body also carries a ``hint``, what to do next, where there is something to say
 (``hint_for``): the URL listing what exists (404), to read the resource again and send
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import difflib
 from typing import Any
-from urllib.parse import unquote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -139,8 +139,9 @@ def invalid(issues: list[tuple[str, str]], *, hint: str = CONFIG_HINT) -> JSONRe
 
 
 def _segments(request: Request) -> list[str]:
+    """The path's segments, decoded (as ASGI's ``path`` is, and path parameters are)."""
     path: str = request.scope.get("path", request.url.path)
-    return [unquote(s) for s in path.rstrip("/").split("/")[1:]]
+    return path.rstrip("/").split("/")[1:]
 
 
 def list_url(request: Request, exc: ItemNotFound) -> str:
