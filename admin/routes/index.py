@@ -71,7 +71,9 @@ PAGES = (
 
 
 def _first_line(text: str | None) -> str:
-    return (text or "").strip().split("\n\n")[0].replace("\n", " ").strip()
+    """A docstring's first paragraph as one plain line (no reST quotes, no full stop)."""
+    paragraph = (text or "").strip().split("\n\n")[0]
+    return " ".join(paragraph.split()).replace("``", "").rstrip(".")
 
 
 def _resource_of(path: str) -> str:
