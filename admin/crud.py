@@ -61,7 +61,12 @@ def add_collection_routes(
     one = json_content(schema, f"The {noun}")
     many = json_content({"type": "array", "items": schema}, f"Every {noun}")
 
-    @router.get(path, name=f"list_{field}", responses={200: many, **responses(*GUARDED, 404)})
+    @router.get(
+        path,
+        name=f"list_{field}",
+        description=f"Every {noun} of the running config, in order; POST adds one",
+        responses={200: many, **responses(*GUARDED, 404)},
+    )
     async def list_all(request: Request, chain: Annotated[Chain, Depends(parent)]) -> Response:
         config = config_of(request)
         return answer(unstructure(list_items(config, chain, collection)), config)

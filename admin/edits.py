@@ -39,6 +39,15 @@ class EditError(GatewayError):
 class ItemNotFound(EditError):
     status_hint = 404
 
+    def __init__(
+        self, message: str, *, key: str | None = None, listed_at: str | None = None
+    ) -> None:
+        super().__init__(message)
+        #: the key from the URL's path that names nothing (where the list is found from)
+        self.key = key
+        #: the URL listing what there is, when the key came from elsewhere (a query)
+        self.listed_at = listed_at
+
 
 class ItemExists(EditError):
     status_hint = 409
@@ -142,7 +151,7 @@ def locate(config: Config, chain: Chain) -> Loc:
         index = collection.find(items, key)
         if index is None:
             where = f" in {path_of(loc)}" if loc else ""
-            raise ItemNotFound(f"no {collection.noun} {key!r}{where}")
+            raise ItemNotFound(f"no {collection.noun} {key!r}{where}", key=key)
         loc = (*loc, (collection.field, index))
         value = items[index]
     return loc

@@ -14,8 +14,16 @@ In order, a request is refused
    CORS preflight (which this API never grants), so a form on another site cannot
    change the config either.
 
-This is a plain ASGI middleware, so it also covers ``/openapi.json``, ``/docs`` and any
-WebSocket a later route opens.
+This is a plain ASGI middleware, so it also covers any WebSocket a later route opens.
+
+The key is not asked of a GET or HEAD of the pages that explain the API (``public``):
+``/``, ``/docs`` with its assets, and ``/openapi.json``. They are the same for every
+gateway of this version, derived from the code alone (no config, no state, no figures;
+but whether a key is set, which any 401 tells), so they show nothing that the package
+itself does not; and the docs page has to load the schema before Swagger UI's
+*Authorize* can take the key for the requests it sends. Envoy's admin has no
+authentication at all; everything else here stays behind the key. The Host check
+applies to them as to any request.
 """
 
 from __future__ import annotations
@@ -34,6 +42,15 @@ from gateway.config import Address
 MUTATIONS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
 _WILDCARDS = frozenset({"", "*", "0.0.0.0", "::"})
+#: the paths a GET or HEAD may read without the API key (see the module docstring)
+PUBLIC_PATHS = frozenset({"/", "/docs", "/openapi.json"})
+#: and the docs' own files (Swagger UI, vendored in the package)
+PUBLIC_PREFIX = "/docs/"
+#: what a 401 tells the client to do
+KEY_HINT = (
+    "send the admin API key as 'Authorization: Bearer KEY' or 'X-API-Key: KEY' (the key "
+    "is the one admin.api_key_env or admin.api_key_file names; in /docs, use Authorize)"
+)
 
 
 def _host_name(header: str) -> str | None:
@@ -75,6 +92,13 @@ def host_allowed(header: str | None, admin: Address | None) -> bool:
     return name == admin.host.lower() or (ip is not None and ip == admin_ip)
 
 
+def public(method: str, path: str) -> bool:
+    """Whether this request reads one of the pages that explain the API (no key needed)."""
+    if method not in ("GET", "HEAD"):
+        return False
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIX)
+
+
 def _presented_key(headers: Headers) -> str | None:
     auth = headers.get("authorization")
     if auth is not None:
@@ -114,14 +138,27 @@ class Guard:
         self.admin_address = admin_address
         self.api_key = api_key
 
-    def refusal(self, method: str, headers: Headers) -> JSONResponse | None:
+    def refusal(self, method: str, headers: Headers, path: str = "") -> JSONResponse | None:
         if not host_allowed(headers.get("host"), self.admin_address()):
+            address = self.admin_address()
             return JSONResponse(
-                {"detail": "Host must be the admin address or localhost"}, status_code=403
+                {
+                    "detail": "Host must be the admin address or localhost",
+                    "hint": f"use http://{address or '127.0.0.1'}/ or http://localhost:PORT/ "
+                    "as the URL (a name that merely resolves to it is refused)",
+                },
+                status_code=403,
             )
-        if self.api_key is not None and not key_matches(_presented_key(headers), self.api_key):
+        if (
+            self.api_key is not None
+            and not public(method, path)
+            and not key_matches(_presented_key(headers), self.api_key)
+        ):
             return JSONResponse(
-                {"detail": "an API key is required (Authorization: Bearer, or X-API-Key)"},
+                {
+                    "detail": "an API key is required (Authorization: Bearer, or X-API-Key)",
+                    "hint": KEY_HINT,
+                },
                 status_code=401,
                 headers={"WWW-Authenticate": 'Bearer realm="triogate admin"'},
             )
@@ -131,7 +168,9 @@ class Guard:
                 return JSONResponse(
                     {
                         "detail": f"{method} needs a JSON body (Content-Type: application/json), "
-                        f"not {content_type or 'none'}"
+                        f"not {content_type or 'none'}",
+                        "hint": "send the body as JSON with 'Content-Type: application/json' "
+                        "(a command that takes no settings takes {})",
                     },
                     status_code=415,
                 )
@@ -139,7 +178,7 @@ class Guard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            refused = self.refusal(scope["method"], Headers(scope=scope))
+            refused = self.refusal(scope["method"], Headers(scope=scope), scope["path"])
             if refused is not None:
                 await refused(scope, receive, send)
                 return

@@ -16,7 +16,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
-from gateway import ChildSpec, Gateway
+from gateway import ChildSpec, Gateway, bind_failed
 from gateway.config import Address
 
 log = logging.getLogger("triogate.admin")
@@ -35,6 +35,15 @@ def hypercorn_config(address: Address) -> HypercornConfig:
 def bound_address(bind: str) -> Address:
     """hypercorn's ``http://host:port`` back to an ``Address``."""
     return Address.parse(bind.partition("://")[2])
+
+
+def _first(group: BaseExceptionGroup[OSError]) -> OSError:
+    """The first error of a (nested) exception group."""
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    assert isinstance(first, OSError)
+    return first
 
 
 def admin_service(api_key: str | None) -> Callable[[Gateway], ChildSpec]:
@@ -71,9 +80,12 @@ async def serve_admin(
                 gateway,
                 toxiproxy.address,
             )
-        binds: list[str] = await nursery.start(
-            partial(serve, app, hypercorn_config(address))  # type: ignore[arg-type]
-        )
+        try:
+            binds: list[str] = await nursery.start(
+                partial(serve, app, hypercorn_config(address))  # type: ignore[arg-type]
+            )
+        except* OSError as failed:  # hypercorn binds inside nurseries of its own
+            raise bind_failed("admin API (admin.address)", address, _first(failed)) from None
         gateway.admin_address = bound_address(binds[0])
         log.info("admin API on http://%s/", gateway.admin_address)
         task_status.started(gateway.admin_address)

@@ -28,12 +28,16 @@ from gateway.control.rollouts import ACTIONS as ROLLOUT_ACTIONS
 from gateway.control.rollouts import RolloutAction, RolloutsHandle
 from gateway.discovery import NotRegistered, Registration
 from gateway.errors import (
+    ChangeFailed,
     ConfigError,
     ConfigIssue,
     GatewayError,
     RolloutConflict,
     RolloutNotFound,
+    StateFileError,
+    StoreUnavailable,
     VersionMismatch,
+    bind_failed,
 )
 from gateway.observe.events import Event, EventLog
 from gateway.observe.stats.export import (
@@ -47,6 +51,7 @@ from gateway.runtime.supervisor import ChildSpec
 __all__ = [
     "PROMETHEUS_CONTENT_TYPE",
     "ROLLOUT_ACTIONS",
+    "ChangeFailed",
     "ChildSpec",
     "ClusterHandle",
     "ConfigError",
@@ -63,7 +68,10 @@ __all__ = [
     "RolloutNotFound",
     "RolloutsHandle",
     "Service",
+    "StateFileError",
+    "StoreUnavailable",
     "VersionMismatch",
+    "bind_failed",
     "clusters_view",
     "health_view",
     "prometheus_text",

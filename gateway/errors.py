@@ -51,6 +51,7 @@ no exception unwinds the exchange (trio's ``Cancelled`` does), so the proxy make
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Sequence
 
 import attrs
@@ -205,6 +206,25 @@ class SupervisorEscalation(GatewayError):
 
 class ListenerBindError(GatewayError, OSError):
     """A listener's address cannot be bound (in use, not local, no permission)."""
+
+
+#: what to do when an address cannot be bound, by the ``errno`` of the failure
+_BIND_ADVICE = {
+    errno.EADDRINUSE: "another process listens there: stop it, or change the address "
+    "(port 0 takes any free port)",
+    errno.EACCES: "a port below 1024 needs privileges: use one of 1024 or above",
+    errno.EADDRNOTAVAIL: "this machine has no such address: use 127.0.0.1, 0.0.0.0 "
+    "or one of its own",
+}
+
+
+def bind_failed(what: str, address: object, error: OSError) -> ListenerBindError:
+    """``what`` (``listener 'web'``) cannot bind ``address``: why, and what to do."""
+    advice = _BIND_ADVICE.get(error.errno or 0)
+    reason = error.strerror or str(error)
+    return ListenerBindError(
+        f"{what}: cannot bind {address}: {reason}" + (f"; {advice}" if advice else "")
+    )
 
 
 def root_cause(exc: BaseException) -> BaseException:

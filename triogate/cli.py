@@ -10,6 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
+from typing import NoReturn
 
 import click
 import trio
@@ -19,7 +20,7 @@ from gateway import Gateway, run_gateway
 from gateway.config import Address, Config, config_from_text, load_config
 from gateway.control.state import check_state_path, default_state_path, load_state
 from gateway.control.store import Store, open_etcd_store
-from gateway.errors import ConfigError, StateFileError, root_cause
+from gateway.errors import ConfigError, StateFileError, StoreUnavailable, root_cause
 from gateway.runtime.workers import resolve_workers
 from triogate.ctl import ctl
 from triogate.demo import DEMO_CONFIG, serve_demo_upstream
@@ -30,11 +31,27 @@ log = logging.getLogger("triogate")
 DRAIN_GRACE = 10.0
 
 
-def _fail_config(err: ConfigError, source: str) -> None:
+def _fail_config(err: ConfigError, source: str, advice: str = "") -> NoReturn:
+    """Report a config's issues and exit 2 (the input is wrong, as click's usage errors).
+
+    One issue is one line, ending with ``advice`` (what to do besides fixing it); more are
+    listed one a line under a count, the advice last.
+    """
+    if len(err.issues) == 1:
+        click.echo(
+            f"triogate: {source}: {err.issues[0]}" + (f"; {advice}" if advice else ""), err=True
+        )
+        sys.exit(2)
     click.echo(f"{source}: {len(err.issues)} error(s):", err=True)
     for issue in err.issues:
         click.echo(f"  {issue}", err=True)
+    if advice:
+        click.echo(f"triogate: fix them; {advice}", err=True)
     sys.exit(2)
+
+
+def _check_with_validate(config_file: Path) -> str:
+    return f"then check the file with: triogate validate {config_file}"
 
 
 def _api_key(config: Config) -> str | None:
@@ -172,7 +189,7 @@ def run(
     try:
         config = load_config(config_file)
     except ConfigError as e:
-        _fail_config(e, str(config_file))
+        _fail_config(e, str(config_file), _check_with_validate(config_file))
     state_path: Path | None = None
     fleet = config.config_store.type == "etcd"
     if not no_state:
@@ -187,7 +204,12 @@ def run(
             # etcd cannot be reached
             saved = None if fleet else load_state(state_path)
         except ConfigError as e:
-            _fail_config(e, str(state_path))
+            _fail_config(
+                e,
+                str(state_path),
+                "the state file holds runtime changes: fix it, move it away, "
+                "or run with --no-state",
+            )
         except StateFileError as e:
             click.echo(f"triogate: {e}", err=True)
             sys.exit(1)
@@ -208,7 +230,13 @@ async def _serve_fleet(
     serve: Callable[..., Awaitable[None]], config: Config, cache: Path | None, source: str
 ) -> None:
     """Serve the fleet's config from etcd (seeded from ``config`` if it has none)."""
-    opened = await open_etcd_store(config, cache, source)
+    try:
+        opened = await open_etcd_store(config, cache, source)
+    except StoreUnavailable as e:
+        raise StoreUnavailable(
+            f"{e}: start etcd, or correct config_store.endpoints in {source}, and run again "
+            "(a node that has reached etcd once keeps a cache to start from without it)"
+        ) from None
     click.echo(opened.message)
     try:
         await serve(opened.config, cache, store=opened.store)

@@ -17,6 +17,7 @@ _CONFIG = json_content(json_schema(Config, {}), "The running config; ETag is its
 
 @router.get("/config", responses={200: _CONFIG, **responses(*GUARDED)})
 async def get_config(request: Request) -> Response:
+    """The running config, its version as ETag; PUT replaces it whole."""
     config = config_of(request)
     return answer(unstructure(config), config)
 

@@ -121,7 +121,7 @@ async def cluster_health(request: Request, cluster: str) -> dict[str, Any]:
     """Each endpoint's health check state and last result, and the combined verdict."""
     handle = gateway_of(request).control.clusters.get(cluster)
     if handle is None:
-        raise ItemNotFound(f"no cluster {cluster!r}")
+        raise ItemNotFound(f"no cluster {cluster!r}", key=cluster)
     return health_view(handle, per_worker=gateway_of(request).control.workers is not None)
 
 
@@ -134,5 +134,5 @@ async def events(
     """The newest state changes (health verdicts), newest last."""
     control = gateway_of(request).control
     if cluster is not None and cluster not in control.clusters:
-        raise ItemNotFound(f"no cluster {cluster!r}")
+        raise ItemNotFound(f"no cluster {cluster!r}", listed_at="/clusters")
     return {"events": [e.as_json() for e in control.events.recent(cluster, limit)]}

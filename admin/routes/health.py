@@ -48,6 +48,7 @@ class Draining(BaseModel):
     },
 )
 async def ready(request: Request) -> Response:
+    """200 while serving, 503 while starting or draining (a load balancer's probe)."""
     control = gateway_of(request).control
     if control.ready and not control.draining:
         return JSONResponse({"ready": True, "version": control.version})
@@ -108,6 +109,7 @@ class Status(BaseModel):
 
 @router.get("/status", response_model=Status, responses=responses(*GUARDED))
 async def status(request: Request) -> dict[str, Any]:
+    """What runs now: bound listener addresses, each endpoint's live state and load."""
     gateway = gateway_of(request)
     control = gateway.control
     # the load figures are the stats' gauges: with workers, the sums of theirs

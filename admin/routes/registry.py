@@ -134,7 +134,7 @@ class HeartbeatIn(BaseModel):
 def _handle(request: Request, cluster: str) -> ClusterHandle:
     handle = gateway_of(request).control.clusters.get(cluster)
     if handle is None:
-        raise ItemNotFound(f"no cluster {cluster!r}")
+        raise ItemNotFound(f"no cluster {cluster!r}", key=cluster)
     return handle
 
 
@@ -142,7 +142,7 @@ def _registry(request: Request, cluster: str) -> Registrations:
     """The cluster's registrations: its actor's, or in a fleet the ones etcd holds."""
     registrations = gateway_of(request).registrations_of(cluster)
     if registrations is None:
-        raise ItemNotFound(f"no cluster {cluster!r}")
+        raise ItemNotFound(f"no cluster {cluster!r}", key=cluster)
     return registrations
 
 

@@ -20,17 +20,19 @@ from typing import Any
 import attrs
 from fastapi import APIRouter, Request, Response
 
-from admin.errors import GUARDED, WRITE, responses
+from admin.errors import GUARDED, WRITE, RequestRefused, responses
 from admin.http import answer, apply, body_schema, config_of, gateway_of, json_content, read_json
 from gateway import (
     ROLLOUT_ACTIONS,
     ConfigError,
     ConfigIssue,
     RolloutAction,
+    RolloutConflict,
     RolloutNotFound,
     RolloutsHandle,
 )
 from gateway.config import Config, Rollout, structure, unstructure
+from policies.rollout import TRANSITIONS, RolloutInput, RolloutState
 
 router = APIRouter(tags=["rollouts"])
 
@@ -73,6 +75,7 @@ def _view(request: Request, config: Config, name: str, status: int = 200) -> Res
     responses={200: json_content({"type": "array"}, "Every rollout"), **responses(*GUARDED)},
 )
 async def list_rollouts(request: Request) -> Response:
+    """Every staged rollout (a canary moved in steps); POST starts one."""
     config = config_of(request)
     handle = gateway_of(request).rollouts
     return answer([rollout_view(r, handle) for r in config.rollouts], config)
@@ -122,9 +125,38 @@ async def delete_rollout(request: Request, name: str) -> Response:
     return answer(None, config, 204)
 
 
+def commands_taken(state: str) -> list[str]:
+    """The commands a rollout in ``state`` takes: its rows in the policy's table."""
+    return [
+        action
+        for action in ROLLOUT_ACTIONS
+        if (RolloutState(state), RolloutInput(action)) in TRANSITIONS
+    ]
+
+
+def _conflict_hint(config: Config, name: str) -> str | None:
+    """What a rollout that refused a command does take."""
+    rollout = config.rollout(name)
+    if rollout is None:
+        return None
+    state = rollout.status.state
+    taken = commands_taken(state)
+    if taken:
+        commands = ", ".join(f"POST /rollouts/{name}/{action}" for action in taken)
+        return f"a {state} rollout takes {commands}"
+    return (
+        f"a {state} rollout is over and takes no command: DELETE /rollouts/{name} forgets "
+        "it (the route's split stays as it is), then POST /rollouts starts another"
+    )
+
+
 def _add_command(action: RolloutAction) -> None:
     async def command(request: Request, name: str) -> Response:
-        config = await _handle(request).act(name, action)
+        try:
+            config = await _handle(request).act(name, action)
+        except RolloutConflict as e:
+            hint = _conflict_hint(config_of(request), name)
+            raise RequestRefused(409, str(e), hint=hint) from None
         return _view(request, config, name)
 
     command.__name__ = f"{action}_rollout"

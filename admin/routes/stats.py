@@ -128,6 +128,7 @@ async def get_stats(
         description="a regular expression; only stats whose name it finds are listed",
     ),
 ) -> Response:
+    """Every counter, gauge and histogram, by name (Envoy's names; ``?filter=`` a regex)."""
     pattern = None
     if filter_:
         try:
@@ -153,6 +154,7 @@ async def get_stats(
     },
 )
 async def get_prometheus(request: Request) -> Response:
+    """The same stats in Prometheus' text format, for a scraper."""
     gateway = gateway_of(request)
     if gateway.workers is None:
         text = prometheus_text(await gateway.refresh_stats())
@@ -177,9 +179,11 @@ async def reset_stats(request: Request) -> dict[str, Any]:
     "/stats/clusters", response_model=dict[str, ClusterState], responses=responses(*GUARDED)
 )
 async def get_cluster_stats(request: Request) -> Response:
+    """Each cluster's request, error and latency figures."""
     return JSONResponse(clusters_view(await gateway_of(request).refresh_stats()))
 
 
 @router.get("/stats/workers", response_model=list[WorkerState], responses=responses(*GUARDED))
 async def get_worker_stats(request: Request) -> Response:
+    """Each process serving the listeners: pid, restarts, config version, load."""
     return JSONResponse(await gateway_of(request).workers_view())

@@ -448,7 +448,8 @@ def _in(toxics: tuple[Toxic, ...], name: str) -> Toxic:
     raise toxic_not_found()
 
 
-_BIND = re.compile(r"cannot bind (\S+): (.*)$")
+# the reason, without the advice after it (gateway.errors.bind_failed)
+_BIND = re.compile(r"cannot bind (\S+): ([^;]*)")
 
 
 def _config_error(error: ConfigError) -> ToxiproxyError:

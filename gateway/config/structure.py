@@ -9,6 +9,7 @@ keeps the three in step with ``model.py``.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import math
 import types
@@ -106,19 +107,28 @@ def _structure_attrs(cls: Any, data: Any, path: str, issues: list[ConfigIssue]) 
         return None
     hints = _hints(cls)
     fields = attrs.fields_dict(cls)
+    names = [name for name, field in fields.items() if field.init]
+    #: required fields a misspelt key was meant for: its issue says so, not "is required"
+    meant: set[str] = set()
     for key in data:
         if key not in fields:
-            issues.append(ConfigIssue(_join(path, str(key)), "unknown field"))
+            close = difflib.get_close_matches(str(key), names, n=1)
+            message = f"unknown field (did you mean {close[0]!r}?)" if close else "unknown field"
+            meant.update(name for name in close if name not in data)
+            issues.append(ConfigIssue(_join(path, str(key)), message))
     kwargs: dict[str, Any] = {}
     before = len(issues)
+    missing = False
     for name, field in fields.items():
         if not field.init:
             continue
         if name in data:
             kwargs[name] = _structure(hints[name], data[name], _join(path, name), issues)
         elif field.default is attrs.NOTHING:
-            issues.append(ConfigIssue(_join(path, name), "is required"))
-    if len(issues) > before:
+            missing = True
+            if name not in meant:
+                issues.append(ConfigIssue(_join(path, name), "is required"))
+    if len(issues) > before or missing:
         return None
     try:
         return cls(**kwargs)

@@ -7,6 +7,7 @@ anything starts or any change reaches the data plane.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import math
 import os
@@ -41,6 +42,21 @@ from gateway.errors import ConfigError, ConfigIssue
 from policies.datagram_toxics import DATAGRAM_TOXIC_TYPES
 from policies.matching import pattern_problem
 from policies.toxics import parse_source
+
+
+def _cluster_names(config: Config) -> list[str]:
+    return [c.name for c in config.clusters]
+
+
+def _unknown_cluster(name: str, known: Iterable[str]) -> str:
+    """What an issue says of a reference to a cluster that is not defined: the closest
+    name, and the clusters there are."""
+    names = sorted(known)
+    close = difflib.get_close_matches(name, names, n=1)
+    guess = f"did you mean {close[0]!r}? " if close else ""
+    shown = ", ".join(names[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
+    there = f"the clusters: {shown}" if names else "no cluster is defined"
+    return f"unknown cluster {name!r} ({guess}{there})"
 
 
 def _dupes(names: Iterable[str]) -> set[str]:
@@ -110,7 +126,7 @@ def _check_split(
     for j, wc in enumerate(split):
         if wc.cluster not in clusters:
             issues.append(
-                ConfigIssue(f"{path}.split[{j}].cluster", f"unknown cluster {wc.cluster!r}")
+                ConfigIssue(f"{path}.split[{j}].cluster", _unknown_cluster(wc.cluster, clusters))
             )
         if wc.weight < 0:
             issues.append(ConfigIssue(f"{path}.split[{j}].weight", "must be >= 0"))
@@ -126,7 +142,7 @@ def _check_route(route: Route, path: str, clusters: set[str], issues: list[Confi
     if (route.cluster is None) == (not route.split):
         issues.append(ConfigIssue(path, "needs exactly one of 'cluster' or 'split'"))
     if route.cluster is not None and route.cluster not in clusters:
-        issues.append(ConfigIssue(f"{path}.cluster", f"unknown cluster {route.cluster!r}"))
+        issues.append(ConfigIssue(f"{path}.cluster", _unknown_cluster(route.cluster, clusters)))
     _check_split(route.split, path, clusters, issues)
     _positive(issues, f"{path}.timeout", route.timeout, allow_zero=True)
     r = route.retry
@@ -144,7 +160,7 @@ def _check_route(route: Route, path: str, clusters: set[str], issues: list[Confi
     if mirror is not None:
         if mirror.cluster not in clusters:
             issues.append(
-                ConfigIssue(f"{path}.mirror.cluster", f"unknown cluster {mirror.cluster!r}")
+                ConfigIssue(f"{path}.mirror.cluster", _unknown_cluster(mirror.cluster, clusters))
             )
         if not 0 <= mirror.percent <= 100:
             issues.append(ConfigIssue(f"{path}.mirror.percent", "must be 0-100"))
@@ -216,7 +232,7 @@ def _check_listener(
                 )
             )
         elif lst.cluster is not None and lst.cluster not in clusters:
-            issues.append(ConfigIssue(f"{path}.cluster", f"unknown cluster {lst.cluster!r}"))
+            issues.append(ConfigIssue(f"{path}.cluster", _unknown_cluster(lst.cluster, clusters)))
         _check_split(lst.split, path, clusters, issues)
         if lst.routes or lst.virtual_hosts:
             issues.append(ConfigIssue(path, f"a {lst.protocol!r} listener has no routes"))
@@ -374,7 +390,11 @@ def _check_key_pair(cert: str, key: str, path: str, issues: list[ConfigIssue]) -
     )
     if problem is not None:
         issues.append(
-            ConfigIssue(f"{path}.key", f"{key}: not the key of {cert}, or not a key: {problem}")
+            ConfigIssue(
+                f"{path}.key",
+                f"{key}: not the key of {cert}, or not a key: {problem}; point key at the "
+                "private key this certificate was issued with",
+            )
         )
 
 
@@ -622,7 +642,9 @@ def _check_fault(fault: Fault, path: str, config: Config, issues: list[ConfigIss
     elif fault.route is not None:
         issues.append(ConfigIssue(f"{path}.route", "a route is named within a 'listener'"))
     if fault.cluster is not None and config.cluster(fault.cluster) is None:
-        issues.append(ConfigIssue(f"{path}.cluster", f"unknown cluster {fault.cluster!r}"))
+        issues.append(
+            ConfigIssue(f"{path}.cluster", _unknown_cluster(fault.cluster, _cluster_names(config)))
+        )
     for i, header in enumerate(fault.match.headers):
         _check_header(header, f"{path}.match.headers[{i}]", issues)
     if not 0 <= fault.percent <= 100:
@@ -683,7 +705,9 @@ def _check_rollout(
     for side in ("stable", "canary"):
         cluster = getattr(rollout, side)
         if config.cluster(cluster) is None:
-            issues.append(ConfigIssue(f"{path}.{side}", f"unknown cluster {cluster!r}"))
+            issues.append(
+                ConfigIssue(f"{path}.{side}", _unknown_cluster(cluster, _cluster_names(config)))
+            )
     if rollout.stable == rollout.canary:
         issues.append(ConfigIssue(f"{path}.canary", "must differ from 'stable'"))
     status = rollout.status

@@ -47,7 +47,7 @@ import trio
 
 from gateway.config import Address, Listener
 from gateway.dataplane import DataPlaneRef
-from gateway.errors import ListenerBindError
+from gateway.errors import ListenerBindError, bind_failed
 from gateway.faults.toxics import serve_with_toxics
 from gateway.listener.context import TIMER_TICK, ListenerContext
 from gateway.netio import SocketIO, accept_forever, open_listening_sockets
@@ -114,9 +114,7 @@ def bind_listener(config: Listener, *, listen: bool = True) -> Sockets:
             open_listening_sockets(host, config.address.port, listen=listen, datagram=datagram)
         )
     except OSError as e:
-        raise ListenerBindError(
-            f"listener {config.name!r}: cannot bind {config.address}: {e.strerror or e}"
-        ) from None
+        raise bind_failed(f"listener {config.name!r}", config.address, e) from None
 
 
 def close_sockets(sockets: Sequence[socket.socket]) -> None:
