@@ -23,16 +23,22 @@ An HTML comment on the line before a fence changes what is done with it:
   (a bare ``routes`` list goes into a listener, a cluster it names and does not define
   gets a stub).
 - ``<!-- example: file NAME -->``: the block's text is written to NAME in the work
-  directory, for the blocks after it (a rollout spec that ``ctl ... --file`` reads).
+  directory before the document's examples run (a rollout spec ``ctl ... --file`` reads).
+- ``<!-- example: background -->`` (shell): started and left running until the
+  document's last example is done (``triogate demo``), once what it serves accepts
+  connections (the demo's ports, else the addresses the block writes).
 
-Shell and Python examples run against a real gateway that the test starts for each
-document (``tests/docs/test_examples.py``): the config below (its own ports, loopback),
-with an upstream process for each endpoint. The addresses written in the document
-(``127.0.0.1:8080``, the admin API's ``127.0.0.1:9901``...) are replaced by the real ones
-in each block before it runs, and ``$TRIOGATE_ADMIN`` points ``triogate ctl`` there, so a
-reader's commands run unchanged against whatever ports the machine had free. ``curl``
-fails on an HTTP error status (``--fail-with-body``): an example the gateway refuses
-fails.
+Shell and Python examples run against a real gateway on loopback, on ports free on
+this machine. A document with a ``background`` block brings its own (the demo): every
+loopback address the document writes gets a free port up front, and ``triogate demo``
+is given them (``--port``, ``--admin-port``... from its options). Any other document
+runs against EXAMPLE_GATEWAY below, which the test starts with an upstream process per
+endpoint. Either way the addresses written in a block (``127.0.0.1:8080``, also
+``localhost:8080``; the admin API's ``127.0.0.1:9901``) are replaced by the real ones
+before it runs, and ``$TRIOGATE_ADMIN`` points ``triogate ctl`` at the admin API, so a
+reader's commands run as written. ``curl`` fails on an HTTP error status
+(``--fail-with-body``), unless the example shows the status itself (``-i``, ``-I``,
+``-v``, ``-w``): an example the gateway refuses fails.
 
 The blocks of one document run in order and share its gateway and work directory, so
 an example may use what an earlier one made. Running one block alone runs the blocks
@@ -43,7 +49,7 @@ in the work directory when the config names them and they are not there.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +86,9 @@ SHELL = frozenset({"sh", "shell", "bash", "console"})
 CONFIG = frozenset({"yaml", "yml"})
 PYTHON = frozenset({"python", "py"})
 
-_MARKER = re.compile(r"^<!--\s*example:\s*(?P<kind>skip|fragment|file)\b(?P<rest>.*?)-->\s*$")
+_MARKER = re.compile(
+    r"^<!--\s*example:\s*(?P<kind>skip|fragment|file|background)\b(?P<rest>.*?)-->\s*$"
+)
 
 
 class ExampleError(ValueError):
@@ -99,6 +107,7 @@ class Example:
     skip: str | None = None  # the reason, when marked skip
     fragment: bool = False
     file: str | None = None  # when marked file NAME
+    background: bool = False
 
     @property
     def id(self) -> str:
@@ -137,6 +146,8 @@ def _marker(html: str, where: str) -> dict[str, Any]:
         if not re.fullmatch(r"[\w.-]+", rest):
             raise ExampleError(f"{where}: 'example: file' needs a plain file name")
         return {"file": rest}
+    if kind == "background":
+        return {"background": True}
     return {"fragment": True}
 
 
@@ -175,6 +186,8 @@ def parse(path: Path) -> list[Example]:
                 continue
             if marker.get("fragment") and language != "config":
                 problems.append(f"{name}:{line}: 'example: fragment' is for yaml blocks")
+            if marker.get("background") and language != "shell":
+                problems.append(f"{name}:{line}: 'example: background' is for shell blocks")
             examples.append(Example(name, line, language, token.info, token.content, **marker))
     if pending is not None:
         problems.append(f"{name}:{pending[0]}: an example marker before no code block")
@@ -190,13 +203,41 @@ def shell_script(example: Example) -> str:
     return "".join(line[2:] + "\n" for line in example.text.splitlines() if line.startswith("$ "))
 
 
-def substitute(text: str, addresses: dict[str, str]) -> str:
-    """``text`` with each documented address (``127.0.0.1:8080``, also written
-    ``localhost:8080``) replaced by the real one."""
-    for documented, real in addresses.items():
-        port = documented.rsplit(":", 1)[1]
-        text = re.sub(rf"(?<![\w.])(?:127\.0\.0\.1|localhost):{port}(?!\d)", real, text)
-    return text
+_ADDRESS = re.compile(r"(?<![\w.])(?:127\.0\.0\.1|localhost):(\d+)(?!\d)")
+
+
+def written_ports(texts: Iterable[str]) -> set[int]:
+    """The loopback ports written in ``texts`` (``127.0.0.1:N``, ``localhost:N``; not 0)."""
+    return {int(port) for text in texts for port in _ADDRESS.findall(text)} - {0}
+
+
+def substitute(text: str, addresses: dict[int, str]) -> str:
+    """``text`` with each documented loopback address (``127.0.0.1:8080``, also written
+    ``localhost:8080``) replaced by the real one, ``addresses[8080]``, in one pass."""
+    return _ADDRESS.sub(lambda found: addresses.get(int(found[1]), found[0]), text)
+
+
+_DEMO = re.compile(r"(?<![\w-])(triogate demo)(?![\w-])")
+
+
+def demo_ports() -> dict[str, int]:
+    """``triogate demo``'s port options and their defaults (``{"--port": 8080, ...}``):
+    the ports a reader's demo listens on, as its docs write them."""
+    from triogate.cli import demo
+
+    return {
+        option.opts[0]: option.default
+        for option in demo.params
+        if option.name is not None
+        and option.name.endswith("port")
+        and isinstance(option.default, int)
+    }
+
+
+def with_demo_ports(text: str, ports: dict[str, int]) -> str:
+    """``text`` with ``triogate demo`` given each port option (``--port 41234 ...``)."""
+    options = " ".join(f"{flag} {port}" for flag, port in ports.items())
+    return _DEMO.sub(lambda found: f"{found[1]} {options}", text)
 
 
 # -- yaml fragments ---------------------------------------------------------------------

@@ -7,11 +7,15 @@ A block marked ``<!-- example: skip (REASON) -->`` is reported skipped with REAS
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,11 +31,14 @@ from tests.docs.examples import (
     Example,
     ExampleError,
     complete_fragment,
+    demo_ports,
     documents,
     parse,
     shell_script,
     substitute,
     tls_files,
+    with_demo_ports,
+    written_ports,
 )
 
 #: seconds one example may take
@@ -42,10 +49,21 @@ UPSTREAM_PROGRAM = REPO / "tests" / "upstream_process.py"
 _ADMIN_LINE = re.compile(r"admin API: http://(\S+)/")
 _UPSTREAM_LINE = re.compile(r"listening on (\S+)")
 
-#: curl as the examples are run: an HTTP error status fails the example
+#: curl as the examples are run: an HTTP error status fails the example, unless the
+#: example shows the status itself (-i, -I, -v, -w)
 _SHELL_PRELUDE = """\
 set -euo pipefail
-curl() { command curl --fail-with-body --silent --show-error --max-time 20 "$@"; }
+curl() {
+    local arg
+    for arg in "$@"; do
+        if [[ $arg == --include || $arg == --head || $arg == --verbose || $arg == --write-out
+              || ($arg == -[!-]* && $arg == *[iIvw]*) ]]; then
+            command curl --silent --show-error --max-time 20 "$@"
+            return
+        fi
+    done
+    command curl --fail-with-body --silent --show-error --max-time 20 "$@"
+}
 """
 
 
@@ -61,6 +79,27 @@ def _collect() -> tuple[list[Example], list[str]]:
 
 
 EXAMPLES, PROBLEMS = _collect()
+
+
+def _port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
+
+
+def _free_port() -> int:
+    """A loopback port free now (the OS's pick; handed to a command that binds it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _accepts(address: str) -> bool:
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def _read_line(process: subprocess.Popen[str], pattern: re.Pattern[str], what: str) -> str:
@@ -82,29 +121,49 @@ class ExampleFailed(AssertionError):
 
 
 class DocumentRun:
-    """A document's work directory, its gateway (started on first need) and how far its
-    examples have run."""
+    """A document's work directory, its gateway and how far its examples have run.
 
-    def __init__(self, document: str, directory: Path) -> None:
-        self.document = document
+    The gateway is the runner's (EXAMPLE_GATEWAY, started at the first shell or Python
+    example) unless the document starts its own in a ``background`` block (``triogate
+    demo``): then every loopback address the document writes gets a free port up front.
+    """
+
+    def __init__(self, examples: list[Example], directory: Path) -> None:
+        self.examples = examples
         self.directory = directory
         self.processes: list[subprocess.Popen[str]] = []
-        #: documented address -> real one; empty until the gateway runs
-        self.addresses: dict[str, str] = {}
+        #: documented port -> the real address; empty until a gateway has its ports
+        self.addresses: dict[int, str] = {}
+        #: ``triogate demo``'s port options, with the ports given to it
+        self.demo: dict[str, int] = {}
         self.done: set[int] = set()
         self._ca: trustme.CA | None = None
+        self.own_gateway = any(example.background for example in examples)
+        if self.own_gateway:
+            self._assign_ports()
+        for example in examples:
+            if example.file is not None:
+                (directory / example.file).write_text(substitute(example.text, self.addresses))
 
     # -- the gateway ---------------------------------------------------------------------
 
-    def _spawn(self, *args: str) -> subprocess.Popen[str]:
+    def _assign_ports(self) -> None:
+        defaults = demo_ports()
+        written = written_ports(example.text for example in self.examples)
+        for port in sorted(written | set(defaults.values())):
+            self.addresses[port] = f"127.0.0.1:{_free_port()}"
+        self.demo = {flag: _port(self.addresses[port]) for flag, port in defaults.items()}
+
+    def _spawn(self, argv: list[str], **kwargs: Any) -> subprocess.Popen[str]:
+        options: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
         process = subprocess.Popen(
-            [sys.executable, *args],
+            argv,
             cwd=self.directory,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=self._env(),
+            start_new_session=True,  # its whole group is stopped with it
+            **{**options, **kwargs},
         )
         self.processes.append(process)
         return process
@@ -114,49 +173,45 @@ class DocumentRun:
         config = json.loads(json.dumps(EXAMPLE_GATEWAY))
         for cluster in config["clusters"]:
             for endpoint in cluster["endpoints"]:
-                upstream = self._spawn(
-                    str(UPSTREAM_PROGRAM), "--name", cluster["name"], "--port", "0"
-                )
+                argv = [sys.executable, str(UPSTREAM_PROGRAM), "--name", cluster["name"]]
+                upstream = self._spawn([*argv, "--port", "0"])
                 real = _read_line(upstream, _UPSTREAM_LINE, f"upstream {cluster['name']}")
-                self.addresses[endpoint["address"]] = real
+                self.addresses[_port(endpoint["address"])] = real
                 endpoint["address"] = real
-        documented_admin = config["admin"]["address"]
+        documented_admin = _port(config["admin"]["address"])
         config["admin"]["address"] = "127.0.0.1:0"
-        documented = {lst["name"]: lst["address"] for lst in config["listeners"]}
+        documented = {lst["name"]: _port(lst["address"]) for lst in config["listeners"]}
         for listener in config["listeners"]:
             listener["address"] = "127.0.0.1:0"
         path = self.directory / "example-gateway.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
-        gateway = self._spawn("-m", "triogate.cli", "run", "--no-state", str(path))
-        admin = _read_line(gateway, _ADMIN_LINE, "the example gateway")
+        argv = [sys.executable, "-m", "triogate.cli", "run", "--no-state", path.name]
+        admin = _read_line(self._spawn(argv), _ADMIN_LINE, "the example gateway")
         self.addresses[documented_admin] = admin
         status = httpx.get(f"http://{admin}/status", timeout=10).json()
-        for name, address in documented.items():
-            self.addresses[address] = status["listeners"][name]["address"]
+        for name, port in documented.items():
+            self.addresses[port] = status["listeners"][name]["address"]
 
     def close(self) -> None:
         for process in self.processes:
-            process.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
         for process in self.processes:
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                process.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
             if process.stdout is not None:
                 process.stdout.close()
+        self.processes.clear()
 
     # -- the examples --------------------------------------------------------------------
 
-    def run_through(self, examples: list[Example], example: Example) -> None:
-        """Run ``example``, after the runnable examples before it that have not run.
-
-        The document's ``file`` blocks are written first, wherever they stand."""
-        if not self.done:
-            for block in examples:
-                if block.file is not None:
-                    (self.directory / block.file).write_text(block.text)
-        for earlier in examples:
+    def run_through(self, example: Example) -> None:
+        """Run ``example``, after the runnable examples before it that have not run."""
+        for earlier in self.examples:
             if earlier.line >= example.line:
                 break
             if earlier.line not in self.done and earlier.skip is None:
@@ -170,27 +225,35 @@ class DocumentRun:
 
     def run(self, example: Example) -> None:
         if example.file is not None:
-            pass  # written before the first example ran
-        elif example.language == "config":
+            return  # written when the document's run began
+        if example.language == "config":
             self.validate(example)
+            return
+        if not self.addresses and not self.own_gateway:
+            self.start_gateway()
+        if example.background:
+            self.background(example)
         elif example.language == "shell":
             self.shell(example)
         else:
             self.python(example)
 
-    def _command(self, argv: list[str], example: Example, **kwargs: Any) -> None:
+    def _env(self) -> dict[str, str]:
         env = {
             **os.environ,
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             "PYTHONUNBUFFERED": "1",
         }
-        admin = self.addresses.get(EXAMPLE_GATEWAY["admin"]["address"])
+        admin = self.addresses.get(_port(EXAMPLE_GATEWAY["admin"]["address"]))
         if admin is not None:
             env["TRIOGATE_ADMIN"] = f"http://{admin}"
+        return env
+
+    def _command(self, argv: list[str], example: Example, **kwargs: Any) -> None:
         done = subprocess.run(
             argv,
             cwd=self.directory,
-            env=env,
+            env=self._env(),
             capture_output=True,
             text=True,
             timeout=EXAMPLE_TIMEOUT,
@@ -204,15 +267,36 @@ class DocumentRun:
                 f"--- stdout ---\n{done.stdout}--- stderr ---\n{done.stderr}"
             )
 
+    def _script(self, example: Example) -> str:
+        script = substitute(shell_script(example), self.addresses)
+        return _SHELL_PRELUDE + with_demo_ports(script, self.demo)
+
     def shell(self, example: Example) -> None:
-        if not self.addresses:
-            self.start_gateway()
-        script = _SHELL_PRELUDE + substitute(shell_script(example), self.addresses)
-        self._command(["bash"], example, input=script)
+        self._command(["bash"], example, input=self._script(example))
+
+    def background(self, example: Example) -> None:
+        """Start the block for the rest of the document; wait until what it serves (the
+        demo's ports, else the addresses the block writes) accepts connections."""
+        path = self.directory / f"background_{example.line}.sh"
+        path.write_text(self._script(example))
+        log = self.directory / f"background_{example.line}.log"
+        with log.open("w") as output:
+            process = self._spawn(["bash", path.name], stdout=output)
+        if "triogate demo" in example.text:
+            waits = [f"127.0.0.1:{port}" for port in self.demo.values()]
+        else:
+            waits = [self.addresses[port] for port in written_ports([example.text])]
+        deadline = time.monotonic() + START_TIMEOUT
+        for address in waits:
+            while not _accepts(address):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise ExampleFailed(
+                        f"{example.id} (in the background) did not serve {address}\n"
+                        f"--- ran ---\n{path.read_text()}\n--- output ---\n{log.read_text()}"
+                    )
+                time.sleep(0.05)
 
     def python(self, example: Example) -> None:
-        if not self.addresses:
-            self.start_gateway()
         source = substitute(example.text, self.addresses)
         if re.search(r"^def test_", source, re.MULTILINE):
             path = self.directory / f"test_example_{example.line}.py"
@@ -269,8 +353,10 @@ def document_run(
     if run is None:
         for other in document_runs.values():
             other.close()
-        name = re.sub(r"\W", "-", example.document)
-        run = DocumentRun(example.document, tmp_path_factory.mktemp(name))
+        document_runs.clear()
+        examples = [other for other in EXAMPLES if other.document == example.document]
+        directory = tmp_path_factory.mktemp(re.sub(r"\W", "-", example.document))
+        run = DocumentRun(examples, directory)
         document_runs[example.document] = run
     return run
 
@@ -289,9 +375,8 @@ def test_every_code_block_is_an_example_or_says_what_it_is() -> None:
 def test_example(example: Example, document_run: DocumentRun) -> None:
     if example.skip is not None:
         pytest.skip(f"{example.id}: {example.skip}")
-    same_document = [other for other in EXAMPLES if other.document == example.document]
     try:
-        document_run.run_through(same_document, example)
+        document_run.run_through(example)
     except ExampleFailed as e:
         failure = str(e)
     else:
