@@ -332,10 +332,10 @@ class DocumentRun:
             leaf.private_key_pem.write_to_path(str(self.directory / key))
 
 
-@pytest.fixture(scope="session")
-def document_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, DocumentRun]]:
-    """Each document's run, made on first use; the previous document's gateway stops
-    when the next document starts."""
+@pytest.fixture(scope="module")
+def document_runs() -> Iterator[dict[str, DocumentRun]]:
+    """The current document's run (one at a time: the previous document's gateway stops
+    when the next document starts, the last one's with this module)."""
     runs: dict[str, DocumentRun] = {}
     yield runs
     for run in runs.values():
