@@ -102,18 +102,19 @@ def _accepts(address: str) -> bool:
         return False
 
 
-def _read_line(process: subprocess.Popen[str], pattern: re.Pattern[str], what: str) -> str:
-    """The first match of ``pattern`` in the process's output (the rest is left unread
-    unless it fails)."""
-    assert process.stdout is not None
-    seen: list[str] = []
-    for line in process.stdout:
-        seen.append(line.rstrip())
-        found = pattern.search(line)
+def _wait_for_line(
+    process: subprocess.Popen[str], log: Path, pattern: re.Pattern[str], what: str
+) -> str:
+    """The first match of ``pattern`` in what the process has written to ``log``."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        found = pattern.search(log.read_text())
         if found:
             return found[1]
-    process.wait(timeout=5)
-    raise AssertionError(f"{what} did not start: " + " | ".join(seen[-10:]))
+        if process.poll() is not None:
+            break
+        time.sleep(0.02)
+    raise ExampleFailed(f"{what} did not start:\n{log.read_text()}")
 
 
 class ExampleFailed(AssertionError):
@@ -154,17 +155,20 @@ class DocumentRun:
             self.addresses[port] = f"127.0.0.1:{_free_port()}"
         self.demo = {flag: _port(self.addresses[port]) for flag, port in defaults.items()}
 
-    def _spawn(self, argv: list[str], **kwargs: Any) -> subprocess.Popen[str]:
-        options: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
-        process = subprocess.Popen(
-            argv,
-            cwd=self.directory,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env=self._env(),
-            start_new_session=True,  # its whole group is stopped with it
-            **{**options, **kwargs},
-        )
+    def _spawn(self, argv: list[str], log: Path) -> subprocess.Popen[str]:
+        """Start ``argv`` with its output to ``log`` (a file: a pipe left unread would
+        stop it once full)."""
+        with log.open("w") as output:
+            process = subprocess.Popen(
+                argv,
+                cwd=self.directory,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=self._env(),
+                start_new_session=True,  # its whole group is stopped with it
+            )
         self.processes.append(process)
         return process
 
@@ -174,8 +178,9 @@ class DocumentRun:
         for cluster in config["clusters"]:
             for endpoint in cluster["endpoints"]:
                 argv = [sys.executable, str(UPSTREAM_PROGRAM), "--name", cluster["name"]]
-                upstream = self._spawn([*argv, "--port", "0"])
-                real = _read_line(upstream, _UPSTREAM_LINE, f"upstream {cluster['name']}")
+                log = self.directory / f"upstream-{cluster['name']}.log"
+                upstream = self._spawn([*argv, "--port", "0"], log)
+                real = _wait_for_line(upstream, log, _UPSTREAM_LINE, f"upstream {cluster['name']}")
                 self.addresses[_port(endpoint["address"])] = real
                 endpoint["address"] = real
         documented_admin = _port(config["admin"]["address"])
@@ -186,7 +191,8 @@ class DocumentRun:
         path = self.directory / "example-gateway.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         argv = [sys.executable, "-m", "triogate.cli", "run", "--no-state", path.name]
-        admin = _read_line(self._spawn(argv), _ADMIN_LINE, "the example gateway")
+        log = self.directory / "example-gateway.log"
+        admin = _wait_for_line(self._spawn(argv, log), log, _ADMIN_LINE, "the example gateway")
         self.addresses[documented_admin] = admin
         status = httpx.get(f"http://{admin}/status", timeout=10).json()
         for name, port in documented.items():
@@ -203,8 +209,6 @@ class DocumentRun:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-            if process.stdout is not None:
-                process.stdout.close()
         self.processes.clear()
 
     # -- the examples --------------------------------------------------------------------
@@ -249,22 +253,30 @@ class DocumentRun:
             env["TRIOGATE_ADMIN"] = f"http://{admin}"
         return env
 
-    def _command(self, argv: list[str], example: Example, **kwargs: Any) -> None:
-        done = subprocess.run(
+    def _command(self, argv: list[str], example: Example, script: str | None = None) -> None:
+        """Run ``argv`` (``script`` on its stdin) to its end; ExampleFailed unless it exits 0
+        within EXAMPLE_TIMEOUT (then its whole process group is killed)."""
+        process = subprocess.Popen(
             argv,
             cwd=self.directory,
             env=self._env(),
-            capture_output=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=EXAMPLE_TIMEOUT,
-            check=False,
-            **kwargs,
+            start_new_session=True,
         )
-        if done.returncode != 0:
+        try:
+            stdout, stderr = process.communicate(script or "", timeout=EXAMPLE_TIMEOUT)
+            outcome = f"exited {process.returncode}"
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+            outcome = f"still ran after {EXAMPLE_TIMEOUT:.0f} s"
+        if process.returncode != 0:
             raise ExampleFailed(
-                f"{example.id} exited {done.returncode}\n"
-                f"--- ran ---\n{kwargs.get('input') or ' '.join(argv)}\n"
-                f"--- stdout ---\n{done.stdout}--- stderr ---\n{done.stderr}"
+                f"{example.id} {outcome}\n--- ran ---\n{script or ' '.join(argv)}\n"
+                f"--- stdout ---\n{stdout}--- stderr ---\n{stderr}"
             )
 
     def _script(self, example: Example) -> str:
@@ -272,7 +284,7 @@ class DocumentRun:
         return _SHELL_PRELUDE + with_demo_ports(script, self.demo)
 
     def shell(self, example: Example) -> None:
-        self._command(["bash"], example, input=self._script(example))
+        self._command(["bash"], example, self._script(example))
 
     def background(self, example: Example) -> None:
         """Start the block for the rest of the document; wait until what it serves (the
@@ -280,8 +292,7 @@ class DocumentRun:
         path = self.directory / f"background_{example.line}.sh"
         path.write_text(self._script(example))
         log = self.directory / f"background_{example.line}.log"
-        with log.open("w") as output:
-            process = self._spawn(["bash", path.name], stdout=output)
+        process = self._spawn(["bash", path.name], log)
         if "triogate demo" in example.text:
             waits = [f"127.0.0.1:{port}" for port in self.demo.values()]
         else:
