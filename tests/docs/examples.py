@@ -31,7 +31,8 @@ An HTML comment on the line before a fence changes what is done with it:
 Shell and Python examples run against a real gateway on loopback, on ports free on
 this machine. A document with a ``background`` block brings its own (the demo): every
 loopback address the document writes gets a free port up front, and ``triogate demo``
-is given them (``--port``, ``--admin-port``... from its options). Any other document
+is given them (``--port``, ``--admin-port``... from its options; a demo run in the
+foreground, ``--tour``, gets free ports that nothing else uses). Any other document
 runs against EXAMPLE_GATEWAY below, which the test starts with an upstream process per
 endpoint. Either way the addresses written in a block (``127.0.0.1:8080``, also
 ``localhost:8080``; the admin API's ``127.0.0.1:9901``) are replaced by the real ones

@@ -41,8 +41,8 @@ from tests.docs.examples import (
     written_ports,
 )
 
-#: seconds one example may take
-EXAMPLE_TIMEOUT = 60.0
+#: seconds one example may take (pytest-timeout stops a test at 120)
+EXAMPLE_TIMEOUT = 90.0
 #: seconds the gateway and its upstreams may take to start
 START_TIMEOUT = 30.0
 UPSTREAM_PROGRAM = REPO / "tests" / "upstream_process.py"
@@ -140,8 +140,12 @@ class DocumentRun:
         self.done: set[int] = set()
         self._ca: trustme.CA | None = None
         self.own_gateway = any(example.background for example in examples)
+        self.gateway_started = False
         if self.own_gateway:
             self._assign_ports()
+        elif any("triogate demo" in example.text for example in examples):
+            # a demo run in the foreground (``--tour``): ports of its own, none taken
+            self.demo = {flag: _free_port() for flag in demo_ports()}
         for example in examples:
             if example.file is not None:
                 (directory / example.file).write_text(substitute(example.text, self.addresses))
@@ -174,6 +178,7 @@ class DocumentRun:
 
     def start_gateway(self) -> None:
         """``triogate run`` of EXAMPLE_GATEWAY on free ports, an upstream per endpoint."""
+        self.gateway_started = True
         config = json.loads(json.dumps(EXAMPLE_GATEWAY))
         for cluster in config["clusters"]:
             for endpoint in cluster["endpoints"]:
@@ -233,7 +238,7 @@ class DocumentRun:
         if example.language == "config":
             self.validate(example)
             return
-        if not self.addresses and not self.own_gateway:
+        if not self.gateway_started and not self.own_gateway:
             self.start_gateway()
         if example.background:
             self.background(example)

@@ -147,3 +147,20 @@ def test_a_document_that_starts_the_demo_runs_against_it(
             run.run_through(found[2])
     finally:
         run.close()
+
+
+def test_a_demo_in_the_foreground_gets_ports_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.docs.test_examples import DocumentRun
+
+    found = _parse("```sh\ntriogate demo --help\n```\n", tmp_path, monkeypatch)
+    work = tmp_path / "work"
+    work.mkdir()
+    run = DocumentRun(found, work)
+    try:
+        assert not run.own_gateway and set(run.demo) >= {"--port", "--admin-port"}
+        assert f"triogate demo --port {run.demo['--port']} " in run._script(found[0])
+        run.run_through(found[0])  # the example gateway, then the demo's help
+    finally:
+        run.close()
