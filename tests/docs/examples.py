@@ -116,8 +116,8 @@ class Example:
 
 
 def documents() -> list[Path]:
-    """The README and every ``docs/*.md`` (those exist once the walk-throughs land)."""
-    return [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    """The README and every ``.md`` under ``docs/`` (once the walk-throughs land)."""
+    return [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 
 
 def _language(info: str) -> str | None:
