@@ -22,8 +22,10 @@ An HTML comment on the line before a fence changes what is done with it:
 - ``<!-- example: fragment -->`` (yaml): part of a config; completed before validation
   (a bare ``routes`` list goes into a listener, a cluster it names and does not define
   gets a stub).
-- ``<!-- example: file NAME -->``: the block's text is written to NAME in the work
-  directory before the document's examples run (a rollout spec ``ctl ... --file`` reads).
+- ``<!-- example: file PATH -->``: the block's text is written to PATH (relative) in the
+  work directory before the document's examples run (a rollout spec ``ctl ... --file``
+  reads; ``mypkg/filters.py``, which a config's filter factory imports: ``triogate
+  validate`` runs there, so the package imports).
 - ``<!-- example: background -->`` (shell): started and left running until the
   document's last example is done (``triogate demo``), once what it serves accepts
   connections (the demo's ports, else the addresses the block writes).
@@ -144,8 +146,8 @@ def _marker(html: str, where: str) -> dict[str, Any]:
             raise ExampleError(f"{where}: 'example: skip' needs a reason in parentheses")
         return {"skip": reason}
     if kind == "file":
-        if not re.fullmatch(r"[\w.-]+", rest):
-            raise ExampleError(f"{where}: 'example: file' needs a plain file name")
+        if not re.fullmatch(r"[\w-][\w.-]*(/[\w-][\w.-]*)*", rest):
+            raise ExampleError(f"{where}: 'example: file' needs a relative path (a/b.py)")
         return {"file": rest}
     if kind == "background":
         return {"background": True}

@@ -148,7 +148,9 @@ class DocumentRun:
             self.demo = {flag: _free_port() for flag in demo_ports()}
         for example in examples:
             if example.file is not None:
-                (directory / example.file).write_text(substitute(example.text, self.addresses))
+                target = directory / example.file
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(substitute(example.text, self.addresses))
 
     # -- the gateway ---------------------------------------------------------------------
 

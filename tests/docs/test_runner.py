@@ -41,14 +41,14 @@ def test_markers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     found = _parse(
         "<!-- example: skip (serves until Ctrl-C) -->\n```sh\ntriogate demo\n```\n\n"
         "<!-- example: fragment -->\n```yaml\nroutes: []\n```\n\n"
-        "<!-- example: file spec.yaml -->\n```yaml\nname: x\n```\n\n"
+        "<!-- example: file pkg/spec.yaml -->\n```yaml\nname: x\n```\n\n"
         "<!-- example: background -->\n```sh\ntriogate demo\n```\n\n"
         "```sh\ntrue\n```\n",
         tmp_path,
         monkeypatch,
     )
     assert found[0].skip == "serves until Ctrl-C"
-    assert found[1].fragment and found[2].file == "spec.yaml" and found[3].background
+    assert found[1].fragment and found[2].file == "pkg/spec.yaml" and found[3].background
     assert (found[4].skip, found[4].fragment, found[4].file, found[4].background) == (
         None,
         False,
@@ -67,6 +67,8 @@ def test_markers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         ("<!-- example: skip (x) -->\n```text\nx\n```\n", "before a non-example"),
         ("<!-- example: fragment -->\n```sh\ntrue\n```\n", "for yaml blocks"),
         ("<!-- example: background -->\n```yaml\na: 1\n```\n", "for shell blocks"),
+        ("<!-- example: file ../x.py -->\n```python\nx = 1\n```\n", "a relative path"),
+        ("<!-- example: file /etc/x -->\n```yaml\na: 1\n```\n", "a relative path"),
         ("```sh\ntrue\n```\n\n<!-- example: skip (x) -->\n", "before no code block"),
     ],
 )
