@@ -190,14 +190,9 @@ async def serve_demo_upstream(
 
 # -- the world ----------------------------------------------------------------------------
 
-#: the built-in upstreams: name -> the cluster it serves in
-UPSTREAMS: Final = {
-    "api-1": "api",
-    "api-2": "api",
-    "v1": "v1",
-    "v2": "v2",
-    "db-1": "db-upstream",
-}
+#: the built-in upstreams, by name (clusters: api-1 and api-2 in ``api``, v1 and v2 in
+#: their own, db-1 in ``db-upstream``)
+UPSTREAMS: Final = ("api-1", "api-2", "v1", "v2", "db-1")
 
 #: the toxic the ``db`` listener starts with (Toxiproxy's default name for it)
 DB_TOXIC: Final = "latency_downstream"
