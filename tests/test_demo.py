@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from triogate.demo import DemoPorts, taken_ports
 
 ANY_PORTS = [
     "--port",
@@ -143,3 +146,22 @@ def test_the_tour_reports_what_changed() -> None:
     assert slow is not None and fast is not None, out
     assert int(slow[1]) >= 200 > int(fast[1]), out
     assert "TLS from the demo's CA: 200 from api-1" in out, out
+
+
+def test_a_taken_port_is_refused_naming_its_option() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        assert taken_ports(DemoPorts(web=0, edge=port, db=0, admin=0, toxiproxy=0)) == [
+            f"{port} (--tls-port)"
+        ]
+        done = subprocess.run(
+            [*_triogate(), "demo", *ANY_PORTS, "--tls-port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert done.returncode == 1
+    assert f"port {port} (--tls-port) taken: pass another port, or 0" in done.stderr
+    assert done.stdout == ""

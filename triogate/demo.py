@@ -332,6 +332,33 @@ def self_command() -> str:
     return f"{shlex.quote(sys.executable)} -m triogate.cli"
 
 
+#: the ``triogate demo`` option that sets each port
+PORT_OPTIONS: Final = {
+    "web": "--port",
+    "edge": "--tls-port",
+    "db": "--tcp-port",
+    "admin": "--admin-port",
+    "toxiproxy": "--toxiproxy-port",
+}
+
+
+def taken_ports(ports: DemoPorts) -> list[str]:
+    """The ports asked for that something else holds now, each with its option (a
+    friendlier refusal than the bind error the gateway would give a moment later)."""
+    taken = []
+    for field in attrs.fields(DemoPorts):
+        port = getattr(ports, field.name)
+        if port == 0:
+            continue
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                taken.append(f"{port} ({PORT_OPTIONS[field.name]})")
+    return taken
+
+
 def free_port() -> int:
     """A port free on loopback now (for the Toxiproxy API, whose bound port is not
     published: the port is picked here and passed on)."""
@@ -472,6 +499,11 @@ async def run_demo(ports: DemoPorts, *, tour: bool = False, traffic: bool = True
     the tour instead, then stop."""
     from triogate.tour import run_tour
 
+    taken = taken_ports(ports)
+    if taken:
+        raise click.ClickException(
+            f"port {', '.join(taken)} taken: pass another port, or 0 for any free one"
+        )
     with (
         tempfile.TemporaryDirectory(prefix="triogate-demo-") as tmp,
         trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
