@@ -62,7 +62,9 @@ __all__ = [
 class LognormalDelay:
     """A delay whose logarithm is normal: ``median * exp(sigma * N(0, 1))`` seconds."""
 
+    #: seconds: half the delays are shorter
     median: float = attrs.field(validator=settings.positive)
+    #: the spread of the logarithm (0: always ``median``)
     sigma: float = attrs.field(validator=settings.at_least(0))
 
 
@@ -78,6 +80,7 @@ class FaultDelay:
     fixed: float | None = None
     #: ``[low, high]`` seconds, uniform
     uniform: tuple[float, ...] = attrs.field(default=(), converter=_pair)
+    #: a delay with a long tail
     lognormal: LognormalDelay | None = None
 
     def seconds(self, rng: random.Random) -> float:
@@ -106,12 +109,17 @@ class FaultAbort:
     that status (any other request the HTTP status it maps to, ``policies.grpc``).
     """
 
+    #: a local reply with this status (200-599), body ``fault filter abort``
     status: int | None = None
+    #: true: the client connection is reset (RST)
     reset: bool = False
+    #: true: the connection is closed with no response
     empty: bool = False
+    #: true: bytes that are not HTTP, then a close
     garbage: bool = False
     #: the fraction of the response body sent, in [0, 1)
     truncate: float | None = None
+    #: a gRPC call gets a trailers-only reply with this ``grpc-status`` (1-16)
     grpc_status: int | None = None
 
     def kinds(self) -> list[str]:

@@ -60,9 +60,14 @@ def _budget_or_none(instance: object, attribute: attrs.Attribute[Any], value: ob
 class CircuitBreakerThresholds:
     """A cluster's concurrency ceilings (Envoy's defaults)."""
 
+    #: connections open over all the cluster's endpoints; over it the request (tcp: connection) gets
+    #: 503 (is closed) at once
     max_connections: int = attrs.field(default=1024, validator=settings.integer_at_least(1))
+    #: requests (tcp: connections) waiting for a new connection; over it: 503 (closed) at once
     max_pending_requests: int = attrs.field(default=1024, validator=settings.integer_at_least(0))
+    #: requests in flight to the cluster; over it: 503 at once
     max_requests: int = attrs.field(default=1024, validator=settings.integer_at_least(1))
+    #: requests being retried at once; a retry over it is not made
     max_retries: int = attrs.field(default=3, validator=settings.integer_at_least(0))
     #: when set, replaces ``max_retries``
     retry_budget: RetryBudget | None = attrs.field(default=None, validator=_budget_or_none)

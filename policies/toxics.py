@@ -92,6 +92,7 @@ class ToxicAttributes:
 
     #: latency: ms added to each chunk (datagram), and its jitter (+/- ms)
     latency: int = 0
+    #: latency: +/- ms drawn per chunk (datagram)
     jitter: int = 0
     #: bandwidth: KB/s (1 KB = 1000 bytes, so bytes per ms), per connection and
     #: direction unless ``shared``
@@ -104,6 +105,7 @@ class ToxicAttributes:
     timeout: int = 0
     #: slicer: bytes per piece on average, and how far a piece may stray from it
     average_size: int = 0
+    #: slicer: bytes a piece may stray from ``average_size``
     size_variation: int = 0
     #: limit_data: bytes forwarded before the connection is closed
     bytes: int = 0

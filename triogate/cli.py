@@ -17,13 +17,13 @@ import trio
 
 from admin import admin_service
 from gateway import Gateway, run_gateway
-from gateway.config import Address, Config, config_from_text, load_config
+from gateway.config import Address, Config, load_config
 from gateway.control.state import check_state_path, default_state_path, load_state
 from gateway.control.store import Store, open_etcd_store
 from gateway.errors import ConfigError, StateFileError, StoreUnavailable, root_cause
 from gateway.runtime.workers import resolve_workers
 from triogate.ctl import ctl
-from triogate.demo import DEMO_CONFIG, serve_demo_upstream
+from triogate.demo import DemoPorts, run_demo
 
 log = logging.getLogger("triogate")
 
@@ -259,37 +259,37 @@ def _run_trio(fn: Callable[..., Awaitable[None]], *args: object) -> None:
 
 
 @main.command()
-@click.option("--port", default=8080, show_default=True, help="Port of the demo listener.")
+@click.option("--port", default=8080, show_default=True, help="Port of the web listener.")
+@click.option("--tls-port", default=8443, show_default=True, help="Port of the TLS listener edge.")
+@click.option("--tcp-port", default=15432, show_default=True, help="Port of the tcp listener db.")
 @click.option("--admin-port", default=9901, show_default=True, help="Port of the admin API.")
-def demo(port: int, admin_port: int) -> None:
-    """Start three built-in upstreams and a gateway in front of them."""
+@click.option("--toxiproxy-port", default=8474, show_default=True, help="Port of Toxiproxy's API.")
+@click.option(
+    "--tour",
+    is_flag=True,
+    help="Run the banner's commands, say what each changed, and stop (under a minute).",
+)
+@click.option("--no-traffic", is_flag=True, help="No background requests to the web listener.")
+def demo(
+    port: int,
+    tls_port: int,
+    tcp_port: int,
+    admin_port: int,
+    toxiproxy_port: int,
+    tour: bool,
+    no_traffic: bool,
+) -> None:
+    """Start a small world that shows each use, and print commands to try.
 
-    async def run_demo() -> None:
-        async with trio.open_nursery() as nursery:
-            ups = [
-                await nursery.start(serve_demo_upstream, name)
-                for name in ("api-1", "api-2", "web-1")
-            ]
-            text = DEMO_CONFIG.format(
-                port=port, admin_port=admin_port, api1=ups[0], api2=ups[1], web1=ups[2]
-            )
-            config = config_from_text(text, source="demo")
-            click.echo(text)
-            await _serve(
-                config,
-                None,
-                on_ready=(
-                    "try:\n"
-                    "  curl -s http://127.0.0.1:{port}/api/hello    # alternates api-1 / api-2\n"
-                    "  curl -s http://127.0.0.1:{port}/            # web-1\n"
-                    "  curl -s http://127.0.0.1:{port}/api/status/503\n"
-                    "  curl -s http://{admin}/config   # the admin API\n"
-                    "Ctrl-C to stop."
-                ),
-            )
-            nursery.cancel_scope.cancel()
-
-    _run_trio(run_demo)
+    Five built-in upstreams behind a gateway: a canary route with a split, a rollout to
+    start and a fault to switch on (listener web), TLS from a CA the demo writes (edge),
+    a tcp proxy with a toxic (db), the admin API and its dashboard, Toxiproxy's API.
+    Port 0: any free port (the banner prints the real ones).
+    """
+    ports = DemoPorts(
+        web=port, edge=tls_port, db=tcp_port, admin=admin_port, toxiproxy=toxiproxy_port
+    )
+    _run_trio(partial(run_demo, ports, tour=tour, traffic=not no_traffic))
 
 
 @main.command(context_settings={"ignore_unknown_options": False})

@@ -118,6 +118,7 @@ class Address:
 class ToxiproxyApi:
     """Where Toxiproxy's REST API is served beside the native admin API."""
 
+    #: ``host:port`` of Toxiproxy's API
     address: Address = Address("127.0.0.1", 8474)
     #: serve ``/metrics`` (toxiproxy-server's ``-proxy-metrics``)
     proxy_metrics: bool = False
@@ -127,6 +128,7 @@ class ToxiproxyApi:
 class AdminConfig:
     """Where the admin API listens and how it authenticates."""
 
+    #: ``host:port`` of the admin API; not loopback: an API key is required
     address: Address = Address("127.0.0.1", 9901)
     #: name of an environment variable holding the API key
     api_key_env: str | None = None
@@ -146,6 +148,7 @@ class StoreTls:
     ca: str | None = None
     #: PEM client certificate and its key, when etcd asks for one (--client-cert-auth)
     cert: str | None = None
+    #: PEM file: the private key of ``cert``
     key: str | None = None
 
 
@@ -164,9 +167,11 @@ class StoreConfig:
     prefix: str = "/triogate"
     #: seconds to connect (and for one request) before etcd counts as unreachable
     dial_timeout: float = 2.0
+    #: TLS settings for ``https://`` endpoints
     tls: StoreTls | None = None
     #: names of environment variables holding etcd's user name and password
     username_env: str | None = None
+    #: see ``username_env``
     password_env: str | None = None
 
 
@@ -179,13 +184,19 @@ class HeaderMatch:
     joined with ``,``.
     """
 
+    #: the header's name (case-insensitive)
     name: str
+    #: the value is exactly this
     exact: str | None = None
+    #: the value starts with this
     prefix: str | None = None
     #: the whole value must match (``policies.matching``: the RE2-like subset)
     regex: str | None = None
+    #: true: the header is there, whatever its value
     present: bool = False
+    #: true: the header is not there
     absent: bool = False
+    #: negate the condition (a missing header then passes a negated ``exact``)
     invert: bool = False
 
 
@@ -197,10 +208,13 @@ class QueryMatch:
     a name counts.
     """
 
+    #: the parameter's name, as sent
     name: str
+    #: the value is exactly this
     exact: str | None = None
     #: the whole value must match
     regex: str | None = None
+    #: true: the parameter is there (``?debug`` is, with an empty value)
     present: bool = False
 
 
@@ -210,18 +224,26 @@ class RouteMatch:
     whole path must match), and every one of ``methods``, ``headers`` and ``query``.
     """
 
+    #: the path starts with this
     prefix: str | None = None
+    #: the path (without the query string) is exactly this
     path: str | None = None
+    #: the whole path (without the query string) matches this (``policies.matching``: the RE2-like
+    #: subset)
     regex: str | None = None
     #: any of these methods (upper case); empty: every method
     methods: tuple[str, ...] = ()
+    #: request header conditions, every one must hold
     headers: tuple[HeaderMatch, ...] = ()
+    #: query parameter conditions, every one must hold
     query: tuple[QueryMatch, ...] = ()
 
 
 @attrs.frozen
 class WeightedCluster:
+    #: a cluster's name
     cluster: str
+    #: its share, relative to the others' weights (0: none)
     weight: int
 
 
@@ -229,8 +251,12 @@ class WeightedCluster:
 class RetryPolicy:
     """Envoy-style retries: ``attempts`` extra tries on the listed conditions."""
 
+    #: retries after the first try (0: none)
     attempts: int = 0
+    #: what a retry is for (Envoy's ``retry_on``): connect failures, resets, 5xx, 502/503/504
+    #: (``gateway-error``), ``retriable_status_codes``, gRPC statuses
     retry_on: tuple[RetryOn, ...] = ("connect-failure",)
+    #: statuses retried when ``retry_on`` lists ``retriable-status-codes``
     retriable_status_codes: tuple[int, ...] = ()
     #: per-try timeout in seconds; 0 means the route timeout covers all tries
     per_try_timeout: float = 0.0
@@ -245,8 +271,11 @@ class RetryPolicy:
 class HashPolicy:
     """Where a consistent-hash key comes from: a header, a cookie, or the client address."""
 
+    #: the key is this request header's value
     header: str | None = None
+    #: the key is this cookie's value
     cookie: str | None = None
+    #: true: the key is the client's IP address
     source_ip: bool = False
 
 
@@ -254,6 +283,7 @@ class HashPolicy:
 class MirrorPolicy:
     """A share of a route's requests copied, fire and forget, to a shadow cluster."""
 
+    #: the shadow cluster the copies go to
     cluster: str
     #: the share of the route's requests copied, 0-100
     percent: float = 100.0
@@ -263,7 +293,9 @@ class MirrorPolicy:
 class SplitKey:
     """Where a sticky split's key comes from: exactly one of a header or a cookie."""
 
+    #: the key is this request header's value
     header: str | None = None
+    #: the key is this cookie's value
     cookie: str | None = None
 
 
@@ -271,13 +303,20 @@ class SplitKey:
 class Route:
     """A match and where matching requests go: one ``cluster`` or a weighted ``split``."""
 
+    #: which requests it takes
     match: RouteMatch
+    #: its name: what the admin API, faults and rollouts call it by (unnamed routes go by their
+    #: position)
     name: str | None = None
+    #: the cluster every matching request goes to (or ``split``)
     cluster: str | None = None
+    #: clusters with weights; each request goes to one drawn at random (sticky with ``split_key``)
     split: tuple[WeightedCluster, ...] = ()
     #: seconds for the whole upstream exchange; 0 disables
     timeout: float = 15.0
+    #: retries of failed attempts (off unless ``attempts`` > 0)
     retry: RetryPolicy = RetryPolicy()
+    #: where the key of a ``ring_hash`` or ``maglev`` cluster comes from
     hash_policy: tuple[HashPolicy, ...] = ()
     #: the same key always picks the same cluster of the ``split`` (``policies.split``);
     #: a request without it is split at random
@@ -292,8 +331,11 @@ class Route:
 class VirtualHost:
     """Routes for requests whose Host matches one of ``domains`` (``*`` and ``*.x`` allowed)."""
 
+    #: unique within its listener
     name: str
+    #: the ``Host`` names it serves: exact, ``*.example.com``, or ``*`` for any
     domains: tuple[str, ...]
+    #: its routes, the first that matches wins
     routes: tuple[Route, ...]
 
 
@@ -301,7 +343,9 @@ class VirtualHost:
 class AccessLogConfig:
     """One JSON line per request; ``path`` ``-`` means stdout."""
 
+    #: write the log
     enabled: bool = False
+    #: the file the lines are appended to; ``-``: stdout
     path: str = "-"
     #: KiB of lines waiting for the writer; past it lines are dropped (and counted)
     buffer_kb: int = 4096
@@ -326,7 +370,9 @@ REBIND = "triogate.rebind"
 class CertificateConfig:
     """A certificate chain and its key (PEM files), for the server names it serves."""
 
+    #: PEM file: the certificate and its chain
     cert: str
+    #: PEM file: its private key
     key: str
     #: the SNI names it is picked for (``*.example.com`` allowed); empty: the names in
     #: the certificate's SANs
@@ -337,7 +383,9 @@ class CertificateConfig:
 class ClientAuth:
     """mTLS: clients present a certificate from ``ca``."""
 
+    #: PEM file: the CA client certificates must come from
     ca: str
+    #: false: a client without a certificate is served too
     required: bool = True
     #: DNS or URI SANs a client certificate must carry one of; empty: any from ``ca``
     allowed_sans: tuple[str, ...] = ()
@@ -349,7 +397,9 @@ class ListenerTls:
 
     #: picked by SNI: an exact name, then a wildcard, then the first
     certificates: tuple[CertificateConfig, ...]
+    #: protocols offered by ALPN, of those served (``h2``, ``http/1.1``)
     alpn: tuple[str, ...] = ("h2", "http/1.1")
+    #: the oldest TLS version accepted
     min_version: TlsVersion = "1.2"
     #: None: no client certificate asked for
     client_auth: ClientAuth | None = None
@@ -363,8 +413,11 @@ class Http2Settings:
     cluster's (of its connections to each endpoint: streams per connection, the most
     each stream buffers, the largest response header list taken)."""
 
+    #: streams open at once on one connection
     max_concurrent_streams: int = 100
+    #: KiB a stream may receive before it is read (its flow-control window)
     initial_stream_window_kb: int = 64
+    #: KiB a header list may take at most
     max_header_list_kb: int = 60
 
 
@@ -378,7 +431,9 @@ class UpstreamTls:
     ca: str | None = None
     #: a client certificate and key (PEM) for mTLS; None: none presented
     cert: str | None = None
+    #: PEM file: the private key of ``cert``
     key: str | None = None
+    #: false: the endpoints' certificates are not verified
     verify: bool = True
 
 
@@ -389,11 +444,16 @@ class Toxic:
     ``stream``: ``upstream`` is client to server, ``downstream`` server to client.
     """
 
+    #: unique on its listener, across both streams
     name: str
+    #: Toxiproxy's toxic types, plus ``slow_open``; udp listeners take ``latency`` and
+    #: ``packet_loss``
     type: ToxicType
+    #: ``upstream`` (client to server) or ``downstream`` (server to client)
     stream: ToxicStream = "downstream"
     #: the probability that a connection gets the toxic (rolled per connection)
     toxicity: float = 1.0
+    #: the type's settings, in Toxiproxy's names and units
     attributes: ToxicAttributes = attrs.field(factory=ToxicAttributes)
     #: only connections from these client addresses or networks (``10.0.0.0/8``); () all
     source: tuple[str, ...] = ()
@@ -437,14 +497,23 @@ class Listener:
     ``routes`` is shorthand for one virtual host matching every domain.
     """
 
+    #: unique among the listeners; the admin API's ``/listeners/{name}``
     name: str
+    #: ``host:port`` to bind; port 0 binds a free port (``GET /status`` says which)
     address: Address = attrs.field(metadata={REBIND: True})
+    #: ``http`` (HTTP/1.1, and HTTP/2 by ALPN or prior knowledge), or ``tcp`` or ``udp`` (proxied to
+    #: ``cluster`` or ``split``; no routes)
     protocol: ListenerProtocol = "http"
+    #: http: the routes for every ``Host``, the first that matches wins (shorthand for one virtual
+    #: host matching ``*``)
     routes: tuple[Route, ...] = ()
+    #: http: routes per ``Host``: a request gets the routes of the virtual host whose ``domains``
+    #: match its ``Host``
     virtual_hosts: tuple[VirtualHost, ...] = ()
     #: for ``protocol: tcp`` or ``udp``: the cluster every connection (session) goes
     #: to, or a weighted ``split`` between clusters
     cluster: str | None = None
+    #: for ``protocol: tcp`` or ``udp``: clusters with weights, one drawn per connection (session)
     split: tuple[WeightedCluster, ...] = ()
     #: False: the listener is down (new connections refused, open ones closed); its
     #: settings and toxics are kept
@@ -460,13 +529,18 @@ class Listener:
     #: seconds an idle keep-alive client connection is kept (tcp: a connection with no
     #: byte either way; udp: a session with no datagram)
     idle_timeout: float = 60.0
+    #: KiB a request's head may take at most; over it: 431
     max_request_headers_kb: int = 60
+    #: headers a request may carry at most; over it: 431
     max_request_headers_count: int = 100
+    #: one JSON line per request (off by default)
     access_log: AccessLogConfig = AccessLogConfig()
+    #: W3C trace context (``traceparent``) handling
     tracing: TracingConfig = TracingConfig()
     #: TLS termination; None: cleartext (an http listener then also takes HTTP/2 with
     #: prior knowledge)
     tls: ListenerTls | None = None
+    #: limits of its clients' HTTP/2 connections
     http2: Http2Settings = Http2Settings()
     #: HTTP filters, in order, on every request (``gateway.filters.chain``)
     http_filters: tuple[FilterConfig, ...] = ()
@@ -498,10 +572,16 @@ def needs_rebind(old: Listener, new: Listener) -> bool:
 
 @attrs.frozen
 class Endpoint:
+    #: ``host:port``; a host name is resolved at each connect
     address: Address
+    #: its share of the cluster's traffic, relative to the others'
     weight: int = 1
+    #: its priority level (Envoy's): 0 is served first, a higher level takes traffic as the levels
+    #: before it lose healthy endpoints
     priority: int = 0
+    #: its locality (a zone, say), for locality-aware balancing
     locality: str = ""
+    #: ``active``; ``draining``: requests in flight finish, no new ones; ``disabled``: none
     state: EndpointState = "active"
 
 
@@ -515,6 +595,7 @@ class PoolConfig:
     max_idle: int = 128
     #: seconds an idle pooled connection is kept
     idle_timeout: float = 60.0
+    #: seconds a connect may take before it counts as failed
     connect_timeout: float = 5.0
 
 
@@ -527,6 +608,7 @@ class Discovery:
     cluster lists none: its endpoints are the instances registered at runtime.
     """
 
+    #: ``static`` (the cluster's ``endpoints``), ``dns``, ``file`` or ``registry``
     type: DiscoveryType = "static"
     #: dns: the name resolved; every A/AAAA record is an endpoint
     hostname: str | None = None
@@ -553,12 +635,17 @@ DEFAULT_THRESHOLDS: Final = CircuitBreakerThresholds()
 
 @attrs.frozen
 class Cluster:
+    #: unique among the clusters; what routes and listeners name
     name: str
+    #: its endpoints (static discovery), or a seed until discovery answers
     endpoints: tuple[Endpoint, ...] = ()
+    #: how an endpoint is picked for each request (connection)
     lb_policy: LbPolicy = "round_robin"
     #: the balancer's knobs (least_request choices, ring sizes, slow start, panic...)
     lb_options: BalancerOptions = DEFAULT_OPTIONS
+    #: the connections kept to each endpoint
     pool: PoolConfig = PoolConfig()
+    #: where its endpoints come from: the ``endpoints`` list, DNS, a file or a registry
     discovery: Discovery = Discovery()
     #: active health checks of every endpoint (``policies.health``); None: off
     health_check: HealthCheckConfig | None = None
@@ -583,6 +670,7 @@ class FaultMatch:
     """Which requests in a fault's scope it takes: every header condition must hold
     (the route match's ``headers``, ``HeaderMatch``)."""
 
+    #: request header conditions, as a route's
     headers: tuple[HeaderMatch, ...] = ()
 
 
@@ -594,16 +682,23 @@ class Fault:
     one a request was routed to), both, or neither (every HTTP request).
     """
 
+    #: unique among the faults; the admin API's ``/faults/{name}``
     name: str
+    #: scope: only requests on this listener (absent: any)
     listener: str | None = None
+    #: scope: only requests on this route of ``listener``, by name
     route: str | None = None
+    #: scope: only requests routed to this cluster
     cluster: str | None = None
+    #: which requests in its scope it takes (every header condition must hold)
     match: FaultMatch = FaultMatch()
     #: of the matching requests
     percent: float = 100.0
     #: > 0: only the first N requests it is injected into get it, then it passes
     first_n: int = 0
+    #: the request waits this long before going on (before the abort, if any)
     delay: FaultDelay | None = None
+    #: how the request ends instead of reaching the upstream (or, for ``truncate``, after)
     abort: FaultAbort | None = None
     #: > 0: the response body trickles at this many KiB/s
     response_rate_kbps: float = 0.0
@@ -632,13 +727,17 @@ class RolloutEvent:
     #: ``step_passed``, ``last_step_passed``, ``gate_breached``, ``pause``, ``resume``,
     #: ``abort``, ``promote``
     event: str
+    #: the rollout's state after it
     state: RolloutStateName
+    #: the step (index in ``steps``) after it
     step: int
     #: the canary's percent after it
     weight: int
     #: for ``gate_breached``: the gate, the value measured and its limit
     gate: str | None = None
+    #: for ``gate_breached``: the figure measured
     value: float | None = None
+    #: for ``gate_breached``: the gate's limit
     limit: float | None = None
 
 
@@ -646,11 +745,13 @@ class RolloutEvent:
 class RolloutStatus:
     """Where a rollout is; written by the gateway's rollout actor, persisted with the config."""
 
+    #: ``running``, ``paused``, ``succeeded``, ``rolled_back`` or ``aborted``
     state: RolloutStateName = "running"
     #: the index of the current (or last) step in ``steps``
     step: int = 0
     #: the canary's percent of the route's traffic
     weight: int = 0
+    #: what happened to it, oldest first
     history: tuple[RolloutEvent, ...] = ()
 
 
@@ -659,11 +760,15 @@ class Rollout:
     """A staged rollout: the gateway moves ``route``'s traffic from ``stable`` to
     ``canary`` along ``steps``, judged by ``gates`` (``gateway.control.rollouts``)."""
 
+    #: unique among the rollouts; the admin API's ``/rollouts/{name}``
     name: str
+    #: the listener of ``route``
     listener: str
     #: a route of the listener, by ``name``
     route: str
+    #: the cluster the route sends to before
     stable: str
+    #: the cluster the route moves to
     canary: str
     #: the canary's percent at each step, increasing, 1-100
     steps: tuple[int, ...] = attrs.field(
@@ -673,7 +778,9 @@ class Rollout:
     dwell: float = attrs.field(default=60.0, validator=positive)
     #: seconds between judgements of the canary's figures
     interval: float = attrs.field(default=5.0, validator=positive)
+    #: the limits the canary's requests are judged against at each step
     gates: RolloutGates = attrs.field(factory=RolloutGates)
+    #: written by the gateway: where the rollout is (persisted with the config)
     status: RolloutStatus = RolloutStatus()
 
     def plan(self) -> RolloutPlan:
@@ -689,8 +796,11 @@ class Rollout:
 class Config:
     """The whole gateway config. ``version`` grows by one with every accepted change."""
 
+    #: where traffic comes in: HTTP, tcp and udp listeners
     listeners: tuple[Listener, ...] = ()
+    #: where traffic goes: groups of endpoints, and how they are picked and guarded
     clusters: tuple[Cluster, ...] = ()
+    #: the admin API (this node's own: fixed while running, never in a fleet's store)
     admin: AdminConfig = AdminConfig()
     #: HTTP faults injected on the data path
     faults: tuple[Fault, ...] = ()
@@ -700,6 +810,8 @@ class Config:
     rollouts: tuple[Rollout, ...] = ()
     #: where the config is kept (this node's own, like ``admin``)
     config_store: StoreConfig = StoreConfig()
+    #: written by the gateway: the config's version, one more with every accepted change (a ``PUT
+    #: /config`` naming another is refused, 412)
     version: int = 1
 
     def cluster(self, name: str) -> Cluster | None:
