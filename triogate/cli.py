@@ -76,7 +76,6 @@ async def _serve(
     config: Config,
     state_path: Path | None,
     *,
-    on_ready: str = "",
     workers: int = 1,
     verbosity: int = 0,
     store: Store | None = None,
@@ -115,12 +114,6 @@ async def _serve(
                 click.echo(f"listener {name}: {handle.config.protocol}://{handle.bound}")
             if gateway.admin_address is not None:
                 click.echo(f"admin API: http://{gateway.admin_address}/")
-            if on_ready:
-                click.echo(
-                    on_ready.format(
-                        port=gateway.listener_address("web").port, admin=gateway.admin_address
-                    )
-                )
             async for _ in signals:
                 click.echo(
                     f"draining for up to {DRAIN_GRACE:.0f} s (a second signal stops at once)"

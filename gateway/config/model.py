@@ -463,11 +463,13 @@ class Toxic:
 class WasmFilter:
     """A proxy-wasm module as a filter (``gateway.filters.wasm``)."""
 
+    #: the module file (``.wasm``), loaded once per worker process and config version
     path: str
     #: passed to the module's ``on_configure``, as bytes
     config: str = ""
     #: a trapping or over-budget module: 500 (False) or the filter skipped (True)
     fail_open: bool = False
+    #: the most memory the module's instance may grow to (MiB); past it: out of memory
     max_memory_mb: int = 64
     #: the deadline of one callback (milliseconds)
     max_ms_per_call: float = 50.0
@@ -477,7 +479,9 @@ class WasmFilter:
 class PythonFilter:
     """A filter written in Python: ``factory`` (``module:attribute``) called with ``config``."""
 
+    #: ``module:attribute``, imported and called with ``config`` when the config is published
     factory: str
+    #: any YAML value, handed to ``factory`` as is
     config: Any = attrs.field(factory=dict, hash=False)
 
 
@@ -485,8 +489,11 @@ class PythonFilter:
 class FilterConfig:
     """One filter of a listener's chain: exactly one of ``wasm`` or ``python``."""
 
+    #: unique in its chain: a route's ``disabled_filters`` and the filter's stats name it
     name: str
+    #: a proxy-wasm module (exclusive with ``python``)
     wasm: WasmFilter | None = None
+    #: a Python object's hooks (exclusive with ``wasm``)
     python: PythonFilter | None = None
 
 
