@@ -68,6 +68,7 @@ def dump(registry: StatsRegistry) -> dict[str, Any]:
         },
         "routes": [[*key, _dump_scope(rs)] for key, rs in registry.routes.items()],
         "filters": [[*key, _dump_scope(fs)] for key, fs in registry.filters.items()],
+        "custom": registry.custom.dump(),
     }
 
 
@@ -114,6 +115,7 @@ def absorb(registry: StatsRegistry, dumps: Iterable[dict[str, Any]]) -> None:
     """
     for scope in registry.scopes():
         _zero(scope)
+    registry.custom.reset()
     for part in dumps:
         for name, figures in part["listeners"].items():
             _add(registry.listener(name), figures)
@@ -126,6 +128,7 @@ def absorb(registry: StatsRegistry, dumps: Iterable[dict[str, Any]]) -> None:
             _add(registry.route_cluster(listener, route, cluster), figures)
         for listener, kind, name, figures in part.get("filters", ()):
             _add(registry.filter(listener, kind, name), figures)
+        registry.custom.add_dump(part.get("custom", {}))
 
 
 def total(part: dict[str, Any], stat: str) -> int:
