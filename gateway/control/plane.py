@@ -87,6 +87,7 @@ from gateway.errors import (
 )
 from gateway.faults.table import FaultTable
 from gateway.filters.factories import build_chains
+from gateway.filters.wasm_adapter import close_unused
 from gateway.listener.actor import (
     ListenerHandle,
     Sockets,
@@ -424,6 +425,7 @@ class _ControlActor:
         if self.pool is None:
             self._swap_dataplane(old, new, undo)
             await self._move_listeners(old, new, bound, undo, commit)
+            commit.append(self._closing_unused_filters)
         else:  # the workers swap their own data planes
             await self._install_on_workers(self.pool, new, bound, undo, commit)
         if persist:
@@ -511,6 +513,12 @@ class _ControlActor:
             ref.current = previous
 
         undo.append(restore)
+
+    async def _closing_unused_filters(self) -> None:
+        """Committed: the proxy-wasm hosts no chain of the data plane uses are closed (the
+        requests in flight on them finish there). Not at the swap: an undo puts the old
+        data plane back, hosts and all."""
+        close_unused(self.control.dataplane.current)
 
     async def _move_listeners(
         self,

@@ -819,6 +819,16 @@ class WasmFilterHost:
         self._retire(self._vm)
         self._ticks_changed.set()
 
+    @property
+    def callbacks(self) -> frozenset[str]:
+        """The callbacks the module exports (``proxy_on_request_headers``...): an adapter
+        calls only what a module has."""
+        return frozenset(self._vm.callbacks)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def live_contexts(self) -> int:
         """Stream contexts not deleted yet, on every instance."""
         return sum(vm.streams() for vm in self._vms)
