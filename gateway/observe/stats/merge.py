@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from gateway.observe.stats.custom import GAUGE as CUSTOM_GAUGE
 from gateway.observe.stats.registry import StatsRegistry
 from gateway.observe.stats.scopes import (
     COUNTER,
@@ -156,4 +157,8 @@ def retired(part: dict[str, Any]) -> dict[str, Any]:
     for scope in registry.scopes():
         for name in stat_names(type(scope), GAUGE):
             setattr(scope, name, 0)
+    custom = registry.custom
+    for name, kind in custom.kinds.items():
+        if kind == CUSTOM_GAUGE:
+            custom.values[name] = 0
     return dump(registry)
