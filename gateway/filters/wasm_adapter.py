@@ -33,9 +33,11 @@ reply, ``proxy_close_stream``); from a body hook before the end of the stream it
 with the next piece). A module's local reply is returned (from a body hook too: the
 chain turns it into ``FilterReplied``); its ``proxy_close_stream`` fails the request.
 ``on_done`` deletes the context (``proxy_on_done``, ``proxy_on_log``,
-``proxy_on_delete``). A ``WasmTrap`` (``WasmTimeout``, ``WasmOutOfMemory``) leaves the
-hook as it is: its ``stat`` names the filter's ``wasm.*`` counter, and the chain answers
-500 or skips the filter (``fail_open``).
+``proxy_on_delete``) and, when it failed, has the host make its fresh instance then
+(``renew``): the request that failed pays for it, not the next one. A ``WasmTrap``
+(``WasmTimeout``, ``WasmOutOfMemory``) leaves the hook as it is: its ``stat`` names the
+filter's ``wasm.*`` counter, and the chain answers 500 or skips the filter
+(``fail_open``).
 
 *Connections.* A ``WasmNetworkFilter`` makes its ``NetworkContext`` in
 ``on_new_connection``; data both ways goes through the module as a ``bytearray`` it may
@@ -446,6 +448,8 @@ class WasmHttpFilter:
         if context is not None:
             self.context = None
             context.delete()
+            if context.failed:
+                _renew(self.factory.host)
 
 
 # -- TCP --------------------------------------------------------------------------------
@@ -529,3 +533,14 @@ class WasmNetworkFilter:
                 context.on_upstream_close()
         finally:
             context.delete()
+            if context.failed:
+                _renew(self.factory.host)
+
+
+def _renew(host: WasmFilterHost) -> None:
+    """After a failed context: the fresh instance made now, at the end of the request (or
+    connection) that failed, not at the start of the next one; never raises."""
+    try:
+        host.renew()
+    except WasmError as e:  # the next context tries again, and fails as a hook would
+        log.warning("%s", e)

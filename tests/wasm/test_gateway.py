@@ -68,10 +68,14 @@ async def test_a_trap_fails_that_request_only_with_500_and_is_counted(
     nursery: trio.Nursery, start_gateway: StartGateway
 ) -> None:
     gw, url, a = await gateway_with(nursery, start_gateway, [wasm("bad", "faults")])
+    (host,) = [live.host for live in wasm_adapter._hosts.values() if "faults" in live.host.name]
     async with httpx.AsyncClient() as client:
         before = await client.get(f"{url}/before")
         trapped = await client.get(f"{url}/trap", headers={"x-trap": "1"})
+        # the fresh instance was made at the end of the request that trapped
+        await wait_until(lambda: host.reinstantiations == 1)
         after = await client.get(f"{url}/after")
+    assert host.reinstantiations == 1
     assert (before.status_code, trapped.status_code, after.status_code) == (200, 500, 200)
     assert [q["target"] for q in a.requests] == ["/before", "/after"]
     counters = (await stats_of(gw))["counters"]
