@@ -425,9 +425,10 @@ class _ControlActor:
         if self.pool is None:
             self._swap_dataplane(old, new, undo)
             await self._move_listeners(old, new, bound, undo, commit)
-            commit.append(self._closing_unused_filters)
         else:  # the workers swap their own data planes
             await self._install_on_workers(self.pool, new, bound, undo, commit)
+        # (a primary with workers serves no request: the modules its validation loaded go)
+        commit.append(self._closing_unused_filters)
         if persist:
             await self.control.store.commit(new)
         for name in _names(old.clusters) - _names(new.clusters):
