@@ -242,3 +242,16 @@ async def test_ticks_stop_once_a_closed_host_has_no_context(
         assert r.status_code == 200, r.text
     assert old.closed
     await wait_until(lambda: old.live_contexts() == 0 and not old._vms)
+
+
+async def test_a_held_request_body_is_given_whole_and_bodies_are_rewritten(
+    nursery: trio.Nursery, start_gateway: StartGateway
+) -> None:
+    _gw, url, a = await gateway_with(nursery, start_gateway, [wasm("bodies", "bodies")])
+    payload = b"piece " * 20000  # 120,000 bytes: several pieces, each held
+    async with httpx.AsyncClient() as client:
+        r = await client.post(f"{url}/echo", content=payload)
+    assert r.status_code == 200
+    # nothing of the body went up before its end: only what replaced it, whole
+    assert a.requests[0]["body"] == b"replaced"
+    assert r.content == b"replacedreplaced"  # echoed, each response piece doubled
