@@ -11,6 +11,7 @@ import httpx
 import trio
 
 from gateway.app import Gateway
+from gateway.config import Address
 from gateway.filters import wasm_adapter
 from tests.conftest import StartGateway, simple_config, wait_until
 from tests.gateway.l4_support import StreamEcho, connect, l4_config, read_to_end
@@ -255,3 +256,28 @@ async def test_a_held_request_body_is_given_whole_and_bodies_are_rewritten(
     # nothing of the body went up before its end: only what replaced it, whole
     assert a.requests[0]["body"] == b"replaced"
     assert r.content == b"replacedreplaced"  # echoed, each response piece doubled
+
+
+def test_validation_and_publication_share_one_host_and_a_new_file_is_a_new_host(
+    tmp_path: Path,
+) -> None:
+    from gateway.config import config_from_data
+    from gateway.filters.factories import build_chains
+    from gateway.observe.stats import StatsRegistry
+
+    module = tmp_path / "noop.wat"
+    module.write_bytes(filter_path("noop").read_bytes())
+    data = simple_config({"a": [Address("127.0.0.1", 9)]}, http_filters=[wasm("n", module)])
+
+    def loaded() -> list[Any]:
+        return [live.host for key, live in wasm_adapter._hosts.items() if key[1] == str(module)]
+
+    config = config_from_data(data)  # validation, outside a run (the CLI's): no ticks yet
+    (host,) = loaded()
+    chains, _ = build_chains(config, StatsRegistry())
+    assert chains["web"].members[0].factory.host is host  # type: ignore[attr-defined]
+    config_from_data(data)  # the same entry in the next config version: the same host
+    assert loaded() == [host]
+    module.write_bytes(filter_path("noop").read_bytes() + b"\n;; changed\n")
+    config_from_data(data)
+    assert len(loaded()) == 2 and host in loaded()
