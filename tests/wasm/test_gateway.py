@@ -281,3 +281,19 @@ def test_validation_and_publication_share_one_host_and_a_new_file_is_a_new_host(
     module.write_bytes(filter_path("noop").read_bytes() + b"\n;; changed\n")
     config_from_data(data)
     assert len(loaded()) == 2 and host in loaded()
+
+
+async def test_a_network_module_that_pauses_gets_the_held_bytes_again_with_the_next(
+    nursery: trio.Nursery, start_gateway: StartGateway
+) -> None:
+    echo = await StreamEcho().start(nursery)
+    flt = wasm("hold", "network_hold")
+    gw = await start_gateway(l4_config({"api": [echo.address]}, network_filters=[flt]))
+    stream = await connect(gw)
+    async with stream:
+        await stream.send_all(b"hello")  # 5 bytes: held
+        await trio.sleep(0.1)
+        await stream.send_all(b" world!")  # 12 with what was held: replaced, sent on
+        await stream.send_eof()
+        received = await read_to_end(stream)
+    assert received == b"whole"
