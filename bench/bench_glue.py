@@ -24,8 +24,10 @@ percent, so that ``0`` measures a fault that is decided on every request and nev
 applied (only for a tree with faults).
 ``--filters`` prints, side by side from the same run, the CPU per request with no filter
 and with each filter of ``FILTERS`` (a header-adding Python filter: ``sample_filters``;
-the proxy-wasm ones join it there), each variant on the same tree (only for a tree with
-filters). ``--filter NAME`` measures one variant alone (for callgrind).
+proxy-wasm modules: a no-op, a header-adding one, one that traps when asked), each
+variant on the same tree (only for a tree with filters). ``--filter NAME`` measures one
+variant alone (for callgrind). ``--trap-every N``: every Nth request of each connection
+asks the ``wasm-faults`` module to trap (a 500; the next request gets a fresh instance).
 ``--rollout`` has the route watched as a running staged rollout watches it (each request
 also counted in the route's stats for its cluster): what a rollout costs a request on
 its route, against a run without (only for a tree with rollouts).
@@ -51,21 +53,38 @@ RESPONSE = (
 )
 
 
+#: the WAT modules of the proxy-wasm tests (``tests/wasm/filters``)
+WAT = Path(__file__).resolve().parent.parent / "tests" / "wasm" / "filters"
+
 #: the variants ``--filters`` compares: a name and the listener's ``http_filters``
 FILTERS: dict[str, list[dict[str, Any]]] = {
     "none": [],
     "python-add-header": [
         {"name": "tag", "python": {"factory": "sample_filters:AddHeader", "config": {}}}
     ],
+    # proxy-wasm: a module that continues, one that adds ``x-wasm: 1`` (as the Python one
+    # adds ``x-hello: world``), and one that traps on ``x-trap`` (``--trap-every``)
+    "wasm-noop": [{"name": "noop", "wasm": {"path": str(WAT / "noop.wat")}}],
+    "wasm-add-header": [{"name": "tag", "wasm": {"path": str(WAT / "add_header.wat")}}],
+    "wasm-faults": [{"name": "faults-wat", "wasm": {"path": str(WAT / "faults.wat")}}],
 }
+
+#: ``--trap-every N``: every Nth request of a client asks ``faults.wat`` to trap
+TRAP_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nx-trap: 1\r\n\r\n"
 
 
 class FakeStream:
-    """A stream whose every read returns ``answer`` (``count`` times, then EOF)."""
+    """A stream whose every read returns ``answer`` (``count`` times, then EOF); every
+    ``every``th read returns ``other`` instead, when given."""
 
-    def __init__(self, answer: bytes, count: int) -> None:
+    def __init__(
+        self, answer: bytes, count: int, other: bytes | None = None, every: int = 0
+    ) -> None:
         self.answer = answer
         self.count = count
+        self.other = other
+        self.every = every
+        self.reads = 0
         self.sent = 0
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
@@ -73,6 +92,9 @@ class FakeStream:
         if not self.count:
             return b""
         self.count -= 1
+        self.reads += 1
+        if self.other is not None and self.reads % self.every == 0:
+            return self.other
         return self.answer
 
     async def send_all(self, data: bytes) -> None:
@@ -95,6 +117,7 @@ async def serve_all(
     fault_percent: float | None,
     rollout: bool = False,
     http_filters: list[dict[str, Any]] | None = None,
+    trap_every: int = 0,
 ) -> float:
     """Serve ``requests`` over ``connections``; the CPU seconds it took."""
     from gateway.cluster.actor import ClusterHandle
@@ -164,7 +187,10 @@ async def serve_all(
 
     for endpoint in handle.snapshot.all_endpoints:
         endpoint.pool.connector = connect
-    clients = [FakeStream(REQUEST, requests // connections) for _ in range(connections)]
+    trap = TRAP_REQUEST if trap_every else None
+    clients = [
+        FakeStream(REQUEST, requests // connections, trap, trap_every) for _ in range(connections)
+    ]
     start = time.process_time()
     async with trio.open_nursery() as nursery:
         for client in clients:
@@ -172,6 +198,9 @@ async def serve_all(
     took = time.process_time() - start
     answered = sum(c.sent for c in clients)
     assert answered == requests // connections * connections, answered
+    if trap_every:  # every asked-for trap was one (a 500), and only those
+        traps = sum(fs.wasm_trap for fs in ctx.registry.filters.values())
+        assert traps == requests // connections // trap_every * connections, traps
     if rollout:  # every request was counted for the rollout's judge
         assert ctx.registry.routes["web", "main", "c"].upstream_rq_xx[2] == answered
     return took
@@ -187,6 +216,9 @@ def main() -> None:
     parser.add_argument("--rollout", action="store_true", help="the route watched by a rollout")
     parser.add_argument("--filters", action="store_true", help="each of FILTERS, side by side")
     parser.add_argument("--filter", choices=sorted(FILTERS), help="one of FILTERS alone")
+    parser.add_argument(
+        "--trap-every", type=int, default=0, help="wasm-faults: every Nth request traps"
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(args.tree))
     if args.filters or args.filter:
@@ -201,6 +233,7 @@ def main() -> None:
                 args.fault_percent,
                 args.rollout,
                 FILTERS[name],
+                args.trap_every if name == "wasm-faults" else 0,
             )
             figures[name] = took / args.requests * 1e6
         for name, us in figures.items():

@@ -15,18 +15,29 @@ context, and a trap.
 * a callback that never returns: how long it held the thread before ``max_ms_per_call``
   interrupted it (epoch interruption, the ticker advancing every ``EPOCH_TICK_S``).
 
-    .venv/bin/python bench/bench_wasm.py [--calls 20000]
+``--gateway``: the same through the gateway's config and filter chain
+(``gateway.filters.wasm_adapter``): a ``wasm:`` entry's load as the config's validation
+makes it (against the same config without the entry) and its publication after
+(``build_chains``: the host validation loaded, found again); and each request's wall time
+through a listener's chain (the request-headers hook and the request's end) with
+``faults.wat`` trapping every 100th request: the requests right after a trap against the
+others, and the trapping ones.
+
+    .venv/bin/python bench/bench_wasm.py [--calls 20000] [--gateway]
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway.errors import WasmTimeout, WasmTrap
+import trio
+
+from gateway.errors import FilterError, WasmTimeout, WasmTrap
 from gateway.filters.api import HeaderMap
 from gateway.filters.wasm import WasmFilterHost, WasmLimits, host
 
@@ -69,7 +80,12 @@ def cold_load(path: Path, root_id: str = "") -> WasmFilterHost:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=20000)
+    parser.add_argument("--gateway", action="store_true", help="through config and chain only")
+    parser.add_argument("--requests", type=int, default=10000, help="--gateway: requests")
     args = parser.parse_args()
+    if args.gateway:
+        gateway_figures(args.requests)
+        return
     calls = args.calls
     have_as = AS_EXAMPLE.exists()
     if not have_as:
@@ -167,6 +183,82 @@ def main() -> None:
                 ran.append(time.perf_counter() - started)
             context.delete()
         print(f"  max_ms_per_call {limit:>3}: interrupted after {statistics.median(ran) * 1e3:.1f}")
+
+
+def gateway_config(filters: list[dict[str, object]]) -> dict[str, object]:
+    listener = {"name": "web", "address": "127.0.0.1:0", "http_filters": filters}
+    listener["routes"] = [{"name": "main", "match": {"prefix": "/"}, "cluster": "c"}]
+    clusters = [{"name": "c", "endpoints": [{"address": "127.0.0.1:9"}]}]
+    return {"admin": {"address": "127.0.0.1:0"}, "listeners": [listener], "clusters": clusters}
+
+
+def gateway_figures(requests: int) -> None:
+    from gateway.config import config_from_data
+    from gateway.filters.factories import build_chains
+    from gateway.http1.events import RequestReceived
+    from gateway.observe.stats import StatsRegistry
+
+    modules = [("WAT no-op", FILTERS / "noop.wat", "")]
+    if AS_EXAMPLE.exists():
+        modules.append(("AssemblyScript add-header", AS_EXAMPLE, "add_header"))
+    plain = statistics.median(timed(lambda: config_from_data(gateway_config([])), 20))
+    print("\nthrough the gateway: a config's validation with a wasm entry (ms, median of 20,")
+    print(f"  less {plain * 1e3:.3f} ms for the same config without), then its publication")
+    for label, path, root_id in modules:
+        host._runtime().modules.clear()
+        loads, publications = [], []
+        for i in range(20):  # a new config string each time: a new host
+            entry = {"name": "m", "wasm": {"path": str(path), "config": f"v{i}"}}
+            if root_id:
+                entry["wasm"]["root_id"] = root_id  # type: ignore[index]
+            data = gateway_config([entry])
+            started = time.perf_counter()
+            config = config_from_data(data)
+            loads.append(time.perf_counter() - started - plain)
+            started = time.perf_counter()
+            build_chains(config, StatsRegistry())
+            publications.append(time.perf_counter() - started)
+        print(
+            f"  {label}: validation +{statistics.median(loads) * 1e3:.3f}"
+            f" (the first, compiling: +{loads[0] * 1e3:.3f}),"
+            f" publication {statistics.median(publications) * 1e3:.3f}"
+        )
+
+    entry = {"name": "trapper", "wasm": {"path": str(FILTERS / "faults.wat"), "config": "t"}}
+    config = config_from_data(gateway_config([entry]))
+    (chain,) = build_chains(config, StatsRegistry())[0].values()
+
+    def head(trap: bool) -> RequestReceived:
+        headers = list(REQUEST) + ([(b"x-trap", b"1")] if trap else [])
+        return RequestReceived(b"GET", b"/", b"1.1", headers, True, 0, 0, b"example.com", 0)
+
+    async def run() -> tuple[list[float], list[float], list[float]]:
+        ordinary, after_trap, trapping = [], [], []
+        for i in range(requests):
+            trap = i % 100 == 99
+            request = head(trap)
+            started = time.perf_counter()
+            filters = chain.begin(None, request, b"127.0.0.1")
+            assert filters is not None
+            try:
+                await filters.request_headers(request, b"http")
+            except FilterError:
+                assert trap
+            filters.done()
+            took = time.perf_counter() - started
+            (trapping if trap else after_trap if i % 100 == 0 and i else ordinary).append(took)
+        return ordinary, after_trap, trapping
+
+    logging.disable(logging.CRITICAL)  # the module's and the chain's line per trap
+    ordinary, after_trap, trapping = trio.run(run)
+    logging.disable(logging.NOTSET)
+    print(f"\nrequests through a chain with faults.wat, every 100th trapping ({requests}; us)")
+    for label, times in (
+        ("ordinary requests", ordinary),
+        ("the request right after a trap", after_trap),
+        ("the trapping request (its 500 and the fresh instance)", trapping),
+    ):
+        print(f"  {label}: median {statistics.median(times) * 1e6:.1f}, n={len(times)}")
 
 
 if __name__ == "__main__":

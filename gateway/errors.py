@@ -316,10 +316,17 @@ class WasmLoadError(WasmError):
 class WasmTrap(WasmError):
     """A module's callback trapped; the request (or connection) it served fails."""
 
+    #: the filter's counter (``FilterStats``) the HTTP filter chain adds it to
+    stat = "wasm_trap"
+
 
 class WasmTimeout(WasmTrap):
     """A callback ran past the filter's ``max_ms_per_call`` and was interrupted."""
 
+    stat = "wasm_timeout"
+
 
 class WasmOutOfMemory(WasmTrap):
     """A callback failed after its module was refused memory past ``max_memory_mb``."""
+
+    stat = "wasm_oom"

@@ -473,6 +473,11 @@ class WasmFilter:
     max_memory_mb: int = 64
     #: the deadline of one callback (milliseconds)
     max_ms_per_call: float = 50.0
+    #: Envoy's: the root context the module's SDK starts (the AssemblyScript SDK refuses
+    #: to start without one it registered under this id)
+    root_id: str = ""
+    #: Envoy's: modules of one ``vm_id`` share their shared data (per process)
+    vm_id: str = ""
 
 
 @attrs.frozen

@@ -87,6 +87,7 @@ from gateway.errors import (
 )
 from gateway.faults.table import FaultTable
 from gateway.filters.factories import build_chains
+from gateway.filters.wasm_adapter import close_unused
 from gateway.listener.actor import (
     ListenerHandle,
     Sockets,
@@ -426,6 +427,8 @@ class _ControlActor:
             await self._move_listeners(old, new, bound, undo, commit)
         else:  # the workers swap their own data planes
             await self._install_on_workers(self.pool, new, bound, undo, commit)
+        # (a primary with workers serves no request: the modules its validation loaded go)
+        commit.append(self._closing_unused_filters)
         if persist:
             await self.control.store.commit(new)
         for name in _names(old.clusters) - _names(new.clusters):
@@ -511,6 +514,12 @@ class _ControlActor:
             ref.current = previous
 
         undo.append(restore)
+
+    async def _closing_unused_filters(self) -> None:
+        """Committed: the proxy-wasm hosts no chain of the data plane uses are closed (the
+        requests in flight on them finish there). Not at the swap: an undo puts the old
+        data plane back, hosts and all."""
+        close_unused(self.control.dataplane.current)
 
     async def _move_listeners(
         self,

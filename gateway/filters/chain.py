@@ -127,14 +127,17 @@ class HttpFilter(Protocol):
     Only the hooks its factory lists in ``hooks`` are called. Headers hooks edit the
     ``HeaderMap`` in place and return a ``LocalReply`` to answer, or None to go on. Body
     hooks return the bytes to pass on in place of ``data`` (None: ``data`` unchanged),
-    or ``BUFFER``. Raising fails the request (or skips the filter: ``fail_open``).
+    ``BUFFER``, or a ``LocalReply`` (the request ends with it: ``FilterReplied``).
+    Raising fails the request (or skips the filter: ``fail_open``).
     """
 
     async def on_request_headers(
         self, headers: HeaderMap, end_of_stream: bool
     ) -> LocalReply | None: ...
 
-    async def on_request_body(self, data: bytes, end_of_stream: bool) -> bytes | Buffer | None: ...
+    async def on_request_body(
+        self, data: bytes, end_of_stream: bool
+    ) -> bytes | Buffer | LocalReply | None: ...
 
     async def on_request_trailers(self, trailers: HeaderMap) -> None: ...
 
@@ -142,7 +145,9 @@ class HttpFilter(Protocol):
         self, headers: HeaderMap, end_of_stream: bool
     ) -> LocalReply | None: ...
 
-    async def on_response_body(self, data: bytes, end_of_stream: bool) -> bytes | Buffer | None: ...
+    async def on_response_body(
+        self, data: bytes, end_of_stream: bool
+    ) -> bytes | Buffer | LocalReply | None: ...
 
     async def on_response_trailers(self, trailers: HeaderMap) -> None: ...
 
@@ -167,8 +172,12 @@ class HttpFilterFactory(Protocol):
     def fail_open(self) -> bool:
         """A failing instance is skipped (True) or fails the request with 500 (False)."""
 
-    def new_filter(self) -> HttpFilter:
-        """An instance for one request (a stateless filter may return a shared one)."""
+    def new_filter(
+        self, entry: RouteEntry | None, head: RequestReceived | None, client_ip: bytes
+    ) -> HttpFilter:
+        """An instance for one request (a stateless filter may return a shared one):
+        its route (None: none matched), its head as it came, the client's address (what
+        a proxy-wasm module reads as properties)."""
 
 
 @attrs.frozen(eq=False)
@@ -250,9 +259,15 @@ class HttpFilterChain:
         assert plan is not None
         return cls(members, buffer_limit, plan, plans)
 
-    def begin(self, entry: RouteEntry | None) -> RequestFilters | None:
+    def begin(
+        self,
+        entry: RouteEntry | None,
+        head: RequestReceived | None = None,
+        client_ip: bytes = b"",
+    ) -> RequestFilters | None:
         """The filters of one request on ``entry`` (None: no route matched yet); None
-        when its route disables every one."""
+        when its route disables every one. ``head`` and ``client_ip`` go to each
+        ``new_filter``."""
         plan: _Plan | None = self.plan
         if entry is not None:
             disabled = entry.route.disabled_filters
@@ -260,7 +275,9 @@ class HttpFilterChain:
                 plan = self.plans.get(disabled, plan)
         if plan is None:
             return None
-        return RequestFilters(plan, [m.factory.new_filter() for m in plan.members], self)
+        return RequestFilters(
+            plan, [m.factory.new_filter(entry, head, client_ip) for m in plan.members], self
+        )
 
 
 class RequestFilters:

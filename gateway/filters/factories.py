@@ -6,17 +6,28 @@ import, or refuses its config, is a config error naming the field, and the runni
 config stays), and so does the control plane when it publishes a config (each
 publication makes new factories: a changed ``config`` takes effect for new requests).
 
-``wasm:`` entries are refused here, and only here, until the proxy-wasm host
-(``gateway.filters.wasm``) lands: its factory replaces ``_wasm_factory``.
+A ``wasm:`` entry is a proxy-wasm module (``gateway.filters.wasm_adapter``): loaded once
+per process and config version, so that the validation of a config and its publication
+share one host; a module that does not load is a config error naming ``...wasm`` with the
+host's ``WasmLoadError``. ``build_chains`` puts the modules' metrics in the registry it is
+given; ``close_unused`` (the control plane, once a data plane is published) closes the
+hosts no chain uses any more.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from gateway.errors import WasmLoadError
 from gateway.filters.chain import HttpFilterChain
 from gateway.filters.network import NetworkFilterChain, PythonNetworkFilterFactory
 from gateway.filters.python import PythonHttpFilterFactory, import_factory
+from gateway.filters.wasm_adapter import (
+    WasmHttpFilterFactory,
+    WasmNetworkFilterFactory,
+    bind_metrics,
+    live_host,
+)
 
 if TYPE_CHECKING:
     from gateway.config.model import Config, FilterConfig, WasmFilter
@@ -30,8 +41,6 @@ __all__ = [
     "build_http_factory",
     "build_network_factory",
 ]
-
-WASM_NOT_SERVED = "wasm filters are served once gateway.filters.wasm lands"
 
 
 class FilterConfigProblem(ValueError):
@@ -56,21 +65,35 @@ def _python_target(config: FilterConfig) -> Any:
         raise FilterConfigProblem("python.config", f"the factory refused it: {e!r}") from e
 
 
-def _wasm_factory(name: str, wasm: WasmFilter, kind: str) -> Any:
-    raise FilterConfigProblem("wasm", WASM_NOT_SERVED)
+def _wasm_factory(
+    name: str, wasm: WasmFilter, kind: str
+) -> WasmHttpFilterFactory | WasmNetworkFilterFactory:
+    try:
+        live = live_host(wasm)
+    except WasmLoadError as e:
+        raise FilterConfigProblem("wasm", str(e)) from e
+    except OSError as e:
+        raise FilterConfigProblem("wasm.path", f"{wasm.path}: {e.strerror or e}") from e
+    if kind == "http":
+        return WasmHttpFilterFactory(name, live, wasm.fail_open)
+    return WasmNetworkFilterFactory(name, live)
 
 
 def build_http_factory(config: FilterConfig) -> HttpFilterFactory:
     """The factory of one ``http_filters`` entry; ``FilterConfigProblem`` if it cannot be."""
     if config.wasm is not None:
-        return _wasm_factory(config.name, config.wasm, "http")  # type: ignore[no-any-return]
+        factory = _wasm_factory(config.name, config.wasm, "http")
+        assert isinstance(factory, WasmHttpFilterFactory)
+        return factory
     return PythonHttpFilterFactory(config.name, _python_target(config))
 
 
 def build_network_factory(config: FilterConfig) -> NetworkFilterFactory:
     """The factory of one ``network_filters`` entry; ``FilterConfigProblem`` if it cannot be."""
     if config.wasm is not None:
-        return _wasm_factory(config.name, config.wasm, "network")  # type: ignore[no-any-return]
+        factory = _wasm_factory(config.name, config.wasm, "network")
+        assert isinstance(factory, WasmNetworkFilterFactory)
+        return factory
     return PythonNetworkFilterFactory(config.name, _python_target(config))
 
 
@@ -83,9 +106,11 @@ def build_chains(
     network: dict[str, NetworkFilterChain] = {}
     for lst in config.listeners:
         if lst.protocol == "http" and lst.http_filters:
+            http_factories = [build_http_factory(f) for f in lst.http_filters]
+            bind_metrics(http_factories, registry.custom)
             chain = HttpFilterChain.build(
                 lst.name,
-                [build_http_factory(f) for f in lst.http_filters],
+                http_factories,
                 registry,
                 lst.filter_buffer_limit_kb * 1024,
                 {r.disabled_filters for r in lst.all_routes() if r.disabled_filters},
@@ -94,6 +119,7 @@ def build_chains(
                 chains[lst.name] = chain
         elif lst.protocol == "tcp" and lst.network_filters:
             factories = [build_network_factory(f) for f in lst.network_filters]
+            bind_metrics(factories, registry.custom)
             network_chain = NetworkFilterChain.build(lst.name, factories, registry)
             if network_chain is not None:
                 network[lst.name] = network_chain

@@ -149,5 +149,5 @@ class PythonHttpFilterFactory:
         self.hooks = frozenset(h for h in HOOKS if callable(getattr(target, h, None)))
         self._instance = PythonHttpFilter(target)
 
-    def new_filter(self) -> PythonHttpFilter:
+    def new_filter(self, entry: object, head: object, client_ip: bytes) -> PythonHttpFilter:
         return self._instance

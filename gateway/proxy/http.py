@@ -401,7 +401,7 @@ class HttpConnection:
         if chains:  # HTTP filters (gateway.filters.chain): off unless configured
             chain = chains.get(listener)
             if chain is not None:
-                filters = chain.begin(entry)
+                filters = chain.begin(entry, head, self.client_ip)
                 if filters is not None:
                     self.filters = filters
                     try:

@@ -23,7 +23,7 @@ class Factory:
         self.fail_open = fail_open
         self.hooks = frozenset(h for h in HOOKS if hasattr(target, h))
 
-    def new_filter(self) -> Any:
+    def new_filter(self, entry: Any, head: Any, client_ip: bytes) -> Any:
         return self.target
 
 

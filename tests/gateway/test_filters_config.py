@@ -10,7 +10,7 @@ import pytest
 
 from gateway.config import Address, config_from_data
 from gateway.errors import ConfigError
-from gateway.filters.factories import WASM_NOT_SERVED, build_chains
+from gateway.filters.factories import build_chains
 from gateway.observe.stats import StatsRegistry
 from tests.conftest import simple_config
 
@@ -70,7 +70,7 @@ def test_names_kinds_and_disabled_filters_are_checked(tmp_path: Path) -> None:
     assert not any("disabled_filters[0]" in p or "disabled_filters[1]" in p for p in issues)
 
 
-def test_wasm_entries_are_checked_then_refused_until_the_host_lands(tmp_path: Path) -> None:
+def test_wasm_entries_are_checked_then_loaded(tmp_path: Path) -> None:
     module = tmp_path / "add_header.wasm"
     module.write_bytes(b"\0asm\1\0\0\0")
     issues = issues_of(
@@ -88,7 +88,8 @@ def test_wasm_entries_are_checked_then_refused_until_the_host_lands(tmp_path: Pa
             ]
         )
     )
-    assert issues["listeners[0].http_filters[0].wasm"] == WASM_NOT_SERVED
+    # a module that does not load: the host's WasmLoadError, at the entry's field
+    assert "not a proxy-wasm module" in issues["listeners[0].http_filters[0].wasm"]
     assert "no such file" in issues["listeners[0].http_filters[1].wasm.path"]
     assert issues["listeners[0].http_filters[1].wasm.max_memory_mb"] == "must be >= 1"
     assert issues["listeners[0].http_filters[1].wasm.max_ms_per_call"] == "must be > 0"

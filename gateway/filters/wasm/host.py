@@ -792,14 +792,23 @@ class WasmFilterHost:
     def _vm_for_new_context(self) -> _Vm:
         if self._closed:
             raise RuntimeError(f"{self.name}: the host is closed; new contexts go to its successor")
-        if self._vm.failed:
-            fresh = self._instantiate()
-            self.reinstantiations += 1
-            old, self._vm = self._vm, fresh
-            self._vms.append(fresh)
-            self._retire(old)
-            self._ticks_changed.set()
+        self.renew()
         return self._vm
+
+    def renew(self) -> bool:
+        """A fresh instance in place of a failed one, now (whether one was made): an
+        adapter calls it at the end of the request that failed, so that the next
+        request does not pay for it. ``WasmLoadError`` if the fresh one does not start
+        (the next context tries again)."""
+        if not self._vm.failed or self._closed:
+            return False
+        fresh = self._instantiate()
+        self.reinstantiations += 1
+        old, self._vm = self._vm, fresh
+        self._vms.append(fresh)
+        self._retire(old)
+        self._ticks_changed.set()
+        return True
 
     def _forget(self, vm: _Vm, context: _StreamContext) -> None:
         vm.contexts.pop(context.context_id, None)
@@ -818,6 +827,16 @@ class WasmFilterHost:
         self._closed = True
         self._retire(self._vm)
         self._ticks_changed.set()
+
+    @property
+    def callbacks(self) -> frozenset[str]:
+        """The callbacks the module exports (``proxy_on_request_headers``...): an adapter
+        calls only what a module has."""
+        return frozenset(self._vm.callbacks)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def live_contexts(self) -> int:
         """Stream contexts not deleted yet, on every instance."""

@@ -6,6 +6,8 @@
         └── EndpointStats            cluster.<name>.endpoint.<address>.rq_*
     RouteClusterStats  per route a rollout watches, per cluster
                        listener.<l>.route.<r>.cluster.<c>.upstream_rq_*
+    CustomStats        what proxy-wasm modules define (``custom.py``)
+                       wasmcustom.<name>
 
 The data path increments attributes of these objects directly (``scopes.py``);
 ``export.py`` renders them for the admin API (JSON, Prometheus, per endpoint);

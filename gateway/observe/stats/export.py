@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from gateway.observe.stats.custom import COUNTER as CUSTOM_COUNTER
+from gateway.observe.stats.custom import CUSTOM_PREFIX
+from gateway.observe.stats.custom import HISTOGRAM as CUSTOM_HISTOGRAM
 from gateway.observe.stats.histogram import BOUNDS_MS, Histogram, difference, quantiles
 from gateway.observe.stats.registry import StatsRegistry
 from gateway.observe.stats.scopes import (
@@ -81,6 +84,16 @@ def stats_json(registry: StatsRegistry, pattern: re.Pattern[str] | None = None) 
             full = f"cluster.{name}.endpoint.{key}.success_rate"
             if keep(full):
                 gauges[full] = es.success_rate()
+    custom = registry.custom
+    for name, kind in custom.kinds.items():
+        full = CUSTOM_PREFIX + name
+        if not keep(full):
+            continue
+        if kind == CUSTOM_HISTOGRAM:
+            hist = custom.histograms[name]
+            histograms[full] = histogram_json(hist, hist.counts)
+        else:
+            (counters if kind == CUSTOM_COUNTER else gauges)[full] = custom.values[name]
     return {
         "since": registry.since,
         "recent_window_s": registry.window,
@@ -181,6 +194,25 @@ def prometheus_text(registry: StatsRegistry, workers: Sequence[Mapping[str, Any]
                 family = "triogate_endpoint_success_rate"
                 lab = _labels({"cluster": name, "endpoint": key})
                 add(family, "gauge", f"{family}{lab} {_number(rate)}")
+    custom = registry.custom
+    for name, kind in custom.kinds.items():
+        # Envoy's exposition: envoy_wasmcustom_<name>; ours under triogate_
+        stat = _PROMETHEUS_UNSAFE.sub("_", name)
+        if kind == CUSTOM_HISTOGRAM:
+            family = f"triogate_wasmcustom_{stat}"
+            hist = custom.histograms[name]
+            running = 0
+            for bound, n in zip((*BOUNDS_MS, math.inf), hist.counts, strict=True):
+                running += n
+                add(family, "histogram", f"{family}_bucket{_labels({'le': _le(bound)})} {running}")
+            add(family, "histogram", f"{family}_sum {_number(hist.sum)}")
+            add(family, "histogram", f"{family}_count {running}")
+        elif kind == CUSTOM_COUNTER:
+            family = f"triogate_wasmcustom_{stat.removesuffix('_total')}_total"
+            add(family, "counter", f"{family} {custom.values[name]}")
+        else:
+            family = f"triogate_wasmcustom_{stat}"
+            add(family, "gauge", f"{family} {custom.values[name]}")
     for row in workers:
         lab = _labels({"worker": str(row["index"])})
         for stat, typ in _WORKER_STATS:
@@ -202,6 +234,10 @@ _WORKER_STATS = (
     ("downstream_cx_active", "gauge"),
     ("restarts_total", "counter"),
 )
+
+
+#: what a module's metric name may hold that a Prometheus metric name may not
+_PROMETHEUS_UNSAFE = re.compile(r"[^a-zA-Z0-9_]")
 
 
 def _number(value: float) -> str:

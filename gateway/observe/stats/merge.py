@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from gateway.observe.stats.custom import GAUGE as CUSTOM_GAUGE
 from gateway.observe.stats.registry import StatsRegistry
 from gateway.observe.stats.scopes import (
     COUNTER,
@@ -68,6 +69,7 @@ def dump(registry: StatsRegistry) -> dict[str, Any]:
         },
         "routes": [[*key, _dump_scope(rs)] for key, rs in registry.routes.items()],
         "filters": [[*key, _dump_scope(fs)] for key, fs in registry.filters.items()],
+        "custom": registry.custom.dump(),
     }
 
 
@@ -114,6 +116,7 @@ def absorb(registry: StatsRegistry, dumps: Iterable[dict[str, Any]]) -> None:
     """
     for scope in registry.scopes():
         _zero(scope)
+    registry.custom.reset()
     for part in dumps:
         for name, figures in part["listeners"].items():
             _add(registry.listener(name), figures)
@@ -126,6 +129,7 @@ def absorb(registry: StatsRegistry, dumps: Iterable[dict[str, Any]]) -> None:
             _add(registry.route_cluster(listener, route, cluster), figures)
         for listener, kind, name, figures in part.get("filters", ()):
             _add(registry.filter(listener, kind, name), figures)
+        registry.custom.add_dump(part.get("custom", {}))
 
 
 def total(part: dict[str, Any], stat: str) -> int:
@@ -153,4 +157,8 @@ def retired(part: dict[str, Any]) -> dict[str, Any]:
     for scope in registry.scopes():
         for name in stat_names(type(scope), GAUGE):
             setattr(scope, name, 0)
+    custom = registry.custom
+    for name, kind in custom.kinds.items():
+        if kind == CUSTOM_GAUGE:
+            custom.values[name] = 0
     return dump(registry)

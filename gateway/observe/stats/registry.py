@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
+from gateway.observe.stats.custom import CustomStats
 from gateway.observe.stats.histogram import difference, quantile
 from gateway.observe.stats.scopes import (
     ClusterStats,
@@ -79,6 +80,8 @@ class StatsRegistry:
         self.routes: dict[tuple[str, str, str], RouteClusterStats] = {}
         #: per (listener, ``http_filter`` or ``network_filter``, filter name)
         self.filters: dict[tuple[str, str, str], FilterStats] = {}
+        #: ``wasmcustom.*``: what proxy-wasm modules define (``custom.py``)
+        self.custom = CustomStats()
         self._series_len = max(2, int(series_span / tick))
         self._handles: dict[str, ClusterHandle] = {}
         #: wall-clock time of the start, or of the last reset
@@ -213,6 +216,7 @@ class StatsRegistry:
         """Every counter and histogram to zero, windows and series restarted."""
         for scope in self.scopes():
             scope.reset()
+        self.custom.reset()
         for series in self.series.values():
             series.clear()
         self.since = time.time()
