@@ -388,27 +388,28 @@ class WasmHttpFilter:
     async def on_request_body(
         self, data: bytes, end_of_stream: bool
     ) -> bytes | Buffer | LocalReply | None:
-        if self.replied:
-            return None
-        context = self._context()
-        body = bytearray(data)
-        if context.on_request_body(body, end_of_stream) is Action.PAUSE:
-            if context.local_reply is None and not context.closed and not end_of_stream:
-                return BUFFER
-            await context.request_resumed.wait()
-        return self._body(context, body, data)
+        return await self._body_hook(data, end_of_stream, request=True)
 
     async def on_response_body(
         self, data: bytes, end_of_stream: bool
     ) -> bytes | Buffer | LocalReply | None:
+        return await self._body_hook(data, end_of_stream, request=False)
+
+    async def _body_hook(
+        self, data: bytes, end_of_stream: bool, *, request: bool
+    ) -> bytes | Buffer | LocalReply | None:
+        """A body piece through the module (edited in place); a pause before the end holds
+        it (``BUFFER``: proxy-wasm's StopIterationAndBuffer), at the end waits to resume."""
         if self.replied:
             return None
         context = self._context()
         body = bytearray(data)
-        if context.on_response_body(body, end_of_stream) is Action.PAUSE:
+        hook = context.on_request_body if request else context.on_response_body
+        if hook(body, end_of_stream) is Action.PAUSE:
             if context.local_reply is None and not context.closed and not end_of_stream:
                 return BUFFER
-            await context.response_resumed.wait()
+            resumed = context.request_resumed if request else context.response_resumed
+            await resumed.wait()
         return self._body(context, body, data)
 
     def _body(

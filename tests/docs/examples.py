@@ -46,7 +46,9 @@ reader's commands run as written. ``curl`` fails on an HTTP error status
 The blocks of one document run in order and share its gateway and work directory, so
 an example may use what an earlier one made. Running one block alone runs the blocks
 before it first. A config file's TLS files (a ``cert``/``key`` pair, a ``ca``) are made
-in the work directory when the config names them and they are not there.
+in the work directory when the config names them and they are not there; so is a
+proxy-wasm module (``wasm: {path}``) whose file name is one ``tests/wasm`` builds
+(``tests/wasm/build/*.wasm``: the AssemblyScript SDK's published example and ours).
 """
 
 from __future__ import annotations
@@ -277,6 +279,19 @@ def complete_fragment(data: Any) -> dict[str, Any]:
     if stubs:
         config["clusters"] = [*config.get("clusters", []), *stubs]
     return config
+
+
+def wasm_paths(data: Any) -> Iterator[str]:
+    """The module files a config's ``wasm`` filters name."""
+    if isinstance(data, dict):
+        wasm = data.get("wasm")
+        if isinstance(wasm, dict) and isinstance(wasm.get("path"), str):
+            yield wasm["path"]
+        for item in data.values():
+            yield from wasm_paths(item)
+    elif isinstance(data, list):
+        for item in data:
+            yield from wasm_paths(item)
 
 
 def tls_files(data: Any) -> Iterator[tuple[str, str | None]]:

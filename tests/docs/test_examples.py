@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,6 +38,7 @@ from tests.docs.examples import (
     shell_script,
     substitute,
     tls_files,
+    wasm_paths,
     with_demo_ports,
     written_ports,
 )
@@ -46,6 +48,8 @@ EXAMPLE_TIMEOUT = 90.0
 #: seconds the gateway and its upstreams may take to start
 START_TIMEOUT = 30.0
 UPSTREAM_PROGRAM = REPO / "tests" / "upstream_process.py"
+#: the proxy-wasm modules ``tests/wasm`` builds (``npm run build``, in .ci/run)
+WASM_BUILD = REPO / "tests" / "wasm" / "build"
 _ADMIN_LINE = re.compile(r"admin API: http://(\S+)/")
 _UPSTREAM_LINE = re.compile(r"listening on (\S+)")
 
@@ -331,9 +335,19 @@ class DocumentRun:
         if example.fragment:
             data = complete_fragment(data)
         self._make_tls_files(data)
+        self._place_wasm_modules(data)
         path = self.directory / f"example_{example.line}.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False) if example.fragment else example.text)
         self._command([sys.executable, "-m", "triogate.cli", "validate", path.name], example)
+
+    def _place_wasm_modules(self, data: Any) -> None:
+        for name in wasm_paths(data):
+            target = self.directory / name
+            built = WASM_BUILD / Path(name).name
+            if target.exists() or not built.exists():
+                continue  # (not built: validation says which file is missing)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(built, target)
 
     def _make_tls_files(self, data: Any) -> None:
         for first, key in tls_files(data):

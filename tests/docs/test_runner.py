@@ -14,6 +14,7 @@ from tests.docs.examples import (
     shell_script,
     substitute,
     tls_files,
+    wasm_paths,
     with_demo_ports,
     written_ports,
 )
@@ -166,3 +167,14 @@ def test_a_demo_in_the_foreground_gets_ports_of_its_own(
         run.run_through(found[0])  # the example gateway, then the demo's help
     finally:
         run.close()
+
+
+def test_wasm_modules_named_by_a_config() -> None:
+    config = {
+        "listeners": [
+            {"http_filters": [{"name": "a", "wasm": {"path": "filters/add_header.wasm"}}]},
+            {"network_filters": [{"name": "b", "wasm": {"path": "/x/count.wasm"}}]},
+            {"http_filters": [{"name": "c", "python": {"factory": "m:F"}}]},
+        ]
+    }
+    assert list(wasm_paths(config)) == ["filters/add_header.wasm", "/x/count.wasm"]

@@ -1182,12 +1182,7 @@ class WasmFilterHost:
         value_ptr: int,
         value_size: int,
     ) -> int:
-        vm = self._vm_of(store)
-        headers = self._map(vm, map_type)
-        if headers is None:
-            return _BAD_ARGUMENT
-        headers.add_bytes(vm.read(store, key_ptr, key_size), vm.read(store, value_ptr, value_size))
-        return _OK
+        return self._put_header(store, map_type, key_ptr, key_size, value_ptr, value_size, True)
 
     def _proxy_replace_header_map_value(
         self,
@@ -1198,11 +1193,28 @@ class WasmFilterHost:
         value_ptr: int,
         value_size: int,
     ) -> int:
+        return self._put_header(store, map_type, key_ptr, key_size, value_ptr, value_size, False)
+
+    def _put_header(
+        self,
+        store: StoreContext,
+        map_type: int,
+        key_ptr: int,
+        key_size: int,
+        value_ptr: int,
+        value_size: int,
+        add: bool,
+    ) -> int:
+        """``add`` (another value) or replace (the value) a header of a map."""
         vm = self._vm_of(store)
         headers = self._map(vm, map_type)
         if headers is None:
             return _BAD_ARGUMENT
-        headers.set_bytes(vm.read(store, key_ptr, key_size), vm.read(store, value_ptr, value_size))
+        name, value = vm.read(store, key_ptr, key_size), vm.read(store, value_ptr, value_size)
+        if add:
+            headers.add_bytes(name, value)
+        else:
+            headers.set_bytes(name, value)
         return _OK
 
     def _proxy_remove_header_map_value(
