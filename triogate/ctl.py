@@ -62,8 +62,13 @@ def _fail(message: str) -> NoReturn:
 
 
 def _fail_response(response: httpx.Response) -> NoReturn:
+    """The admin API's refusal: its ``detail`` (each issue of a refused change on a line)
+    and, when it gives one, its ``hint`` (what to do next)."""
+    hint = None
     try:
-        detail = response.json().get("detail")
+        body = response.json()
+        detail = body.get("detail")
+        hint = body.get("hint")
     except (ValueError, AttributeError):
         detail = response.text.strip() or response.reason_phrase
     if isinstance(detail, list):
@@ -72,10 +77,13 @@ def _fail_response(response: httpx.Response) -> NoReturn:
             where = issue.get("loc") if isinstance(issue, dict) else None
             msg = issue.get("msg") if isinstance(issue, dict) else issue
             click.echo(f"  {where}: {msg}" if where else f"  {msg}", err=True)
-        sys.exit(1)
-    # hypercorn sends no reason phrase: the status code's own then
-    phrase = response.reason_phrase or httpx.codes.get_reason_phrase(response.status_code)
-    _fail(f"{response.status_code} {phrase}: {detail}")
+    else:
+        # hypercorn sends no reason phrase: the status code's own then
+        phrase = response.reason_phrase or httpx.codes.get_reason_phrase(response.status_code)
+        click.echo(f"error: {response.status_code} {phrase}: {detail}", err=True)
+    if isinstance(hint, str) and hint:
+        click.echo(f"hint: {hint}", err=True)
+    sys.exit(1)
 
 
 def _version(response: httpx.Response) -> str:
