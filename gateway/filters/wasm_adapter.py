@@ -503,21 +503,19 @@ class WasmNetworkFilter:
         self._live()
 
     async def on_downstream_data(self, data: bytes) -> bytes | None:
-        context = self._live()
-        held = self.held_downstream
-        held += data
-        if context.on_downstream_data(held, False) is Action.PAUSE:
-            self._live()
-            return b""
-        out = bytes(held)
-        held.clear()
-        return out
+        return self._data(data, downstream=True)
 
     async def on_upstream_data(self, data: bytes) -> bytes | None:
+        return self._data(data, downstream=False)
+
+    def _data(self, data: bytes, *, downstream: bool) -> bytes:
+        """A piece of one direction through the module, after what it held back of that
+        direction (edited in place); a pause holds it all (``b""`` goes on for now)."""
         context = self._live()
-        held = self.held_upstream
+        held = self.held_downstream if downstream else self.held_upstream
         held += data
-        if context.on_upstream_data(held, False) is Action.PAUSE:
+        hook = context.on_downstream_data if downstream else context.on_upstream_data
+        if hook(held, False) is Action.PAUSE:
             self._live()
             return b""
         out = bytes(held)
