@@ -216,6 +216,65 @@ async def gateway_process(
 StartGateway = Callable[..., Awaitable[Gateway]]
 
 
+@attrs.define
+class H11Message:
+    """A whole request a test upstream received: its head, body and trailers."""
+
+    request: h11.Request
+    body: bytes = b""
+    trailers: list[tuple[bytes, bytes]] = attrs.Factory(list)
+
+
+async def serve_h11_messages(
+    stream: trio.SocketStream,
+    respond: Callable[[H11Message], Awaitable[list[h11.Event]]],
+    arrived: Callable[[h11.Request], None] | None = None,
+) -> None:
+    """Serve one connection of a test upstream: each request, once its whole message is
+    in, is answered with the events ``respond`` gives (a response, its data, its end);
+    ``arrived`` is told of each request as its head comes. Keep-alive as h11 allows."""
+    conn = h11.Connection(h11.SERVER)
+    message: H11Message | None = None
+    try:
+        async with stream:
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    conn.receive_data(data)
+                elif isinstance(event, h11.Request):
+                    message = H11Message(event)
+                    if arrived is not None:
+                        arrived(event)
+                elif isinstance(event, h11.Data):
+                    assert message is not None
+                    message.body += event.data
+                elif isinstance(event, h11.EndOfMessage):
+                    assert message is not None
+                    message.trailers = list(event.headers)
+                    reply = b"".join(conn.send(e) or b"" for e in await respond(message))
+                    await stream.send_all(reply)
+                    if conn.our_state is h11.MUST_CLOSE:
+                        return
+                    conn.start_next_cycle()
+                elif isinstance(event, h11.ConnectionClosed):
+                    return
+    except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
+        pass  # the gateway closed the connection (a route timeout, a test that ended)
+
+
+def h11_reply(status: int, body: bytes, headers: list[tuple[str, str]]) -> list[h11.Event]:
+    """A response with ``body`` (its length given) and ``headers``, as events."""
+    fields = [*headers, ("content-length", str(len(body)))]
+    return [
+        h11.Response(status_code=status, headers=fields),
+        h11.Data(data=body),
+        h11.EndOfMessage(),
+    ]
+
+
 async def serve_h11(
     stream: trio.SocketStream,
     name: str,
@@ -228,35 +287,12 @@ async def serve_h11(
     it is answered with the status ``status_of`` gives, an ``x-upstream: name`` header
     and the body ``name`` and a newline.
     """
-    conn = h11.Connection(h11.SERVER)
-    request: h11.Request | None = None
-    try:
-        async with stream:
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        return
-                    conn.receive_data(data)
-                elif isinstance(event, h11.Request):
-                    request = event
-                    arrived(event)
-                elif isinstance(event, h11.EndOfMessage):
-                    assert request is not None
-                    status = await status_of(request)
-                    body = f"{name}\n".encode()
-                    headers = [("x-upstream", name), ("content-length", str(len(body)))]
-                    reply = conn.send(h11.Response(status_code=status, headers=headers))
-                    reply += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
-                    await stream.send_all(reply)
-                    if conn.our_state is h11.MUST_CLOSE:
-                        return
-                    conn.start_next_cycle()
-                elif isinstance(event, h11.ConnectionClosed):
-                    return
-    except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
-        pass  # the gateway closed the connection (a route timeout, a test that ended)
+
+    async def respond(message: H11Message) -> list[h11.Event]:
+        status = await status_of(message.request)
+        return h11_reply(status, f"{name}\n".encode(), [("x-upstream", name)])
+
+    await serve_h11_messages(stream, respond, arrived)
 
 
 @attrs.define(eq=False)

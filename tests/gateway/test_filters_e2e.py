@@ -12,7 +12,14 @@ import trio
 
 from gateway.app import Gateway
 from gateway.config import Address
-from tests.conftest import StartGateway, simple_config, wait_until
+from tests.conftest import (
+    H11Message,
+    StartGateway,
+    h11_reply,
+    serve_h11_messages,
+    simple_config,
+    wait_until,
+)
 from tests.gateway import filter_samples
 from tests.gateway.l4_support import StreamEcho, connect, l4_config, read_to_end
 
@@ -36,42 +43,22 @@ class Recorder:
         return self
 
     async def _serve(self, stream: trio.SocketStream) -> None:
-        conn = h11.Connection(h11.SERVER)
-        current: dict[str, Any] = {}
-        try:
-            async with stream:
-                while True:
-                    event = conn.next_event()
-                    if event is h11.NEED_DATA:
-                        data = await stream.receive_some(65536)
-                        if not data:
-                            return
-                        conn.receive_data(data)
-                    elif isinstance(event, h11.Request):
-                        current = {
-                            "target": event.target.decode(),
-                            "headers": {n.decode(): v.decode() for n, v in event.headers},
-                            "body": b"",
-                        }
-                    elif isinstance(event, h11.Data):
-                        current["body"] += event.data
-                    elif isinstance(event, h11.EndOfMessage):
-                        current["trailers"] = {n.decode(): v.decode() for n, v in event.headers}
-                        self.requests.append(current)
-                        body = current["body"] if current["target"] == "/echo" else self.body
-                        if current["target"] == "/big":
-                            body = b"x" * 100_000
-                        headers = [("x-upstream", self.name), ("content-length", str(len(body)))]
-                        out = conn.send(h11.Response(status_code=200, headers=headers))
-                        out += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
-                        await stream.send_all(out)
-                        if conn.our_state is h11.MUST_CLOSE:
-                            return
-                        conn.start_next_cycle()
-                    elif isinstance(event, h11.ConnectionClosed):
-                        return
-        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
-            pass
+        await serve_h11_messages(stream, self._respond)
+
+    async def _respond(self, message: H11Message) -> list[h11.Event]:
+        target = message.request.target.decode()
+        self.requests.append(
+            {
+                "target": target,
+                "headers": {n.decode(): v.decode() for n, v in message.request.headers},
+                "body": message.body,
+                "trailers": {n.decode(): v.decode() for n, v in message.trailers},
+            }
+        )
+        body = message.body if target == "/echo" else self.body
+        if target == "/big":
+            body = b"x" * 100_000
+        return h11_reply(200, body, [("x-upstream", self.name)])
 
 
 def python(filter_name: str, factory: str, **config: Any) -> dict[str, Any]:

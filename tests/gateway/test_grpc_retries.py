@@ -18,7 +18,7 @@ import httpx
 import trio
 
 from gateway.config import Address
-from tests.conftest import StartGateway, simple_config, wait_until
+from tests.conftest import H11Message, StartGateway, serve_h11_messages, simple_config, wait_until
 from tests.gateway.test_http2_defence import exchange, raw_client
 
 MESSAGE = b"\x00\x00\x00\x00\x02hi"
@@ -34,38 +34,18 @@ class GrpcShaped:
         self.bodies: list[bytes] = []
 
     async def serve(self, stream: trio.SocketStream) -> None:
-        conn = h11.Connection(h11.SERVER)
-        body = b""
-        async with stream:
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        return
-                    conn.receive_data(data)
-                elif isinstance(event, h11.Data):
-                    body += event.data
-                elif isinstance(event, h11.EndOfMessage):
-                    self.bodies.append(body)
-                    body = b""
-                    status = self.script.pop(0) if self.script else 0
-                    await stream.send_all(self._answer(conn, status))
-                    if conn.our_state is h11.MUST_CLOSE:
-                        return
-                    conn.start_next_cycle()
-                elif isinstance(event, h11.ConnectionClosed):
-                    return
+        await serve_h11_messages(stream, self._respond)
 
-    def _answer(self, conn: h11.Connection, status: int) -> bytes:
+    async def _respond(self, message: H11Message) -> list[h11.Event]:
+        self.bodies.append(message.body)
+        status = self.script.pop(0) if self.script else 0
         grpc = [("content-type", "application/grpc")]
         code = [("grpc-status", str(status)), ("grpc-message", "scripted")]
         if self.where == "headers" and status:
             head = h11.Response(status_code=200, headers=[*grpc, *code, ("content-length", "0")])
-            return conn.send(head) + conn.send(h11.EndOfMessage())  # type: ignore[operator]
+            return [head, h11.EndOfMessage()]
         head = h11.Response(status_code=200, headers=[*grpc, ("transfer-encoding", "chunked")])
-        out = conn.send(head) + conn.send(h11.Data(data=MESSAGE))  # type: ignore[operator]
-        return out + conn.send(h11.EndOfMessage(headers=code))  # type: ignore[operator]
+        return [head, h11.Data(data=MESSAGE), h11.EndOfMessage(headers=code)]
 
 
 async def _start(nursery: trio.Nursery, upstream: GrpcShaped) -> Address:
